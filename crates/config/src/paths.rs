@@ -1,0 +1,109 @@
+//! Turning the configuration into concrete paths on this machine.
+
+use std::path::{Path, PathBuf};
+
+use crate::schema::Config;
+
+/// Longest Unix socket path the kernel accepts (`sun_path` less its NUL).
+pub const MAX_SOCKET_PATH: usize = 107;
+
+/// The process environment that path defaults depend on.
+#[derive(Debug, Clone, Default)]
+pub struct HostEnv {
+    /// `$HOME`.
+    pub home: Option<PathBuf>,
+    /// `$XDG_DATA_HOME`.
+    pub xdg_data_home: Option<PathBuf>,
+    /// `$XDG_CONFIG_HOME`.
+    pub xdg_config_home: Option<PathBuf>,
+    /// `$XDG_RUNTIME_DIR`.
+    pub xdg_runtime_dir: Option<PathBuf>,
+}
+
+impl HostEnv {
+    /// Reads the variables from this process; empty values count as unset.
+    pub fn from_process() -> Self {
+        let var = |name: &str| std::env::var_os(name).filter(|v| !v.is_empty()).map(PathBuf::from);
+        Self {
+            home: var("HOME"),
+            xdg_data_home: var("XDG_DATA_HOME"),
+            xdg_config_home: var("XDG_CONFIG_HOME"),
+            xdg_runtime_dir: var("XDG_RUNTIME_DIR"),
+        }
+    }
+}
+
+/// Every path the daemon uses, resolved.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Paths {
+    /// The data directory.
+    pub data_dir: PathBuf,
+    /// The SQLite journal of record.
+    pub journal: PathBuf,
+    /// The single-instance lock file.
+    pub lock_file: PathBuf,
+    /// The Unix socket.
+    pub socket: PathBuf,
+    /// The bearer-token file for TCP.
+    pub token_file: PathBuf,
+    /// The models directory.
+    pub models_dir: PathBuf,
+    /// The embedding model folder.
+    pub embedder: PathBuf,
+    /// The generator GGUF file.
+    pub llm: PathBuf,
+}
+
+/// Why a path could not be resolved.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot choose a default for `{key}`: neither {vars} is set; set `{key}` in the config file or pass --data-dir")]
+pub struct UnresolvedPath {
+    /// The key to set.
+    pub key: &'static str,
+    /// The variables that would have given a default.
+    pub vars: &'static str,
+}
+
+impl Paths {
+    /// Resolves configured paths, filling defaults from `env` and expanding `~/`.
+    pub fn resolve(config: &Config, env: &HostEnv) -> Result<Self, UnresolvedPath> {
+        let expand = |path: &Path| expand_home(path, env.home.as_deref());
+        let data_dir = match &config.storage.data_dir {
+            Some(dir) => expand(dir),
+            None => env
+                .xdg_data_home
+                .clone()
+                .or_else(|| env.home.as_ref().map(|home| home.join(".local").join("share")))
+                .map(|dir| dir.join("engram"))
+                .ok_or(UnresolvedPath { key: "storage.data_dir", vars: "XDG_DATA_HOME nor HOME" })?,
+        };
+        let socket = match &config.server.socket {
+            Some(path) => expand(path),
+            None => match &env.xdg_runtime_dir {
+                Some(dir) => dir.join("engram").join("engram.sock"),
+                None => data_dir.join("engram.sock"),
+            },
+        };
+        let token_file = config.server.token_file.as_deref().map_or_else(|| data_dir.join("http.token"), expand);
+        let models_dir = config.models.dir.as_deref().map_or_else(|| data_dir.join("models"), expand);
+        let embedder = models_dir.join(expand(&config.models.embedder));
+        let llm = models_dir.join(expand(&config.models.llm));
+        Ok(Self {
+            journal: data_dir.join("journal.sqlite3"),
+            lock_file: data_dir.join("engram.lock"),
+            data_dir,
+            socket,
+            token_file,
+            models_dir,
+            embedder,
+            llm,
+        })
+    }
+}
+
+fn expand_home(path: &Path, home: Option<&Path>) -> PathBuf {
+    match (path.strip_prefix("~"), home) {
+        (Ok(rest), Some(home)) => home.join(rest),
+        _ => path.to_path_buf(),
+    }
+}

@@ -1,0 +1,232 @@
+//! The typed configuration and its per-key documentation.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+/// Engram's whole configuration, one struct per `[section]` of the TOML.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+pub struct Config {
+    /// `[storage]`: the data directory and the journal.
+    pub storage: Storage,
+    /// `[server]`: listeners, limits and timeouts.
+    pub server: Server,
+    /// `[models]`: where model weights live.
+    pub models: Models,
+    /// `[log]`: log filter and format.
+    pub log: Log,
+}
+
+/// `[storage]` section.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+pub struct Storage {
+    /// Data directory; `None` means the XDG default.
+    pub data_dir: Option<PathBuf>,
+    /// SQLite durability of an acknowledged write.
+    pub synchronous: Synchronous,
+    /// Wait for a competing writer, in ms.
+    pub busy_timeout_ms: u64,
+}
+
+/// How hard SQLite syncs a committed transaction.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Synchronous {
+    /// fsync on every commit: survives power loss.
+    Full,
+    /// fsync at checkpoints: survives a killed process.
+    Normal,
+}
+
+/// `[server]` section.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+pub struct Server {
+    /// Unix socket path; `None` means the XDG runtime default.
+    pub socket: Option<PathBuf>,
+    /// Opt-in loopback TCP listener.
+    pub tcp: Option<SocketAddr>,
+    /// Bearer-token file for TCP; `None` means `<data_dir>/http.token`.
+    pub token_file: Option<PathBuf>,
+    /// Browser origins allowed on TCP.
+    pub allowed_origins: Vec<String>,
+    /// Largest accepted request body.
+    pub max_body_bytes: u64,
+    /// Deadline for a complete request head (and keep-alive idle), in ms.
+    pub header_timeout_ms: u64,
+    /// Deadline for a request body, in ms.
+    pub body_timeout_ms: u64,
+    /// Most connections served at once.
+    pub max_connections: u32,
+    /// Drain time for in-flight requests on shutdown, in ms.
+    pub shutdown_grace_ms: u64,
+}
+
+/// `[models]` section.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+pub struct Models {
+    /// Models directory; `None` means `<data_dir>/models`.
+    pub dir: Option<PathBuf>,
+    /// Embedding model folder, relative to `dir` or absolute.
+    pub embedder: PathBuf,
+    /// Generator GGUF file, relative to `dir` or absolute.
+    pub llm: PathBuf,
+}
+
+/// `[log]` section.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+pub struct Log {
+    /// Filter directive in `tracing_subscriber::EnvFilter` syntax.
+    pub level: String,
+    /// Output format.
+    pub format: LogFormat,
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines, colored on a terminal.
+    #[default]
+    Human,
+    /// One JSON object per line.
+    Json,
+}
+
+/// A configuration key and the form its value must take.
+#[derive(Debug, Clone, Copy)]
+pub struct KeyDoc {
+    /// Dotted key, e.g. `server.tcp`.
+    pub key: &'static str,
+    /// The expected form, phrased for an error message.
+    pub expected: &'static str,
+}
+
+/// Every key Engram understands, with the form its value must take.
+pub const KEYS: &[KeyDoc] = &[
+    KeyDoc { key: "storage.data_dir", expected: "an absolute directory path (or one starting with `~/`)" },
+    KeyDoc { key: "storage.synchronous", expected: "\"full\" or \"normal\"" },
+    KeyDoc { key: "storage.busy_timeout_ms", expected: "an integer number of milliseconds, 0 to 600000" },
+    KeyDoc { key: "server.socket", expected: "an absolute socket path of at most 107 bytes (or one starting with `~/`)" },
+    KeyDoc { key: "server.tcp", expected: "a loopback address with a port, e.g. \"127.0.0.1:8765\" or \"[::1]:8765\"" },
+    KeyDoc { key: "server.token_file", expected: "an absolute file path (or one starting with `~/`)" },
+    KeyDoc { key: "server.allowed_origins", expected: "a list of origins such as [\"http://localhost:3000\"] (scheme://host[:port], no path)" },
+    KeyDoc { key: "server.max_body_bytes", expected: "an integer number of bytes, at least 1024" },
+    KeyDoc { key: "server.header_timeout_ms", expected: "an integer number of milliseconds, 100 to 3600000" },
+    KeyDoc { key: "server.body_timeout_ms", expected: "an integer number of milliseconds, 100 to 3600000" },
+    KeyDoc { key: "server.max_connections", expected: "an integer, 1 to 65536" },
+    KeyDoc { key: "server.shutdown_grace_ms", expected: "an integer number of milliseconds, 0 to 600000" },
+    KeyDoc { key: "models.dir", expected: "an absolute directory path (or one starting with `~/`)" },
+    KeyDoc { key: "models.embedder", expected: "a model folder name under models.dir, or an absolute path" },
+    KeyDoc { key: "models.llm", expected: "a GGUF file path under models.dir, or an absolute path" },
+    KeyDoc { key: "log.level", expected: "a tracing filter such as \"info\" or \"engram=debug,info\"" },
+    KeyDoc { key: "log.format", expected: "\"human\" or \"json\"" },
+];
+
+/// The expected form of `key`, or a generic phrase for keys not in [`KEYS`].
+pub fn expected_form(key: &str) -> &'static str {
+    KEYS.iter()
+        .find(|doc| doc.key == key)
+        .map_or("a value of the documented type (see config/default.toml)", |doc| doc.expected)
+}
+
+/// One value that parsed but is not acceptable.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Invalid {
+    /// Dotted key.
+    pub key: &'static str,
+    /// What is wrong with the value.
+    pub problem: String,
+}
+
+impl Config {
+    /// Checks the values that types alone cannot, returning every problem.
+    pub fn validate(&self) -> Vec<Invalid> {
+        let mut out = Vec::new();
+        let mut bad = |key: &'static str, problem: String| out.push(Invalid { key, problem });
+
+        for (key, path) in [
+            ("storage.data_dir", &self.storage.data_dir),
+            ("server.socket", &self.server.socket),
+            ("server.token_file", &self.server.token_file),
+            ("models.dir", &self.models.dir),
+        ] {
+            if let Some(path) = path
+                && !is_absolute_or_home(path)
+            {
+                bad(key, format!("`{}` is a relative path", path.display()));
+            }
+        }
+        if let Some(socket) = &self.server.socket
+            && socket.as_os_str().len() > crate::MAX_SOCKET_PATH
+        {
+            bad("server.socket", format!("`{}` is {} bytes long", socket.display(), socket.as_os_str().len()));
+        }
+        if let Some(addr) = self.server.tcp
+            && !addr.ip().is_loopback()
+        {
+            bad("server.tcp", format!("{addr} is not a loopback address"));
+        }
+        if let Some(addr) = self.server.tcp
+            && addr.port() == 0
+        {
+            bad("server.tcp", format!("{addr} has port 0"));
+        }
+        for origin in &self.server.allowed_origins {
+            if !is_origin(origin) {
+                bad("server.allowed_origins", format!("{origin:?} is not an origin"));
+            }
+        }
+        let ranges: [(&'static str, u64, u64, u64); 6] = [
+            ("storage.busy_timeout_ms", self.storage.busy_timeout_ms, 0, 600_000),
+            ("server.max_body_bytes", self.server.max_body_bytes, 1024, u64::MAX),
+            ("server.header_timeout_ms", self.server.header_timeout_ms, 100, 3_600_000),
+            ("server.body_timeout_ms", self.server.body_timeout_ms, 100, 3_600_000),
+            ("server.max_connections", u64::from(self.server.max_connections), 1, 65_536),
+            ("server.shutdown_grace_ms", self.server.shutdown_grace_ms, 0, 600_000),
+        ];
+        for (key, value, min, max) in ranges {
+            if !(min..=max).contains(&value) {
+                bad(key, format!("{value} is out of range"));
+            }
+        }
+        for (key, path) in [("models.embedder", &self.models.embedder), ("models.llm", &self.models.llm)] {
+            if path.as_os_str().is_empty() {
+                bad(key, "the value is empty".to_owned());
+            }
+        }
+        if self.log.level.trim().is_empty() {
+            bad("log.level", "the value is empty".to_owned());
+        }
+        out
+    }
+}
+
+fn is_absolute_or_home(path: &Path) -> bool {
+    path.is_absolute() || path.starts_with("~")
+}
+
+/// `scheme://host[:port]` with an http(s) scheme and nothing after the authority.
+fn is_origin(origin: &str) -> bool {
+    let Some((scheme, rest)) = origin.split_once("://") else {
+        return false;
+    };
+    matches!(scheme, "http" | "https")
+        && !rest.is_empty()
+        && !rest.contains(['/', '?', '#', ' ', '@'])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn origins_are_scheme_host_port_only() {
+        assert!(is_origin("http://localhost:3000"));
+        assert!(is_origin("https://chat.example"));
+        assert!(!is_origin("localhost:3000"));
+        assert!(!is_origin("http://localhost:3000/"));
+        assert!(!is_origin("ftp://x"));
+        assert!(!is_origin("http://"));
+    }
+}
