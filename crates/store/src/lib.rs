@@ -21,3 +21,7 @@ pub use journal::{
     Change, Durability, Entity, JOURNAL_APPLICATION_ID, Op, SCHEMA_VERSION, Seq, Store, StoreError, StoreOptions,
     StoreStats, WriteTx,
 };
+
+/// The SQLite binding, re-exported so feature crates write their own tables
+/// with the same version.
+pub use rusqlite;
