@@ -1,0 +1,151 @@
+//! Command-line options and dispatch.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand, ValueEnum};
+use engram_config::{ConfigError, HostEnv, Loaded, Loader, Origin, Paths};
+
+/// Engram: an LLM daemon that remembers, retrieves and improves.
+#[derive(Debug, Parser)]
+#[command(name = "engram", version, about, propagate_version = true)]
+pub struct Cli {
+    /// Config file layered over the built-in defaults
+    /// [default: $XDG_CONFIG_HOME/engram/config.toml, when it exists].
+    #[arg(long, global = true, env = "ENGRAM_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
+    /// Data directory (overrides storage.data_dir).
+    #[arg(long, global = true, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+
+    /// More log detail: -v debug, -vv trace (overrides log.level).
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+
+    /// Log format (overrides log.format).
+    #[arg(long, global = true, value_enum)]
+    pub log_format: Option<LogFormatArg>,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// `--log-format` values.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum LogFormatArg {
+    /// Human-readable lines.
+    Human,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the daemon in the foreground until SIGINT or SIGTERM.
+    Serve,
+    /// Check the environment and print a pass/fail table with fixes.
+    Doctor {
+        /// Print the checks as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print version and build information.
+    Version {
+        /// Print as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// Exit status for a configuration error, as for a usage error.
+const EXIT_CONFIG: u8 = 2;
+
+/// Runs the parsed command line.
+pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    if let Command::Version { json } = cli.command {
+        print_version(json);
+        return Ok(ExitCode::SUCCESS);
+    }
+    let env = HostEnv::from_process();
+    let loaded = match load_config(&cli, &env) {
+        Ok(loaded) => loaded,
+        Err(err) if matches!(cli.command, Command::Doctor { .. }) => {
+            return Ok(crate::doctor::run_without_config(&cli, &env, &err));
+        }
+        Err(err) => {
+            eprintln!("error: invalid configuration:\n{err}");
+            return Ok(ExitCode::from(EXIT_CONFIG));
+        }
+    };
+    match cli.command {
+        Command::Serve => {
+            let paths = resolve_paths(&loaded, &env)?;
+            crate::logging::init(&loaded)?;
+            crate::serve::run(&loaded, &paths)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Doctor { json } => {
+            let paths = resolve_paths(&loaded, &env)?;
+            Ok(crate::doctor::run(&loaded, &paths, json))
+        }
+        Command::Version { .. } => unreachable!("handled above"),
+    }
+}
+
+/// Loads the configuration layers in order: defaults, file, environment, flags.
+pub fn load_config(cli: &Cli, env: &HostEnv) -> Result<Loaded, ConfigError> {
+    let mut loader = match &cli.config {
+        Some(file) => Loader::new().file(file, true),
+        None => match engram_config::default_user_file(env.xdg_config_home.as_deref(), env.home.as_deref()) {
+            Some(file) => Loader::new().file(file, false),
+            None => Loader::new(),
+        },
+    };
+    loader = loader.env_vars(
+        std::env::vars_os().filter_map(|(name, value)| Some((name.into_string().ok()?, value.into_string().ok()?))),
+    );
+    if let Some(dir) = &cli.data_dir {
+        let dir = std::path::absolute(dir).unwrap_or_else(|_| dir.clone());
+        loader = loader.set("storage.data_dir", dir.display().to_string(), Origin::Cli("--data-dir"));
+    }
+    match cli.verbose {
+        0 => {}
+        1 => loader = loader.set("log.level", "debug", Origin::Cli("-v")),
+        _ => loader = loader.set("log.level", "trace", Origin::Cli("-vv")),
+    }
+    if let Some(format) = cli.log_format {
+        let name = match format {
+            LogFormatArg::Human => "human",
+            LogFormatArg::Json => "json",
+        };
+        loader = loader.set("log.format", name, Origin::Cli("--log-format"));
+    }
+    loader.load()
+}
+
+fn resolve_paths(loaded: &Loaded, env: &HostEnv) -> anyhow::Result<Paths> {
+    Paths::resolve(&loaded.config, env).context("cannot work out where Engram keeps its data")
+}
+
+fn print_version(json: bool) {
+    let version = env!("CARGO_PKG_VERSION");
+    let sqlite = engram_store::rusqlite::version();
+    let target = format!("{}-{}", std::env::consts::ARCH, std::env::consts::OS);
+    let profile = if cfg!(debug_assertions) { "debug" } else { "release" };
+    if json {
+        let value = serde_json::json!({
+            "version": version,
+            "journal_schema": engram_store::SCHEMA_VERSION,
+            "sqlite": sqlite,
+            "target": target,
+            "profile": profile,
+        });
+        println!("{value}");
+    } else {
+        println!("engram {version}");
+        println!("journal schema {}, SQLite {sqlite}, {target}, {profile} build", engram_store::SCHEMA_VERSION);
+    }
+}

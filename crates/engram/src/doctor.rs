@@ -1,0 +1,345 @@
+//! `engram doctor`: checks the environment and says how to fix what fails.
+
+use std::fmt;
+use std::io::{Read, Write};
+use std::path::Path;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use engram_config::{ConfigError, HostEnv, Loaded, Loader, Paths};
+use serde::Serialize;
+
+use crate::cli::Cli;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+enum Status {
+    Pass,
+    Warn,
+    Fail,
+}
+
+impl fmt::Display for Status {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // `pad` honours the width the table asks for.
+        f.pad(match self {
+            Self::Pass => "PASS",
+            Self::Warn => "WARN",
+            Self::Fail => "FAIL",
+        })
+    }
+}
+
+#[derive(Debug, Serialize)]
+struct Check {
+    name: &'static str,
+    status: Status,
+    detail: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    fix: Option<String>,
+}
+
+impl Check {
+    fn pass(name: &'static str, detail: impl Into<String>) -> Self {
+        Self { name, status: Status::Pass, detail: detail.into(), fix: None }
+    }
+
+    fn fail(name: &'static str, detail: impl Into<String>, fix: impl Into<String>) -> Self {
+        Self { name, status: Status::Fail, detail: detail.into(), fix: Some(fix.into()) }
+    }
+
+    fn warn(name: &'static str, detail: impl Into<String>, fix: impl Into<String>) -> Self {
+        Self { name, status: Status::Warn, detail: detail.into(), fix: Some(fix.into()) }
+    }
+}
+
+/// Runs every check with a valid configuration.
+pub fn run(loaded: &Loaded, paths: &Paths, json: bool) -> ExitCode {
+    let sources: Vec<String> = loaded.sources.iter().map(ToString::to_string).collect();
+    let mut checks = vec![Check::pass("config", sources.join("; "))];
+    checks.extend(environment_checks(loaded, paths));
+    report(&checks, json)
+}
+
+/// Reports the configuration error, then checks what it can with the
+/// built-in defaults (and `--data-dir`).
+pub fn run_without_config(cli: &Cli, env: &HostEnv, err: &ConfigError) -> ExitCode {
+    let json = matches!(cli.command, crate::cli::Command::Doctor { json: true });
+    let mut checks =
+        vec![Check::fail("config", err.to_string(), "fix the key named above; config/default.toml documents each key")];
+    let mut loader = Loader::new();
+    if let Some(dir) = &cli.data_dir {
+        let dir = std::path::absolute(dir).unwrap_or_else(|_| dir.clone());
+        loader = loader.set("storage.data_dir", dir.display().to_string(), engram_config::Origin::Cli("--data-dir"));
+    }
+    if let Ok(loaded) = loader.load()
+        && let Ok(paths) = Paths::resolve(&loaded.config, env)
+    {
+        checks.extend(environment_checks(&loaded, &paths));
+    }
+    report(&checks, json)
+}
+
+fn environment_checks(loaded: &Loaded, paths: &Paths) -> Vec<Check> {
+    vec![
+        data_dir(paths),
+        journal(paths),
+        socket(paths),
+        tcp(loaded, paths),
+        embedder(&paths.embedder),
+        llm(&paths.llm),
+        disk(&paths.data_dir),
+    ]
+}
+
+fn report(checks: &[Check], json: bool) -> ExitCode {
+    let failed = checks.iter().any(|c| c.status == Status::Fail);
+    if json {
+        let value = serde_json::json!({ "ok": !failed, "checks": checks });
+        println!("{value:#}");
+    } else {
+        let width = checks.iter().map(|c| c.name.len()).max().unwrap_or(0);
+        let mut out = std::io::stdout().lock();
+        let _ = writeln!(out, "{:width$}  STATUS  DETAIL", "CHECK");
+        for check in checks {
+            let _ = writeln!(out, "{:width$}  {:6}  {}", check.name, check.status, check.detail);
+            if let Some(fix) = &check.fix {
+                let _ = writeln!(out, "{:width$}          fix: {fix}", "");
+            }
+        }
+        let verdict = if failed { "some checks failed" } else { "all checks passed" };
+        let _ = writeln!(out, "\n{verdict}");
+    }
+    if failed { ExitCode::FAILURE } else { ExitCode::SUCCESS }
+}
+
+fn data_dir(paths: &Paths) -> Check {
+    let dir = &paths.data_dir;
+    let existing = dir.ancestors().find(|p| p.exists()).unwrap_or(Path::new("/"));
+    let probe = existing.join(format!(".engram-doctor-{}", std::process::id()));
+    match std::fs::write(&probe, b"probe").and_then(|()| std::fs::remove_file(&probe)) {
+        Ok(()) if existing == dir => Check::pass("data dir", format!("{} (writable)", dir.display())),
+        Ok(()) => Check::pass("data dir", format!("{} (will be created under {})", dir.display(), existing.display())),
+        Err(err) => Check::fail(
+            "data dir",
+            format!("{} is not writable: {err}", existing.display()),
+            "set storage.data_dir (or --data-dir) to a directory you can write",
+        ),
+    }
+}
+
+fn journal(paths: &Paths) -> Check {
+    match engram_store::Store::inspect(&paths.journal) {
+        Ok(None) => Check::pass(
+            "journal",
+            format!(
+                "{} not created yet (schema {} on first start); SQLite {}",
+                paths.journal.display(),
+                engram_store::SCHEMA_VERSION,
+                engram_store::rusqlite::version()
+            ),
+        ),
+        Ok(Some(stats)) => Check::pass(
+            "journal",
+            format!(
+                "{}: schema {}, last seq {}, {}, integrity ok; SQLite {}",
+                stats.path.display(),
+                stats.schema_version,
+                stats.last_seq,
+                human_bytes(stats.size_bytes),
+                stats.sqlite_version
+            ),
+        ),
+        Err(err) => Check::fail("journal", err.to_string(), "see the message; the journal was not modified"),
+    }
+}
+
+fn socket(paths: &Paths) -> Check {
+    let path = &paths.socket;
+    let len = path.as_os_str().len();
+    if len > engram_config::MAX_SOCKET_PATH {
+        return Check::fail(
+            "socket",
+            format!("{} is {len} bytes, over the {} a socket allows", path.display(), engram_config::MAX_SOCKET_PATH),
+            "set server.socket to a shorter path",
+        );
+    }
+    match probe_daemon(path) {
+        Ok(status) if status.contains(" 200 ") => {
+            Check::pass("socket", format!("{}: a daemon is running and healthy", path.display()))
+        }
+        Ok(status) => Check::warn(
+            "socket",
+            format!("{}: a daemon answered `{}`", path.display(), status.trim()),
+            "see `engram serve` logs",
+        ),
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
+            Check::pass("socket", format!("{} (no daemon running)", path.display()))
+        }
+        Err(err) if err.kind() == std::io::ErrorKind::ConnectionRefused => Check::pass(
+            "socket",
+            format!("{}: stale socket file, will be replaced on start", path.display()),
+        ),
+        Err(err) => Check::fail(
+            "socket",
+            format!("{}: {err}", path.display()),
+            "make the socket's directory writable, or set server.socket",
+        ),
+    }
+}
+
+/// `GET /healthz` over the socket; returns the status line.
+fn probe_daemon(path: &Path) -> std::io::Result<String> {
+    let mut stream = std::os::unix::net::UnixStream::connect(path)?;
+    stream.set_read_timeout(Some(Duration::from_secs(3)))?;
+    stream.write_all(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")?;
+    let mut response = Vec::new();
+    stream.take(64 * 1024).read_to_end(&mut response)?;
+    let text = String::from_utf8_lossy(&response);
+    Ok(text.lines().next().unwrap_or_default().to_owned() + " ")
+}
+
+fn tcp(loaded: &Loaded, paths: &Paths) -> Check {
+    use std::os::unix::fs::MetadataExt;
+    let Some(addr) = loaded.config.server.tcp else {
+        return Check::pass("tcp", "off (set server.tcp to serve a loopback port)");
+    };
+    match std::fs::metadata(&paths.token_file) {
+        Ok(meta) if meta.mode() & 0o077 != 0 => Check::fail(
+            "tcp",
+            format!("{addr}: token file {} has mode {:o}", paths.token_file.display(), meta.mode() & 0o777),
+            format!("chmod 600 {}", paths.token_file.display()),
+        ),
+        Ok(_) => Check::pass("tcp", format!("{addr}, token in {}", paths.token_file.display())),
+        Err(_) => Check::pass(
+            "tcp",
+            format!("{addr}, token will be created in {} on start", paths.token_file.display()),
+        ),
+    }
+}
+
+const FETCH_FIX: &str = "run scripts/fetch-models (or point models.dir / models.embedder / models.llm at the files)";
+
+fn embedder(dir: &Path) -> Check {
+    let name = "embedder";
+    if !dir.is_dir() {
+        return Check::fail(name, format!("{} is missing", dir.display()), FETCH_FIX);
+    }
+    for file in ["config.json", "tokenizer.json"] {
+        let path = dir.join(file);
+        let parsed = std::fs::read(&path)
+            .map_err(|e| e.to_string())
+            .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).map_err(|e| e.to_string()));
+        if let Err(err) = parsed {
+            return Check::fail(name, format!("{}: {err}", path.display()), FETCH_FIX);
+        }
+    }
+    let weights = dir.join("model.safetensors");
+    match safetensors_summary(&weights) {
+        Ok((tensors, bytes)) => {
+            Check::pass(name, format!("{}: {tensors} tensors, {}", dir.display(), human_bytes(bytes)))
+        }
+        Err(err) => Check::fail(name, format!("{}: {err}", weights.display()), FETCH_FIX),
+    }
+}
+
+fn llm(file: &Path) -> Check {
+    match gguf_summary(file) {
+        Ok((version, tensors, bytes)) => Check::pass(
+            "llm",
+            format!("{}: GGUF v{version}, {tensors} tensors, {}", file.display(), human_bytes(bytes)),
+        ),
+        Err(err) => Check::fail("llm", format!("{} {err}", file.display()), FETCH_FIX),
+    }
+}
+
+/// Validates a safetensors file's header and that every tensor's bytes lie
+/// inside the file: (tensor count, file size).
+fn safetensors_summary(path: &Path) -> Result<(usize, u64), String> {
+    let mut file = std::fs::File::open(path).map_err(|e| e.to_string())?;
+    let size = file.metadata().map_err(|e| e.to_string())?.len();
+    let mut len = [0u8; 8];
+    file.read_exact(&mut len).map_err(|_| "shorter than a safetensors header".to_owned())?;
+    let header_len = u64::from_le_bytes(len);
+    if header_len > 100 << 20 || 8 + header_len > size {
+        return Err(format!("header length {header_len} does not fit the {size}-byte file"));
+    }
+    let mut header = vec![0u8; header_len as usize];
+    file.read_exact(&mut header).map_err(|e| e.to_string())?;
+    let header: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_slice(&header).map_err(|e| format!("header is not JSON: {e}"))?;
+    let data = size - 8 - header_len;
+    let mut tensors = 0;
+    for (name, entry) in &header {
+        if name == "__metadata__" {
+            continue;
+        }
+        let end = entry
+            .get("data_offsets")
+            .and_then(|o| o.get(1))
+            .and_then(serde_json::Value::as_u64)
+            .ok_or_else(|| format!("tensor {name} has no data_offsets"))?;
+        if end > data {
+            return Err(format!("tensor {name} ends at {end}, past the {data} data bytes (truncated file?)"));
+        }
+        tensors += 1;
+    }
+    if tensors == 0 {
+        return Err("holds no tensors".into());
+    }
+    Ok((tensors, size))
+}
+
+/// Reads a GGUF file's fixed header: (version, tensor count, file size).
+fn gguf_summary(path: &Path) -> Result<(u32, u64, u64), String> {
+    if !path.exists() {
+        return Err("is missing".into());
+    }
+    let mut file = std::fs::File::open(path).map_err(|e| format!(": {e}"))?;
+    let size = file.metadata().map_err(|e| format!(": {e}"))?.len();
+    let mut head = [0u8; 24];
+    file.read_exact(&mut head).map_err(|_| ": shorter than a GGUF header".to_owned())?;
+    if &head[..4] != b"GGUF" {
+        return Err(": not a GGUF file (bad magic)".into());
+    }
+    let version = u32::from_le_bytes([head[4], head[5], head[6], head[7]]);
+    if !(2..=3).contains(&version) {
+        return Err(format!(": unsupported GGUF version {version}"));
+    }
+    let mut count = [0u8; 8];
+    count.copy_from_slice(&head[8..16]);
+    let tensors = u64::from_le_bytes(count);
+    if tensors == 0 {
+        return Err(": holds no tensors".into());
+    }
+    Ok((version, tensors, size))
+}
+
+fn disk(dir: &Path) -> Check {
+    let existing = dir.ancestors().find(|p| p.exists()).unwrap_or(Path::new("/"));
+    match rustix::fs::statvfs(existing) {
+        Ok(stat) => {
+            let free = stat.f_bavail.saturating_mul(stat.f_frsize);
+            let detail = format!("{} free on {}", human_bytes(free), existing.display());
+            if free < 512 << 20 {
+                Check::fail("disk", detail, "free some space: models and indexes need at least 512 MiB")
+            } else if free < 2 << 30 {
+                Check::warn("disk", detail, "less than 2 GiB free: large ingests may run out")
+            } else {
+                Check::pass("disk", detail)
+            }
+        }
+        Err(err) => Check::warn("disk", format!("cannot stat {}: {err}", existing.display()), "check the mount"),
+    }
+}
+
+fn human_bytes(bytes: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut value = bytes as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit + 1 < UNITS.len() {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 { format!("{bytes} B") } else { format!("{value:.1} {}", UNITS[unit]) }
+}
