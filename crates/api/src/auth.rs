@@ -111,19 +111,28 @@ mod tests {
 
     #[test]
     fn checks_host_origin_and_token() {
-        let guard = TcpGuard::new("127.0.0.1:8765".parse().unwrap(), "s3cret".into(), vec!["http://localhost:3000".into()]);
+        let guard =
+            TcpGuard::new("127.0.0.1:8765".parse().unwrap(), "s3cret".into(), vec!["http://localhost:3000".into()]);
         let ok = [("host", "127.0.0.1:8765"), ("authorization", "Bearer s3cret")];
         assert!(guard.check(&headers(&ok)).is_ok());
         assert!(guard.check(&headers(&[("host", "localhost:8765"), ("authorization", "Bearer s3cret")])).is_ok());
         let status = |pairs: &[(&'static str, &str)]| guard.check(&headers(pairs)).unwrap_err().status;
-        assert_eq!(status(&[("host", "evil.example:8765"), ("authorization", "Bearer s3cret")]), StatusCode::MISDIRECTED_REQUEST);
+        assert_eq!(
+            status(&[("host", "evil.example:8765"), ("authorization", "Bearer s3cret")]),
+            StatusCode::MISDIRECTED_REQUEST
+        );
         assert_eq!(status(&[("host", "127.0.0.1:8765")]), StatusCode::UNAUTHORIZED);
         assert_eq!(status(&[("host", "127.0.0.1:8765"), ("authorization", "Bearer nope")]), StatusCode::UNAUTHORIZED);
         assert_eq!(
-            status(&[("host", "127.0.0.1:8765"), ("authorization", "Bearer s3cret"), ("origin", "http://evil.example")]),
+            status(&[
+                ("host", "127.0.0.1:8765"),
+                ("authorization", "Bearer s3cret"),
+                ("origin", "http://evil.example")
+            ]),
             StatusCode::FORBIDDEN
         );
-        let allowed = [("host", "127.0.0.1:8765"), ("authorization", "Bearer s3cret"), ("origin", "http://localhost:3000")];
+        let allowed =
+            [("host", "127.0.0.1:8765"), ("authorization", "Bearer s3cret"), ("origin", "http://localhost:3000")];
         assert!(guard.check(&headers(&allowed)).is_ok());
     }
 }

@@ -64,11 +64,7 @@ impl Metrics {
         let store_last_seq = Gauge::default();
         let uptime = Gauge::<f64, std::sync::atomic::AtomicU64>::default();
         registry.register("http_requests", "HTTP requests served, by method, route and status", requests.clone());
-        registry.register(
-            "http_request_duration_seconds",
-            "Time to the response head, by route",
-            latency.clone(),
-        );
+        registry.register("http_request_duration_seconds", "Time to the response head, by route", latency.clone());
         registry.register("http_requests_in_flight", "HTTP requests being served now", in_flight.clone());
         registry.register("store_size_bytes", "Journal database plus write-ahead log", store_size.clone());
         registry.register("store_last_seq", "Highest change sequence number in the journal", store_last_seq.clone());

@@ -96,7 +96,10 @@ async fn limit_body(State(limits): State<HttpLimits>, request: Request, next: Ne
         return ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
             "body_too_large",
-            format!("the request body is {length} bytes; the limit is {} (server.max_body_bytes)", limits.max_body_bytes),
+            format!(
+                "the request body is {length} bytes; the limit is {} (server.max_body_bytes)",
+                limits.max_body_bytes
+            ),
         )
         .into_response();
     }
@@ -185,5 +188,72 @@ async fn prometheus(State(state): State<AppState>) -> Response {
 }
 
 async fn not_found(request: Request) -> ApiError {
-    ApiError::new(StatusCode::NOT_FOUND, "not_found", format!("no route for {} {}", request.method(), request.uri().path()))
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        "not_found",
+        format!("no route for {} {}", request.method(), request.uri().path()),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use std::convert::Infallible;
+
+    use axum::body::Bytes;
+    use axum::routing::post;
+    use futures_util::{StreamExt, stream};
+    use tower::ServiceExt;
+
+    use super::*;
+
+    fn echo(max_body_bytes: u64) -> Router {
+        let limits = HttpLimits { max_body_bytes, body_timeout: Duration::from_millis(200) };
+        Router::new()
+            .route("/echo", post(|body: Bytes| async move { body.len().to_string() }))
+            .layer(middleware::from_fn_with_state(limits, limit_body))
+    }
+
+    /// A chunked body (no Content-Length) of `n` chunks of `size` bytes.
+    fn chunked(n: usize, size: usize) -> Body {
+        Body::from_stream(stream::iter((0..n).map(move |_| Ok::<_, Infallible>(Bytes::from(vec![b'x'; size])))))
+    }
+
+    async fn post_echo(app: Router, body: Body, length: Option<u64>) -> (StatusCode, String) {
+        let mut request = Request::post("/echo");
+        if let Some(length) = length {
+            request = request.header(header::CONTENT_LENGTH, length);
+        }
+        let response = app.oneshot(request.body(body).unwrap()).await.unwrap();
+        let status = response.status();
+        let bytes = axum::body::to_bytes(response.into_body(), 1 << 20).await.unwrap();
+        (status, String::from_utf8_lossy(&bytes).into_owned())
+    }
+
+    #[tokio::test]
+    async fn bodies_within_the_limit_pass() {
+        assert_eq!(post_echo(echo(1024), chunked(4, 256), None).await, (StatusCode::OK, "1024".to_owned()));
+    }
+
+    #[tokio::test]
+    async fn a_declared_oversized_body_is_refused_unread() {
+        // The body would fail if read: the 413 must come from the header alone.
+        let poisoned = Body::from_stream(stream::iter([Err::<Bytes, _>(std::io::Error::other("read!"))]));
+        let (status, body) = post_echo(echo(1024), poisoned, Some(100 << 20)).await;
+        assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
+        assert!(body.contains("body_too_large"), "{body}");
+    }
+
+    #[tokio::test]
+    async fn an_undeclared_oversized_body_is_cut_off_while_streaming() {
+        let (status, _) = post_echo(echo(1024), chunked(10, 256), None).await;
+        assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
+    }
+
+    #[tokio::test]
+    async fn a_stalled_body_times_out() {
+        let stalled =
+            Body::from_stream(stream::iter([Ok::<_, Infallible>(Bytes::from_static(b"{"))]).chain(stream::pending()));
+        let (status, _) = post_echo(echo(1024), stalled, None).await;
+        assert!(status.is_client_error() || status.is_server_error(), "{status}");
+    }
 }

@@ -104,7 +104,13 @@ impl UnixSocket {
                     tracing::warn!(socket = %path.display(), "removing stale socket left by a daemon that did not exit cleanly");
                     std::fs::remove_file(path).map_err(io_err("cannot remove the stale socket", path))?;
                 }
-                Err(source) => return Err(BindError::Io { what: "cannot probe the existing socket", path: path.to_path_buf(), source }),
+                Err(source) => {
+                    return Err(BindError::Io {
+                        what: "cannot probe the existing socket",
+                        path: path.to_path_buf(),
+                        source,
+                    });
+                }
             },
             Ok(_) => return Err(BindError::NotASocket { path: path.to_path_buf() }),
             Err(err) if err.kind() == io::ErrorKind::NotFound => {}
@@ -142,8 +148,11 @@ pub fn load_or_create_token(path: &Path) -> Result<String, BindError> {
     match std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path) {
         Ok(mut file) => {
             let mut bytes = [0u8; 32];
-            getrandom::fill(&mut bytes)
-                .map_err(|err| BindError::Io { what: "cannot generate a token for", path: path.to_path_buf(), source: io::Error::other(err.to_string()) })?;
+            getrandom::fill(&mut bytes).map_err(|err| BindError::Io {
+                what: "cannot generate a token for",
+                path: path.to_path_buf(),
+                source: io::Error::other(err.to_string()),
+            })?;
             let token: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
             io::Write::write_all(&mut file, format!("{token}\n").as_bytes()).map_err(io_err("cannot write", path))?;
             file.sync_all().map_err(io_err("cannot sync", path))?;
@@ -156,7 +165,11 @@ pub fn load_or_create_token(path: &Path) -> Result<String, BindError> {
                 return Err(BindError::Io {
                     what: "refusing a token file others can read:",
                     path: path.to_path_buf(),
-                    source: io::Error::other(format!("mode is {:o}; run `chmod 600 {}`", meta.mode() & 0o777, path.display())),
+                    source: io::Error::other(format!(
+                        "mode is {:o}; run `chmod 600 {}`",
+                        meta.mode() & 0o777,
+                        path.display()
+                    )),
                 });
             }
             let token = std::fs::read_to_string(path).map_err(io_err("cannot read the token file", path))?;
@@ -275,8 +288,13 @@ async fn accept(listener: &Listener) -> io::Result<Accepted> {
     }
 }
 
-async fn serve_connection<S>(stream: S, app: Router, limits: ConnLimits, cancel: CancellationToken, permit: OwnedSemaphorePermit)
-where
+async fn serve_connection<S>(
+    stream: S,
+    app: Router,
+    limits: ConnLimits,
+    cancel: CancellationToken,
+    permit: OwnedSemaphorePermit,
+) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let _permit = permit;

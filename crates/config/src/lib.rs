@@ -14,6 +14,8 @@ mod load;
 mod paths;
 mod schema;
 
-pub use load::{ConfigError, DEFAULT_TOML, ENV_PREFIX, Loaded, Loader, Origin, Problem, ProblemKind, default_user_file};
+pub use load::{
+    ConfigError, DEFAULT_TOML, ENV_PREFIX, Loaded, Loader, Origin, Problem, ProblemKind, default_user_file,
+};
 pub use paths::{HostEnv, MAX_SOCKET_PATH, Paths, UnresolvedPath};
 pub use schema::{Config, Invalid, KEYS, KeyDoc, Log, LogFormat, Models, Server, Storage, Synchronous, expected_form};

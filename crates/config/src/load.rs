@@ -253,10 +253,8 @@ impl Loader {
 }
 
 fn parse(text: &str, origin: &Origin) -> Result<toml::Table, ConfigError> {
-    text.parse::<toml::Table>().map_err(|err| ConfigError::Syntax {
-        origin: origin.clone(),
-        message: err.to_string().trim_end().to_owned(),
-    })
+    text.parse::<toml::Table>()
+        .map_err(|err| ConfigError::Syntax { origin: origin.clone(), message: err.to_string().trim_end().to_owned() })
 }
 
 /// `ENGRAM_SERVER__MAX_BODY_BYTES` -> `server.max_body_bytes`.
@@ -347,10 +345,7 @@ fn deserialize(merged: toml::Table, origins: &BTreeMap<String, Origin>) -> Resul
             let key = err.path().to_string();
             problems.push(Problem {
                 origin: origin_of(origins, &key).clone(),
-                kind: ProblemKind::BadValue {
-                    problem: err.inner().to_string(),
-                    expected: expected_form(&key),
-                },
+                kind: ProblemKind::BadValue { problem: err.inner().to_string(), expected: expected_form(&key) },
                 key,
             });
             Err(ConfigError::Problems(problems))

@@ -56,7 +56,9 @@ pub struct Paths {
 
 /// Why a path could not be resolved.
 #[derive(Debug, thiserror::Error)]
-#[error("cannot choose a default for `{key}`: neither {vars} is set; set `{key}` in the config file or pass --data-dir")]
+#[error(
+    "cannot choose a default for `{key}`: neither {vars} is set; set `{key}` in the config file or pass --data-dir"
+)]
 pub struct UnresolvedPath {
     /// The key to set.
     pub key: &'static str,

@@ -107,10 +107,16 @@ pub const KEYS: &[KeyDoc] = &[
     KeyDoc { key: "storage.data_dir", expected: "an absolute directory path (or one starting with `~/`)" },
     KeyDoc { key: "storage.synchronous", expected: "\"full\" or \"normal\"" },
     KeyDoc { key: "storage.busy_timeout_ms", expected: "an integer number of milliseconds, 0 to 600000" },
-    KeyDoc { key: "server.socket", expected: "an absolute socket path of at most 107 bytes (or one starting with `~/`)" },
+    KeyDoc {
+        key: "server.socket",
+        expected: "an absolute socket path of at most 107 bytes (or one starting with `~/`)",
+    },
     KeyDoc { key: "server.tcp", expected: "a loopback address with a port, e.g. \"127.0.0.1:8765\" or \"[::1]:8765\"" },
     KeyDoc { key: "server.token_file", expected: "an absolute file path (or one starting with `~/`)" },
-    KeyDoc { key: "server.allowed_origins", expected: "a list of origins such as [\"http://localhost:3000\"] (scheme://host[:port], no path)" },
+    KeyDoc {
+        key: "server.allowed_origins",
+        expected: "a list of origins such as [\"http://localhost:3000\"] (scheme://host[:port], no path)",
+    },
     KeyDoc { key: "server.max_body_bytes", expected: "an integer number of bytes, at least 1024" },
     KeyDoc { key: "server.header_timeout_ms", expected: "an integer number of milliseconds, 100 to 3600000" },
     KeyDoc { key: "server.body_timeout_ms", expected: "an integer number of milliseconds, 100 to 3600000" },
@@ -211,9 +217,7 @@ fn is_origin(origin: &str) -> bool {
     let Some((scheme, rest)) = origin.split_once("://") else {
         return false;
     };
-    matches!(scheme, "http" | "https")
-        && !rest.is_empty()
-        && !rest.contains(['/', '?', '#', ' ', '@'])
+    matches!(scheme, "http" | "https") && !rest.is_empty() && !rest.contains(['/', '?', '#', ' ', '@'])
 }
 
 #[cfg(test)]

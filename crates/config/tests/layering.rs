@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use engram_config::{ConfigError, HostEnv, Loader, Origin, Paths, ProblemKind, Synchronous, KEYS};
+use engram_config::{ConfigError, HostEnv, KEYS, Loader, Origin, Paths, ProblemKind, Synchronous};
 
 fn write(dir: &tempfile::TempDir, text: &str) -> PathBuf {
     let path = dir.path().join("config.toml");
@@ -166,11 +166,8 @@ fn missing_required_file_is_an_error_and_optional_is_skipped() {
 #[test]
 fn paths_follow_xdg_and_fall_back_under_the_data_dir() {
     let config = Loader::new().load().unwrap().config;
-    let env = HostEnv {
-        home: Some("/home/u".into()),
-        xdg_runtime_dir: Some("/run/user/7".into()),
-        ..HostEnv::default()
-    };
+    let env =
+        HostEnv { home: Some("/home/u".into()), xdg_runtime_dir: Some("/run/user/7".into()), ..HostEnv::default() };
     let paths = Paths::resolve(&config, &env).unwrap();
     assert_eq!(paths.data_dir, PathBuf::from("/home/u/.local/share/engram"));
     assert_eq!(paths.socket, PathBuf::from("/run/user/7/engram/engram.sock"));

@@ -176,10 +176,9 @@ fn socket(paths: &Paths) -> Check {
         Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
             Check::pass("socket", format!("{} (no daemon running)", path.display()))
         }
-        Err(err) if err.kind() == std::io::ErrorKind::ConnectionRefused => Check::pass(
-            "socket",
-            format!("{}: stale socket file, will be replaced on start", path.display()),
-        ),
+        Err(err) if err.kind() == std::io::ErrorKind::ConnectionRefused => {
+            Check::pass("socket", format!("{}: stale socket file, will be replaced on start", path.display()))
+        }
         Err(err) => Check::fail(
             "socket",
             format!("{}: {err}", path.display()),
@@ -211,10 +210,9 @@ fn tcp(loaded: &Loaded, paths: &Paths) -> Check {
             format!("chmod 600 {}", paths.token_file.display()),
         ),
         Ok(_) => Check::pass("tcp", format!("{addr}, token in {}", paths.token_file.display())),
-        Err(_) => Check::pass(
-            "tcp",
-            format!("{addr}, token will be created in {} on start", paths.token_file.display()),
-        ),
+        Err(_) => {
+            Check::pass("tcp", format!("{addr}, token will be created in {} on start", paths.token_file.display()))
+        }
     }
 }
 
@@ -223,7 +221,7 @@ const FETCH_FIX: &str = "run scripts/fetch-models (or point models.dir / models.
 fn embedder(dir: &Path) -> Check {
     let name = "embedder";
     if !dir.is_dir() {
-        return Check::fail(name, format!("{} is missing", dir.display()), FETCH_FIX);
+        return Check::fail(name, format!("{}: missing", dir.display()), FETCH_FIX);
     }
     for file in ["config.json", "tokenizer.json"] {
         let path = dir.join(file);
@@ -249,7 +247,7 @@ fn llm(file: &Path) -> Check {
             "llm",
             format!("{}: GGUF v{version}, {tensors} tensors, {}", file.display(), human_bytes(bytes)),
         ),
-        Err(err) => Check::fail("llm", format!("{} {err}", file.display()), FETCH_FIX),
+        Err(err) => Check::fail("llm", format!("{}: {err}", file.display()), FETCH_FIX),
     }
 }
 
@@ -293,24 +291,25 @@ fn safetensors_summary(path: &Path) -> Result<(usize, u64), String> {
 /// Reads a GGUF file's fixed header: (version, tensor count, file size).
 fn gguf_summary(path: &Path) -> Result<(u32, u64, u64), String> {
     if !path.exists() {
-        return Err("is missing".into());
+        return Err("missing".into());
     }
-    let mut file = std::fs::File::open(path).map_err(|e| format!(": {e}"))?;
-    let size = file.metadata().map_err(|e| format!(": {e}"))?.len();
-    let mut head = [0u8; 24];
-    file.read_exact(&mut head).map_err(|_| ": shorter than a GGUF header".to_owned())?;
-    if &head[..4] != b"GGUF" {
-        return Err(": not a GGUF file (bad magic)".into());
+    let mut file = std::fs::File::open(path).map_err(|e| e.to_string())?;
+    let size = file.metadata().map_err(|e| e.to_string())?.len();
+    let mut magic = [0u8; 4];
+    file.read_exact(&mut magic).map_err(|_| "shorter than a GGUF header".to_owned())?;
+    if &magic != b"GGUF" {
+        return Err("not a GGUF file (bad magic)".into());
     }
-    let version = u32::from_le_bytes([head[4], head[5], head[6], head[7]]);
+    let mut head = [0u8; 12];
+    file.read_exact(&mut head).map_err(|_| "shorter than a GGUF header".to_owned())?;
+    let [v0, v1, v2, v3, t @ ..] = head;
+    let version = u32::from_le_bytes([v0, v1, v2, v3]);
     if !(2..=3).contains(&version) {
-        return Err(format!(": unsupported GGUF version {version}"));
+        return Err(format!("unsupported GGUF version {version}"));
     }
-    let mut count = [0u8; 8];
-    count.copy_from_slice(&head[8..16]);
-    let tensors = u64::from_le_bytes(count);
+    let tensors = u64::from_le_bytes(t);
     if tensors == 0 {
-        return Err(": holds no tensors".into());
+        return Err("holds no tensors".into());
     }
     Ok((version, tensors, size))
 }

@@ -77,7 +77,11 @@ async fn serve(loaded: &Loaded, paths: &Paths) -> anyhow::Result<()> {
     match server::serve(listeners, limits, signals).await {
         Drained::Clean => tracing::info!("all in-flight requests finished"),
         Drained::TimedOut(open) => {
-            tracing::warn!(open, grace_ms = config.server.shutdown_grace_ms, "grace period over; closing busy connections")
+            tracing::warn!(
+                open,
+                grace_ms = config.server.shutdown_grace_ms,
+                "grace period over; closing busy connections"
+            )
         }
     }
 
@@ -148,9 +152,10 @@ impl DataDirLock {
             }
             Err(err) => return Err(err).with_context(|| format!("cannot lock {}", path.display())),
         }
-        file.set_len(0).and_then(|()| file.rewind()).and_then(|()| writeln!(file, "{}", std::process::id())).with_context(
-            || format!("cannot write the pid to the lock file {}", PathBuf::from(path).display()),
-        )?;
+        file.set_len(0)
+            .and_then(|()| file.rewind())
+            .and_then(|()| writeln!(file, "{}", std::process::id()))
+            .with_context(|| format!("cannot write the pid to the lock file {}", PathBuf::from(path).display()))?;
         Ok(Self { _file: file })
     }
 }

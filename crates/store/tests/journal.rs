@@ -77,10 +77,9 @@ fn a_failed_write_leaves_nothing_behind() {
     let store = open(&dir.path().join("journal.sqlite3")).unwrap();
     let result: Result<(), StoreError> = store.write(|tx| {
         tx.record(Entity::Insight, "i1", Op::Upsert)?;
-        tx.sql().execute("INSERT INTO no_such_table VALUES (1)", []).map_err(|source| StoreError::Sqlite {
-            path: "test".into(),
-            source,
-        })?;
+        tx.sql()
+            .execute("INSERT INTO no_such_table VALUES (1)", [])
+            .map_err(|source| StoreError::Sqlite { path: "test".into(), source })?;
         Ok(())
     });
     assert!(result.is_err());

@@ -1,0 +1,189 @@
+//! Helpers for end-to-end tests: a sandboxed `engram` process on a temp data
+//! dir, and a real HTTP/1.1 client over its Unix socket or TCP port.
+
+#![allow(dead_code)] // each test binary uses a different subset
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use http_body_util::{BodyExt, Full};
+use hyper::body::Bytes;
+use hyper::{Request, StatusCode};
+use hyper_util::rt::TokioIo;
+
+/// The binary under test.
+pub const BIN: &str = env!("CARGO_BIN_EXE_engram");
+
+/// A private home for one test: data dir, socket, config files.
+pub struct Sandbox {
+    pub dir: tempfile::TempDir,
+}
+
+impl Sandbox {
+    pub fn new() -> Self {
+        Self { dir: tempfile::Builder::new().prefix("engram-e2e").tempdir().expect("temp dir") }
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn data_dir(&self) -> PathBuf {
+        self.path().join("data")
+    }
+
+    /// Where the daemon's socket goes: `$XDG_RUNTIME_DIR/engram/engram.sock`.
+    pub fn socket(&self) -> PathBuf {
+        self.path().join("run").join("engram").join("engram.sock")
+    }
+
+    /// `engram ARGS --data-dir <sandbox>/data` with a clean environment:
+    /// HOME and XDG dirs inside the sandbox, no inherited ENGRAM_* variables.
+    pub fn command(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(BIN);
+        cmd.args(args).arg("--data-dir").arg(self.data_dir());
+        for (name, _) in std::env::vars_os() {
+            if name.to_string_lossy().starts_with("ENGRAM_") || name == "RUST_LOG" {
+                cmd.env_remove(name);
+            }
+        }
+        cmd.env("HOME", self.path().join("home"))
+            .env("XDG_RUNTIME_DIR", self.path().join("run"))
+            .env("XDG_CONFIG_HOME", self.path().join("config"))
+            .env_remove("XDG_DATA_HOME")
+            .stdin(Stdio::null());
+        cmd
+    }
+
+    /// Runs `engram ARGS` to completion.
+    pub fn run(&self, args: &[&str], env: &[(&str, &str)]) -> Output {
+        let mut cmd = self.command(args);
+        cmd.envs(env.iter().copied());
+        cmd.output().expect("run engram")
+    }
+
+    /// Starts `engram serve` with extra environment variables.
+    pub fn spawn(&self, env: &[(&str, &str)]) -> Daemon {
+        std::fs::create_dir_all(self.path().join("run")).expect("runtime dir");
+        let stderr_path = self.path().join(format!("serve-{}.log", unique()));
+        let stderr = std::fs::File::create(&stderr_path).expect("log file");
+        let mut cmd = self.command(&["serve"]);
+        cmd.envs(env.iter().copied()).stdout(Stdio::null()).stderr(stderr);
+        let child = cmd.spawn().expect("spawn engram serve");
+        Daemon { child, socket: self.socket(), stderr_path }
+    }
+
+    /// Starts a daemon and waits until it answers on its socket.
+    pub fn start(&self, env: &[(&str, &str)]) -> Daemon {
+        let mut daemon = self.spawn(env);
+        daemon.wait_ready();
+        daemon
+    }
+}
+
+fn unique() -> u128 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or_default()
+}
+
+/// A running `engram serve`; killed on drop.
+pub struct Daemon {
+    pub child: Child,
+    pub socket: PathBuf,
+    stderr_path: PathBuf,
+}
+
+impl Daemon {
+    /// What the daemon logged so far.
+    pub fn stderr(&self) -> String {
+        std::fs::read_to_string(&self.stderr_path).unwrap_or_default()
+    }
+
+    pub fn wait_ready(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                panic!("engram serve exited early with {status}:\n{}", self.stderr());
+            }
+            if std::os::unix::net::UnixStream::connect(&self.socket).is_ok() {
+                return;
+            }
+            assert!(Instant::now() < deadline, "daemon not ready after 60 s:\n{}", self.stderr());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn signal(&self, signal: rustix::process::Signal) {
+        let pid = rustix::process::Pid::from_child(&self.child);
+        rustix::process::kill_process(pid, signal).expect("send signal");
+    }
+
+    /// Waits for the process to exit, failing the test after `limit`.
+    pub fn wait_exit(&mut self, limit: Duration) -> ExitStatus {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                return status;
+            }
+            assert!(Instant::now() < deadline, "daemon still running after {limit:?}:\n{}", self.stderr());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A response, fully read.
+pub struct Reply {
+    pub status: StatusCode,
+    pub headers: hyper::HeaderMap,
+    pub body: String,
+}
+
+impl Reply {
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.body))
+    }
+}
+
+pub fn block_on<F: Future>(future: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime").block_on(future)
+}
+
+async fn send<S>(stream: S, request: Request<Full<Bytes>>) -> Reply
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.expect("handshake");
+    tokio::spawn(conn);
+    let response = sender.send_request(request).await.expect("send request");
+    let (parts, body) = response.into_parts();
+    let bytes = body.collect().await.expect("read body").to_bytes();
+    Reply { status: parts.status, headers: parts.headers, body: String::from_utf8_lossy(&bytes).into_owned() }
+}
+
+/// `GET path` over the Unix socket.
+pub fn get_unix(socket: &Path, path: &str) -> Reply {
+    let request = Request::get(path).header("host", "localhost").body(Full::new(Bytes::new())).expect("request");
+    request_unix(socket, request)
+}
+
+pub fn request_unix(socket: &Path, request: Request<Full<Bytes>>) -> Reply {
+    let socket = socket.to_path_buf();
+    block_on(async move { send(tokio::net::UnixStream::connect(&socket).await.expect("connect"), request).await })
+}
+
+pub fn request_tcp(addr: SocketAddr, request: Request<Full<Bytes>>) -> Reply {
+    block_on(async move { send(tokio::net::TcpStream::connect(addr).await.expect("connect"), request).await })
+}
+
+/// A loopback port that was free a moment ago.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
+}
