@@ -52,6 +52,14 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Print the effective configuration and where each section came from.
+    Config,
+    /// Print the resolved paths (data dir, journal, socket, models, ...).
+    Paths {
+        /// Print as JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Print version and build information.
     Version {
         /// Print as JSON.
@@ -90,6 +98,14 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Doctor { json } => {
             let paths = resolve_paths(&loaded, &env)?;
             Ok(crate::doctor::run(&loaded, &paths, json))
+        }
+        Command::Config => {
+            print_config(&loaded)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Paths { json } => {
+            print_paths(&resolve_paths(&loaded, &env)?, json);
+            Ok(ExitCode::SUCCESS)
         }
         Command::Version { .. } => unreachable!("handled above"),
     }
@@ -147,5 +163,37 @@ fn print_version(json: bool) {
     } else {
         println!("engram {version}");
         println!("journal schema {}, SQLite {sqlite}, {target}, {profile} build", engram_store::SCHEMA_VERSION);
+    }
+}
+
+fn print_config(loaded: &Loaded) -> anyhow::Result<()> {
+    let text = toml::to_string_pretty(&loaded.config).context("cannot render the configuration")?;
+    println!("# Effective configuration. Layers, lowest first:");
+    for source in &loaded.sources {
+        println!("#   {source}");
+    }
+    println!("\n{text}");
+    Ok(())
+}
+
+fn print_paths(paths: &Paths, json: bool) {
+    let rows = [
+        ("data_dir", &paths.data_dir),
+        ("journal", &paths.journal),
+        ("lock_file", &paths.lock_file),
+        ("socket", &paths.socket),
+        ("token_file", &paths.token_file),
+        ("models_dir", &paths.models_dir),
+        ("embedder", &paths.embedder),
+        ("llm", &paths.llm),
+    ];
+    if json {
+        let map: serde_json::Map<String, serde_json::Value> =
+            rows.iter().map(|(name, path)| ((*name).to_owned(), path.display().to_string().into())).collect();
+        println!("{}", serde_json::Value::Object(map));
+    } else {
+        for (name, path) in rows {
+            println!("{name:<10}  {}", path.display());
+        }
     }
 }
