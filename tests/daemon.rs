@@ -301,3 +301,18 @@ fn a_slow_or_silent_connection_is_timed_out() {
         assert!(text.is_empty() || text.starts_with("HTTP/1.1 408"), "{text}");
     }
 }
+
+#[test]
+fn log_format_json_writes_one_json_object_per_line_to_stderr() {
+    let sandbox = Sandbox::new();
+    let mut daemon = sandbox.spawn_with(&["--log-format", "json"], &[]);
+    daemon.wait_ready();
+    daemon.signal(Signal::TERM);
+    assert!(daemon.wait_exit(Duration::from_secs(30)).success());
+    let log = daemon.stderr();
+    let events: Vec<serde_json::Value> =
+        log.lines().map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"))).collect();
+    let ready = events.iter().find(|e| e["fields"]["message"] == "engram is ready").expect(&log);
+    assert_eq!(ready["level"], "INFO");
+    assert_eq!(ready["fields"]["socket"], daemon.socket.display().to_string());
+}

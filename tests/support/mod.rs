@@ -66,11 +66,16 @@ impl Sandbox {
 
     /// Starts `engram serve` with extra environment variables.
     pub fn spawn(&self, env: &[(&str, &str)]) -> Daemon {
+        self.spawn_with(&[], env)
+    }
+
+    /// Starts `engram serve ARGS` with extra environment variables.
+    pub fn spawn_with(&self, args: &[&str], env: &[(&str, &str)]) -> Daemon {
         std::fs::create_dir_all(self.path().join("run")).expect("runtime dir");
         let stderr_path = self.path().join(format!("serve-{}.log", unique()));
         let stderr = std::fs::File::create(&stderr_path).expect("log file");
         let mut cmd = self.command(&["serve"]);
-        cmd.envs(env.iter().copied()).stdout(Stdio::null()).stderr(stderr);
+        cmd.args(args).envs(env.iter().copied()).stdout(Stdio::null()).stderr(stderr);
         let child = cmd.spawn().expect("spawn engram serve");
         Daemon { child, socket: self.socket(), stderr_path }
     }

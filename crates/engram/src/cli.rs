@@ -60,11 +60,31 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Measure a running daemon from outside.
+    Bench {
+        #[command(subcommand)]
+        target: BenchTarget,
+    },
     /// Print version and build information.
     Version {
         /// Print as JSON.
         #[arg(long)]
         json: bool,
+    },
+}
+
+/// What `engram bench` measures.
+#[derive(Debug, Subcommand)]
+pub enum BenchTarget {
+    /// `GET /healthz` latency over the socket (keep-alive and fresh
+    /// connections) and over TCP when `server.tcp` is set.
+    Healthz {
+        /// Measured requests per series.
+        #[arg(long, default_value_t = 5000)]
+        requests: usize,
+        /// Unmeasured requests first.
+        #[arg(long, default_value_t = 500)]
+        warmup: usize,
     },
 }
 
@@ -105,6 +125,10 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Paths { json } => {
             print_paths(&resolve_paths(&loaded, &env)?, json);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Bench { target: BenchTarget::Healthz { requests, warmup } } => {
+            crate::bench::healthz(&loaded, &resolve_paths(&loaded, &env)?, requests, warmup)?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Version { .. } => unreachable!("handled above"),

@@ -1,5 +1,6 @@
 //! `engram`: the daemon and its command-line interface.
 
+mod bench;
 mod cli;
 mod doctor;
 mod logging;
