@@ -288,10 +288,23 @@ fn a_slow_or_silent_connection_is_timed_out() {
     let mut silent = UnixStream::connect(&daemon.socket).unwrap();
     silent.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
 
+    // A keep-alive connection left idle after one request.
+    let mut idle = UnixStream::connect(&daemon.socket).unwrap();
+    idle.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    idle.write_all(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n").unwrap();
+    let mut served = Vec::new();
+    while !served.ends_with(b"}}") {
+        let mut chunk = [0u8; 4096];
+        let n = idle.read(&mut chunk).unwrap();
+        assert!(n > 0, "closed before the whole response: {}", String::from_utf8_lossy(&served));
+        served.extend_from_slice(&chunk[..n]);
+    }
+    assert!(served.starts_with(b"HTTP/1.1 200"));
+
     // Meanwhile everyone else is served.
     assert_eq!(get_unix(&daemon.socket, "/healthz").status, StatusCode::OK);
 
-    for stream in [&mut slow, &mut silent] {
+    for stream in [&mut slow, &mut silent, &mut idle] {
         let mut buf = Vec::new();
         let result = stream.read_to_end(&mut buf);
         let text = String::from_utf8_lossy(&buf);
