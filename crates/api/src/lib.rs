@@ -7,10 +7,13 @@
 mod auth;
 mod error;
 mod metrics;
+mod models;
+mod openai;
 mod routes;
 pub mod server;
 
 pub use auth::TcpGuard;
 pub use error::ApiError;
 pub use metrics::Metrics;
+pub use models::{Lazy, Models};
 pub use routes::{Access, AppState, HttpLimits, router};

@@ -10,13 +10,15 @@ use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::{StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use engram_store::Store;
 use serde::Serialize;
 
 use crate::auth::{self, TcpGuard};
 use crate::error::ApiError;
 use crate::metrics::{self, Metrics};
+use crate::models::Models;
+use crate::openai;
 
 /// Everything a request handler may need. Cheap to clone.
 #[derive(Clone)]
@@ -28,12 +30,30 @@ struct StateInner {
     started: Instant,
     store: Store,
     metrics: Metrics,
+    models: Option<Models>,
 }
 
 impl AppState {
-    /// State over an open journal, with fresh metrics.
+    /// State over an open journal, with fresh metrics and no models.
     pub fn new(store: Store) -> Self {
-        Self { inner: Arc::new(StateInner { started: Instant::now(), store, metrics: Metrics::new() }) }
+        Self { inner: Arc::new(StateInner { started: Instant::now(), store, metrics: Metrics::new(), models: None }) }
+    }
+
+    /// State over an open journal and the daemon's models.
+    pub fn with_models(store: Store, models: Models) -> Self {
+        Self {
+            inner: Arc::new(StateInner {
+                started: Instant::now(),
+                store,
+                metrics: Metrics::new(),
+                models: Some(models),
+            }),
+        }
+    }
+
+    /// The models, if this daemon serves any.
+    pub fn models(&self) -> Option<&Models> {
+        self.inner.models.as_ref()
     }
 
     /// The journal.
@@ -71,6 +91,9 @@ pub fn router(state: AppState, limits: HttpLimits, access: Access) -> Router {
     let mut app = Router::new()
         .route("/healthz", get(healthz))
         .route("/metrics", get(prometheus))
+        .route("/v1/models", get(openai::list_models))
+        .route("/v1/embeddings", post(openai::embeddings))
+        .route("/v1/chat/completions", post(openai::chat_completions))
         .fallback(not_found)
         .with_state(state)
         .layer(DefaultBodyLimit::max(usize::try_from(limits.max_body_bytes).unwrap_or(usize::MAX)))
@@ -200,7 +223,6 @@ mod tests {
     use std::convert::Infallible;
 
     use axum::body::Bytes;
-    use axum::routing::post;
     use futures_util::{StreamExt, stream};
     use tower::ServiceExt;
 

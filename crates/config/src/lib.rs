@@ -17,5 +17,8 @@ mod schema;
 pub use load::{
     ConfigError, DEFAULT_TOML, ENV_PREFIX, Loaded, Loader, Origin, Problem, ProblemKind, default_user_file,
 };
-pub use paths::{HostEnv, MAX_SOCKET_PATH, Paths, UnresolvedPath};
-pub use schema::{Config, Invalid, KEYS, KeyDoc, Log, LogFormat, Models, Server, Storage, Synchronous, expected_form};
+pub use paths::{HostEnv, MAX_SOCKET_PATH, ModelSource, Paths, UnresolvedPath};
+pub use schema::{
+    Config, Embedder, Invalid, KEYS, KeyDoc, Llm, LlmBackend, Log, LogFormat, Models, Server, Storage, Synchronous,
+    expected_form,
+};

@@ -48,10 +48,54 @@ pub struct Paths {
     pub token_file: PathBuf,
     /// The models directory.
     pub models_dir: PathBuf,
-    /// The embedding model folder.
+    /// Where derived files are cached (e.g. requantized models).
+    pub cache_dir: PathBuf,
+    /// The embedding model folder (for a hub source, where it is downloaded).
     pub embedder: PathBuf,
-    /// The generator GGUF file.
+    /// The generator GGUF file (for a hub source, where it is downloaded).
     pub llm: PathBuf,
+}
+
+/// Where a model comes from, as written in `models.*.source`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ModelSource {
+    /// A file or folder on this machine.
+    Local(PathBuf),
+    /// A Hugging Face hub repository, and for single-file models the file.
+    Hub {
+        /// `ORG/NAME`.
+        repo: String,
+        /// The file within the repository, when the model is one file.
+        file: Option<String>,
+    },
+}
+
+impl ModelSource {
+    /// Parses `source`: `hf:ORG/NAME[/FILE]` names the hub; anything else is
+    /// a path, relative to `models_dir` unless absolute (`~/` expands).
+    pub fn parse(source: &str, models_dir: &Path, home: Option<&Path>) -> Self {
+        match source.strip_prefix("hf:") {
+            Some(rest) => {
+                let mut parts = rest.splitn(3, '/');
+                let org = parts.next().unwrap_or_default();
+                let name = parts.next().unwrap_or_default();
+                Self::Hub { repo: format!("{org}/{name}"), file: parts.next().map(str::to_owned) }
+            }
+            None => Self::Local(models_dir.join(expand_home(Path::new(source), home))),
+        }
+    }
+
+    /// Where the model lives on disk: the path itself, or for the hub
+    /// `<models_dir>/hub/ORG/NAME[/FILE]`.
+    pub fn local_path(&self, models_dir: &Path) -> PathBuf {
+        match self {
+            Self::Local(path) => path.clone(),
+            Self::Hub { repo, file } => {
+                let dir = models_dir.join("hub").join(repo);
+                file.as_ref().map_or_else(|| dir.clone(), |file| dir.join(file))
+            }
+        }
+    }
 }
 
 /// Why a path could not be resolved.
@@ -88,9 +132,11 @@ impl Paths {
         };
         let token_file = config.server.token_file.as_deref().map_or_else(|| data_dir.join("http.token"), expand);
         let models_dir = config.models.dir.as_deref().map_or_else(|| data_dir.join("models"), expand);
-        let embedder = models_dir.join(expand(&config.models.embedder));
-        let llm = models_dir.join(expand(&config.models.llm));
+        let home = env.home.as_deref();
+        let embedder = ModelSource::parse(&config.models.embedder.source, &models_dir, home).local_path(&models_dir);
+        let llm = ModelSource::parse(&config.models.llm.source, &models_dir, home).local_path(&models_dir);
         Ok(Self {
+            cache_dir: data_dir.join("cache"),
             journal: data_dir.join("journal.sqlite3"),
             lock_file: data_dir.join("engram.lock"),
             data_dir,

@@ -67,10 +67,56 @@ pub struct Server {
 pub struct Models {
     /// Models directory; `None` means `<data_dir>/models`.
     pub dir: Option<PathBuf>,
-    /// Embedding model folder, relative to `dir` or absolute.
-    pub embedder: PathBuf,
-    /// Generator GGUF file, relative to `dir` or absolute.
-    pub llm: PathBuf,
+    /// `cpu`, `cuda` or `cuda:N`.
+    pub device: String,
+    /// CPU inference threads; 0 = one per core.
+    pub threads: usize,
+    /// `[models.embedder]`.
+    pub embedder: Embedder,
+    /// `[models.llm]`.
+    pub llm: Llm,
+}
+
+/// `[models.embedder]` section.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+pub struct Embedder {
+    /// Folder under `models.dir`, absolute path, or `hf:ORG/NAME`.
+    pub source: String,
+    /// Texts per forward pass.
+    pub batch_size: usize,
+}
+
+/// Which generator backend serves `[models.llm]`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LlmBackend {
+    /// A GGUF model run in-process with candle.
+    Local,
+    /// An OpenAI-compatible HTTP server.
+    Openai,
+}
+
+/// `[models.llm]` section.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+pub struct Llm {
+    /// Local or remote.
+    pub backend: LlmBackend,
+    /// Local: GGUF file under `models.dir`, absolute path, or `hf:ORG/REPO/FILE`.
+    pub source: String,
+    /// Prompt + completion cap, in tokens.
+    pub context_tokens: usize,
+    /// Waiting requests beyond the running one.
+    pub queue_depth: usize,
+    /// Remote: base URL ending in `/v1`.
+    pub base_url: Option<String>,
+    /// Remote: file holding the API key.
+    pub api_key_file: Option<PathBuf>,
+    /// Remote: model name.
+    pub model: Option<String>,
+    /// Remote: per-request timeout, in ms.
+    pub request_timeout_ms: u64,
+    /// Remote: retries of failed connections and 429/5xx answers.
+    pub retries: u32,
 }
 
 /// `[log]` section.
@@ -123,8 +169,25 @@ pub const KEYS: &[KeyDoc] = &[
     KeyDoc { key: "server.max_connections", expected: "an integer, 1 to 65536" },
     KeyDoc { key: "server.shutdown_grace_ms", expected: "an integer number of milliseconds, 0 to 600000" },
     KeyDoc { key: "models.dir", expected: "an absolute directory path (or one starting with `~/`)" },
-    KeyDoc { key: "models.embedder", expected: "a model folder name under models.dir, or an absolute path" },
-    KeyDoc { key: "models.llm", expected: "a GGUF file path under models.dir, or an absolute path" },
+    KeyDoc { key: "models.device", expected: "\"cpu\", \"cuda\" or \"cuda:N\"" },
+    KeyDoc { key: "models.threads", expected: "an integer number of threads, 0 (one per core) to 1024" },
+    KeyDoc {
+        key: "models.embedder.source",
+        expected: "a folder under models.dir, an absolute path, or \"hf:ORG/NAME\"",
+    },
+    KeyDoc { key: "models.embedder.batch_size", expected: "an integer, 1 to 1024" },
+    KeyDoc { key: "models.llm.backend", expected: "\"local\" or \"openai\"" },
+    KeyDoc {
+        key: "models.llm.source",
+        expected: "a GGUF file under models.dir, an absolute path, or \"hf:ORG/REPO/FILE.gguf\"",
+    },
+    KeyDoc { key: "models.llm.context_tokens", expected: "an integer number of tokens, 64 to 1048576" },
+    KeyDoc { key: "models.llm.queue_depth", expected: "an integer, 0 to 4096" },
+    KeyDoc { key: "models.llm.base_url", expected: "an http(s) URL ending in /v1, e.g. \"http://127.0.0.1:8080/v1\"" },
+    KeyDoc { key: "models.llm.api_key_file", expected: "an absolute file path (or one starting with `~/`)" },
+    KeyDoc { key: "models.llm.model", expected: "the model name the remote server knows" },
+    KeyDoc { key: "models.llm.request_timeout_ms", expected: "an integer number of milliseconds, 100 to 3600000" },
+    KeyDoc { key: "models.llm.retries", expected: "an integer, 0 to 10" },
     KeyDoc { key: "log.level", expected: "a tracing filter such as \"info\" or \"engram=debug,info\"" },
     KeyDoc { key: "log.format", expected: "\"human\" or \"json\"" },
 ];
@@ -156,6 +219,7 @@ impl Config {
             ("server.socket", &self.server.socket),
             ("server.token_file", &self.server.token_file),
             ("models.dir", &self.models.dir),
+            ("models.llm.api_key_file", &self.models.llm.api_key_file),
         ] {
             if let Some(path) = path
                 && !is_absolute_or_home(path)
@@ -183,7 +247,13 @@ impl Config {
                 bad("server.allowed_origins", format!("{origin:?} is not an origin"));
             }
         }
-        let ranges: [(&'static str, u64, u64, u64); 6] = [
+        let ranges: [(&'static str, u64, u64, u64); 12] = [
+            ("models.threads", self.models.threads as u64, 0, 1024),
+            ("models.embedder.batch_size", self.models.embedder.batch_size as u64, 1, 1024),
+            ("models.llm.context_tokens", self.models.llm.context_tokens as u64, 64, 1 << 20),
+            ("models.llm.queue_depth", self.models.llm.queue_depth as u64, 0, 4096),
+            ("models.llm.request_timeout_ms", self.models.llm.request_timeout_ms, 100, 3_600_000),
+            ("models.llm.retries", u64::from(self.models.llm.retries), 0, 10),
             ("storage.busy_timeout_ms", self.storage.busy_timeout_ms, 0, 600_000),
             ("server.max_body_bytes", self.server.max_body_bytes, 1024, u64::MAX),
             ("server.header_timeout_ms", self.server.header_timeout_ms, 100, 3_600_000),
@@ -196,15 +266,43 @@ impl Config {
                 bad(key, format!("{value} is out of range"));
             }
         }
-        for (key, path) in [("models.embedder", &self.models.embedder), ("models.llm", &self.models.llm)] {
-            if path.as_os_str().is_empty() {
+        for (key, source) in
+            [("models.embedder.source", &self.models.embedder.source), ("models.llm.source", &self.models.llm.source)]
+        {
+            if source.trim().is_empty() {
                 bad(key, "the value is empty".to_owned());
+            }
+        }
+        if !is_device(&self.models.device) {
+            bad("models.device", format!("{:?} is not a device", self.models.device));
+        }
+        let llm = &self.models.llm;
+        if let Some(url) = &llm.base_url
+            && !(url.starts_with("http://") || url.starts_with("https://"))
+        {
+            bad("models.llm.base_url", format!("{url:?} is not an http(s) URL"));
+        }
+        if llm.backend == LlmBackend::Openai {
+            if llm.base_url.is_none() {
+                bad("models.llm.base_url", "backend = \"openai\" needs a base_url".to_owned());
+            }
+            if llm.model.is_none() {
+                bad("models.llm.model", "backend = \"openai\" needs a model name".to_owned());
             }
         }
         if self.log.level.trim().is_empty() {
             bad("log.level", "the value is empty".to_owned());
         }
         out
+    }
+}
+
+/// `cpu`, `cuda` or `cuda:N`.
+fn is_device(device: &str) -> bool {
+    match device.split_once(':') {
+        None => matches!(device, "cpu" | "cuda"),
+        Some(("cuda", ordinal)) => ordinal.parse::<usize>().is_ok(),
+        Some(_) => false,
     }
 }
 

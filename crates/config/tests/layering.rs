@@ -25,6 +25,7 @@ fn builtin_defaults_load_and_document_every_key() {
     // Every documented key appears in default.toml, set or commented out.
     for doc in KEYS {
         let leaf = doc.key.rsplit('.').next().unwrap();
+        // Keys of sub-tables are documented under their `[a.b]` header.
         assert!(
             engram_config::DEFAULT_TOML.lines().any(|l| {
                 let l = l.trim_start_matches(['#', ' ']);

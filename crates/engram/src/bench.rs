@@ -152,3 +152,362 @@ fn print(series: &[Series], requests: usize) {
         );
     }
 }
+
+/// Options of `engram bench embed`.
+#[derive(Debug, clap::Args)]
+pub struct EmbedArgs {
+    /// How many sentences.
+    #[arg(long, default_value_t = 1000)]
+    pub sentences: usize,
+    /// Sentences per batch (both sides).
+    #[arg(long, default_value_t = 32)]
+    pub batch: usize,
+    /// Threads (both sides); 0 = one per core.
+    #[arg(long, default_value_t = 0)]
+    pub threads: usize,
+    /// Read sentences from this file (one per line) instead of generating them.
+    #[arg(long, value_name = "FILE")]
+    pub corpus: Option<std::path::PathBuf>,
+    /// Python with the peer installed [default: from scripts/bench-peers].
+    #[arg(long, value_name = "PATH")]
+    pub python: Option<std::path::PathBuf>,
+}
+
+/// Options of `engram bench generate`.
+#[derive(Debug, clap::Args)]
+pub struct GenerateBenchArgs {
+    /// Prompt length in tokens.
+    #[arg(long, default_value_t = 128)]
+    pub prompt_tokens: usize,
+    /// Tokens decoded per pass.
+    #[arg(long, default_value_t = 128)]
+    pub decode_tokens: usize,
+    /// Timed passes per side (after one warm-up).
+    #[arg(long, default_value_t = 3)]
+    pub runs: usize,
+    /// Threads (both sides); 0 = one per core.
+    #[arg(long, default_value_t = 0)]
+    pub threads: usize,
+    /// Skip the conversion-quality table.
+    #[arg(long)]
+    pub no_quality: bool,
+    /// Python with the peer installed [default: from scripts/bench-peers].
+    #[arg(long, value_name = "PATH")]
+    pub python: Option<std::path::PathBuf>,
+}
+
+fn threads(requested: usize) -> usize {
+    if requested == 0 { std::thread::available_parallelism().map_or(1, usize::from) } else { requested }
+}
+
+fn scripts_dir() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts")
+}
+
+/// The peer's python: given, or set up by `scripts/bench-peers WHICH`.
+fn peer_python(given: Option<&std::path::Path>, which: &str) -> anyhow::Result<std::path::PathBuf> {
+    if let Some(path) = given {
+        return Ok(path.to_path_buf());
+    }
+    eprintln!("setting up the {which} peer (scripts/bench-peers {which}; the first time takes minutes)...");
+    let output = std::process::Command::new(scripts_dir().join("bench-peers"))
+        .arg(which)
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .context("cannot run scripts/bench-peers")?;
+    anyhow::ensure!(output.status.success(), "scripts/bench-peers {which} failed");
+    Ok(std::path::PathBuf::from(String::from_utf8_lossy(&output.stdout).trim()))
+}
+
+/// Deterministic English-like sentences of 4 to 40 words.
+fn synthetic_sentences(n: usize) -> Vec<String> {
+    const WORDS: &[&str] = &[
+        "the",
+        "model",
+        "remembers",
+        "a",
+        "conversation",
+        "about",
+        "retrieval",
+        "and",
+        "memory",
+        "while",
+        "users",
+        "ask",
+        "questions",
+        "on",
+        "protein",
+        "folding",
+        "climate",
+        "data",
+        "wireless",
+        "channels",
+        "with",
+        "small",
+        "language",
+        "models",
+        "running",
+        "locally",
+        "evidence",
+        "from",
+        "documents",
+        "is",
+        "calibrated",
+        "so",
+        "coverage",
+        "holds",
+        "every",
+        "answer",
+        "cites",
+        "its",
+        "sources",
+        "quickly",
+        "tomorrow",
+        "in",
+        "Paris",
+        "experiments",
+        "show",
+        "that",
+        "insights",
+        "improve",
+        "over",
+        "time",
+        "without",
+        "retraining",
+    ];
+    let mut state: u64 = 0x9E37_79B9_7F4A_7C15;
+    let mut next = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    };
+    (0..n)
+        .map(|_| {
+            let len = 4 + (next() % 37) as usize;
+            let mut words: Vec<&str> = (0..len).map(|_| WORDS[(next() % WORDS.len() as u64) as usize]).collect();
+            if let Some(first) = words.first_mut()
+                && *first == "the"
+            {
+                *first = "The";
+            }
+            format!("{}.", words.join(" "))
+        })
+        .collect()
+}
+
+/// `engram bench embed`: Engram vs sentence-transformers on the same sentences.
+pub fn embed(loaded: &Loaded, paths: &Paths, args: &EmbedArgs) -> anyhow::Result<()> {
+    let threads = threads(args.threads);
+    let sentences = match &args.corpus {
+        Some(file) => std::fs::read_to_string(file)
+            .with_context(|| format!("cannot read {}", file.display()))?
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+            .take(args.sentences)
+            .map(str::to_owned)
+            .collect(),
+        None => synthetic_sentences(args.sentences),
+    };
+    let dir = crate::models::resolve(&loaded.config.models.embedder.source, paths)?;
+    let device = engram_models::open_device(&loaded.config.models.device)?;
+    let pool = engram_models::inference_pool(threads, "bench-embed")?;
+    let embedder = engram_models::Embedder::load(&dir, &device, pool, args.batch)?;
+    embedder.embed(&sentences[..sentences.len().min(args.batch * 2)])?;
+    let started = Instant::now();
+    let ours = embedder.embed(&sentences)?;
+    let our_seconds = started.elapsed().as_secs_f64();
+
+    let python = peer_python(args.python.as_deref(), "embed")?;
+    let work = tempfile_dir()?;
+    let input = work.join("sentences.txt");
+    let output = work.join("vectors.json");
+    std::fs::write(&input, sentences.join("\n"))?;
+    let status = std::process::Command::new(&python)
+        .arg(scripts_dir().join("bench/embed_peer.py"))
+        .args(["--model", &dir.display().to_string(), "--batch", &args.batch.to_string()])
+        .args(["--threads", &threads.to_string(), "--sentences", &input.display().to_string()])
+        .args(["--out", &output.display().to_string()])
+        .status()
+        .context("cannot run the sentence-transformers peer")?;
+    anyhow::ensure!(status.success(), "the sentence-transformers peer failed");
+    let peer: serde_json::Value = serde_json::from_slice(&std::fs::read(&output)?)?;
+    let peer_seconds = peer["seconds"].as_f64().context("peer reported no time")?;
+    let peer_vectors: Vec<Vec<f32>> = serde_json::from_value(peer["vectors"].clone())?;
+    let _ = std::fs::remove_dir_all(&work);
+
+    let cosines: Vec<f64> = ours.iter().zip(&peer_vectors).map(|(a, b)| cosine(a, b)).collect();
+    let min = cosines.iter().copied().fold(f64::INFINITY, f64::min);
+    let mean = cosines.iter().sum::<f64>() / cosines.len().max(1) as f64;
+    let n = sentences.len() as f64;
+    println!(
+        "embeddings: {} sentences, batch {}, {} threads, model {}",
+        sentences.len(),
+        args.batch,
+        threads,
+        dir.display()
+    );
+    println!("{:<36} {:>10} {:>14} {:>8}", "engine", "seconds", "sentences/s", "ratio");
+    println!(
+        "{:<36} {:>10.3} {:>14.1} {:>7.2}x",
+        "engram (candle)",
+        our_seconds,
+        n / our_seconds,
+        peer_seconds / our_seconds
+    );
+    let torch = peer["torch"].as_str().unwrap_or("?");
+    println!(
+        "{:<36} {:>10.3} {:>14.1} {:>7.2}x",
+        format!("sentence-transformers (torch {torch})"),
+        peer_seconds,
+        n / peer_seconds,
+        1.0
+    );
+    println!("agreement: cosine min {min:.6}, mean {mean:.6} (bar: >= 0.999)");
+    Ok(())
+}
+
+fn cosine(a: &[f32], b: &[f32]) -> f64 {
+    let dot: f64 = a.iter().zip(b).map(|(x, y)| f64::from(*x) * f64::from(*y)).sum();
+    let na: f64 = a.iter().map(|x| f64::from(*x).powi(2)).sum::<f64>().sqrt();
+    let nb: f64 = b.iter().map(|x| f64::from(*x).powi(2)).sum::<f64>().sqrt();
+    dot / (na * nb).max(f64::MIN_POSITIVE)
+}
+
+fn tempfile_dir() -> anyhow::Result<std::path::PathBuf> {
+    let dir = std::env::temp_dir().join(format!("engram-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    Ok(dir)
+}
+
+const BENCH_TEXT: &str = "Memory lets a language model keep track of what was said many turns ago. \
+A compact summary holds the gist of the conversation, while verbatim episodes keep the exact words \
+that matter. When a question arrives, the assistant retrieves the episodes most related to it, adds \
+the summary, and answers within a fixed token budget. Retrieval over documents works the same way: \
+hybrid search finds candidate passages, and a calibrated threshold decides how many to include so that \
+the evidence is present with a stated probability. Over time, the assistant also learns explicit \
+insights from its failures, which it can apply to new tasks without any retraining of the model.";
+
+fn median(values: &mut [f64]) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values.get(values.len() / 2).copied().unwrap_or(0.0)
+}
+
+/// `engram bench generate`: Engram vs llama.cpp on the same GGUF and threads.
+pub fn generate(loaded: &Loaded, paths: &Paths, args: &GenerateBenchArgs) -> anyhow::Result<()> {
+    let threads = threads(args.threads);
+    let config = &loaded.config;
+    let source = crate::models::resolve(&config.models.llm.source, paths)?;
+    let pool = engram_models::inference_pool(threads, "bench-llm")?;
+    let mut model = crate::models::load_local(config, paths)?;
+    let mut prompt = Vec::new();
+    while prompt.len() < args.prompt_tokens {
+        prompt.extend(model.tokenizer().encode(BENCH_TEXT)?);
+    }
+    prompt.truncate(args.prompt_tokens);
+
+    let (mut prefill, mut decode) = (Vec::new(), Vec::new());
+    pool.install(|| -> anyhow::Result<()> {
+        model.bench_pass(&prompt, 8)?;
+        for _ in 0..args.runs {
+            let (p, d) = model.bench_pass(&prompt, args.decode_tokens)?;
+            prefill.push(p.as_secs_f64());
+            decode.push(d.as_secs_f64());
+        }
+        Ok(())
+    })?;
+    let ours = (median(&mut prefill), median(&mut decode));
+
+    let python = peer_python(args.python.as_deref(), "generate")?;
+    let work = tempfile_dir()?;
+    let tokens = work.join("tokens.json");
+    std::fs::write(&tokens, serde_json::to_vec(&prompt)?)?;
+    let output = std::process::Command::new(&python)
+        .arg(scripts_dir().join("bench/generate_peer.py"))
+        .args(["--gguf", &source.display().to_string(), "--tokens", &tokens.display().to_string()])
+        .args(["--decode", &args.decode_tokens.to_string(), "--threads", &threads.to_string()])
+        .args(["--runs", &args.runs.to_string()])
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .context("cannot run the llama.cpp peer")?;
+    let _ = std::fs::remove_dir_all(&work);
+    anyhow::ensure!(output.status.success(), "the llama.cpp peer failed");
+    let peer: serde_json::Value =
+        serde_json::from_slice(&output.stdout).context("the llama.cpp peer printed no JSON")?;
+    let mut peer_prefill: Vec<f64> = serde_json::from_value(peer["prefill"].clone())?;
+    let mut peer_decode: Vec<f64> = serde_json::from_value(peer["decode"].clone())?;
+    let theirs = (median(&mut peer_prefill), median(&mut peer_decode));
+
+    let p = args.prompt_tokens as f64;
+    let d = args.decode_tokens as f64;
+    println!(
+        "generation on CPU: {} ({}), prompt {} tokens, decode {} tokens, {} threads, median of {} runs",
+        model.name,
+        model.loaded.display(),
+        args.prompt_tokens,
+        args.decode_tokens,
+        threads,
+        args.runs
+    );
+    println!("{:<32} {:>14} {:>14} {:>14}", "engine", "prefill tok/s", "decode tok/s", "decode ratio");
+    println!("{:<32} {:>14.1} {:>14.1} {:>13.2}x", "engram (candle)", p / ours.0, d / ours.1, theirs.1 / ours.1);
+    let version = peer["version"].as_str().unwrap_or("?");
+    println!(
+        "{:<32} {:>14.1} {:>14.1} {:>13.2}x",
+        format!("llama.cpp (python {version})"),
+        p / theirs.0,
+        d / theirs.1,
+        1.0
+    );
+    println!("(llama.cpp runs the original file {}; bar: decode >= 0.8x)", source.display());
+
+    if !args.no_quality && model.loaded != source {
+        quality(config, paths, &pool, &mut model, &source)?;
+    }
+    Ok(())
+}
+
+/// Perplexity and greedy answers of the original file vs the converted one.
+fn quality(
+    config: &engram_config::Config,
+    paths: &Paths,
+    pool: &rayon::ThreadPool,
+    converted: &mut engram_models::LocalModel,
+    source: &std::path::Path,
+) -> anyhow::Result<()> {
+    let options = engram_models::LocalOptions {
+        device: engram_models::open_device(&config.models.device)?,
+        context_tokens: config.models.llm.context_tokens,
+        cache_dir: paths.cache_dir.join("models"),
+        convert_slow_types: false,
+    };
+    let mut original = engram_models::LocalModel::load(source, &options)?;
+    let prompts =
+        ["What is the capital of France?", "Name three primary colors.", "Write one sentence about the ocean."];
+    println!("\nquality cost of converting slow tensor types to Q8_0:");
+    let (ppl_converted, ppl_original) = pool.install(|| -> anyhow::Result<_> {
+        Ok((converted.perplexity(BENCH_TEXT)?, original.perplexity(BENCH_TEXT)?))
+    })?;
+    println!(
+        "perplexity on a {}-character text: original {ppl_original:.3}, converted {ppl_converted:.3} ({:+.2}%)",
+        BENCH_TEXT.len(),
+        (ppl_converted / ppl_original - 1.0) * 100.0
+    );
+    for prompt in prompts {
+        let request = engram_models::GenerateRequest {
+            prompt: engram_models::Prompt::Chat(vec![engram_models::Message::new(engram_models::Role::User, prompt)]),
+            sampling: engram_models::SamplingParams::greedy(),
+            max_tokens: 32,
+            stop: Vec::new(),
+            json_schema: None,
+        };
+        let (mut a, mut b) = (String::new(), String::new());
+        pool.install(|| -> anyhow::Result<()> {
+            original.generate(&request, &mut a)?;
+            converted.generate(&request, &mut b)?;
+            Ok(())
+        })?;
+        println!("- {prompt}\n    original:  {}\n    converted: {}", a.replace('\n', " "), b.replace('\n', " "));
+    }
+    Ok(())
+}

@@ -52,6 +52,16 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Generate a completion with the configured model (no daemon needed).
+    Generate(crate::generate::GenerateArgs),
+    /// Print the embedding of each TEXT (no daemon needed).
+    Embed {
+        /// Texts to embed.
+        texts: Vec<String>,
+        /// Print one JSON array of vectors.
+        #[arg(long)]
+        json: bool,
+    },
     /// Print the effective configuration and where each section came from.
     Config,
     /// Print the resolved paths (data dir, journal, socket, models, ...).
@@ -60,7 +70,7 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Measure a running daemon from outside.
+    /// Measure Engram against its peers (and a running daemon's latency).
     Bench {
         #[command(subcommand)]
         target: BenchTarget,
@@ -86,6 +96,11 @@ pub enum BenchTarget {
         #[arg(long, default_value_t = 500)]
         warmup: usize,
     },
+    /// Embedding throughput and agreement vs sentence-transformers (PyTorch, CPU).
+    Embed(crate::bench::EmbedArgs),
+    /// CPU prefill/decode speed vs llama.cpp on the same GGUF, and the
+    /// quality cost of converting slow tensor types.
+    Generate(crate::bench::GenerateBenchArgs),
 }
 
 /// Exit status for a configuration error, as for a usage error.
@@ -125,6 +140,22 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Paths { json } => {
             print_paths(&resolve_paths(&loaded, &env)?, json);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Generate(args) => {
+            crate::generate::generate(&loaded, &resolve_paths(&loaded, &env)?, &args)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Embed { texts, json } => {
+            crate::generate::embed(&loaded, &resolve_paths(&loaded, &env)?, &texts, json)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Bench { target: BenchTarget::Embed(args) } => {
+            crate::bench::embed(&loaded, &resolve_paths(&loaded, &env)?, &args)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Bench { target: BenchTarget::Generate(args) } => {
+            crate::bench::generate(&loaded, &resolve_paths(&loaded, &env)?, &args)?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Bench { target: BenchTarget::Healthz { requests, warmup } } => {
@@ -208,6 +239,7 @@ fn print_paths(paths: &Paths, json: bool) {
         ("socket", &paths.socket),
         ("token_file", &paths.token_file),
         ("models_dir", &paths.models_dir),
+        ("cache_dir", &paths.cache_dir),
         ("embedder", &paths.embedder),
         ("llm", &paths.llm),
     ];

@@ -3,7 +3,9 @@
 mod bench;
 mod cli;
 mod doctor;
+mod generate;
 mod logging;
+mod models;
 mod serve;
 
 use std::process::ExitCode;

@@ -41,7 +41,17 @@ async fn serve(loaded: &Loaded, paths: &Paths) -> anyhow::Result<()> {
     let store = tokio::task::spawn_blocking(move || Store::open(&journal, &options))
         .await
         .context("opening the journal panicked")??;
-    let state = AppState::new(store.clone());
+    let state = AppState::with_models(store.clone(), crate::models::daemon_models(config, paths));
+    // Load the models now, in the background: requests that need them wait,
+    // and a model that cannot load is reported in the log and per request.
+    {
+        let state = state.clone();
+        tokio::spawn(async move {
+            if let Some(models) = state.models() {
+                let _ = tokio::join!(models.llm.get(), models.embedder.get());
+            }
+        });
+    }
 
     let http = HttpLimits {
         max_body_bytes: config.server.max_body_bytes,
