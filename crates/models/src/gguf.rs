@@ -68,7 +68,14 @@ pub fn fast_variant(path: &Path, cache_dir: &Path) -> Result<PathBuf, ModelError
         };
         tensors.push((name.clone(), tensor));
     }
-    let partial = target.with_extension("partial");
+    // A private name per writer: two processes converting at once must not
+    // interleave; the rename makes whichever finishes last win, whole.
+    static WRITER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let partial = target.with_extension(format!(
+        "{}-{}.partial",
+        std::process::id(),
+        WRITER.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    ));
     let file = File::create(&partial).map_err(|err| ModelError::bad_file(&partial, err))?;
     let mut writer = BufWriter::new(file);
     let metadata: Vec<(&str, &gguf_file::Value)> = content.metadata.iter().map(|(k, v)| (k.as_str(), v)).collect();

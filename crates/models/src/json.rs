@@ -13,7 +13,8 @@
 //! `maxItems`, `minLength`, `maxLength`, `enum`, `const`, `anyOf`, and `{}`
 //! for any value. Annotations (`title`, `description`, `default`,
 //! `examples`, `format`, `$schema`, `$id`) are ignored; any other keyword is
-//! an error rather than a silent violation.
+//! an error rather than a silent violation. Integers are limited to 18
+//! digits, numbers to 32 characters, so they fit 64-bit types.
 
 use std::sync::Arc;
 
@@ -196,10 +197,12 @@ enum Frame {
         seen: Vec<bool>,
         state: ObjState,
     },
-    /// Inside a key's quotes.
+    /// Inside a key's quotes. `names` are the keys it may still become
+    /// (JSON-escaped); `None` when any key is allowed.
     Key {
         buf: Vec<u8>,
         escaped: bool,
+        names: Option<Arc<Vec<Vec<u8>>>>,
     },
     Array {
         node: Arc<Node>,
@@ -276,6 +279,8 @@ enum Step {
 }
 
 const MAX_NUMBER_LEN: usize = 32;
+/// Integers stay within 18 digits (plus sign) so they fit a 64-bit integer.
+const MAX_INTEGER_LEN: usize = 19;
 
 impl JsonState {
     /// Feeds `bytes`; false (and a state to discard) if they break the schema.
@@ -390,7 +395,12 @@ fn step(frame: &mut Frame, b: u8) -> Step {
                 }
                 (ObjState::Open, b'"') | (ObjState::AfterComma { .. }, b'"') => {
                     *state = ObjState::InKey;
-                    Step::ConsumedPush(Frame::Key { buf: Vec::new(), escaped: false })
+                    let names = additional.is_none().then(|| {
+                        Arc::new(
+                            props.iter().zip(seen.iter()).filter(|(_, s)| !**s).map(|((k, _), _)| k.clone()).collect(),
+                        )
+                    });
+                    Step::ConsumedPush(Frame::Key { buf: Vec::new(), escaped: false, names })
                 }
                 (ObjState::Open, b'}') | (ObjState::AfterValue, b'}') if all_required() => Step::ConsumedPop,
                 (ObjState::AfterValue, b',') if more_keys() => {
@@ -412,26 +422,22 @@ fn step(frame: &mut Frame, b: u8) -> Step {
                 _ => Step::Reject,
             }
         }
-        Frame::Key { buf, escaped } => {
+        Frame::Key { buf, escaped, names } => {
             // Keys of an object without additional properties must spell a
-            // declared, unseen property; the parent checks on close.
-            if *escaped {
-                *escaped = false;
-                buf.push(b);
-                return Step::Consumed;
+            // declared, unseen property: checked byte by byte as typed.
+            let closing = b == b'"' && !*escaped;
+            if closing {
+                let known = names.as_ref().is_none_or(|names| names.iter().any(|n| n == buf));
+                return if known { Step::ConsumedPop } else { Step::Reject };
             }
-            match b {
-                b'"' => Step::ConsumedPop,
-                0..0x20 => Step::Reject,
-                b'\\' => {
-                    *escaped = true;
-                    buf.push(b);
-                    Step::Consumed
-                }
-                _ => {
-                    buf.push(b);
-                    Step::Consumed
-                }
+            if b < 0x20 {
+                return Step::Reject;
+            }
+            *escaped = !*escaped && b == b'\\';
+            buf.push(b);
+            match names {
+                Some(names) if !names.iter().any(|n| n.starts_with(buf)) => Step::Reject,
+                _ => Step::Consumed,
             }
         }
         Frame::Array { node, count, state } => {
@@ -596,7 +602,7 @@ fn number_byte(integer: bool, state: &mut NumState, len: &mut usize, b: u8) -> S
         _ => None,
     };
     match next {
-        Some(next) if *len < MAX_NUMBER_LEN => {
+        Some(next) if *len < if integer { MAX_INTEGER_LEN } else { MAX_NUMBER_LEN } => {
             *state = next;
             *len += 1;
             Step::Consumed
