@@ -192,3 +192,31 @@ pub fn request_tcp(addr: SocketAddr, request: Request<Full<Bytes>>) -> Reply {
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
 }
+
+/// The real models fetched by `scripts/fetch-models`: `$ENGRAM_TEST_MODELS_DIR`,
+/// else Engram's default models directory.
+pub fn models_dir() -> PathBuf {
+    let dir = std::env::var_os("ENGRAM_TEST_MODELS_DIR").map(PathBuf::from).unwrap_or_else(|| {
+        std::env::var_os("XDG_DATA_HOME")
+            .map(PathBuf::from)
+            .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/share")))
+            .expect("HOME")
+            .join("engram/models")
+    });
+    assert!(
+        dir.join("SmolLM2-135M-Instruct").is_dir() && dir.join("all-MiniLM-L6-v2").is_dir(),
+        "{} lacks the default models: run scripts/fetch-models (or set ENGRAM_TEST_MODELS_DIR)",
+        dir.display()
+    );
+    dir
+}
+
+/// `METHOD path` with a JSON body over the Unix socket.
+pub fn post_json(socket: &Path, path: &str, body: &serde_json::Value) -> Reply {
+    let request = Request::post(path)
+        .header("host", "localhost")
+        .header("content-type", "application/json")
+        .body(Full::new(Bytes::from(body.to_string())))
+        .expect("request");
+    request_unix(socket, request)
+}
