@@ -191,6 +191,19 @@ pub struct GenerateBenchArgs {
     /// Skip the conversion-quality table.
     #[arg(long)]
     pub no_quality: bool,
+    /// Measure this GGUF file instead of the configured model; it needs no
+    /// tokenizer (synthetic models of real shapes work). Implies --no-quality.
+    #[arg(long, value_name = "FILE")]
+    pub gguf: Option<std::path::PathBuf>,
+    /// Device to run on (overrides models.device), e.g. `cuda`.
+    #[arg(long)]
+    pub device: Option<String>,
+    /// Skip the llama.cpp peer (e.g. on a GPU machine, where scripts/gpu-check runs the peers).
+    #[arg(long)]
+    pub no_peer: bool,
+    /// Print Engram's figures as one JSON object.
+    #[arg(long)]
+    pub json: bool,
     /// Python with the peer installed [default: from scripts/bench-peers].
     #[arg(long, value_name = "PATH")]
     pub python: Option<std::path::PathBuf>,
@@ -393,10 +406,60 @@ fn median(values: &mut [f64]) -> f64 {
     values.get(values.len() / 2).copied().unwrap_or(0.0)
 }
 
+/// `engram bench generate --gguf FILE`: Engram's speed alone on any GGUF.
+fn generate_file(file: &std::path::Path, device: &str, args: &GenerateBenchArgs) -> anyhow::Result<()> {
+    let threads = threads(args.threads);
+    let device = engram_models::open_device(device)?;
+    let pool = engram_models::inference_pool(threads, "bench-llm")?;
+    let loading = Instant::now();
+    let mut model = pool.install(|| engram_models::BenchModel::load(file, &device))?;
+    let load_s = loading.elapsed().as_secs_f64();
+    // Token ids spread over the vocabulary; speed does not depend on values.
+    let prompt: Vec<u32> = (0..args.prompt_tokens as u32).map(|i| (i * 7919 + 13) % model.vocab as u32).collect();
+    let (mut prefill, mut decode) = (Vec::new(), Vec::new());
+    pool.install(|| -> anyhow::Result<()> {
+        model.pass(&prompt, 8)?;
+        for _ in 0..args.runs {
+            let (p, d) = model.pass(&prompt, args.decode_tokens)?;
+            prefill.push(p.as_secs_f64());
+            decode.push(d.as_secs_f64());
+        }
+        Ok(())
+    })?;
+    let (p, d) = (median(&mut prefill), median(&mut decode));
+    let prefill_tps = args.prompt_tokens as f64 / p;
+    let decode_tps = args.decode_tokens as f64 / d;
+    if args.json {
+        println!(
+            "{}",
+            serde_json::json!({
+                "file": file.display().to_string(),
+                "device": format!("{device:?}"),
+                "weight_bytes": model.weight_bytes,
+                "load_seconds": load_s,
+                "prompt_tokens": args.prompt_tokens,
+                "decode_tokens": args.decode_tokens,
+                "prefill_tok_s": prefill_tps,
+                "decode_tok_s": decode_tps,
+            })
+        );
+    } else {
+        println!("{}: {:.2} GB of weights, loaded in {load_s:.1} s", file.display(), model.weight_bytes as f64 / 1e9);
+        println!("prefill {prefill_tps:.1} tok/s ({} tokens), decode {decode_tps:.1} tok/s ({} tokens)", args.prompt_tokens, args.decode_tokens);
+    }
+    Ok(())
+}
+
 /// `engram bench generate`: Engram vs llama.cpp on the same GGUF and threads.
 pub fn generate(loaded: &Loaded, paths: &Paths, args: &GenerateBenchArgs) -> anyhow::Result<()> {
+    let device = args.device.clone().unwrap_or_else(|| loaded.config.models.device.clone());
+    if let Some(file) = &args.gguf {
+        return generate_file(file, &device, args);
+    }
     let threads = threads(args.threads);
-    let config = &loaded.config;
+    let mut config = loaded.config.clone();
+    config.models.device = device;
+    let config = &config;
     let source = crate::models::resolve(&config.models.llm.source, paths)?;
     let pool = engram_models::inference_pool(threads, "bench-llm")?;
     let mut model = crate::models::load_local(config, paths)?;
@@ -417,6 +480,11 @@ pub fn generate(loaded: &Loaded, paths: &Paths, args: &GenerateBenchArgs) -> any
         Ok(())
     })?;
     let ours = (median(&mut prefill), median(&mut decode));
+    if args.no_peer {
+        let (p, d) = (args.prompt_tokens as f64 / ours.0, args.decode_tokens as f64 / ours.1);
+        println!("{}: prefill {p:.1} tok/s, decode {d:.1} tok/s ({threads} threads)", model.loaded.display());
+        return Ok(());
+    }
 
     let python = peer_python(args.python.as_deref(), "generate")?;
     let work = tempfile_dir()?;

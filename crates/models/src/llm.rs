@@ -214,9 +214,7 @@ impl LocalModel {
     }
 
     fn logits(&mut self, tokens: &[u32], pos: usize) -> Result<Vec<f32>, ModelError> {
-        let input = Tensor::new(tokens, &self.device)?.unsqueeze(0)?;
-        let logits = self.weights.forward(&input, pos)?;
-        Ok(logits.squeeze(0)?.to_dtype(DType::F32)?.to_vec1::<f32>()?)
+        logits_of(&mut self.weights, &self.device, tokens, pos)
     }
 
     /// Generates a completion, streaming text into `sink`.
@@ -317,17 +315,7 @@ impl LocalModel {
     /// steps (end-of-turn ignored, so every pass decodes the same count).
     /// Returns (prefill, decode) wall time.
     pub fn bench_pass(&mut self, prompt: &[u32], decode: usize) -> Result<(Duration, Duration), ModelError> {
-        self.weights.clear();
-        let started = Instant::now();
-        let mut logits = self.logits(prompt, 0)?;
-        let prefill = started.elapsed();
-        let started = Instant::now();
-        let mut sampler = Sampler::new(SamplingParams::greedy());
-        for step in 0..decode {
-            let token = sampler.sample(&mut logits, &[], |_| true).unwrap_or(0);
-            logits = self.logits(&[token], prompt.len() + step)?;
-        }
-        Ok((prefill, started.elapsed()))
+        bench_pass(&mut self.weights, &self.device, prompt, decode)
     }
 
     /// Perplexity of the model on `text` (teacher-forced, token by token).
@@ -345,6 +333,67 @@ impl LocalModel {
             nll += log_sum - f64::from(logits[pair[1] as usize]);
         }
         Ok((nll / (ids.len() - 1) as f64).exp())
+    }
+}
+
+fn logits_of(weights: &mut Weights, device: &Device, tokens: &[u32], pos: usize) -> Result<Vec<f32>, ModelError> {
+    let input = Tensor::new(tokens, device)?.unsqueeze(0)?;
+    let logits = weights.forward(&input, pos)?;
+    Ok(logits.squeeze(0)?.to_dtype(DType::F32)?.to_vec1::<f32>()?)
+}
+
+fn bench_pass(
+    weights: &mut Weights,
+    device: &Device,
+    prompt: &[u32],
+    decode: usize,
+) -> Result<(Duration, Duration), ModelError> {
+    weights.clear();
+    let started = Instant::now();
+    // Copying the logits to the host also waits for the device.
+    let mut logits = logits_of(weights, device, prompt, 0)?;
+    let prefill = started.elapsed();
+    let started = Instant::now();
+    let mut sampler = Sampler::new(SamplingParams::greedy());
+    for step in 0..decode {
+        let token = sampler.sample(&mut logits, &[], |_| true).unwrap_or(0);
+        logits = logits_of(weights, device, &[token], prompt.len() + step)?;
+    }
+    Ok((prefill, started.elapsed()))
+}
+
+/// Just the weights of a GGUF file, for speed measurements on files without
+/// a usable tokenizer (synthetic models of real shapes).
+pub struct BenchModel {
+    weights: Weights,
+    device: Device,
+    /// Vocabulary size (rows of the output layer).
+    pub vocab: usize,
+    /// Bytes of tensor data: what one decode step must read.
+    pub weight_bytes: u64,
+}
+
+impl BenchModel {
+    /// Loads the weights of `path` onto `device`.
+    pub fn load(path: &Path, device: &Device) -> Result<Self, ModelError> {
+        let (content, mut reader) = gguf::open(path)?;
+        let vocab = content
+            .tensor_infos
+            .get("token_embd.weight")
+            .map(|info| info.shape.dims()[0])
+            .ok_or_else(|| ModelError::bad_file(path, "no token_embd.weight tensor"))?;
+        let weight_bytes = content
+            .tensor_infos
+            .values()
+            .map(|info| (info.shape.elem_count() / info.ggml_dtype.block_size() * info.ggml_dtype.type_size()) as u64)
+            .sum();
+        let weights = Weights::load(content, &mut reader, path, device)?;
+        Ok(Self { weights, device: device.clone(), vocab, weight_bytes })
+    }
+
+    /// One pass as in [`LocalModel::bench_pass`].
+    pub fn pass(&mut self, prompt: &[u32], decode: usize) -> Result<(Duration, Duration), ModelError> {
+        bench_pass(&mut self.weights, &self.device, prompt, decode)
     }
 }
 
