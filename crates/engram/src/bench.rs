@@ -445,7 +445,10 @@ fn generate_file(file: &std::path::Path, device: &str, args: &GenerateBenchArgs)
         );
     } else {
         println!("{}: {:.2} GB of weights, loaded in {load_s:.1} s", file.display(), model.weight_bytes as f64 / 1e9);
-        println!("prefill {prefill_tps:.1} tok/s ({} tokens), decode {decode_tps:.1} tok/s ({} tokens)", args.prompt_tokens, args.decode_tokens);
+        println!(
+            "prefill {prefill_tps:.1} tok/s ({} tokens), decode {decode_tps:.1} tok/s ({} tokens)",
+            args.prompt_tokens, args.decode_tokens
+        );
     }
     Ok(())
 }
