@@ -194,13 +194,14 @@ fn a_dropped_request_stops_within_one_decode_step() {
             received += 1;
         }
     }
-    drop(stream);
     let stats = scheduler.stats();
+    let before = stats.steps.load(Ordering::SeqCst);
+    drop(stream);
     wait_for("the cancellation", || stats.cancelled.load(Ordering::SeqCst) == 1);
-    let generated = stats.tokens.load(Ordering::SeqCst);
-    // Text may lag tokens by a few (UTF-8, held-back stop prefixes), and one
-    // more step may have started before the drop was seen.
-    assert!(generated <= received + 4, "generated {generated} tokens after {received} were received");
+    // A step may start between the reading and the drop, and the one running
+    // at the drop finishes; then the worker sees the drop and stops.
+    let after = stats.steps.load(Ordering::SeqCst);
+    assert!(after - before <= 2, "{} decode steps started around the drop", after - before);
     // The worker is free again.
     let mut next = scheduler.submit(request("Hi", SamplingParams::greedy(), 2)).unwrap();
     let mut done = false;
