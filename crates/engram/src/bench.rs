@@ -401,6 +401,22 @@ hybrid search finds candidate passages, and a calibrated threshold decides how m
 the evidence is present with a stated probability. Over time, the assistant also learns explicit \
 insights from its failures, which it can apply to new tasks without any retraining of the model.";
 
+/// One warm-up pass of 8 tokens, then `args.runs` timed passes: the median
+/// (prefill, decode) seconds.
+fn timed_passes(
+    args: &GenerateBenchArgs,
+    mut pass: impl FnMut(usize) -> Result<(Duration, Duration), engram_models::ModelError>,
+) -> anyhow::Result<(f64, f64)> {
+    pass(8)?;
+    let (mut prefill, mut decode) = (Vec::new(), Vec::new());
+    for _ in 0..args.runs {
+        let (p, d) = pass(args.decode_tokens)?;
+        prefill.push(p.as_secs_f64());
+        decode.push(d.as_secs_f64());
+    }
+    Ok((median(&mut prefill), median(&mut decode)))
+}
+
 fn median(values: &mut [f64]) -> f64 {
     values.sort_by(f64::total_cmp);
     values.get(values.len() / 2).copied().unwrap_or(0.0)
@@ -416,17 +432,7 @@ fn generate_file(file: &std::path::Path, device: &str, args: &GenerateBenchArgs)
     let load_s = loading.elapsed().as_secs_f64();
     // Token ids spread over the vocabulary; speed does not depend on values.
     let prompt: Vec<u32> = (0..args.prompt_tokens as u32).map(|i| (i * 7919 + 13) % model.vocab as u32).collect();
-    let (mut prefill, mut decode) = (Vec::new(), Vec::new());
-    pool.install(|| -> anyhow::Result<()> {
-        model.pass(&prompt, 8)?;
-        for _ in 0..args.runs {
-            let (p, d) = model.pass(&prompt, args.decode_tokens)?;
-            prefill.push(p.as_secs_f64());
-            decode.push(d.as_secs_f64());
-        }
-        Ok(())
-    })?;
-    let (p, d) = (median(&mut prefill), median(&mut decode));
+    let (p, d) = pool.install(|| timed_passes(args, |decode| model.pass(&prompt, decode)))?;
     let prefill_tps = args.prompt_tokens as f64 / p;
     let decode_tps = args.decode_tokens as f64 / d;
     if args.json {
@@ -472,17 +478,7 @@ pub fn generate(loaded: &Loaded, paths: &Paths, args: &GenerateBenchArgs) -> any
     }
     prompt.truncate(args.prompt_tokens);
 
-    let (mut prefill, mut decode) = (Vec::new(), Vec::new());
-    pool.install(|| -> anyhow::Result<()> {
-        model.bench_pass(&prompt, 8)?;
-        for _ in 0..args.runs {
-            let (p, d) = model.bench_pass(&prompt, args.decode_tokens)?;
-            prefill.push(p.as_secs_f64());
-            decode.push(d.as_secs_f64());
-        }
-        Ok(())
-    })?;
-    let ours = (median(&mut prefill), median(&mut decode));
+    let ours = pool.install(|| timed_passes(args, |decode| model.bench_pass(&prompt, decode)))?;
     if args.no_peer {
         let (p, d) = (args.prompt_tokens as f64 / ours.0, args.decode_tokens as f64 / ours.1);
         println!("{}: prefill {p:.1} tok/s, decode {d:.1} tok/s ({threads} threads)", model.loaded.display());
