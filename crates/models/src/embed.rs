@@ -7,7 +7,9 @@ use std::sync::Mutex;
 
 use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
-use candle_transformers::models::bert::{BertModel, Config};
+use candle_transformers::models::bert::Config;
+
+use crate::bert::Bert;
 use tokenizers::{PaddingParams, PaddingStrategy, Tokenizer, TruncationParams};
 
 use crate::ModelError;
@@ -23,7 +25,7 @@ pub enum Pooling {
 
 /// A loaded embedding model.
 pub struct Embedder {
-    model: BertModel,
+    model: Bert,
     tokenizer: Tokenizer,
     device: Device,
     pool: rayon::ThreadPool,
@@ -116,7 +118,7 @@ impl Embedder {
         // while they are loaded (fetch-models replaces folders by rename).
         let vb = unsafe { VarBuilder::from_mmaped_safetensors(&[&weights], DType::F32, device) }
             .map_err(|err| ModelError::bad_file(&weights, format!("not a readable safetensors file: {err}")))?;
-        let model = BertModel::load(vb, &config)
+        let model = Bert::load(vb, &config)
             .map_err(|err| ModelError::bad_file(&weights, format!("weights do not match config.json: {err}")))?;
         let name = dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
         Ok(Self {
@@ -185,9 +187,8 @@ impl Embedder {
             Ok(Tensor::stack(&rows, 0)?)
         };
         let ids = rows(&|e| e.get_ids().to_vec())?;
-        let types = ids.zeros_like()?;
         let mask = rows(&|e| e.get_attention_mask().to_vec())?;
-        let hidden = self.model.forward(&ids, &types, Some(&mask))?;
+        let hidden = self.model.forward(&ids, &mask)?;
         let pooled = match self.pooling {
             Pooling::Cls => hidden.narrow(1, 0, 1)?.squeeze(1)?,
             Pooling::Mean => {

@@ -9,6 +9,7 @@
 //!   dropping a request's receiver cancels it within one decode step.
 //! - [`Llm`]: local or remote, behind one `generate` call.
 
+mod bert;
 mod device;
 mod embed;
 mod error;
