@@ -120,23 +120,21 @@ impl GgufTokenizer {
         tokenizer.with_pre_tokenizer(Some(pre_tokenizer(&pre, path)?));
         tokenizer.with_decoder(Some(ByteLevelDecoder::new(false, true, true)));
 
-        let specials: Vec<AddedToken> = tokens
-            .iter()
-            .zip(&types)
-            .filter(|(_, t)| **t == TOKEN_CONTROL)
-            .map(|(tok, _)| AddedToken::from(tok.clone(), true).normalized(false))
-            .collect();
+        // Control tokens are special (skipped when decoding for display);
+        // user-defined ones are plain added tokens. Neither is split by BPE.
+        let of_type = |kind: i64, special: bool| -> Vec<AddedToken> {
+            tokens
+                .iter()
+                .zip(&types)
+                .filter(|(_, t)| **t == kind)
+                .map(|(tok, _)| AddedToken::from(tok.clone(), special).normalized(false))
+                .collect()
+        };
         tokenizer
-            .add_special_tokens(specials)
+            .add_special_tokens(of_type(TOKEN_CONTROL, true))
             .map_err(|err| ModelError::bad_file(path, format!("cannot add control tokens: {err}")))?;
-        let user: Vec<AddedToken> = tokens
-            .iter()
-            .zip(&types)
-            .filter(|(_, t)| **t == TOKEN_USER_DEFINED)
-            .map(|(tok, _)| AddedToken::from(tok.clone(), false).normalized(false))
-            .collect();
         tokenizer
-            .add_tokens(user)
+            .add_tokens(of_type(TOKEN_USER_DEFINED, false))
             .map_err(|err| ModelError::bad_file(path, format!("cannot add user-defined tokens: {err}")))?;
 
         let table = byte_decoder();
