@@ -126,14 +126,15 @@ impl Daemon {
 
     /// Waits for the process to exit, failing the test after `limit`.
     pub fn wait_exit(&mut self, limit: Duration) -> ExitStatus {
-        let deadline = Instant::now() + limit;
-        loop {
-            if let Some(status) = self.child.try_wait().expect("try_wait") {
-                return status;
-            }
-            assert!(Instant::now() < deadline, "daemon still running after {limit:?}:\n{}", self.stderr());
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        use rustix::event::{PollFd, PollFlags, Timespec, poll};
+        // A pidfd becomes readable when the process exits: wait on that.
+        let pid = rustix::process::Pid::from_child(&self.child);
+        let pidfd = rustix::process::pidfd_open(pid, rustix::process::PidfdFlags::empty()).expect("pidfd_open");
+        let timeout = Timespec { tv_sec: limit.as_secs() as i64, tv_nsec: i64::from(limit.subsec_nanos()) };
+        let mut fds = [PollFd::new(&pidfd, PollFlags::IN)];
+        let ready = poll(&mut fds, Some(&timeout)).expect("poll");
+        assert!(ready > 0, "daemon still running after {limit:?}:\n{}", self.stderr());
+        self.child.wait().expect("wait")
     }
 }
 
