@@ -181,6 +181,11 @@ impl Embedder {
             .tokenizer
             .encode_batch(texts.to_vec(), true)
             .map_err(|err| ModelError::Inference(format!("tokenization failed: {err}")))?;
+        if self.device.is_cpu() { self.embed_packed(&encodings) } else { self.embed_padded(&encodings) }
+    }
+
+    /// The portable path: a padded batch and an attention mask, all candle ops.
+    fn embed_padded(&self, encodings: &[tokenizers::Encoding]) -> Result<Vec<Vec<f32>>, ModelError> {
         let rows = |f: &dyn Fn(&tokenizers::Encoding) -> Vec<u32>| -> Result<Tensor, ModelError> {
             let rows =
                 encodings.iter().map(|e| Tensor::new(f(e).as_slice(), &self.device)).collect::<Result<Vec<_>, _>>()?;
@@ -205,5 +210,66 @@ impl Embedder {
             pooled
         };
         Ok(pooled.to_dtype(DType::F32)?.to_vec2::<f32>()?)
+    }
+
+    /// The CPU path: no padding, pooling on the host.
+    fn embed_packed(&self, encodings: &[tokenizers::Encoding]) -> Result<Vec<Vec<f32>>, ModelError> {
+        let sequences: Vec<Vec<u32>> = encodings
+            .iter()
+            .map(|e| {
+                e.get_ids().iter().zip(e.get_attention_mask()).filter(|(_, m)| **m == 1).map(|(id, _)| *id).collect()
+            })
+            .collect();
+        let (hidden, spans) = self.model.forward_packed(&sequences)?;
+        let hidden = hidden.flatten_all()?.to_vec1::<f32>()?;
+        let rows = |start: usize, len: usize| hidden[start * self.dim..(start + len) * self.dim].chunks_exact(self.dim);
+        Ok(spans
+            .into_iter()
+            .map(|(start, len)| {
+                let mut vector = match self.pooling {
+                    Pooling::Cls => rows(start, len.min(1)).flatten().copied().collect(),
+                    Pooling::Mean => {
+                        let mut sum = vec![0.0f32; self.dim];
+                        for row in rows(start, len) {
+                            sum.iter_mut().zip(row).for_each(|(s, v)| *s += v);
+                        }
+                        let count = len.max(1) as f32;
+                        sum.iter_mut().for_each(|s| *s /= count);
+                        sum
+                    }
+                };
+                vector.resize(self.dim, 0.0);
+                if self.normalize {
+                    let norm = vector.iter().map(|v| v * v).sum::<f32>().sqrt().max(1e-12);
+                    vector.iter_mut().for_each(|v| *v /= norm);
+                }
+                vector
+            })
+            .collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[allow(dead_code)]
+    mod common {
+        include!(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/common/mod.rs"));
+    }
+
+    use super::*;
+
+    #[test]
+    fn the_packed_cpu_path_matches_the_padded_one() {
+        let pool = crate::inference_pool(2, "test-packed").unwrap();
+        let embedder = Embedder::load(&common::minilm(), &Device::Cpu, pool, 8).unwrap();
+        let long = "word ".repeat(400);
+        let texts = ["Hi.", "A man is playing a guitar on a quiet street at night.", long.as_str(), "", "Ünïcödé ✓"];
+        let encodings = embedder.tokenizer.encode_batch(texts.to_vec(), true).unwrap();
+        let (packed, padded) =
+            embedder.pool.install(|| (embedder.embed_packed(&encodings), embedder.embed_padded(&encodings)));
+        for (a, b) in packed.unwrap().iter().zip(padded.unwrap()) {
+            let max_diff = a.iter().zip(&b).map(|(x, y)| (x - y).abs()).fold(0.0f32, f32::max);
+            assert!(max_diff < 1e-5, "packed and padded vectors differ by {max_diff}");
+        }
     }
 }

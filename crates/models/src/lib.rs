@@ -15,6 +15,7 @@ mod embed;
 mod error;
 mod gguf;
 mod json;
+mod kernels;
 mod llm;
 mod remote;
 mod sampling;

@@ -2,6 +2,7 @@
 //! `scripts/fetch-models`): SmolLM2-135M-Instruct (GGUF, Q4_1) and
 //! all-MiniLM-L6-v2.
 
+#[allow(dead_code)]
 mod common;
 
 use std::path::Path;

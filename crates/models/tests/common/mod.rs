@@ -1,6 +1,5 @@
-//! Locating the real model weights fetched by `scripts/fetch-models`.
-
-#![allow(dead_code)]
+// Locating the real model weights fetched by `scripts/fetch-models`.
+// (Plain comments: unit tests `include!` this file too.)
 
 use std::path::PathBuf;
 
