@@ -479,6 +479,14 @@ pub fn generate(loaded: &Loaded, paths: &Paths, args: &GenerateBenchArgs) -> any
     prompt.truncate(args.prompt_tokens);
 
     let ours = pool.install(|| timed_passes(args, |decode| model.bench_pass(&prompt, decode)))?;
+    // The candle engine on the same file, for comparison, when ours is native.
+    let candle = if model.engine() == "native" {
+        let mut candle = engram_models::LocalModel::load(&source, &local_options(config, paths, false, true)?)?;
+        let times = pool.install(|| timed_passes(args, |decode| candle.bench_pass(&prompt, decode)))?;
+        Some((candle.loaded.clone(), times))
+    } else {
+        None
+    };
     if args.no_peer {
         let (p, d) = (args.prompt_tokens as f64 / ours.0, args.decode_tokens as f64 / ours.1);
         println!("{}: prefill {p:.1} tok/s, decode {d:.1} tok/s ({threads} threads)", model.loaded.display());
@@ -517,7 +525,13 @@ pub fn generate(loaded: &Loaded, paths: &Paths, args: &GenerateBenchArgs) -> any
         args.runs
     );
     println!("{:<32} {:>14} {:>14} {:>14}", "engine", "prefill tok/s", "decode tok/s", "decode ratio");
-    println!("{:<32} {:>14.1} {:>14.1} {:>13.2}x", "engram (candle)", p / ours.0, d / ours.1, theirs.1 / ours.1);
+    let label = format!("engram ({})", model.engine());
+    println!("{label:<32} {:>14.1} {:>14.1} {:>13.2}x", p / ours.0, d / ours.1, theirs.1 / ours.1);
+    if let Some((file, times)) = &candle {
+        let kind = if *file == source { "candle" } else { "candle, Q8_0 copy" };
+        let label = format!("engram ({kind})");
+        println!("{label:<32} {:>14.1} {:>14.1} {:>13.2}x", p / times.0, d / times.1, theirs.1 / times.1);
+    }
     let version = peer["version"].as_str().unwrap_or("?");
     println!(
         "{:<32} {:>14.1} {:>14.1} {:>13.2}x",
@@ -528,38 +542,53 @@ pub fn generate(loaded: &Loaded, paths: &Paths, args: &GenerateBenchArgs) -> any
     );
     println!("(llama.cpp runs the original file {}; bar: decode >= 0.8x)", source.display());
 
-    if !args.no_quality && model.loaded != source {
+    if !args.no_quality {
         quality(config, paths, &pool, &mut model, &source)?;
     }
     Ok(())
 }
 
-/// Perplexity and greedy answers of the original file vs the converted one.
+fn local_options(
+    config: &engram_config::Config,
+    paths: &Paths,
+    native_cpu: bool,
+    convert_slow_types: bool,
+) -> anyhow::Result<engram_models::LocalOptions> {
+    Ok(engram_models::LocalOptions {
+        device: engram_models::open_device(&config.models.device)?,
+        context_tokens: config.models.llm.context_tokens,
+        cache_dir: paths.cache_dir.join("models"),
+        convert_slow_types,
+        native_cpu,
+    })
+}
+
+/// Perplexity and greedy answers of the engine in use, and of a Q8_0 copy
+/// when candle needs one, against candle on the original file (its exact,
+/// slow path for every tensor type).
 fn quality(
     config: &engram_config::Config,
     paths: &Paths,
     pool: &rayon::ThreadPool,
-    converted: &mut engram_models::LocalModel,
+    model: &mut engram_models::LocalModel,
     source: &std::path::Path,
 ) -> anyhow::Result<()> {
-    let options = engram_models::LocalOptions {
-        device: engram_models::open_device(&config.models.device)?,
-        context_tokens: config.models.llm.context_tokens,
-        cache_dir: paths.cache_dir.join("models"),
-        convert_slow_types: false,
-    };
-    let mut original = engram_models::LocalModel::load(source, &options)?;
+    let mut reference = engram_models::LocalModel::load(source, &local_options(config, paths, false, false)?)?;
+    let converted = engram_models::LocalModel::load(source, &local_options(config, paths, false, true)?)?;
+    let mut converted = (converted.loaded != source).then_some(converted);
+    let mut variants = vec![(format!("engram ({})", model.engine()), model)];
+    if let Some(converted) = converted.as_mut() {
+        variants.push(("candle, Q8_0 copy".to_owned(), converted));
+    }
+    println!("\nquality against candle on the original file ({}-character text, greedy answers):", BENCH_TEXT.len());
+    let reference_ppl = pool.install(|| reference.perplexity(BENCH_TEXT))?;
+    println!("perplexity: reference {reference_ppl:.3}");
+    for (label, variant) in &mut variants {
+        let ppl = pool.install(|| variant.perplexity(BENCH_TEXT))?;
+        println!("perplexity: {label} {ppl:.3} ({:+.2}%)", (ppl / reference_ppl - 1.0) * 100.0);
+    }
     let prompts =
         ["What is the capital of France?", "Name three primary colors.", "Write one sentence about the ocean."];
-    println!("\nquality cost of converting slow tensor types to Q8_0:");
-    let (ppl_converted, ppl_original) = pool.install(|| -> anyhow::Result<_> {
-        Ok((converted.perplexity(BENCH_TEXT)?, original.perplexity(BENCH_TEXT)?))
-    })?;
-    println!(
-        "perplexity on a {}-character text: original {ppl_original:.3}, converted {ppl_converted:.3} ({:+.2}%)",
-        BENCH_TEXT.len(),
-        (ppl_converted / ppl_original - 1.0) * 100.0
-    );
     for prompt in prompts {
         let request = engram_models::GenerateRequest {
             prompt: engram_models::Prompt::Chat(vec![engram_models::Message::new(engram_models::Role::User, prompt)]),
@@ -568,13 +597,15 @@ fn quality(
             stop: Vec::new(),
             json_schema: None,
         };
-        let (mut a, mut b) = (String::new(), String::new());
-        pool.install(|| -> anyhow::Result<()> {
-            original.generate(&request, &mut a)?;
-            converted.generate(&request, &mut b)?;
-            Ok(())
-        })?;
-        println!("- {prompt}\n    original:  {}\n    converted: {}", a.replace('\n', " "), b.replace('\n', " "));
+        println!("- {prompt}");
+        let mut text = String::new();
+        pool.install(|| reference.generate(&request, &mut text))?;
+        println!("    {:<20} {}", "reference:", text.replace('\n', " "));
+        for (label, variant) in &mut variants {
+            let mut text = String::new();
+            pool.install(|| variant.generate(&request, &mut text))?;
+            println!("    {:<20} {}", format!("{label}:"), text.replace('\n', " "));
+        }
     }
     Ok(())
 }

@@ -96,6 +96,8 @@ pub fn fast_variant(path: &Path, cache_dir: &Path) -> Result<PathBuf, ModelError
 
 /// The transformer weights of one supported architecture.
 pub enum Weights {
+    /// A llama with Q4_0/Q4_1/Q8_0 matrices on the native CPU engine.
+    Native(crate::cpu_llama::Model),
     /// Llama, SmolLM, Mistral and other llama-layout models.
     Llama(quantized_llama::ModelWeights),
     /// Qwen2 / Qwen2.5.
@@ -107,16 +109,21 @@ pub enum Weights {
 }
 
 impl Weights {
-    /// Loads the weights named by `general.architecture`.
+    /// Loads the weights named by `general.architecture`: on the native CPU
+    /// engine when `native` is set and it supports the file, else candle's.
     pub fn load(
         content: Content,
         reader: &mut BufReader<File>,
         path: &Path,
         device: &Device,
+        native: bool,
     ) -> Result<Self, ModelError> {
         let arch =
             content.metadata.get("general.architecture").and_then(|v| v.to_string().ok()).cloned().unwrap_or_default();
         let wrap = |err: candle_core::Error| ModelError::bad_file(path, format!("cannot load {arch} weights: {err}"));
+        if native && device.is_cpu() && crate::cpu_llama::supports(&content) {
+            return Ok(Self::Native(crate::cpu_llama::Model::load(&content, reader).map_err(wrap)?));
+        }
         Ok(match arch.as_str() {
             "llama" => Self::Llama(quantized_llama::ModelWeights::from_gguf(content, reader, device).map_err(wrap)?),
             "qwen2" => Self::Qwen2(quantized_qwen2::ModelWeights::from_gguf(content, reader, device).map_err(wrap)?),
@@ -135,6 +142,12 @@ impl Weights {
     /// at positions `pos..pos + n`.
     pub fn forward(&mut self, tokens: &Tensor, pos: usize) -> candle_core::Result<Tensor> {
         match self {
+            Self::Native(m) => {
+                let ids = tokens.flatten_all()?.to_vec1::<u32>()?;
+                let logits = m.forward(&ids, pos)?;
+                let vocab = logits.len();
+                Tensor::from_vec(logits, (1, vocab), &Device::Cpu)
+            }
             Self::Llama(m) => m.forward(tokens, pos),
             Self::Qwen2(m) => m.forward(tokens, pos),
             Self::Qwen3(m) => m.forward(tokens, pos),
@@ -145,10 +158,19 @@ impl Weights {
     /// Forgets the previous sequence (a forward at position 0 also resets).
     pub fn clear(&mut self) {
         match self {
+            Self::Native(m) => m.clear(),
             Self::Llama(m) => m.clear_kv_cache(),
             Self::Qwen2(m) => m.clear_kv_cache(),
             Self::Qwen3(m) => m.clear_kv_cache(),
             Self::Gemma3(_) => {}
+        }
+    }
+
+    /// Which engine runs the weights, for reports.
+    pub fn engine(&self) -> &'static str {
+        match self {
+            Self::Native(_) => "native",
+            _ => "candle",
         }
     }
 }

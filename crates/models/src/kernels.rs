@@ -84,12 +84,14 @@ fn softmax(row: &mut [f32], scale: f32) {
 
 /// A loop body worth compiling twice: for the baseline target and for
 /// AVX2+FMA, picked at run time (the default target only promises SSE2).
-trait Kernel {
+pub(crate) trait Kernel {
+    /// The loop body; implementations mark it `#[inline(always)]`.
     fn run(self);
 }
 
+/// Runs `kernel`, compiled for AVX2+FMA where the CPU has them.
 #[inline(always)]
-fn dispatch(kernel: impl Kernel) {
+pub(crate) fn dispatch(kernel: impl Kernel) {
     #[cfg(target_arch = "x86_64")]
     {
         #[target_feature(enable = "avx2,fma")]
@@ -301,10 +303,10 @@ impl PackedAttention<'_> {
 
 /// A strided read-only matrix: element `(i, j)` is `data[i * row + j * col]`.
 #[derive(Clone, Copy)]
-struct Mat<'a> {
-    data: &'a [f32],
-    row: usize,
-    col: usize,
+pub(crate) struct Mat<'a> {
+    pub data: &'a [f32],
+    pub row: usize,
+    pub col: usize,
 }
 
 impl Mat<'_> {
@@ -314,14 +316,14 @@ impl Mat<'_> {
 }
 
 /// A row-major destination: element `(i, j)` is `data[i * row + j]`.
-struct MatMut<'a> {
-    data: &'a mut [f32],
-    row: usize,
+pub(crate) struct MatMut<'a> {
+    pub data: &'a mut [f32],
+    pub row: usize,
 }
 
 /// `dst[m×n] = lhs[m×k] · rhs[k×n]`, single-threaded (callers parallelize
 /// over sequences).
-fn gemm(dst: MatMut, m: usize, n: usize, k: usize, lhs: Mat, rhs: Mat) {
+pub(crate) fn gemm(dst: MatMut, m: usize, n: usize, k: usize, lhs: Mat, rhs: Mat) {
     let dst_ok = m == 0 || n == 0 || (m - 1) * dst.row + n <= dst.data.len();
     assert!(dst_ok && lhs.covers(m, k) && rhs.covers(k, n), "gemm: operand out of bounds");
     if m == 0 || n == 0 {

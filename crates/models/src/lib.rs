@@ -10,6 +10,7 @@
 //! - [`Llm`]: local or remote, behind one `generate` call.
 
 mod bert;
+mod cpu_llama;
 mod device;
 mod embed;
 mod error;
@@ -17,6 +18,7 @@ mod gguf;
 mod json;
 mod kernels;
 mod llm;
+mod quant;
 mod remote;
 mod sampling;
 mod scheduler;

@@ -109,8 +109,12 @@ pub struct LocalOptions {
     pub context_tokens: usize,
     /// Where converted (requantized) files are cached.
     pub cache_dir: PathBuf,
-    /// Convert tensor types without a fast CPU kernel (Q4_1, Q5_x) to Q8_0.
+    /// Convert tensor types without a fast CPU kernel (Q4_1, Q5_x) to Q8_0
+    /// for candle (files the native engine runs need no conversion).
     pub convert_slow_types: bool,
+    /// Run llama-architecture Q4_0/Q4_1/Q8_0 files on the native CPU engine
+    /// (`cpu_llama`) rather than candle.
+    pub native_cpu: bool,
 }
 
 /// A GGUF model ready to generate. Not `Sync`: one generation at a time
@@ -132,7 +136,8 @@ pub struct LocalModel {
 impl LocalModel {
     /// Loads the model at `path`.
     pub fn load(path: &Path, options: &LocalOptions) -> Result<Self, ModelError> {
-        let loaded = if options.convert_slow_types && options.device.is_cpu() {
+        let native = options.native_cpu && options.device.is_cpu() && crate::cpu_llama::supports(&gguf::open(path)?.0);
+        let loaded = if !native && options.convert_slow_types && options.device.is_cpu() {
             gguf::fast_variant(path, &options.cache_dir)?
         } else {
             path.to_path_buf()
@@ -154,16 +159,16 @@ impl LocalModel {
             .unwrap_or_else(|| path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default());
         let model_context = gguf::context_length(&content).unwrap_or(options.context_tokens);
         // quantized_llama precomputes rotary tables for 4,096 positions.
-        let arch_cap =
-            if content.metadata.get("general.architecture").and_then(|v| v.to_string().ok()).map(String::as_str)
+        let arch_cap = if !native
+            && content.metadata.get("general.architecture").and_then(|v| v.to_string().ok()).map(String::as_str)
                 == Some("llama")
-            {
-                candle_transformers::models::quantized_llama::MAX_SEQ_LEN
-            } else {
-                usize::MAX
-            };
+        {
+            candle_transformers::models::quantized_llama::MAX_SEQ_LEN
+        } else {
+            usize::MAX
+        };
         let context = options.context_tokens.min(model_context).min(arch_cap);
-        let weights = Weights::load(content, &mut reader, &loaded, &options.device)?;
+        let weights = Weights::load(content, &mut reader, &loaded, &options.device, native)?;
         Ok(Self {
             weights,
             tokenizer,
@@ -174,6 +179,11 @@ impl LocalModel {
             loaded,
             name,
         })
+    }
+
+    /// Which engine runs it: `native` or `candle`.
+    pub fn engine(&self) -> &'static str {
+        self.weights.engine()
     }
 
     /// The usable context, in tokens.
@@ -387,7 +397,7 @@ impl BenchModel {
             .values()
             .map(|info| (info.shape.elem_count() / info.ggml_dtype.block_size() * info.ggml_dtype.type_size()) as u64)
             .sum();
-        let weights = Weights::load(content, &mut reader, path, device)?;
+        let weights = Weights::load(content, &mut reader, path, device, true)?;
         Ok(Self { weights, device: device.clone(), vocab, weight_bytes })
     }
 
