@@ -258,10 +258,11 @@ fn llm(loaded: &Loaded, paths: &Paths) -> Check {
         Ok(model) => Check::pass(
             name,
             format!(
-                "{}: loads ({}, context {} tokens{})",
+                "{}: loads ({}, context {} tokens, {} engine{})",
                 model.source.display(),
                 model.name,
                 model.context(),
+                model.engine(),
                 if model.loaded == model.source { String::new() } else { ", converted to Q8_0 and cached".into() }
             ),
         ),
