@@ -1,16 +1,29 @@
 //! A `tokenizers` tokenizer built from a GGUF file's `tokenizer.ggml.*`
 //! metadata, plus the byte string each token stands for.
 //!
+//! Two GGUF tokenizer models are supported: `gpt2` (byte-level BPE with
+//! merges and a pre-tokenizer named by `tokenizer.ggml.pre`) and `llama`
+//! (SentencePiece: pieces with scores, `▁` for spaces, byte fallback).
 //! candle's own GGUF tokenizer knows only a few pre-tokenizers; SmolLM2's
 //! `smollm` needs individual digits before the byte-level split, and getting
-//! it wrong silently produces ids the model was not trained on.
+//! it wrong silently produces ids the model was not trained on. Both are
+//! checked against llama.cpp's own tokenizer test vectors.
 
 use std::collections::HashMap;
 use std::path::Path;
 
 use candle_core::quantized::gguf_file::{Content, Value};
+use tokenizers::decoders::DecoderWrapper;
+use tokenizers::decoders::byte_fallback::ByteFallback;
 use tokenizers::decoders::byte_level::ByteLevel as ByteLevelDecoder;
+use tokenizers::decoders::fuse::Fuse;
+use tokenizers::decoders::sequence::Sequence as DecoderSequence;
+use tokenizers::decoders::strip::Strip;
 use tokenizers::models::bpe::BPE;
+use tokenizers::normalizers::NormalizerWrapper;
+use tokenizers::normalizers::prepend::Prepend;
+use tokenizers::normalizers::replace::Replace;
+use tokenizers::normalizers::utils::Sequence as NormalizerSequence;
 use tokenizers::pre_tokenizers::byte_level::ByteLevel;
 use tokenizers::pre_tokenizers::digits::Digits;
 use tokenizers::pre_tokenizers::sequence::Sequence;
@@ -24,8 +37,13 @@ const REGEX_QWEN2: &str =
     r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
 
 /// GGUF token types (llama.cpp's `llama_token_type`).
+const TOKEN_NORMAL: i64 = 1;
 const TOKEN_CONTROL: i64 = 3;
 const TOKEN_USER_DEFINED: i64 = 4;
+const TOKEN_BYTE: i64 = 6;
+
+/// SentencePiece's stand-in for a space.
+const SPACE: char = '\u{2581}';
 
 /// The tokenizer of a GGUF model and what the generator needs to know about it.
 pub struct GgufTokenizer {
@@ -79,46 +97,58 @@ impl GgufTokenizer {
             .to_string()
             .map_err(|_| ModelError::bad_file(path, "`tokenizer.ggml.model` is not a string"))?
             .to_lowercase();
-        if kind != "gpt2" {
-            return Err(ModelError::bad_file(
-                path,
-                format!("tokenizer model `{kind}` is not supported yet (byte-level BPE, `gpt2`, is)"),
-            ));
-        }
         let tokens = strings(meta(ct, path, "tokenizer.ggml.tokens")?, path, "tokenizer.ggml.tokens")?;
-        let merges: Vec<(String, String)> =
-            strings(meta(ct, path, "tokenizer.ggml.merges")?, path, "tokenizer.ggml.merges")?
-                .into_iter()
-                .map(|m| {
-                    m.split_once(' ')
-                        .map(|(a, b)| (a.to_owned(), b.to_owned()))
-                        .ok_or_else(|| ModelError::bad_file(path, format!("invalid BPE merge `{m}`")))
-                })
-                .collect::<Result<_, _>>()?;
         let types: Vec<i64> = match ct.metadata.get("tokenizer.ggml.token_type") {
             Some(value) => value
                 .to_vec()
                 .map_err(|_| ModelError::bad_file(path, "`tokenizer.ggml.token_type` is not an array"))?
                 .iter()
-                .map(|v| integer(v).unwrap_or(1))
+                .map(|v| integer(v).unwrap_or(TOKEN_NORMAL))
                 .collect(),
-            None => vec![1; tokens.len()],
+            None => vec![TOKEN_NORMAL; tokens.len()],
         };
         if types.len() != tokens.len() {
             return Err(ModelError::bad_file(path, format!("{} token types for {} tokens", types.len(), tokens.len())));
         }
-
         let vocab: tokenizers::models::bpe::Vocab =
             tokens.iter().enumerate().map(|(i, t)| (t.clone(), i as u32)).collect();
-        let bpe = BPE::builder()
-            .vocab_and_merges(vocab, merges)
-            .build()
-            .map_err(|err| ModelError::bad_file(path, format!("cannot build the BPE model: {err}")))?;
-        let mut tokenizer = Tokenizer::new(bpe);
-
-        let pre = ct.metadata.get("tokenizer.ggml.pre").and_then(|v| v.to_string().ok()).cloned().unwrap_or_default();
-        tokenizer.with_pre_tokenizer(Some(pre_tokenizer(&pre, path)?));
-        tokenizer.with_decoder(Some(ByteLevelDecoder::new(false, true, true)));
+        let (mut tokenizer, token_bytes) = match kind.as_str() {
+            "gpt2" => {
+                let merges: Vec<(String, String)> =
+                    strings(meta(ct, path, "tokenizer.ggml.merges")?, path, "tokenizer.ggml.merges")?
+                        .into_iter()
+                        .map(|m| {
+                            m.split_once(' ')
+                                .map(|(a, b)| (a.to_owned(), b.to_owned()))
+                                .ok_or_else(|| ModelError::bad_file(path, format!("invalid BPE merge `{m}`")))
+                        })
+                        .collect::<Result<_, _>>()?;
+                let pre =
+                    ct.metadata.get("tokenizer.ggml.pre").and_then(|v| v.to_string().ok()).cloned().unwrap_or_default();
+                // Llama 3 takes a whole pre-token that is in the vocabulary as
+                // is, before any merge (llama.cpp and Hugging Face agree).
+                let bpe = BPE::builder()
+                    .vocab_and_merges(vocab, merges)
+                    .ignore_merges(matches!(pre.as_str(), "llama3" | "llama-bpe"))
+                    .build()
+                    .map_err(|err| ModelError::bad_file(path, format!("cannot build the BPE model: {err}")))?;
+                let mut tokenizer = Tokenizer::new(bpe);
+                tokenizer.with_pre_tokenizer(Some(pre_tokenizer(&pre, path)?));
+                tokenizer.with_decoder(Some(ByteLevelDecoder::new(false, true, true)));
+                let table = byte_decoder();
+                let bytes = tokens.iter().map(|tok| token_to_bytes(tok, &table)).collect::<Vec<_>>();
+                (tokenizer, bytes)
+            }
+            "llama" => sentencepiece(ct, path, &tokens, &types, vocab)?,
+            other => {
+                return Err(ModelError::bad_file(
+                    path,
+                    format!(
+                        "tokenizer model `{other}` is not supported (byte-level BPE, `gpt2`, and SentencePiece, `llama`, are)"
+                    ),
+                ));
+            }
+        };
 
         // Control tokens are special (skipped when decoding for display);
         // user-defined ones are plain added tokens. Neither is split by BPE.
@@ -137,12 +167,11 @@ impl GgufTokenizer {
             .add_tokens(of_type(TOKEN_USER_DEFINED, false))
             .map_err(|err| ModelError::bad_file(path, format!("cannot add user-defined tokens: {err}")))?;
 
-        let table = byte_decoder();
         let is_control: Vec<bool> = types.iter().map(|t| *t == TOKEN_CONTROL).collect();
-        let token_bytes = tokens
-            .iter()
+        let token_bytes = token_bytes
+            .into_iter()
             .zip(&is_control)
-            .map(|(tok, control)| if *control { Vec::new() } else { token_to_bytes(tok, &table) })
+            .map(|(bytes, control)| if *control { Vec::new() } else { bytes })
             .collect();
 
         let eos = token_id(ct, "tokenizer.ggml.eos_token_id")
@@ -194,6 +223,100 @@ impl GgufTokenizer {
     }
 }
 
+/// A SentencePiece (`llama`) tokenizer as `tokenizers` expresses it: BPE
+/// whose merges rank by the score of the piece they make (the piece with
+/// the higher score merges first, as in llama.cpp), spaces written as `▁`
+/// (plus one in front when `add_space_prefix`), bytes without a piece
+/// falling back to `<0xXX>` tokens. Also returns each token's bytes.
+fn sentencepiece(
+    ct: &Content,
+    path: &Path,
+    tokens: &[String],
+    types: &[i64],
+    vocab: tokenizers::models::bpe::Vocab,
+) -> Result<(Tokenizer, Vec<Vec<u8>>), ModelError> {
+    let scores: Vec<f32> = match ct.metadata.get("tokenizer.ggml.scores") {
+        Some(value) => value
+            .to_vec()
+            .map_err(|_| ModelError::bad_file(path, "`tokenizer.ggml.scores` is not an array"))?
+            .iter()
+            .map(|v| v.to_f32().unwrap_or(0.0))
+            .collect(),
+        None => return Err(ModelError::bad_file(path, "GGUF metadata lacks `tokenizer.ggml.scores`")),
+    };
+    if scores.len() != tokens.len() {
+        return Err(ModelError::bad_file(path, format!("{} scores for {} tokens", scores.len(), tokens.len())));
+    }
+    // Every split of a normal piece into two normal pieces is a merge.
+    let normal = |id: u32| types.get(id as usize) == Some(&TOKEN_NORMAL);
+    let mut merges: Vec<(f32, u32, u32, u32)> = Vec::new();
+    for (id, piece) in tokens.iter().enumerate() {
+        if types[id] != TOKEN_NORMAL {
+            continue;
+        }
+        for (at, _) in piece.char_indices().skip(1) {
+            let (left, right) = piece.split_at(at);
+            if let (Some(&l), Some(&r)) = (vocab.get(left), vocab.get(right))
+                && normal(l)
+                && normal(r)
+            {
+                merges.push((scores[id], id as u32, l, r));
+            }
+        }
+    }
+    merges.sort_by(|a, b| b.0.total_cmp(&a.0).then((a.1, a.2, a.3).cmp(&(b.1, b.2, b.3))));
+    let merges =
+        merges.into_iter().map(|(_, _, l, r)| (tokens[l as usize].clone(), tokens[r as usize].clone())).collect();
+    let unknown = token_id(ct, "tokenizer.ggml.unknown_token_id").and_then(|id| tokens.get(id as usize)).cloned();
+    let mut bpe = BPE::builder().vocab_and_merges(vocab, merges).byte_fallback(true);
+    if let Some(unknown) = unknown {
+        bpe = bpe.unk_token(unknown);
+    }
+    let bpe = bpe
+        .build()
+        .map_err(|err| ModelError::bad_file(path, format!("cannot build the SentencePiece model: {err}")))?;
+    let mut tokenizer = Tokenizer::new(bpe);
+
+    let space_prefix =
+        ct.metadata.get("tokenizer.ggml.add_space_prefix").and_then(|v| v.to_bool().ok()).unwrap_or(true);
+    let space = SPACE.to_string();
+    let replace = |from: &str, to: &str| {
+        Replace::new(from, to).map_err(|err| ModelError::bad_file(path, format!("tokenizer normalizer: {err}")))
+    };
+    let mut normalizers = vec![NormalizerWrapper::Replace(replace(" ", &space)?)];
+    if space_prefix {
+        normalizers.insert(0, NormalizerWrapper::Prepend(Prepend::new(space.clone())));
+    }
+    tokenizer
+        .with_normalizer(Some(NormalizerSequence::new(normalizers)))
+        .map_err(|err| ModelError::bad_file(path, format!("tokenizer normalizer: {err}")))?;
+    let mut decoders = vec![
+        DecoderWrapper::Replace(replace(&space, " ")?),
+        DecoderWrapper::ByteFallback(ByteFallback::new()),
+        DecoderWrapper::Fuse(Fuse::new()),
+    ];
+    if space_prefix {
+        decoders.push(DecoderWrapper::Strip(Strip::new(' ', 1, 0)));
+    }
+    tokenizer.with_decoder(Some(DecoderSequence::new(decoders)));
+
+    let bytes = tokens
+        .iter()
+        .zip(types)
+        .map(|(piece, kind)| match byte_piece(piece) {
+            Some(byte) if *kind == TOKEN_BYTE => vec![byte],
+            _ => piece.replace(SPACE, " ").into_bytes(),
+        })
+        .collect();
+    Ok((tokenizer, bytes))
+}
+
+/// The byte of a `<0xXX>` piece.
+fn byte_piece(piece: &str) -> Option<u8> {
+    let hex = piece.strip_prefix("<0x")?.strip_suffix('>')?;
+    if hex.len() == 2 { u8::from_str_radix(hex, 16).ok() } else { None }
+}
+
 fn pre_tokenizer(pre: &str, path: &Path) -> Result<PreTokenizerWrapper, ModelError> {
     let byte_level = |regex: bool| ByteLevel::new(false, true, regex);
     let split = |pattern: &str| {
@@ -207,7 +330,7 @@ fn pre_tokenizer(pre: &str, path: &Path) -> Result<PreTokenizerWrapper, ModelErr
             Sequence::new(vec![split(REGEX_LLAMA3)?.into(), byte_level(false).into()]).into()
         }
         "qwen2" => Sequence::new(vec![split(REGEX_QWEN2)?.into(), byte_level(false).into()]).into(),
-        "gpt2" | "default" | "" => byte_level(true).into(),
+        "gpt2" | "gpt-2" | "default" | "" => byte_level(true).into(),
         other => {
             tracing::warn!(pre = other, file = %path.display(), "unknown GGUF pre-tokenizer; using GPT-2's byte-level split");
             byte_level(true).into()
