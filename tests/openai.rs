@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 use support::{Daemon, Sandbox, get_unix, post_json};
 
 /// Recorded from SmolLM2-135M-Instruct (Q4_1, native CPU engine), greedy.
-const COLORS: &str = "The primary colors are: Red, Blue, and Yellow.";
+const COLORS: &str = "The primary colors are:\n\nRed (R)\nBlue (B)\nYellow (Y)";
 
 fn daemon_with_models(sandbox: &Sandbox, extra: &[(&str, &str)]) -> Daemon {
     let models = support::models_dir();

@@ -31,16 +31,23 @@ llm = Llama(
 )
 
 
+def next_token():
+    """Greedy choice from the last position's logits (llama-cpp-python keeps
+    `scores` only with logits_all; read the context's logits directly)."""
+    logits = np.ctypeslib.as_array(llm._ctx.get_logits(), shape=(llm.n_vocab(),))
+    return int(np.argmax(logits))
+
+
 def one_pass():
     llm.reset()
     start = time.perf_counter()
     llm.eval(tokens)
     prefill = time.perf_counter() - start
-    token = int(np.argmax(llm.scores[llm.n_tokens - 1]))
+    token = next_token()
     start = time.perf_counter()
     for _ in range(args.decode):
         llm.eval([token])
-        token = int(np.argmax(llm.scores[llm.n_tokens - 1]))
+        token = next_token()
     return prefill, time.perf_counter() - start
 
 

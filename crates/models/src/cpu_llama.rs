@@ -14,6 +14,8 @@ use std::io::BufReader;
 
 use candle_core::quantized::gguf_file::Content;
 use candle_core::{Device, Result, bail};
+use half::f16;
+use half::slice::HalfFloatSliceExt;
 use rayon::prelude::*;
 
 use crate::kernels::{Kernel, dispatch, exp};
@@ -29,9 +31,11 @@ struct Layer {
     gate: QMatrix,
     up: QMatrix,
     down: QMatrix,
-    /// Keys and values of the positions seen so far, `[position × kv_dim]`.
-    keys: Vec<f32>,
-    values: Vec<f32>,
+    /// Keys and values of the positions seen so far, per key/value head
+    /// `[position × head_dim]`, in f16 (as llama.cpp keeps them): long
+    /// contexts are bound by reading this cache.
+    keys: Vec<Vec<f16>>,
+    values: Vec<Vec<f16>>,
 }
 
 /// The loaded model and its KV cache.
@@ -145,8 +149,8 @@ impl Model {
                 gate,
                 up,
                 down,
-                keys: Vec::new(),
-                values: Vec::new(),
+                keys: vec![Vec::new(); kv_heads],
+                values: vec![Vec::new(); kv_heads],
             });
         }
         let mut vector = |name: &str, len: usize| -> Result<Vec<f32>> {
@@ -174,8 +178,7 @@ impl Model {
     pub fn clear(&mut self) {
         self.cached = 0;
         for layer in &mut self.layers {
-            layer.keys.clear();
-            layer.values.clear();
+            layer.keys.iter_mut().chain(&mut layer.values).for_each(Vec::clear);
         }
     }
 
@@ -191,8 +194,8 @@ impl Model {
         }
         let kv_dim = self.kv_heads * self.head_dim;
         for layer in &mut self.layers {
-            layer.keys.truncate(pos * kv_dim);
-            layer.values.truncate(pos * kv_dim);
+            let keep = pos * self.head_dim;
+            layer.keys.iter_mut().chain(&mut layer.values).for_each(|cache| cache.truncate(keep));
         }
         let (n, dim) = (tokens.len(), self.dim);
         let mut x = vec![0.0f32; n * dim];
@@ -214,8 +217,14 @@ impl Model {
             layer.v.matmul(h, &mut v);
             rotate(&mut q, dim, self.head_dim, &self.inv_freq, pos);
             rotate(&mut k, kv_dim, self.head_dim, &self.inv_freq, pos);
-            layer.keys.extend_from_slice(&k);
-            layer.values.extend_from_slice(&v);
+            let d = self.head_dim;
+            for (from, to) in [(&k, &mut layer.keys), (&v, &mut layer.values)] {
+                for row in from.chunks_exact(kv_dim) {
+                    for (head, cache) in row.chunks_exact(d).zip(to.iter_mut()) {
+                        cache.extend(head.iter().map(|&x| f16::from_f32(x)));
+                    }
+                }
+            }
             let mut context = vec![0.0f32; n * dim];
             let attention = Attention {
                 keys: &layer.keys,
@@ -300,8 +309,8 @@ impl Kernel for SwiGlu<'_> {
 
 /// Causal attention of new queries over the cached keys and values.
 struct Attention<'a> {
-    keys: &'a [f32],
-    values: &'a [f32],
+    keys: &'a [Vec<f16>],
+    values: &'a [Vec<f16>],
     heads: usize,
     kv_heads: usize,
     head_dim: usize,
@@ -309,119 +318,162 @@ struct Attention<'a> {
     pos: usize,
 }
 
-/// Cached positions one attention task covers: long contexts split into
-/// several tasks (merged by their softmax maxima and sums), so a single
-/// decoded token still keeps every core busy.
-const POSITIONS_PER_TASK: usize = 128;
+/// Cached positions widened to f32 at a time, and the span one decoding
+/// task covers: a long context splits into several tasks (merged by their
+/// softmax maxima and sums) so a single new token keeps every core busy.
+const POSITIONS_PER_CHUNK: usize = 128;
+/// Queries one prompt task covers: they share each widened chunk.
+const QUERIES_PER_TASK: usize = 16;
 
 impl Attention<'_> {
-    /// `context[t]` for each query row `q[t]`, parallel over (token, key/value
-    /// head, span of positions): the query heads sharing a key/value head
-    /// read the cache once.
+    /// `context[t]` for each query row `q[t]`, parallel over (key/value
+    /// head, block of queries, span of positions): the query heads sharing
+    /// a key/value head read the cache once per block.
     fn run(&self, q: &[f32], context: &mut [f32]) {
         let (d, group) = (self.head_dim, self.heads / self.kv_heads);
         let tokens = q.len() / (self.heads * d);
+        let visible = self.pos + tokens;
         let mut tasks = Vec::new();
-        for t in 0..tokens {
-            let visible = self.pos + t + 1;
-            for kv in 0..self.kv_heads {
-                for start in (0..visible).step_by(POSITIONS_PER_TASK) {
-                    tasks.push((t, kv, start, (start + POSITIONS_PER_TASK).min(visible)));
+        for kv in 0..self.kv_heads {
+            if tokens == 1 {
+                for start in (0..visible).step_by(POSITIONS_PER_CHUNK) {
+                    tasks.push((kv, 0..1, start..(start + POSITIONS_PER_CHUNK).min(visible)));
+                }
+            } else {
+                for first in (0..tokens).step_by(QUERIES_PER_TASK) {
+                    tasks.push((kv, first..(first + QUERIES_PER_TASK).min(tokens), 0..visible));
                 }
             }
         }
-        let partials: Vec<Partial> = tasks
-            .par_iter()
-            .map(|&(t, kv, start, end)| {
-                let q = &q[(t * self.heads + kv * group) * d..][..group * d];
-                let mut partial =
-                    Partial { max: vec![f32::NEG_INFINITY; group], sum: vec![0.0; group], out: vec![0.0; group * d] };
-                dispatch(SpanAttention { attention: self, q, kv, start, end, partial: &mut partial });
-                partial
+        let partials: Vec<(usize, usize, Partial)> = tasks
+            .into_par_iter()
+            .flat_map_iter(|(kv, queries, span)| {
+                let mut partials: Vec<Partial> = queries.clone().map(|_| Partial::new(group, d)).collect();
+                dispatch(BlockAttention {
+                    attention: self,
+                    q,
+                    kv,
+                    queries: queries.clone(),
+                    span,
+                    partials: &mut partials,
+                });
+                queries.zip(partials).map(move |(t, partial)| (t, kv, partial))
             })
             .collect();
-        // Merge the spans of each (token, key/value head).
-        context.iter_mut().for_each(|c| *c = 0.0);
-        let mut i = 0;
-        while i < tasks.len() {
-            let (t, kv, ..) = tasks[i];
-            let mut j = i;
-            while j < tasks.len() && tasks[j].0 == t && tasks[j].1 == kv {
-                j += 1;
+        // Merge the spans of each (token, key/value head) and normalize.
+        let mut merged: Vec<Option<Partial>> = (0..tokens * self.kv_heads).map(|_| None).collect();
+        for (t, kv, partial) in partials {
+            match &mut merged[t * self.kv_heads + kv] {
+                Some(total) => total.absorb(&partial),
+                slot => *slot = Some(partial),
             }
-            let spans = &partials[i..j];
-            for h in 0..group {
-                let max = spans.iter().map(|p| p.max[h]).fold(f32::NEG_INFINITY, f32::max);
-                let out = &mut context[(t * self.heads + kv * group + h) * d..][..d];
-                let mut total = 0.0;
-                for span in spans {
-                    let factor = exp(span.max[h] - max);
-                    total += span.sum[h] * factor;
-                    for (o, &v) in out.iter_mut().zip(&span.out[h * d..(h + 1) * d]) {
-                        *o += v * factor;
+        }
+        for (i, total) in merged.into_iter().enumerate() {
+            let (t, kv) = (i / self.kv_heads, i % self.kv_heads);
+            let out = &mut context[(t * self.heads + kv * group) * d..][..group * d];
+            match total {
+                Some(total) => {
+                    for ((out, head), sum) in out.chunks_exact_mut(d).zip(total.out.chunks_exact(d)).zip(&total.sum) {
+                        let inv = 1.0 / sum;
+                        out.iter_mut().zip(head).for_each(|(o, v)| *o = v * inv);
                     }
                 }
-                let inv = 1.0 / total;
-                out.iter_mut().for_each(|o| *o *= inv);
+                None => out.iter_mut().for_each(|o| *o = 0.0),
             }
-            i = j;
         }
     }
 }
 
-/// Unnormalized attention of a group of query heads over a span of
-/// positions: per head, the highest score, the sum of `exp(score - max)`
-/// and the value rows weighted by it.
+/// Unnormalized attention of a group of query heads over some positions:
+/// per head, the highest score, the sum of `exp(score - max)` and the value
+/// rows weighted by it.
 struct Partial {
     max: Vec<f32>,
     sum: Vec<f32>,
     out: Vec<f32>,
 }
 
-/// The query heads of one key/value head, for one token, over cached
-/// positions `start..end`.
-struct SpanAttention<'a> {
+impl Partial {
+    fn new(group: usize, d: usize) -> Self {
+        Self { max: vec![f32::NEG_INFINITY; group], sum: vec![0.0; group], out: vec![0.0; group * d] }
+    }
+
+    /// Adds another span's result (online softmax).
+    fn absorb(&mut self, other: &Partial) {
+        let d = self.out.len() / self.max.len();
+        for h in 0..self.max.len() {
+            let max = self.max[h].max(other.max[h]);
+            if max == f32::NEG_INFINITY {
+                continue;
+            }
+            let (mine, theirs) = (exp(self.max[h] - max), exp(other.max[h] - max));
+            self.sum[h] = self.sum[h] * mine + other.sum[h] * theirs;
+            for (o, &v) in self.out[h * d..(h + 1) * d].iter_mut().zip(&other.out[h * d..(h + 1) * d]) {
+                *o = *o * mine + v * theirs;
+            }
+            self.max[h] = max;
+        }
+    }
+}
+
+/// The query heads of one key/value head, for a block of queries, over
+/// cached positions `span` (each query sees only positions up to its own).
+struct BlockAttention<'a> {
     attention: &'a Attention<'a>,
     q: &'a [f32],
     kv: usize,
-    start: usize,
-    end: usize,
-    partial: &'a mut Partial,
+    queries: std::ops::Range<usize>,
+    span: std::ops::Range<usize>,
+    partials: &'a mut [Partial],
 }
 
-impl Kernel for SpanAttention<'_> {
+impl Kernel for BlockAttention<'_> {
     #[inline(always)]
     fn run(self) {
         let a = self.attention;
-        let (d, stride, n) = (a.head_dim, a.kv_heads * a.head_dim, self.end - self.start);
+        let (d, group) = (a.head_dim, a.heads / a.kv_heads);
         let scale = 1.0 / (d as f32).sqrt();
-        let row = |p: usize| (self.start + p) * stride + self.kv * d;
-        // scores[h * n + p]: query head h against position start + p.
-        let mut scores = vec![0.0f32; self.partial.max.len() * n];
-        for p in 0..n {
-            let key = &a.keys[row(p)..row(p) + d];
-            for (h, q) in self.q.chunks_exact(d).enumerate() {
-                scores[h * n + p] = dot(q, key) * scale;
-            }
-        }
-        for (h, row) in scores.chunks_exact_mut(n).enumerate() {
-            let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-            let mut sum = 0.0;
-            for score in row.iter_mut() {
-                *score = exp(*score - max);
-                sum += *score;
-            }
-            self.partial.max[h] = max;
-            self.partial.sum[h] = sum;
-        }
-        for p in 0..n {
-            let value = &a.values[row(p)..row(p) + d];
-            for (h, out) in self.partial.out.chunks_exact_mut(d).enumerate() {
-                let weight = scores[h * n + p];
-                for (o, &v) in out.iter_mut().zip(value) {
-                    *o += weight * v;
+        let last_visible = a.pos + self.queries.end;
+        let end = self.span.end.min(last_visible);
+        let mut keys = vec![0.0f32; POSITIONS_PER_CHUNK * d];
+        let mut values = vec![0.0f32; POSITIONS_PER_CHUNK * d];
+        let mut scores = vec![0.0f32; POSITIONS_PER_CHUNK];
+        let mut start = self.span.start;
+        while start < end {
+            let stop = (start + POSITIONS_PER_CHUNK).min(end);
+            let len = (stop - start) * d;
+            // This head's chunk of the cache, widened to f32 once.
+            a.keys[self.kv][start * d..stop * d].convert_to_f32_slice(&mut keys[..len]);
+            a.values[self.kv][start * d..stop * d].convert_to_f32_slice(&mut values[..len]);
+            for (t, partial) in self.queries.clone().zip(self.partials.iter_mut()) {
+                let seen = (a.pos + t + 1).min(stop);
+                if seen <= start {
+                    continue;
+                }
+                let n = seen - start;
+                for h in 0..group {
+                    let q = &self.q[(t * a.heads + self.kv * group + h) * d..][..d];
+                    let mut max = partial.max[h];
+                    for (score, key) in scores[..n].iter_mut().zip(keys.chunks_exact(d)) {
+                        *score = dot(q, key) * scale;
+                        max = max.max(*score);
+                    }
+                    let rescale = exp(partial.max[h] - max);
+                    let out = &mut partial.out[h * d..(h + 1) * d];
+                    out.iter_mut().for_each(|o| *o *= rescale);
+                    let mut sum = partial.sum[h] * rescale;
+                    for (&score, value) in scores[..n].iter().zip(values.chunks_exact(d)) {
+                        let weight = exp(score - max);
+                        sum += weight;
+                        for (o, &v) in out.iter_mut().zip(value) {
+                            *o += weight * v;
+                        }
+                    }
+                    partial.max[h] = max;
+                    partial.sum[h] = sum;
                 }
             }
+            start = stop;
         }
     }
 }
