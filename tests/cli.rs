@@ -139,8 +139,13 @@ fn doctor_fails_on_missing_models_with_a_fix_and_passes_once_they_are_there() {
     let table = stdout(&output);
     assert_eq!(output.status.code(), Some(0), "{table}");
     assert!(table.contains("loads and embeds (384-d") && table.contains("all checks passed"), "{table}");
-    // The default model runs on the native CPU engine, in its own Q4_1 blocks.
+    // The default model runs on the native CPU engine, in its own Q4_1 blocks;
+    // candle, when asked for, runs a converted Q8_0 copy.
     assert!(table.contains("native engine") && !table.contains("converted"), "{table}");
+    let models_env = ("ENGRAM_MODELS__DIR", models.to_str().unwrap());
+    let output = sandbox.run(&["doctor"], &[models_env, ("ENGRAM_MODELS__LLM__CPU_ENGINE", "candle")]);
+    let table = stdout(&output);
+    assert!(table.contains("candle engine, converted to Q8_0 and cached"), "{table}");
 }
 
 #[test]

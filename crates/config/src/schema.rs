@@ -96,11 +96,24 @@ pub enum LlmBackend {
     Openai,
 }
 
+/// Which engine runs a local model on the CPU.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CpuEngine {
+    /// Engram's own kernels for llama-architecture Q4_0/Q4_1/Q8_0 files;
+    /// candle for everything else.
+    Native,
+    /// Always candle (Q4_1/Q5 tensors converted once to a Q8_0 copy).
+    Candle,
+}
+
 /// `[models.llm]` section.
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 pub struct Llm {
     /// Local or remote.
     pub backend: LlmBackend,
+    /// Local on the CPU: native kernels where they apply, or candle.
+    pub cpu_engine: CpuEngine,
     /// Local: GGUF file under `models.dir`, absolute path, or `hf:ORG/REPO/FILE`.
     pub source: String,
     /// Prompt + completion cap, in tokens.
@@ -177,6 +190,7 @@ pub const KEYS: &[KeyDoc] = &[
     },
     KeyDoc { key: "models.embedder.batch_size", expected: "an integer, 1 to 1024" },
     KeyDoc { key: "models.llm.backend", expected: "\"local\" or \"openai\"" },
+    KeyDoc { key: "models.llm.cpu_engine", expected: "\"native\" or \"candle\"" },
     KeyDoc {
         key: "models.llm.source",
         expected: "a GGUF file under models.dir, an absolute path, or \"hf:ORG/REPO/FILE.gguf\"",

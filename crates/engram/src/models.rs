@@ -29,7 +29,7 @@ pub fn load_local(config: &Config, paths: &Paths) -> Result<LocalModel, ModelErr
         context_tokens: config.models.llm.context_tokens,
         cache_dir: paths.cache_dir.join("models"),
         convert_slow_types: true,
-        native_cpu: true,
+        native_cpu: config.models.llm.cpu_engine == engram_config::CpuEngine::Native,
     };
     LocalModel::load(&path, &options)
 }
