@@ -166,10 +166,23 @@ impl Model {
             layer.ffn_norm = vector(&format!("blk.{i}.ffn_norm.weight"), dim)?;
         }
         let output_norm = vector("output_norm.weight", dim)?;
-        // Llama 3.1-style long-context rotary scaling ships as a tensor.
+        // Llama 3.1-style long-context rotary scaling ships as a tensor;
+        // linear scaling (position interpolation) as metadata.
         if content.tensor_infos.contains_key("rope_freqs.weight") {
             let factors = vector("rope_freqs.weight", inv_freq.len())?;
             inv_freq.iter_mut().zip(factors).for_each(|(f, factor)| *f /= factor);
+        }
+        let scaling = content.metadata.get("llama.rope.scaling.type").and_then(|v| v.to_string().ok());
+        match scaling.map(String::as_str) {
+            None | Some("none") => {}
+            Some("linear") => {
+                let factor =
+                    content.metadata.get("llama.rope.scaling.factor").and_then(|v| v.to_f32().ok()).unwrap_or(1.0);
+                if factor > 0.0 {
+                    inv_freq.iter_mut().for_each(|f| *f /= factor);
+                }
+            }
+            Some(other) => tracing::warn!(scaling = other, "rotary scaling not applied; long contexts may degrade"),
         }
         Ok(Self { embeddings, output, output_norm, layers, heads, kv_heads, head_dim, dim, eps, inv_freq, cached: 0 })
     }
