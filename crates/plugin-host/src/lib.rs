@@ -1,0 +1,422 @@
+//! Engram's plugin host: expert tools as WebAssembly components.
+//!
+//! One wasmtime [`Engine`] (Cranelift, pooling allocator, epoch
+//! interruption) compiles each component once — cached on disk by its
+//! sha256 and the engine's compatibility hash — and keeps an `InstancePre`
+//! per plugin version. Every call gets a fresh `Store`: its wall budget is
+//! an epoch deadline set before instantiation (a 1 ms ticker advances the
+//! epoch), its memory budget a resource limiter, its WASI context denies
+//! everything (no environment, no files, no sockets) and its stdout/stderr
+//! go, bounded, to the log. Arguments and results are validated against
+//! the tools' JSON Schemas; budget overruns come back as structured errors.
+//!
+//! Layout of a plugins directory: one folder per plugin holding
+//! `plugin.toml` ([`manifest`]), the component (`<id>.wasm`) and optional
+//! test vectors (`tests/*.json`) that must pass before the plugin loads.
+
+pub mod manifest;
+mod runtime;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use serde_json::Value;
+
+pub use manifest::{Budgets, Capabilities, Manifest};
+use runtime::{Compiled, Runtime};
+
+/// Longest published tool name (`<plugin>.<tool>`), MCP clients' common limit.
+pub const MAX_TOOL_NAME: usize = 48;
+/// Longest tool description.
+pub const MAX_DESCRIPTION: usize = 4096;
+
+/// Why a plugin did not load.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    /// `plugin.toml` is missing, unreadable or invalid.
+    #[error("{}: {message}", path.display())]
+    Manifest {
+        /// The manifest.
+        path: PathBuf,
+        /// What is wrong.
+        message: String,
+    },
+    /// The component is missing or does not compile, link or describe itself.
+    #[error("{}: {message}", path.display())]
+    Component {
+        /// The component file.
+        path: PathBuf,
+        /// What is wrong.
+        message: String,
+    },
+    /// A test vector of the plugin failed.
+    #[error("{}: test vector {index} ({tool}) failed: {message}", path.display())]
+    TestVector {
+        /// The vectors file.
+        path: PathBuf,
+        /// Position in the file, from 0.
+        index: usize,
+        /// The tool it called.
+        tool: String,
+        /// Expected versus got.
+        message: String,
+    },
+}
+
+/// Why a call failed: structured, so clients and models can act on it.
+#[derive(Debug, Clone, PartialEq, Serialize, thiserror::Error)]
+#[serde(tag = "error", rename_all = "snake_case")]
+pub enum CallError {
+    /// No loaded tool has that name.
+    #[error("no tool named `{tool}`")]
+    UnknownTool {
+        /// The requested name.
+        tool: String,
+    },
+    /// The arguments do not match the tool's input schema.
+    #[error("invalid arguments for `{tool}` at `{path}`: {message}")]
+    InvalidArguments {
+        /// The tool.
+        tool: String,
+        /// JSON pointer to the offending value.
+        path: String,
+        /// What is wrong.
+        message: String,
+    },
+    /// The plugin said the call failed.
+    #[error("`{tool}` failed ({kind}): {message}")]
+    ToolFailed {
+        /// The tool.
+        tool: String,
+        /// `invalid_arguments` or `failed`.
+        kind: String,
+        /// The plugin's message.
+        message: String,
+    },
+    /// The plugin's result does not match its output schema (or is not JSON).
+    #[error("`{tool}` returned an invalid result at `{path}`: {message}")]
+    InvalidOutput {
+        /// The tool.
+        tool: String,
+        /// JSON pointer to the offending value.
+        path: String,
+        /// What is wrong.
+        message: String,
+    },
+    /// A budget ran out; the call was stopped.
+    #[error("`{tool}` exceeded its {budget} budget: limit {limit}, used {used}")]
+    Budget {
+        /// The tool.
+        tool: String,
+        /// `wall_ms`, `memory_mib` or `output_bytes`.
+        budget: String,
+        /// The limit.
+        limit: u64,
+        /// What the call used (or tried to) when it was stopped.
+        used: u64,
+    },
+    /// The plugin trapped (a bug in the plugin or a sandbox violation).
+    #[error("`{tool}` crashed: {message}")]
+    Crashed {
+        /// The tool.
+        tool: String,
+        /// The trap.
+        message: String,
+    },
+}
+
+/// MCP-style behaviour hints.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Annotations {
+    /// Changes nothing outside the call.
+    pub read_only: bool,
+    /// May destroy or overwrite data.
+    pub destructive: bool,
+    /// Repeating has no further effect.
+    pub idempotent: bool,
+    /// Reaches the outside world.
+    pub open_world: bool,
+}
+
+/// A tool as published to clients.
+#[derive(Debug, Clone, Serialize)]
+pub struct ToolInfo {
+    /// `<plugin>.<tool>`.
+    pub name: String,
+    /// The plugin's id.
+    pub plugin: String,
+    /// The plugin's version.
+    pub version: String,
+    /// Human-readable title.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub title: Option<String>,
+    /// What it does.
+    pub description: String,
+    /// JSON Schema of the arguments.
+    pub input_schema: Value,
+    /// JSON Schema of the result, if promised.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub output_schema: Option<Value>,
+    /// Behaviour hints.
+    pub annotations: Annotations,
+}
+
+/// One loaded plugin version.
+struct Loaded {
+    manifest: Manifest,
+    sha256: String,
+    compiled: Compiled,
+    tools: BTreeMap<String, Tool>,
+}
+
+struct Tool {
+    info: ToolInfo,
+    /// The plugin's own name for it.
+    local: String,
+    input: jsonschema::Validator,
+    output: Option<jsonschema::Validator>,
+}
+
+/// What [`PluginHost::load_dir`] did.
+#[derive(Debug, Default)]
+pub struct LoadReport {
+    /// Plugins now loaded: (id, version).
+    pub loaded: Vec<(String, String)>,
+    /// Folders that did not load, with why.
+    pub failed: Vec<(PathBuf, String)>,
+}
+
+/// The plugin host. Cheap to share (`Arc`); calls run concurrently.
+pub struct PluginHost {
+    runtime: Runtime,
+    plugins: RwLock<BTreeMap<String, Arc<Loaded>>>,
+}
+
+impl PluginHost {
+    /// A host caching compiled components in `cache_dir` (none: compile on
+    /// every load).
+    pub fn new(cache_dir: Option<PathBuf>) -> Result<Self, String> {
+        Ok(Self { runtime: Runtime::new(cache_dir)?, plugins: RwLock::new(BTreeMap::new()) })
+    }
+
+    /// Loads every plugin folder under `dir`; a bad one is reported and
+    /// skipped, the others load.
+    pub fn load_dir(&self, dir: &Path) -> LoadReport {
+        let mut report = LoadReport::default();
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return report;
+        };
+        // Hidden folders are installs in progress (scripts/build-plugins stages there).
+        let mut folders: Vec<PathBuf> = entries
+            .filter_map(Result::ok)
+            .map(|e| e.path())
+            .filter(|p| p.join("plugin.toml").is_file())
+            .filter(|p| p.file_name().and_then(|n| n.to_str()).is_some_and(|n| !n.starts_with('.')))
+            .collect();
+        folders.sort();
+        for folder in folders {
+            match self.load(&folder) {
+                Ok((id, version)) => report.loaded.push((id, version)),
+                Err(err) => {
+                    tracing::warn!(plugin = %folder.display(), error = %err, "plugin not loaded");
+                    report.failed.push((folder, err.to_string()));
+                }
+            }
+        }
+        report
+    }
+
+    /// Loads (or replaces) the plugin in `folder`: compiles its component,
+    /// reads its tools, runs its test vectors in the sandbox, then swaps it
+    /// in. Calls in flight finish on the version they started with; a
+    /// version that fails never replaces a working one.
+    pub fn load(&self, folder: &Path) -> Result<(String, String), LoadError> {
+        let manifest = Manifest::read(&folder.join("plugin.toml"))?;
+        if folder.file_name().and_then(|n| n.to_str()) != Some(manifest.id.as_str()) {
+            return Err(LoadError::Manifest {
+                path: folder.join("plugin.toml"),
+                message: format!("the folder must be named after the plugin's id `{}`", manifest.id),
+            });
+        }
+        let wasm = folder.join(format!("{}.wasm", manifest.id));
+        let bad = |message: String| LoadError::Component { path: wasm.clone(), message };
+        let bytes = std::fs::read(&wasm).map_err(|err| bad(format!("cannot read the component: {err}")))?;
+        let (compiled, sha256) = self.runtime.compile(&bytes).map_err(bad)?;
+        let specs =
+            self.runtime.describe(&compiled, &manifest).map_err(|err| bad(format!("describe failed: {err}")))?;
+        let mut tools = BTreeMap::new();
+        for spec in specs {
+            let tool = tool_from_spec(&manifest, spec).map_err(bad)?;
+            if tools.insert(tool.info.name.clone(), tool).is_some() {
+                return Err(bad("two tools share a name".to_owned()));
+            }
+        }
+        let loaded = Loaded { manifest, sha256, compiled, tools };
+        self.run_vectors(folder, &loaded)?;
+        let key = (loaded.manifest.id.clone(), loaded.manifest.version.clone());
+        tracing::info!(plugin = %key.0, version = %key.1, tools = loaded.tools.len(), sha256 = %loaded.sha256, "plugin loaded");
+        self.plugins.write().unwrap_or_else(|e| e.into_inner()).insert(key.0.clone(), Arc::new(loaded));
+        Ok(key)
+    }
+
+    /// Every tool of every loaded plugin, by name.
+    pub fn list_tools(&self) -> Vec<ToolInfo> {
+        let plugins = self.plugins.read().unwrap_or_else(|e| e.into_inner());
+        plugins.values().flat_map(|p| p.tools.values().map(|t| t.info.clone())).collect()
+    }
+
+    /// Calls tool `name` (`<plugin>.<tool>`) with `arguments`; blocks until
+    /// the plugin answers or its wall budget ends. Run it off the async
+    /// executor (see [`PluginHost::call_tool`]).
+    pub fn call_tool_blocking(&self, name: &str, arguments: &Value) -> Result<Value, CallError> {
+        let plugin = {
+            let plugins = self.plugins.read().unwrap_or_else(|e| e.into_inner());
+            name.split_once('.').and_then(|(id, _)| plugins.get(id).cloned())
+        };
+        let Some((plugin, tool)) = plugin.as_ref().and_then(|p| p.tools.get(name).map(|t| (p, t))) else {
+            return Err(CallError::UnknownTool { tool: name.to_owned() });
+        };
+        if let Some(error) = tool.input.iter_errors(arguments).next() {
+            return Err(CallError::InvalidArguments {
+                tool: name.to_owned(),
+                path: error.instance_path.to_string(),
+                message: error.to_string(),
+            });
+        }
+        let text = self.runtime.call(&plugin.compiled, &plugin.manifest, name, &tool.local, &arguments.to_string())?;
+        let output: Value = serde_json::from_str(&text).map_err(|err| CallError::InvalidOutput {
+            tool: name.to_owned(),
+            path: String::new(),
+            message: format!("not JSON: {err}"),
+        })?;
+        if let Some(error) = tool.output.as_ref().and_then(|v| v.iter_errors(&output).next()) {
+            return Err(CallError::InvalidOutput {
+                tool: name.to_owned(),
+                path: error.instance_path.to_string(),
+                message: error.to_string(),
+            });
+        }
+        Ok(output)
+    }
+
+    /// [`PluginHost::call_tool_blocking`] on tokio's blocking pool, with a
+    /// tokio timeout a little past the wall budget as a second line of
+    /// defence.
+    pub async fn call_tool(self: &Arc<Self>, name: &str, arguments: Value) -> Result<Value, CallError> {
+        let wall_ms = {
+            let plugins = self.plugins.read().unwrap_or_else(|e| e.into_inner());
+            name.split_once('.').and_then(|(id, _)| plugins.get(id).map(|p| p.manifest.budgets.wall_ms))
+        };
+        let Some(wall_ms) = wall_ms else {
+            return Err(CallError::UnknownTool { tool: name.to_owned() });
+        };
+        let host = Arc::clone(self);
+        let tool = name.to_owned();
+        let started = Instant::now();
+        let task = tokio::task::spawn_blocking(move || host.call_tool_blocking(&tool, &arguments));
+        match tokio::time::timeout(Duration::from_millis(wall_ms + 250), task).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(join)) => {
+                Err(CallError::Crashed { tool: name.to_owned(), message: format!("host task failed: {join}") })
+            }
+            Err(_) => Err(CallError::Budget {
+                tool: name.to_owned(),
+                budget: "wall_ms".to_owned(),
+                limit: wall_ms,
+                used: started.elapsed().as_millis() as u64,
+            }),
+        }
+    }
+
+    /// Runs `folder/tests/*.json` against a candidate version before it is
+    /// published.
+    fn run_vectors(&self, folder: &Path, loaded: &Loaded) -> Result<(), LoadError> {
+        let Ok(entries) = std::fs::read_dir(folder.join("tests")) else {
+            return Ok(());
+        };
+        let mut files: Vec<PathBuf> = entries
+            .filter_map(Result::ok)
+            .map(|e| e.path())
+            .filter(|p| p.extension().is_some_and(|e| e == "json"))
+            .collect();
+        files.sort();
+        for path in files {
+            let fail = |index: usize, tool: &str, message: String| LoadError::TestVector {
+                path: path.clone(),
+                index,
+                tool: tool.to_owned(),
+                message,
+            };
+            let text = std::fs::read_to_string(&path).map_err(|err| fail(0, "-", format!("cannot read: {err}")))?;
+            let vectors: Vec<Value> =
+                serde_json::from_str(&text).map_err(|err| fail(0, "-", format!("not a JSON array: {err}")))?;
+            for (index, vector) in vectors.iter().enumerate() {
+                let local = vector["tool"].as_str().unwrap_or_default();
+                let name = format!("{}.{local}", loaded.manifest.id);
+                let Some(tool) = loaded.tools.get(&name) else {
+                    return Err(fail(index, local, "no such tool".to_owned()));
+                };
+                let args = vector["arguments"].to_string();
+                let got = self.runtime.call(&loaded.compiled, &loaded.manifest, &name, &tool.local, &args);
+                match (got, vector.get("expected"), vector.get("error")) {
+                    (Ok(text), Some(expected), _) => {
+                        let value: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
+                        if &value != expected {
+                            return Err(fail(index, local, format!("expected {expected}, got {value}")));
+                        }
+                    }
+                    (Err(CallError::ToolFailed { kind, .. }), _, Some(error))
+                        if error.as_str() == Some(&kind.replace('_', "-")) => {}
+                    (got, _, _) => return Err(fail(index, local, format!("unexpected outcome {got:?}"))),
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+fn tool_from_spec(manifest: &Manifest, spec: runtime::Spec) -> Result<Tool, String> {
+    let name = format!("{}.{}", manifest.id, spec.name);
+    let name_ok = !spec.name.is_empty()
+        && name.len() <= MAX_TOOL_NAME
+        && spec.name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+    if !name_ok {
+        return Err(format!(
+            "tool name `{}`: use letters, digits, `_` or `-`, at most {MAX_TOOL_NAME} characters with the plugin prefix",
+            spec.name
+        ));
+    }
+    if spec.description.chars().count() > MAX_DESCRIPTION {
+        return Err(format!("tool `{name}`: description longer than {MAX_DESCRIPTION} characters"));
+    }
+    let schema = |text: &str, which: &str| -> Result<(Value, jsonschema::Validator), String> {
+        let value: Value =
+            serde_json::from_str(text).map_err(|err| format!("tool `{name}`: {which} schema is not JSON: {err}"))?;
+        let validator = jsonschema::validator_for(&value)
+            .map_err(|err| format!("tool `{name}`: {which} schema is not a valid JSON Schema: {err}"))?;
+        Ok((value, validator))
+    };
+    let (input_schema, input) = schema(&spec.input_schema, "input")?;
+    if input_schema.get("type").and_then(Value::as_str) != Some("object") {
+        return Err(format!("tool `{name}`: the input schema must describe an object"));
+    }
+    let output = spec.output_schema.as_deref().map(|text| schema(text, "output")).transpose()?;
+    Ok(Tool {
+        info: ToolInfo {
+            name: name.clone(),
+            plugin: manifest.id.clone(),
+            version: manifest.version.clone(),
+            title: spec.title,
+            description: spec.description,
+            input_schema,
+            output_schema: output.as_ref().map(|(v, _)| v.clone()),
+            annotations: spec.annotations,
+        },
+        local: spec.name,
+        input,
+        output: output.map(|(_, v)| v),
+    })
+}

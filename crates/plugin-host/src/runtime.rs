@@ -1,0 +1,440 @@
+//! The wasmtime side: one engine, the compiled-component cache, and a fresh
+//! sandboxed store per call.
+
+use std::hash::{Hash, Hasher};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use sha2::{Digest, Sha256};
+use wasmtime::component::{Component, HasSelf, Linker, ResourceTable};
+use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, ResourceLimiter, Store, Trap};
+use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
+use wasmtime_wasi::p2::{OutputStream, Pollable, StreamError};
+use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
+
+use crate::manifest::{Budgets, Manifest};
+use crate::{Annotations, CallError};
+
+wasmtime::component::bindgen!({ path: "../../wit", world: "plugin" });
+
+use engram::plugin::{http, log, memory, progress, types};
+
+/// Concurrent calls the pooling allocator has slots for.
+const SLOTS: u32 = 64;
+/// Bytes of stdout and of stderr kept per call.
+const OUTPUT_CAP: usize = 16 << 10;
+/// Largest result a call may return.
+const RESULT_CAP: usize = 4 << 20;
+/// Log lines one call may write; the rest are dropped.
+const LOG_LINES: usize = 64;
+/// Longest log line kept.
+const LOG_LINE: usize = 2048;
+/// Guest stack.
+const STACK: usize = 512 << 10;
+
+/// A tool as the plugin describes it.
+pub(crate) struct Spec {
+    pub name: String,
+    pub title: Option<String>,
+    pub description: String,
+    pub input_schema: String,
+    pub output_schema: Option<String>,
+    pub annotations: Annotations,
+}
+
+/// A component compiled and linked, ready to instantiate.
+pub(crate) struct Compiled {
+    pre: PluginPre<State>,
+}
+
+pub(crate) struct Runtime {
+    engine: Engine,
+    linker: Linker<State>,
+    cache_dir: Option<PathBuf>,
+}
+
+impl Runtime {
+    pub(crate) fn new(cache_dir: Option<PathBuf>) -> Result<Self, String> {
+        let mut pool = PoolingAllocationConfig::default();
+        pool.total_component_instances(SLOTS)
+            .total_core_instances(SLOTS * 8)
+            .total_memories(SLOTS)
+            .total_tables(SLOTS * 4)
+            .max_memory_size((Budgets::MAX_MEMORY_MIB << 20) as usize);
+        let mut config = Config::new();
+        config
+            .wasm_component_model(true)
+            .epoch_interruption(true)
+            .max_wasm_stack(STACK)
+            // All plugins are WASIp2 and synchronous: async support would
+            // triple the cost of a call.
+            .concurrency_support(false)
+            .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+        let engine = Engine::new(&config).map_err(|err| format!("cannot create the wasm engine: {err:#}"))?;
+        // One ticker advances every store's epoch each millisecond: deadlines
+        // are counted in ticks. It ends with the engine.
+        let weak = engine.weak();
+        std::thread::Builder::new()
+            .name("plugin-epoch".into())
+            .spawn(move || {
+                while let Some(engine) = weak.upgrade() {
+                    engine.increment_epoch();
+                    drop(engine);
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+            })
+            .map_err(|err| format!("cannot start the epoch ticker: {err}"))?;
+        let mut linker = Linker::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(|err| format!("cannot link WASI: {err:#}"))?;
+        Plugin::add_to_linker::<State, HasSelf<State>>(&mut linker, |state| state)
+            .map_err(|err| format!("cannot link the host interfaces: {err:#}"))?;
+        Ok(Self { engine, linker, cache_dir })
+    }
+
+    /// Compiles `bytes` (or loads the cached artifact) and links it.
+    /// Returns it with its sha256.
+    pub(crate) fn compile(&self, bytes: &[u8]) -> Result<(Compiled, String), String> {
+        let sha256 = format!("{:x}", Sha256::digest(bytes));
+        let component = self.cached(bytes, &sha256)?;
+        let pre = self.linker.instantiate_pre(&component).map_err(|err| format!("cannot link: {err:#}"))?;
+        let pre = PluginPre::new(pre).map_err(|err| format!("not an engram:plugin component: {err:#}"))?;
+        Ok((Compiled { pre }, sha256))
+    }
+
+    fn cached(&self, bytes: &[u8], sha256: &str) -> Result<Component, String> {
+        let compile = || Component::new(&self.engine, bytes).map_err(|err| format!("not a valid component: {err:#}"));
+        let Some(dir) = &self.cache_dir else { return compile() };
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        self.engine.precompile_compatibility_hash().hash(&mut hasher);
+        let path = dir.join(format!("{sha256}-{:016x}.cwasm", hasher.finish()));
+        if path.is_file() {
+            // SAFETY: the cache directory is Engram's own; artifacts in it
+            // are written only below, by this engine configuration (its
+            // compatibility hash is in the name), and renamed into place
+            // whole.
+            match unsafe { Component::deserialize_file(&self.engine, &path) } {
+                Ok(component) => return Ok(component),
+                Err(err) => tracing::warn!(path = %path.display(), error = %err, "recompiling a bad cached component"),
+            }
+        }
+        let artifact =
+            self.engine.precompile_component(bytes).map_err(|err| format!("not a valid component: {err:#}"))?;
+        let written = std::fs::create_dir_all(dir).and_then(|()| {
+            let partial = path.with_extension(format!("{}.partial", std::process::id()));
+            std::fs::write(&partial, &artifact)?;
+            std::fs::rename(&partial, &path)
+        });
+        if let Err(err) = written {
+            tracing::warn!(path = %path.display(), error = %err, "cannot cache a compiled component");
+        }
+        // SAFETY: `artifact` was just produced by this engine.
+        unsafe { Component::deserialize(&self.engine, &artifact) }.map_err(|err| format!("{err:#}"))
+    }
+
+    fn store(&self, manifest: &Manifest, tool: &str) -> Store<State> {
+        let (stdout, stderr) = (Capture::default(), Capture::default());
+        // Deny by default: no arguments, environment, preopened directories
+        // or network; only bounded stdout/stderr.
+        let wasi = WasiCtxBuilder::new().stdout(stdout.clone()).stderr(stderr.clone()).build();
+        let state = State {
+            wasi,
+            table: ResourceTable::new(),
+            limiter: Limiter { cap: (manifest.budgets.memory_mib << 20) as usize, denied: None },
+            stdout,
+            stderr,
+            tool: tool.to_owned(),
+            logged: 0,
+        };
+        let mut store = Store::new(&self.engine, state);
+        store.limiter(|state| &mut state.limiter);
+        // Before instantiation: a component's start code runs then too.
+        store.set_epoch_deadline(manifest.budgets.wall_ms);
+        store.epoch_deadline_trap();
+        store
+    }
+
+    /// The plugin's tool specs.
+    pub(crate) fn describe(&self, compiled: &Compiled, manifest: &Manifest) -> Result<Vec<Spec>, String> {
+        let mut store = self.store(manifest, &format!("{}.describe", manifest.id));
+        let started = Instant::now();
+        let specs = compiled.pre.instantiate(&mut store).and_then(|plugin| plugin.call_describe(&mut store));
+        store.data().flush_output();
+        let specs = specs.map_err(|err| classify(err, &store, manifest, "describe", started).to_string())?;
+        Ok(specs
+            .into_iter()
+            .map(|s| Spec {
+                name: s.name,
+                title: s.title,
+                description: s.description,
+                input_schema: s.input_schema,
+                output_schema: s.output_schema,
+                annotations: Annotations {
+                    read_only: s.annotations.read_only,
+                    destructive: s.annotations.destructive,
+                    idempotent: s.annotations.idempotent,
+                    open_world: s.annotations.open_world,
+                },
+            })
+            .collect())
+    }
+
+    /// Runs tool `local` (published as `name`) in a fresh store.
+    pub(crate) fn call(
+        &self,
+        compiled: &Compiled,
+        manifest: &Manifest,
+        name: &str,
+        local: &str,
+        arguments: &str,
+    ) -> Result<String, CallError> {
+        let mut store = self.store(manifest, name);
+        let started = Instant::now();
+        let context = types::CallContext {
+            request_id: format!("{:016x}", rand_id()),
+            tenant: None,
+            budget_ms: manifest.budgets.wall_ms,
+        };
+        let outcome = compiled
+            .pre
+            .instantiate(&mut store)
+            .and_then(|plugin| plugin.call_call(&mut store, &context, local, arguments));
+        store.data().flush_output();
+        match outcome {
+            Ok(Ok(result)) if result.output.len() > RESULT_CAP => Err(CallError::Budget {
+                tool: name.to_owned(),
+                budget: "output_bytes".to_owned(),
+                limit: RESULT_CAP as u64,
+                used: result.output.len() as u64,
+            }),
+            Ok(Ok(result)) => Ok(result.output),
+            Ok(Err(types::ToolError::UnknownTool(tool))) => {
+                Err(CallError::UnknownTool { tool: format!("{}.{tool}", manifest.id) })
+            }
+            Ok(Err(types::ToolError::InvalidArguments(message))) => {
+                Err(CallError::ToolFailed { tool: name.to_owned(), kind: "invalid_arguments".to_owned(), message })
+            }
+            Ok(Err(types::ToolError::Failed(message))) => {
+                Err(CallError::ToolFailed { tool: name.to_owned(), kind: "failed".to_owned(), message })
+            }
+            Err(err) => Err(classify(err, &store, manifest, name, started)),
+        }
+    }
+}
+
+/// Turns a trap into the budget it broke, or a crash.
+fn classify(
+    err: wasmtime::Error,
+    store: &Store<State>,
+    manifest: &Manifest,
+    tool: &str,
+    started: Instant,
+) -> CallError {
+    if let Some(denied) = store.data().limiter.denied {
+        return CallError::Budget {
+            tool: tool.to_owned(),
+            budget: "memory_mib".to_owned(),
+            limit: manifest.budgets.memory_mib,
+            used: (denied as u64).div_ceil(1 << 20),
+        };
+    }
+    match err.downcast_ref::<Trap>() {
+        Some(Trap::Interrupt) => CallError::Budget {
+            tool: tool.to_owned(),
+            budget: "wall_ms".to_owned(),
+            limit: manifest.budgets.wall_ms,
+            used: started.elapsed().as_millis() as u64,
+        },
+        Some(Trap::StackOverflow) => {
+            CallError::Crashed { tool: tool.to_owned(), message: "stack overflow (recursion too deep)".to_owned() }
+        }
+        // Rust guests keep their stack in linear memory: overflowing it
+        // reads below address 0.
+        Some(Trap::MemoryOutOfBounds) => CallError::Crashed {
+            tool: tool.to_owned(),
+            message: "out-of-bounds memory access (a guest stack overflow from recursion too deep, or a bug)"
+                .to_owned(),
+        },
+        Some(trap) => CallError::Crashed { tool: tool.to_owned(), message: format!("wasm trap: {trap}") },
+        // Not a trap (a host-side failure): its innermost cause, without the backtrace.
+        None => CallError::Crashed { tool: tool.to_owned(), message: err.root_cause().to_string() },
+    }
+}
+
+/// A per-call id; uniqueness within the process is enough.
+fn rand_id() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    (u64::from(std::process::id()) << 40) ^ n
+}
+
+/// What one call's store holds.
+struct State {
+    wasi: WasiCtx,
+    table: ResourceTable,
+    limiter: Limiter,
+    stdout: Capture,
+    stderr: Capture,
+    tool: String,
+    logged: usize,
+}
+
+impl State {
+    /// The guest's stdout/stderr, bounded, into the log.
+    fn flush_output(&self) {
+        for (stream, pipe) in [("stdout", &self.stdout), ("stderr", &self.stderr)] {
+            let captured = pipe.0.lock().unwrap_or_else(|e| e.into_inner());
+            if !captured.kept.is_empty() {
+                let text = String::from_utf8_lossy(&captured.kept);
+                let dropped = captured.dropped;
+                tracing::info!(tool = %self.tool, stream, dropped, output = %text.trim_end(), "plugin output");
+            }
+        }
+    }
+}
+
+/// A guest's stdout or stderr: the first [`OUTPUT_CAP`] bytes are kept for
+/// the log, the rest counted and dropped; writing never fails (a guest
+/// whose print fails would abort).
+#[derive(Clone, Default)]
+struct Capture(std::sync::Arc<std::sync::Mutex<Captured>>);
+
+#[derive(Default)]
+struct Captured {
+    kept: Vec<u8>,
+    dropped: u64,
+}
+
+impl Capture {
+    fn take(&self, bytes: &[u8]) {
+        let mut captured = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let room = OUTPUT_CAP.saturating_sub(captured.kept.len()).min(bytes.len());
+        captured.kept.extend_from_slice(&bytes[..room]);
+        captured.dropped += (bytes.len() - room) as u64;
+    }
+}
+
+impl OutputStream for Capture {
+    fn write(&mut self, bytes: bytes::Bytes) -> Result<(), StreamError> {
+        self.take(&bytes);
+        Ok(())
+    }
+
+    fn flush(&mut self) -> Result<(), StreamError> {
+        Ok(())
+    }
+
+    fn check_write(&mut self) -> Result<usize, StreamError> {
+        Ok(64 << 10)
+    }
+}
+
+#[wasmtime_wasi::async_trait]
+impl Pollable for Capture {
+    async fn ready(&mut self) {}
+}
+
+impl tokio::io::AsyncWrite for Capture {
+    fn poll_write(
+        self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        self.take(buf);
+        std::task::Poll::Ready(Ok(buf.len()))
+    }
+
+    fn poll_flush(
+        self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(
+        self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+}
+
+impl IsTerminal for Capture {
+    fn is_terminal(&self) -> bool {
+        false
+    }
+}
+
+impl StdoutStream for Capture {
+    fn async_stream(&self) -> Box<dyn tokio::io::AsyncWrite + Send + Sync> {
+        Box::new(self.clone())
+    }
+
+    fn p2_stream(&self) -> Box<dyn OutputStream> {
+        Box::new(self.clone())
+    }
+}
+
+impl WasiView for State {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
+    }
+}
+
+/// The memory budget; remembers a refused growth so the error can say so.
+struct Limiter {
+    cap: usize,
+    denied: Option<usize>,
+}
+
+impl ResourceLimiter for Limiter {
+    fn memory_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+        if desired > self.cap {
+            self.denied = Some(desired);
+            return Ok(false);
+        }
+        Ok(true)
+    }
+
+    fn table_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+        Ok(desired <= 1 << 16)
+    }
+}
+
+impl types::Host for State {}
+
+impl log::Host for State {
+    fn write(&mut self, level: log::Level, message: String) {
+        self.logged += 1;
+        if self.logged > LOG_LINES {
+            return;
+        }
+        let message: String = message.chars().take(LOG_LINE).collect();
+        let tool = &self.tool;
+        match level {
+            log::Level::Trace => tracing::trace!(%tool, "{message}"),
+            log::Level::Debug => tracing::debug!(%tool, "{message}"),
+            log::Level::Info => tracing::info!(%tool, "{message}"),
+            log::Level::Warn => tracing::warn!(%tool, "{message}"),
+            log::Level::Error => tracing::error!(%tool, "{message}"),
+        }
+    }
+}
+
+impl progress::Host for State {
+    fn report(&mut self, done: f64, total: Option<f64>, message: Option<String>) {
+        tracing::debug!(tool = %self.tool, done, total, message = message.as_deref().unwrap_or(""), "plugin progress");
+    }
+}
+
+impl memory::Host for State {
+    fn recall(&mut self, _query: String, _limit: u32) -> Result<Vec<memory::Hit>, String> {
+        Err("this plugin has no `memory` grant".to_owned())
+    }
+}
+
+impl http::Host for State {
+    fn fetch(&mut self, request: http::Request) -> Result<http::Response, String> {
+        Err(format!("this plugin has no `http` grant for {}", request.url))
+    }
+}

@@ -1,0 +1,189 @@
+//! The plugin host against real components built from `plugins/` (by
+//! `scripts/build-plugins`): the calculator's vectors and schemas, and every
+//! hostile fixture stopped with a clear error while the host keeps serving.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, OnceLock};
+
+use engram_plugin_host::{CallError, PluginHost};
+use serde_json::{Value, json};
+
+/// Builds and installs the plugins (fixtures included) once per test binary.
+fn installed() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+        let dir = std::env::temp_dir().join(format!("engram-plugins-{}", std::process::id()));
+        let status = std::process::Command::new(root.join("scripts/build-plugins"))
+            .arg("--with-fixtures")
+            .arg(&dir)
+            .stdout(std::process::Stdio::null())
+            .status()
+            .expect("run scripts/build-plugins");
+        assert!(status.success(), "scripts/build-plugins failed");
+        dir
+    })
+}
+
+/// A private copy of some installed plugins.
+fn plugins_dir(ids: &[&str]) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    for id in ids {
+        copy_dir(&installed().join(id), &dir.path().join(id));
+    }
+    dir
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &to.join(entry.file_name()));
+        } else {
+            std::fs::copy(entry.path(), to.join(entry.file_name())).unwrap();
+        }
+    }
+}
+
+fn host(ids: &[&str]) -> (Arc<PluginHost>, tempfile::TempDir) {
+    let dir = plugins_dir(ids);
+    let host = PluginHost::new(None).unwrap();
+    let report = host.load_dir(dir.path());
+    assert!(report.failed.is_empty(), "{:?}", report.failed);
+    assert_eq!(report.loaded.len(), ids.len());
+    (Arc::new(host), dir)
+}
+
+#[test]
+fn calc_publishes_namespaced_tools_with_schemas_and_computes_exactly() {
+    let (host, _dir) = host(&["calc"]);
+    let tools = host.list_tools();
+    let names: Vec<&str> = tools.iter().map(|t| t.name.as_str()).collect();
+    assert_eq!(names, ["calc.convert", "calc.evaluate"]);
+    assert!(tools.iter().all(|t| t.annotations.read_only && t.input_schema["type"] == "object"));
+    let out = host.call_tool_blocking("calc.evaluate", &json!({"expression": "1/3 + 1/6"})).unwrap();
+    assert_eq!(out, json!({"value": "1/2", "decimal": "0.5", "is_integer": false}));
+    let out = host.call_tool_blocking("calc.convert", &json!({"value": "1", "from": "mi", "to": "ft"})).unwrap();
+    assert_eq!(out["value"], "5280");
+}
+
+#[test]
+fn arguments_are_validated_before_the_guest_and_errors_are_structured() {
+    let (host, _dir) = host(&["calc"]);
+    let err = host.call_tool_blocking("calc.evaluate", &json!({"expr": "1"})).unwrap_err();
+    assert!(matches!(&err, CallError::InvalidArguments { tool, .. } if tool == "calc.evaluate"), "{err:?}");
+    let err = host.call_tool_blocking("calc.evaluate", &json!({"expression": 5})).unwrap_err();
+    assert!(matches!(&err, CallError::InvalidArguments { path, .. } if path == "/expression"), "{err:?}");
+    // The plugin's own verdict on well-formed but meaningless input.
+    let err = host.call_tool_blocking("calc.evaluate", &json!({"expression": "1/0"})).unwrap_err();
+    assert!(
+        matches!(&err, CallError::ToolFailed { kind, message, .. } if kind == "invalid_arguments" && message.contains("division by zero")),
+        "{err:?}"
+    );
+    let err = host.call_tool_blocking("calc.nothing", &json!({})).unwrap_err();
+    assert_eq!(err, CallError::UnknownTool { tool: "calc.nothing".into() });
+    let json = serde_json::to_value(&err).unwrap();
+    assert_eq!(json["error"], "unknown_tool");
+}
+
+fn hostile(host: &PluginHost, tool: &str, args: Value) -> Result<Value, CallError> {
+    host.call_tool_blocking(&format!("hostile.{tool}"), &args)
+}
+
+#[test]
+fn the_hostile_suite_is_stopped_with_clear_errors_and_the_host_keeps_serving() {
+    let (host, _dir) = host(&["hostile", "calc"]);
+    match hostile(&host, "spin", json!({})).unwrap_err() {
+        CallError::Budget { budget, limit, used, .. } => {
+            assert_eq!((budget.as_str(), limit), ("wall_ms", 200));
+            assert!(used >= 200, "stopped after {used} ms");
+        }
+        other => panic!("spin: {other:?}"),
+    }
+    match hostile(&host, "allocate", json!({})).unwrap_err() {
+        CallError::Budget { budget, limit, used, .. } => {
+            assert_eq!((budget.as_str(), limit), ("memory_mib", 16));
+            assert!(used > 16, "{used}");
+        }
+        other => panic!("allocate: {other:?}"),
+    }
+    let err = hostile(&host, "recurse", json!({})).unwrap_err();
+    assert!(
+        matches!(&err, CallError::Crashed { message, .. } if message.contains("stack overflow") && message.len() < 200),
+        "{err:?}"
+    );
+    for path in ["../../../../etc/passwd", "/etc/passwd", "plugin.toml"] {
+        let err = hostile(&host, "read_file", json!({"path": path})).unwrap_err();
+        assert!(matches!(err, CallError::ToolFailed { .. }), "{path}: {err:?}");
+    }
+    // SAFETY: a test-only variable read by nobody else.
+    unsafe { std::env::set_var("ENGRAM_TEST_SECRET", "hunter2") };
+    assert_eq!(hostile(&host, "env", json!({})).unwrap(), json!([]));
+    for address in ["127.0.0.1:22", "169.254.169.254:80", "[::1]:22"] {
+        let err = hostile(&host, "connect", json!({"address": address})).unwrap_err();
+        assert!(matches!(err, CallError::ToolFailed { .. }), "{address}: {err:?}");
+    }
+    let err = hostile(&host, "flood", json!({"bytes": 6 << 20})).unwrap_err();
+    assert!(
+        matches!(&err, CallError::Budget { budget, .. } if budget == "output_bytes" || budget == "memory_mib"),
+        "{err:?}"
+    );
+    assert_eq!(hostile(&host, "print", json!({})).unwrap(), json!("printed"));
+    // After all that, every plugin still answers.
+    assert_eq!(hostile(&host, "echo", json!({"still": "here"})).unwrap(), json!({"still": "here"}));
+    let out = host.call_tool_blocking("calc.evaluate", &json!({"expression": "6*7"})).unwrap();
+    assert_eq!(out["value"], "42");
+}
+
+#[test]
+fn a_bad_plugin_is_reported_and_skipped_while_the_others_load() {
+    let dir = plugins_dir(&["calc"]);
+    let broken = dir.path().join("broken");
+    std::fs::create_dir_all(&broken).unwrap();
+    std::fs::write(broken.join("plugin.toml"), "id = \"broken\"\nversion = \"1\"\ndescription = \"x\"\n").unwrap();
+    std::fs::write(broken.join("broken.wasm"), b"\0asm not really").unwrap();
+    let misnamed = dir.path().join("other");
+    std::fs::create_dir_all(&misnamed).unwrap();
+    std::fs::write(misnamed.join("plugin.toml"), "id = \"calc2\"\nversion = \"1\"\ndescription = \"x\"\n").unwrap();
+    let host = PluginHost::new(None).unwrap();
+    let report = host.load_dir(dir.path());
+    assert_eq!(report.loaded, [("calc".to_owned(), "0.1.0".to_owned())]);
+    assert_eq!(report.failed.len(), 2, "{:?}", report.failed);
+    let messages: Vec<&str> = report.failed.iter().map(|(_, m)| m.as_str()).collect();
+    assert!(messages.iter().any(|m| m.contains("broken.wasm") && m.contains("not a valid component")), "{messages:?}");
+    assert!(messages.iter().any(|m| m.contains("named after the plugin's id")), "{messages:?}");
+}
+
+#[test]
+fn a_version_failing_its_vectors_never_replaces_the_working_one() {
+    let (host, dir) = host(&["calc"]);
+    let vectors = dir.path().join("calc/tests/vectors.json");
+    std::fs::write(
+        &vectors,
+        r#"[{"tool": "evaluate", "arguments": {"expression": "1+1"}, "expected": {"value": "3", "decimal": "3", "is_integer": true}}]"#,
+    )
+    .unwrap();
+    let manifest = dir.path().join("calc/plugin.toml");
+    let text = std::fs::read_to_string(&manifest).unwrap().replace("0.1.0", "0.2.0");
+    std::fs::write(&manifest, text).unwrap();
+    let err = host.load(&dir.path().join("calc")).unwrap_err().to_string();
+    assert!(err.contains("vectors.json") && err.contains("test vector 0"), "{err}");
+    assert!(host.list_tools().iter().all(|t| t.version == "0.1.0"));
+    assert_eq!(host.call_tool_blocking("calc.evaluate", &json!({"expression": "1+1"})).unwrap()["value"], "2");
+}
+
+#[tokio::test]
+async fn async_calls_run_concurrently_off_the_executor() {
+    let (host, _dir) = host(&["calc", "hostile"]);
+    let spin = tokio::spawn({
+        let host = Arc::clone(&host);
+        async move { host.call_tool("hostile.spin", json!({})).await }
+    });
+    // While one call spins, others complete.
+    for i in 0..20 {
+        let out = host.call_tool("calc.evaluate", json!({"expression": format!("{i}+1")})).await.unwrap();
+        assert_eq!(out["value"], (i + 1).to_string());
+    }
+    assert!(matches!(spin.await.unwrap(), Err(CallError::Budget { .. })));
+}

@@ -1,0 +1,72 @@
+//! Tools that misbehave on purpose: each must be stopped by the host with a
+//! clear error while the daemon keeps serving.
+
+use engram_plugin_sdk::{Context, Error, Plugin, Tool, Value, json};
+
+struct Hostile;
+
+const TOOLS: &[(&str, &str)] = &[
+    ("spin", "Loops forever."),
+    ("allocate", "Allocates memory until something stops it."),
+    ("recurse", "Recurses without end."),
+    ("read_file", "Reads the file at `path` (a relative escape or an absolute path)."),
+    ("env", "Returns the environment it can see."),
+    ("connect", "Opens a TCP connection to `address`."),
+    ("flood", "Returns a result of `bytes` bytes."),
+    ("print", "Writes a lot to stdout and stderr, then returns."),
+    ("echo", "Returns its arguments (a well-behaved control)."),
+];
+
+impl Plugin for Hostile {
+    fn tools() -> Vec<Tool> {
+        TOOLS.iter().map(|(name, description)| Tool::new(name, description)).collect()
+    }
+
+    fn call(_: &Context, tool: &str, args: Value) -> Result<Value, Error> {
+        match tool {
+            "spin" => {
+                let mut x: u64 = 0;
+                loop {
+                    x = std::hint::black_box(x.wrapping_mul(6364136223846793005).wrapping_add(1));
+                }
+            }
+            "allocate" => {
+                let mut hoard: Vec<Vec<u8>> = Vec::new();
+                loop {
+                    hoard.push(vec![1u8; 1 << 20]);
+                    std::hint::black_box(&hoard);
+                }
+            }
+            "recurse" => Ok(json!(recurse(std::hint::black_box(1)))),
+            "read_file" => {
+                let path = args["path"].as_str().unwrap_or("../../etc/passwd");
+                std::fs::read_to_string(path).map(|text| json!(text)).map_err(|e| Error::failed(e.to_string()))
+            }
+            "env" => Ok(json!(std::env::vars().collect::<Vec<_>>())),
+            "connect" => {
+                let address = args["address"].as_str().unwrap_or("127.0.0.1:22");
+                std::net::TcpStream::connect(address)
+                    .map(|_| json!("connected"))
+                    .map_err(|e| Error::failed(e.to_string()))
+            }
+            "flood" => Ok(json!("x".repeat(args["bytes"].as_u64().unwrap_or(8 << 20) as usize))),
+            "print" => {
+                for i in 0..10_000 {
+                    println!("line {i} of a flood on stdout");
+                    eprintln!("line {i} of a flood on stderr");
+                }
+                Ok(json!("printed"))
+            }
+            "echo" => Ok(args),
+            other => Err(Error::invalid(format!("no tool {other}"))),
+        }
+    }
+}
+
+#[allow(unconditional_recursion)] // the point of the fixture
+fn recurse(depth: u64) -> u64 {
+    let padding = std::hint::black_box([depth; 64]);
+    recurse(depth + 1) + padding[3]
+}
+
+engram_plugin_sdk::export_plugin!(Hostile);
