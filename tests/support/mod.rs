@@ -221,3 +221,21 @@ pub fn post_json(socket: &Path, path: &str, body: &serde_json::Value) -> Reply {
         .expect("request");
     request_unix(socket, request)
 }
+
+/// The plugins under `plugins/` (hostile fixtures included), built and
+/// installed once per test binary by `scripts/build-plugins`.
+pub fn plugins_dir() -> &'static Path {
+    static DIR: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    DIR.get_or_init(|| {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+        let dir = std::env::temp_dir().join(format!("engram-e2e-plugins-{}", std::process::id()));
+        let status = Command::new(root.join("scripts/build-plugins"))
+            .arg("--with-fixtures")
+            .arg(&dir)
+            .stdout(Stdio::null())
+            .status()
+            .expect("run scripts/build-plugins");
+        assert!(status.success(), "scripts/build-plugins failed");
+        dir
+    })
+}

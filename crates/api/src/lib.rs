@@ -9,6 +9,7 @@ mod error;
 mod metrics;
 mod models;
 mod openai;
+mod plugins;
 mod routes;
 pub mod server;
 

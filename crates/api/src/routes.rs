@@ -18,7 +18,7 @@ use crate::auth::{self, TcpGuard};
 use crate::error::ApiError;
 use crate::metrics::{self, Metrics};
 use crate::models::Models;
-use crate::openai;
+use crate::{openai, plugins};
 
 /// Everything a request handler may need. Cheap to clone.
 #[derive(Clone)]
@@ -31,12 +31,21 @@ struct StateInner {
     store: Store,
     metrics: Metrics,
     models: Option<Models>,
+    plugins: Option<Arc<engram_plugin_host::PluginHost>>,
 }
 
 impl AppState {
     /// State over an open journal, with fresh metrics and no models.
     pub fn new(store: Store) -> Self {
-        Self { inner: Arc::new(StateInner { started: Instant::now(), store, metrics: Metrics::new(), models: None }) }
+        Self {
+            inner: Arc::new(StateInner {
+                started: Instant::now(),
+                store,
+                metrics: Metrics::new(),
+                models: None,
+                plugins: None,
+            }),
+        }
     }
 
     /// State over an open journal and the daemon's models.
@@ -47,8 +56,23 @@ impl AppState {
                 store,
                 metrics: Metrics::new(),
                 models: Some(models),
+                plugins: None,
             }),
         }
+    }
+
+    /// The same state serving `plugins` too. Call before sharing the state.
+    pub fn with_plugins(mut self, plugins: Arc<engram_plugin_host::PluginHost>) -> Self {
+        match Arc::get_mut(&mut self.inner) {
+            Some(inner) => inner.plugins = Some(plugins),
+            None => tracing::error!("plugins added to an application state already in use; ignored"),
+        }
+        self
+    }
+
+    /// The plugin host, if this daemon runs one.
+    pub fn plugins(&self) -> Option<&Arc<engram_plugin_host::PluginHost>> {
+        self.inner.plugins.as_ref()
     }
 
     /// The models, if this daemon serves any.
@@ -94,6 +118,8 @@ pub fn router(state: AppState, limits: HttpLimits, access: Access) -> Router {
         .route("/v1/models", get(openai::list_models))
         .route("/v1/embeddings", post(openai::embeddings))
         .route("/v1/chat/completions", post(openai::chat_completions))
+        .route("/v1/plugins/tools", get(plugins::list_tools))
+        .route("/v1/plugins/call", post(plugins::call))
         .fallback(not_found)
         .with_state(state)
         .layer(DefaultBodyLimit::max(usize::try_from(limits.max_body_bytes).unwrap_or(usize::MAX)))

@@ -14,6 +14,8 @@ pub struct Config {
     pub server: Server,
     /// `[models]`: where model weights live.
     pub models: Models,
+    /// `[plugins]`: where plugin components live.
+    pub plugins: Plugins,
     /// `[log]`: log filter and format.
     pub log: Log,
 }
@@ -132,6 +134,13 @@ pub struct Llm {
     pub retries: u32,
 }
 
+/// `[plugins]` section.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+pub struct Plugins {
+    /// Plugins directory; `None` means `<data_dir>/plugins`.
+    pub dir: Option<PathBuf>,
+}
+
 /// `[log]` section.
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 pub struct Log {
@@ -182,6 +191,7 @@ pub const KEYS: &[KeyDoc] = &[
     KeyDoc { key: "server.max_connections", expected: "an integer, 1 to 65536" },
     KeyDoc { key: "server.shutdown_grace_ms", expected: "an integer number of milliseconds, 0 to 600000" },
     KeyDoc { key: "models.dir", expected: "an absolute directory path (or one starting with `~/`)" },
+    KeyDoc { key: "plugins.dir", expected: "an absolute directory path (or one starting with `~/`)" },
     KeyDoc { key: "models.device", expected: "\"cpu\", \"cuda\" or \"cuda:N\"" },
     KeyDoc { key: "models.threads", expected: "an integer number of threads, 0 (one per core) to 1024" },
     KeyDoc {
@@ -233,6 +243,7 @@ impl Config {
             ("server.socket", &self.server.socket),
             ("server.token_file", &self.server.token_file),
             ("models.dir", &self.models.dir),
+            ("plugins.dir", &self.plugins.dir),
             ("models.llm.api_key_file", &self.models.llm.api_key_file),
         ] {
             if let Some(path) = path

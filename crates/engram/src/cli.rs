@@ -70,6 +70,11 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// List and call the running daemon's plugin tools.
+    Plugins {
+        #[command(subcommand)]
+        command: crate::plugins::PluginsCommand,
+    },
     /// Measure Engram against its peers (and a running daemon's latency).
     Bench {
         #[command(subcommand)]
@@ -174,6 +179,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             crate::bench::healthz(&loaded, &resolve_paths(&loaded, &env)?, requests, warmup)?;
             Ok(ExitCode::SUCCESS)
         }
+        Command::Plugins { command } => crate::plugins::run(&resolve_paths(&loaded, &env)?, command),
         Command::Version { .. } => unreachable!("handled above"),
     }
 }
@@ -251,6 +257,7 @@ fn print_paths(paths: &Paths, json: bool) {
         ("socket", &paths.socket),
         ("token_file", &paths.token_file),
         ("models_dir", &paths.models_dir),
+        ("plugins_dir", &paths.plugins_dir),
         ("cache_dir", &paths.cache_dir),
         ("embedder", &paths.embedder),
         ("llm", &paths.llm),

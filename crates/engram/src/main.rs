@@ -6,6 +6,7 @@ mod doctor;
 mod generate;
 mod logging;
 mod models;
+mod plugins;
 mod serve;
 
 use std::process::ExitCode;

@@ -41,7 +41,8 @@ async fn serve(loaded: &Loaded, paths: &Paths) -> anyhow::Result<()> {
     let store = tokio::task::spawn_blocking(move || Store::open(&journal, &options))
         .await
         .context("opening the journal panicked")??;
-    let state = AppState::with_models(store.clone(), crate::models::daemon_models(config, paths));
+    let plugins = load_plugins(paths).await?;
+    let state = AppState::with_models(store.clone(), crate::models::daemon_models(config, paths)).with_plugins(plugins);
     // Load the models now, in the background: requests that need them wait,
     // and a model that cannot load is reported in the log and per request.
     {
@@ -168,4 +169,24 @@ impl DataDirLock {
             .with_context(|| format!("cannot write the pid to the lock file {}", PathBuf::from(path).display()))?;
         Ok(Self { _file: file })
     }
+}
+
+/// Starts the plugin host and loads every plugin in the plugins directory
+/// (compiled components are cached under the cache dir); a plugin that does
+/// not load is reported and skipped.
+async fn load_plugins(paths: &Paths) -> anyhow::Result<std::sync::Arc<engram_plugin_host::PluginHost>> {
+    let (dir, cache) = (paths.plugins_dir.clone(), paths.cache_dir.join("plugins"));
+    tokio::task::spawn_blocking(move || {
+        let host = engram_plugin_host::PluginHost::new(Some(cache)).map_err(anyhow::Error::msg)?;
+        let report = host.load_dir(&dir);
+        for (id, version) in &report.loaded {
+            tracing::info!(plugin = %id, %version, "plugin ready");
+        }
+        if !report.failed.is_empty() {
+            tracing::warn!(failed = report.failed.len(), dir = %dir.display(), "some plugins did not load");
+        }
+        Ok(std::sync::Arc::new(host))
+    })
+    .await
+    .context("loading plugins panicked")?
 }

@@ -1,0 +1,68 @@
+//! `/v1/plugins/*`: the plugin tools, listed and called over HTTP.
+
+use axum::Json;
+use axum::extract::State;
+use axum::extract::rejection::JsonRejection;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use engram_plugin_host::CallError;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use crate::error::ApiError;
+use crate::openai::body;
+use crate::routes::AppState;
+
+fn host(state: &AppState) -> Result<&std::sync::Arc<engram_plugin_host::PluginHost>, ApiError> {
+    state.plugins().ok_or_else(|| {
+        ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "plugins_unavailable", "this daemon runs no plugin host")
+    })
+}
+
+/// `GET /v1/plugins/tools`: every loaded tool with its schemas.
+pub(crate) async fn list_tools(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
+    Ok(Json(json!({ "tools": host(&state)?.list_tools() })))
+}
+
+/// `POST /v1/plugins/call` body.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct CallRequest {
+    /// `<plugin>.<tool>`.
+    tool: String,
+    /// The arguments object (default: `{}`).
+    #[serde(default = "empty_object")]
+    arguments: Value,
+}
+
+fn empty_object() -> Value {
+    json!({})
+}
+
+/// `POST /v1/plugins/call`: `{"tool", "result"}`, or an error whose
+/// `detail` is the structured [`CallError`].
+pub(crate) async fn call(State(state): State<AppState>, payload: Result<Json<CallRequest>, JsonRejection>) -> Response {
+    let request = match body(payload) {
+        Ok(request) => request,
+        Err(err) => return err.into_response(),
+    };
+    let host = match host(&state) {
+        Ok(host) => host,
+        Err(err) => return err.into_response(),
+    };
+    match host.call_tool(&request.tool, request.arguments).await {
+        Ok(result) => Json(json!({ "tool": request.tool, "result": result })).into_response(),
+        Err(err) => {
+            let (status, code) = match &err {
+                CallError::UnknownTool { .. } => (StatusCode::NOT_FOUND, "unknown_tool"),
+                CallError::InvalidArguments { .. } => (StatusCode::UNPROCESSABLE_ENTITY, "invalid_arguments"),
+                CallError::ToolFailed { .. } => (StatusCode::UNPROCESSABLE_ENTITY, "tool_failed"),
+                CallError::Budget { .. } => (StatusCode::UNPROCESSABLE_ENTITY, "budget_exceeded"),
+                CallError::InvalidOutput { .. } => (StatusCode::BAD_GATEWAY, "invalid_output"),
+                CallError::Crashed { .. } => (StatusCode::BAD_GATEWAY, "plugin_crashed"),
+            };
+            let body = json!({ "error": { "code": code, "message": err.to_string(), "detail": err } });
+            (status, Json(body)).into_response()
+        }
+    }
+}
