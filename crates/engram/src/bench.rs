@@ -216,7 +216,7 @@ fn threads(requested: usize) -> usize {
     if requested == 0 { std::thread::available_parallelism().map_or(1, usize::from) } else { requested }
 }
 
-fn scripts_dir() -> std::path::PathBuf {
+pub(crate) fn scripts_dir() -> std::path::PathBuf {
     std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts")
 }
 

@@ -106,6 +106,8 @@ pub enum BenchTarget {
     /// CPU prefill/decode speed vs llama.cpp on the same GGUF, and the
     /// quality cost of converting slow tensor types.
     Generate(crate::bench::GenerateBenchArgs),
+    /// The plugin host's call overheads, budgets and hostile suite.
+    Plugins(crate::bench_plugins::PluginsBenchArgs),
 }
 
 /// Exit status for a configuration error, as for a usage error.
@@ -173,6 +175,10 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Bench { target: BenchTarget::Generate(args) } => {
             crate::bench::generate(&loaded, &resolve_paths(&loaded, &env)?, &args)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Bench { target: BenchTarget::Plugins(args) } => {
+            crate::bench_plugins::plugins(&args)?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Bench { target: BenchTarget::Healthz { requests, warmup } } => {

@@ -302,6 +302,29 @@ impl PluginHost {
         Ok(output)
     }
 
+    /// One call in a fresh store without schema validation (benchmarks).
+    #[doc(hidden)]
+    pub fn call_unchecked(&self, name: &str, arguments: &str) -> Result<String, CallError> {
+        let (plugin, local) = self.find(name)?;
+        self.runtime.call(&plugin.compiled, &plugin.manifest, name, &local, arguments)
+    }
+
+    /// `calls` calls on one instance, timed each (the engine's floor, for
+    /// benchmarks; real calls always get a fresh instance).
+    #[doc(hidden)]
+    pub fn warm_calls(&self, name: &str, arguments: &str, calls: usize) -> Result<Vec<Duration>, CallError> {
+        let (plugin, local) = self.find(name)?;
+        self.runtime.warm_calls(&plugin.compiled, &plugin.manifest, name, &local, arguments, calls)
+    }
+
+    fn find(&self, name: &str) -> Result<(Arc<Loaded>, String), CallError> {
+        let plugins = self.plugins.read().unwrap_or_else(|e| e.into_inner());
+        name.split_once('.')
+            .and_then(|(id, _)| plugins.get(id))
+            .and_then(|p| p.tools.get(name).map(|t| (Arc::clone(p), t.local.clone())))
+            .ok_or_else(|| CallError::UnknownTool { tool: name.to_owned() })
+    }
+
     /// [`PluginHost::call_tool_blocking`] on tokio's blocking pool, with a
     /// tokio timeout a little past the wall budget as a second line of
     /// defence.

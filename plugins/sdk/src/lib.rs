@@ -221,7 +221,11 @@ pub fn __call<P: Plugin>(
     tool: String,
     arguments: String,
 ) -> Result<types::CallResult, types::ToolError> {
-    if !P::tools().iter().any(|t| t.name == tool) {
+    // Tool names, computed once per instance (the specs build JSON schemas).
+    // One plugin per component, so one `P` shares this static.
+    static NAMES: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
+    let names = NAMES.get_or_init(|| P::tools().into_iter().map(|t| t.name).collect());
+    if !names.contains(&tool) {
         return Err(types::ToolError::UnknownTool(tool));
     }
     let arguments: Value = serde_json::from_str(&arguments)
