@@ -42,6 +42,10 @@ async fn serve(loaded: &Loaded, paths: &Paths) -> anyhow::Result<()> {
         .await
         .context("opening the journal panicked")??;
     let plugins = load_plugins(paths).await?;
+    // Hot reload for as long as the daemon runs.
+    let _watcher = plugins
+        .watch(paths.plugins_dir.clone(), Duration::from_millis(500), None)
+        .context("cannot start the plugin watcher")?;
     let state = AppState::with_models(store.clone(), crate::models::daemon_models(config, paths)).with_plugins(plugins);
     // Load the models now, in the background: requests that need them wait,
     // and a model that cannot load is reported in the log and per request.

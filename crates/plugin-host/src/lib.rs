@@ -16,6 +16,7 @@
 
 pub mod manifest;
 mod runtime;
+mod watch;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -27,6 +28,7 @@ use serde_json::Value;
 
 pub use manifest::{Budgets, Capabilities, Manifest};
 use runtime::{Compiled, Runtime};
+pub use watch::{ReloadEvent, Watcher};
 
 /// Longest published tool name (`<plugin>.<tool>`), MCP clients' common limit.
 pub const MAX_TOOL_NAME: usize = 48;
@@ -260,6 +262,11 @@ impl PluginHost {
         tracing::info!(plugin = %key.0, version = %key.1, tools = loaded.tools.len(), sha256 = %loaded.sha256, "plugin loaded");
         self.plugins.write().unwrap_or_else(|e| e.into_inner()).insert(key.0.clone(), Arc::new(loaded));
         Ok(key)
+    }
+
+    /// Unloads plugin `id`; calls in flight finish. Whether it was loaded.
+    pub fn unload(&self, id: &str) -> bool {
+        self.plugins.write().unwrap_or_else(|e| e.into_inner()).remove(id).is_some()
     }
 
     /// Every tool of every loaded plugin, by name.

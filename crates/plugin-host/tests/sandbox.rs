@@ -187,3 +187,71 @@ async fn async_calls_run_concurrently_off_the_executor() {
     }
     assert!(matches!(spin.await.unwrap(), Err(CallError::Budget { .. })));
 }
+
+/// Replaces `dir/calc` with a copy of the installed calc whose manifest has
+/// `version` and whose vectors are `vectors` (renamed into place whole).
+fn install_calc(dir: &Path, version: &str, vectors: Option<&str>) {
+    let stage = dir.join(".calc.stage");
+    let _ = std::fs::remove_dir_all(&stage);
+    copy_dir(&installed().join("calc"), &stage);
+    let manifest = stage.join("plugin.toml");
+    let text =
+        std::fs::read_to_string(&manifest).unwrap().replace("version = \"0.1.0\"", &format!("version = \"{version}\""));
+    std::fs::write(&manifest, text).unwrap();
+    if let Some(vectors) = vectors {
+        std::fs::write(stage.join("tests/vectors.json"), vectors).unwrap();
+    }
+    let old = dir.join(".calc.old");
+    let _ = std::fs::remove_dir_all(&old);
+    std::fs::rename(dir.join("calc"), &old).unwrap();
+    std::fs::rename(&stage, dir.join("calc")).unwrap();
+    std::fs::remove_dir_all(&old).unwrap();
+}
+
+#[test]
+fn hot_reload_swaps_versions_under_load_and_holds_back_a_broken_one() {
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    use std::sync::mpsc;
+    use std::time::Duration;
+
+    let (host, dir) = host(&["calc"]);
+    let (events, received) = mpsc::channel();
+    let _watcher = host.watch(dir.path().to_path_buf(), Duration::from_millis(20), Some(events)).unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let (calls, failures) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let callers: Vec<_> = (0..2)
+        .map(|_| {
+            let (host, stop, calls, failures) =
+                (Arc::clone(&host), Arc::clone(&stop), Arc::clone(&calls), Arc::clone(&failures));
+            std::thread::spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    match host.call_tool_blocking("calc.evaluate", &json!({"expression": "20+22"})) {
+                        Ok(out) if out["value"] == "42" => calls.fetch_add(1, Ordering::Relaxed),
+                        _ => failures.fetch_add(1, Ordering::Relaxed),
+                    };
+                }
+            })
+        })
+        .collect();
+    let next = || received.recv_timeout(Duration::from_secs(30)).expect("a reload event");
+
+    install_calc(dir.path(), "0.2.0", None);
+    assert_eq!(next(), engram_plugin_host::ReloadEvent::Loaded { id: "calc".into(), version: "0.2.0".into() });
+    assert!(host.list_tools().iter().all(|t| t.version == "0.2.0"));
+
+    let broken = r#"[{"tool": "evaluate", "arguments": {"expression": "1"}, "expected": {"value": "2"}}]"#;
+    install_calc(dir.path(), "0.3.0", Some(broken));
+    assert!(matches!(next(), engram_plugin_host::ReloadEvent::Rejected { .. }));
+    assert!(host.list_tools().iter().all(|t| t.version == "0.2.0"), "the broken 0.3.0 replaced 0.2.0");
+
+    stop.store(true, Ordering::Relaxed);
+    for caller in callers {
+        caller.join().unwrap();
+    }
+    assert_eq!(failures.load(Ordering::Relaxed), 0, "calls failed during reloads");
+    assert!(calls.load(Ordering::Relaxed) > 0);
+
+    std::fs::remove_dir_all(dir.path().join("calc")).unwrap();
+    assert_eq!(next(), engram_plugin_host::ReloadEvent::Removed { id: "calc".into() });
+    assert!(host.list_tools().is_empty());
+}

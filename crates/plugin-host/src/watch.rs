@@ -1,0 +1,153 @@
+//! Hot reload: a thread that polls the plugins directory and reloads what
+//! changed, off the request path.
+//!
+//! Polling (not inotify) keeps it portable and cheap: each round stats a few
+//! files per plugin. A changed folder is loaded like at start — compiled,
+//! described, its test vectors run — and swapped in only if all of that
+//! succeeds; calls in flight finish on the version they started with. A
+//! folder that disappears unloads its plugin.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, mpsc};
+use std::time::{Duration, SystemTime};
+
+use crate::PluginHost;
+
+/// What the watcher did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReloadEvent {
+    /// A new or changed plugin is now serving.
+    Loaded {
+        /// Plugin id.
+        id: String,
+        /// Its version.
+        version: String,
+    },
+    /// A changed folder did not load; the previous version (if any) serves on.
+    Rejected {
+        /// The folder.
+        folder: PathBuf,
+        /// Why.
+        error: String,
+    },
+    /// A plugin's folder disappeared and it was unloaded.
+    Removed {
+        /// Plugin id.
+        id: String,
+    },
+}
+
+/// Stops the watcher when dropped.
+pub struct Watcher {
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for Watcher {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// Sizes and modification times of a plugin folder's files: any change in
+/// them is a new version to load.
+type Fingerprint = Vec<(PathBuf, u64, Option<SystemTime>)>;
+
+fn fingerprint(folder: &Path) -> Fingerprint {
+    let mut files = Vec::new();
+    let mut visit = |dir: &Path| {
+        if let Ok(entries) = std::fs::read_dir(dir) {
+            for entry in entries.filter_map(Result::ok) {
+                if let Ok(meta) = entry.metadata()
+                    && meta.is_file()
+                {
+                    files.push((entry.path(), meta.len(), meta.modified().ok()));
+                }
+            }
+        }
+    };
+    visit(folder);
+    visit(&folder.join("tests"));
+    files.sort();
+    files
+}
+
+/// Plugin folders in `dir` (hidden ones are installs in progress).
+fn folders(dir: &Path) -> BTreeMap<String, PathBuf> {
+    let Ok(entries) = std::fs::read_dir(dir) else { return BTreeMap::new() };
+    entries
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| p.join("plugin.toml").is_file())
+        .filter_map(|p| {
+            let name = p.file_name()?.to_str()?.to_owned();
+            (!name.starts_with('.')).then_some((name, p))
+        })
+        .collect()
+}
+
+impl PluginHost {
+    /// Watches `dir` every `interval`, reloading changed plugins and
+    /// unloading removed ones; each outcome is logged and sent to `events`
+    /// (if given). The folders already present count as seen: load them
+    /// first with [`PluginHost::load_dir`].
+    pub fn watch(
+        self: &Arc<Self>,
+        dir: PathBuf,
+        interval: Duration,
+        events: Option<mpsc::Sender<ReloadEvent>>,
+    ) -> std::io::Result<Watcher> {
+        let stop = Arc::new(AtomicBool::new(false));
+        let host = Arc::clone(self);
+        let halt = Arc::clone(&stop);
+        let mut seen: BTreeMap<String, Fingerprint> =
+            folders(&dir).into_iter().map(|(name, path)| (name, fingerprint(&path))).collect();
+        // Folders missing at the last poll: removed only if still missing at
+        // the next, so replacing one by two renames never unloads it.
+        let mut missing: Vec<String> = Vec::new();
+        let thread = std::thread::Builder::new().name("plugin-watch".into()).spawn(move || {
+            let send = |event: ReloadEvent| {
+                if let Some(events) = &events {
+                    let _ = events.send(event);
+                }
+            };
+            while !halt.load(Ordering::Relaxed) {
+                std::thread::sleep(interval);
+                let current = folders(&dir);
+                for (name, folder) in &current {
+                    let print = fingerprint(folder);
+                    if seen.get(name) == Some(&print) {
+                        continue;
+                    }
+                    seen.insert(name.clone(), print);
+                    match host.load(folder) {
+                        Ok((id, version)) => {
+                            tracing::info!(plugin = %id, %version, "plugin reloaded");
+                            send(ReloadEvent::Loaded { id, version });
+                        }
+                        Err(err) => {
+                            tracing::warn!(folder = %folder.display(), error = %err, "new plugin version rejected; the previous one serves on");
+                            send(ReloadEvent::Rejected { folder: folder.clone(), error: err.to_string() });
+                        }
+                    }
+                }
+                let gone: Vec<String> = seen.keys().filter(|name| !current.contains_key(*name)).cloned().collect();
+                let confirmed: Vec<String> = gone.iter().filter(|name| missing.contains(name)).cloned().collect();
+                missing = gone;
+                for name in confirmed {
+                    seen.remove(&name);
+                    if host.unload(&name) {
+                        tracing::info!(plugin = %name, "plugin removed");
+                        send(ReloadEvent::Removed { id: name });
+                    }
+                }
+            }
+        })?;
+        Ok(Watcher { stop, thread: Some(thread) })
+    }
+}
