@@ -65,6 +65,31 @@ fn tools_are_listed_and_called_over_http_and_the_cli() {
         (Some("budget_exceeded"), Some("memory_mib"))
     );
 
+    // Info, reload, and the offline test runner.
+    let output = sandbox.run(&["plugins", "info", "calc"], &env);
+    let info: Value = serde_json::from_str(&stdout(&output)).unwrap();
+    assert_eq!(info.as_array().map(Vec::len), Some(2), "{info}");
+    assert!(info[0]["input_schema"]["properties"].is_object());
+    let output = sandbox.run(&["plugins", "info", "calc.nothing"], &env);
+    assert!(!output.status.success());
+    let output = sandbox.run(&["plugins", "reload"], &env);
+    assert!(output.status.success() && stdout(&output).contains("loaded  calc 0.1.0"), "{output:?}");
+    let calc = support::plugins_dir().join("calc");
+    let output = sandbox.run(&["plugins", "test", calc.to_str().unwrap()], &[]);
+    assert!(output.status.success() && stdout(&output).starts_with("PASS  calc"), "{output:?}");
+    let broken = sandbox.path().join("broken/calc");
+    std::fs::create_dir_all(broken.join("tests")).unwrap();
+    for file in ["plugin.toml", "calc.wasm"] {
+        std::fs::copy(calc.join(file), broken.join(file)).unwrap();
+    }
+    std::fs::write(
+        broken.join("tests/v.json"),
+        r#"[{"tool": "evaluate", "arguments": {"expression": "1"}, "expected": {"value": "2"}}]"#,
+    )
+    .unwrap();
+    let output = sandbox.run(&["plugins", "test", broken.to_str().unwrap()], &[]);
+    assert!(!output.status.success() && stdout(&output).contains("test vector 0"), "{output:?}");
+
     // And the daemon is still serving.
     assert_eq!(get_unix(&socket, "/healthz").status, StatusCode::OK);
     drop(daemon);

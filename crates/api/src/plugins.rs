@@ -66,3 +66,21 @@ pub(crate) async fn call(State(state): State<AppState>, payload: Result<Json<Cal
         }
     }
 }
+
+/// `POST /v1/plugins/reload`: rescans the plugins directory now.
+pub(crate) async fn reload(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
+    let host = host(&state)?.clone();
+    let Some(dir) = state.plugins_dir().map(std::path::Path::to_path_buf) else {
+        return Err(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "plugins_unavailable", "no plugins directory"));
+    };
+    let report = tokio::task::spawn_blocking(move || host.load_dir(&dir))
+        .await
+        .map_err(|err| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", err.to_string()))?;
+    let loaded: Vec<Value> = report.loaded.iter().map(|(id, version)| json!({"id": id, "version": version})).collect();
+    let failed: Vec<Value> = report
+        .failed
+        .iter()
+        .map(|(folder, error)| json!({"folder": folder.display().to_string(), "error": error}))
+        .collect();
+    Ok(Json(json!({ "loaded": loaded, "failed": failed })))
+}

@@ -32,6 +32,7 @@ struct StateInner {
     metrics: Metrics,
     models: Option<Models>,
     plugins: Option<Arc<engram_plugin_host::PluginHost>>,
+    plugins_dir: Option<std::path::PathBuf>,
 }
 
 impl AppState {
@@ -44,6 +45,7 @@ impl AppState {
                 metrics: Metrics::new(),
                 models: None,
                 plugins: None,
+                plugins_dir: None,
             }),
         }
     }
@@ -57,17 +59,27 @@ impl AppState {
                 metrics: Metrics::new(),
                 models: Some(models),
                 plugins: None,
+                plugins_dir: None,
             }),
         }
     }
 
-    /// The same state serving `plugins` too. Call before sharing the state.
-    pub fn with_plugins(mut self, plugins: Arc<engram_plugin_host::PluginHost>) -> Self {
+    /// The same state serving `plugins` (loaded from `dir`) too. Call
+    /// before sharing the state.
+    pub fn with_plugins(mut self, plugins: Arc<engram_plugin_host::PluginHost>, dir: std::path::PathBuf) -> Self {
         match Arc::get_mut(&mut self.inner) {
-            Some(inner) => inner.plugins = Some(plugins),
+            Some(inner) => {
+                inner.plugins = Some(plugins);
+                inner.plugins_dir = Some(dir);
+            }
             None => tracing::error!("plugins added to an application state already in use; ignored"),
         }
         self
+    }
+
+    /// The plugins directory, if this daemon runs a plugin host.
+    pub fn plugins_dir(&self) -> Option<&std::path::Path> {
+        self.inner.plugins_dir.as_deref()
     }
 
     /// The plugin host, if this daemon runs one.
@@ -120,6 +132,7 @@ pub fn router(state: AppState, limits: HttpLimits, access: Access) -> Router {
         .route("/v1/chat/completions", post(openai::chat_completions))
         .route("/v1/plugins/tools", get(plugins::list_tools))
         .route("/v1/plugins/call", post(plugins::call))
+        .route("/v1/plugins/reload", post(plugins::reload))
         .fallback(not_found)
         .with_state(state)
         .layer(DefaultBodyLimit::max(usize::try_from(limits.max_body_bytes).unwrap_or(usize::MAX)))

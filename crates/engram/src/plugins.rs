@@ -18,6 +18,20 @@ pub enum PluginsCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Print the tools of PLUGIN (an id) or the tool NAME, with schemas.
+    Info {
+        /// A plugin id or a `<plugin>.<tool>` name.
+        name: String,
+    },
+    /// Make the daemon rescan its plugins directory now.
+    Reload,
+    /// Load plugin folders here, without a daemon, and run their test
+    /// vectors in the sandbox; exits non-zero if any fails.
+    Test {
+        /// Plugin folders (plugin.toml, <id>.wasm, tests/), or a plugins directory.
+        #[arg(required = true)]
+        folders: Vec<std::path::PathBuf>,
+    },
     /// Call TOOL (`<plugin>.<tool>`) with the JSON object ARGS; prints the
     /// result, or the structured error and exits non-zero.
     Call {
@@ -31,6 +45,9 @@ pub enum PluginsCommand {
 
 /// Runs `engram plugins …` against the daemon on `paths.socket`.
 pub fn run(paths: &Paths, command: PluginsCommand) -> anyhow::Result<ExitCode> {
+    if let PluginsCommand::Test { folders } = &command {
+        return test(folders);
+    }
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     runtime.block_on(async {
         match command {
@@ -48,6 +65,43 @@ pub fn run(paths: &Paths, command: PluginsCommand) -> anyhow::Result<ExitCode> {
                 }
                 Ok(ExitCode::SUCCESS)
             }
+            PluginsCommand::Info { name } => {
+                let (status, body) = request(paths, "GET", "/v1/plugins/tools", None).await?;
+                anyhow::ensure!(status.is_success(), "the daemon answered {status}: {body}");
+                let tools: Vec<&Value> = body["tools"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter(|t| t["name"] == name.as_str() || t["plugin"] == name.as_str())
+                    .collect();
+                if tools.is_empty() {
+                    eprintln!("no plugin or tool named `{name}` is loaded (see `engram plugins list`)");
+                    return Ok(ExitCode::FAILURE);
+                }
+                println!("{}", serde_json::to_string_pretty(&tools)?);
+                Ok(ExitCode::SUCCESS)
+            }
+            PluginsCommand::Reload => {
+                let (status, body) = request(paths, "POST", "/v1/plugins/reload", Some(serde_json::json!({}))).await?;
+                anyhow::ensure!(status.is_success(), "the daemon answered {status}: {body}");
+                for plugin in body["loaded"].as_array().into_iter().flatten() {
+                    println!(
+                        "loaded  {} {}",
+                        plugin["id"].as_str().unwrap_or("?"),
+                        plugin["version"].as_str().unwrap_or("?")
+                    );
+                }
+                let failed = body["failed"].as_array().cloned().unwrap_or_default();
+                for failure in &failed {
+                    println!(
+                        "FAILED  {}: {}",
+                        failure["folder"].as_str().unwrap_or("?"),
+                        failure["error"].as_str().unwrap_or("?")
+                    );
+                }
+                Ok(if failed.is_empty() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+            }
+            PluginsCommand::Test { .. } => unreachable!("handled above"),
             PluginsCommand::Call { tool, args } => {
                 let arguments: Value =
                     serde_json::from_str(&args).with_context(|| format!("ARGS is not JSON: {args}"))?;
@@ -63,6 +117,39 @@ pub fn run(paths: &Paths, command: PluginsCommand) -> anyhow::Result<ExitCode> {
             }
         }
     })
+}
+
+/// `engram plugins test`: each folder loaded into a private host, which
+/// runs its test vectors; a directory of plugin folders tests them all.
+fn test(folders: &[std::path::PathBuf]) -> anyhow::Result<ExitCode> {
+    let host = engram_plugin_host::PluginHost::new(None).map_err(anyhow::Error::msg)?;
+    let mut failures = 0;
+    for folder in folders {
+        if folder.join("plugin.toml").is_file() {
+            match host.load(folder) {
+                Ok((id, version)) => println!("PASS  {id} {version} ({})", folder.display()),
+                Err(err) => {
+                    failures += 1;
+                    println!("FAIL  {err}");
+                }
+            }
+        } else {
+            let report = host.load_dir(folder);
+            anyhow::ensure!(
+                !report.loaded.is_empty() || !report.failed.is_empty(),
+                "{} holds no plugin folder (plugin.toml)",
+                folder.display()
+            );
+            for (id, version) in report.loaded {
+                println!("PASS  {id} {version}");
+            }
+            for (_, err) in &report.failed {
+                failures += 1;
+                println!("FAIL  {err}");
+            }
+        }
+    }
+    Ok(if failures == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE })
 }
 
 /// One HTTP/1.1 request over the daemon's Unix socket.

@@ -46,7 +46,8 @@ async fn serve(loaded: &Loaded, paths: &Paths) -> anyhow::Result<()> {
     let _watcher = plugins
         .watch(paths.plugins_dir.clone(), Duration::from_millis(500), None)
         .context("cannot start the plugin watcher")?;
-    let state = AppState::with_models(store.clone(), crate::models::daemon_models(config, paths)).with_plugins(plugins);
+    let state = AppState::with_models(store.clone(), crate::models::daemon_models(config, paths))
+        .with_plugins(plugins.clone(), paths.plugins_dir.clone());
     // Load the models now, in the background: requests that need them wait,
     // and a model that cannot load is reported in the log and per request.
     {
