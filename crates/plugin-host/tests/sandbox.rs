@@ -255,3 +255,21 @@ fn hot_reload_swaps_versions_under_load_and_holds_back_a_broken_one() {
     assert_eq!(next(), engram_plugin_host::ReloadEvent::Removed { id: "calc".into() });
     assert!(host.list_tools().is_empty());
 }
+
+#[test]
+fn every_expert_loads_with_its_vectors_and_lp_solves_through_the_host() {
+    let (host, _dir) = host(&["calc", "lp"]);
+    let model = json!({
+        "sense": "maximize", "objective": {"x": 5, "y": 4},
+        "variables": {"x": {"lower": 0, "integer": true}, "y": {"lower": 0, "integer": true}},
+        "constraints": [{"terms": {"x": 6, "y": 4}, "op": "<=", "rhs": 24}, {"terms": {"x": 1, "y": 2}, "op": "<=", "rhs": 6}]
+    });
+    let out = host.call_tool_blocking("lp.solve", &json!({"model": model})).unwrap();
+    assert_eq!((out["status"].as_str(), out["objective"].as_f64()), (Some("optimal"), Some(20.0)), "{out}");
+    let check = host.call_tool_blocking("lp.verify", &json!({"model": model, "values": {"x": 3, "y": 1.5}})).unwrap();
+    assert_eq!((check["feasible"].as_bool(), check["optimal"].as_bool()), (Some(false), Some(false)), "{check}");
+    let err = host
+        .call_tool_blocking("lp.solve", &json!({"model": {"sense": "sideways", "variables": {"x": {}}}}))
+        .unwrap_err();
+    assert!(matches!(err, CallError::InvalidArguments { .. }), "{err:?}");
+}
