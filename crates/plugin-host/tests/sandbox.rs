@@ -150,6 +150,12 @@ fn a_bad_plugin_is_reported_and_skipped_while_the_others_load() {
     let report = host.load_dir(dir.path());
     assert_eq!(report.loaded, [("calc".to_owned(), "0.1.0".to_owned())]);
     assert_eq!(report.failed.len(), 2, "{:?}", report.failed);
+    assert!(host.list_tools().iter().all(|t| t.plugin == "calc"));
+    // A description over the limit (descriptions reach the model verbatim).
+    copy_dir(&installed().join("hostile-long"), &dir.path().join("hostile-long"));
+    let report = host.load_dir(dir.path());
+    let long = report.failed.iter().find(|(folder, _)| folder.ends_with("hostile-long")).map(|(_, m)| m.as_str());
+    assert!(long.is_some_and(|m| m.contains("description longer than 4096")), "{long:?}");
     let messages: Vec<&str> = report.failed.iter().map(|(_, m)| m.as_str()).collect();
     assert!(messages.iter().any(|m| m.contains("broken.wasm") && m.contains("not a valid component")), "{messages:?}");
     assert!(messages.iter().any(|m| m.contains("named after the plugin's id")), "{messages:?}");
