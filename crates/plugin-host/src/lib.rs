@@ -391,10 +391,12 @@ impl PluginHost {
                 };
                 let args = vector["arguments"].to_string();
                 let got = self.runtime.call(&loaded.compiled, &loaded.manifest, &name, &tool.local, &args);
+                // Numeric experts may give a relative tolerance for numbers.
+                let tolerance = vector.get("tolerance").and_then(Value::as_f64).unwrap_or(0.0);
                 match (got, vector.get("expected"), vector.get("error")) {
                     (Ok(text), Some(expected), _) => {
                         let value: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
-                        if &value != expected {
+                        if !close(&value, expected, tolerance) {
                             return Err(fail(index, local, format!("expected {expected}, got {value}")));
                         }
                     }
@@ -405,6 +407,24 @@ impl PluginHost {
             }
         }
         Ok(())
+    }
+}
+
+/// JSON equality, numbers within `tolerance` relative to the expected
+/// value (absolute below 1).
+fn close(got: &Value, expected: &Value, tolerance: f64) -> bool {
+    match (got, expected) {
+        (Value::Number(a), Value::Number(b)) => match (a.as_f64(), b.as_f64()) {
+            (Some(a), Some(b)) => (a - b).abs() <= tolerance * b.abs().max(1.0),
+            _ => a == b,
+        },
+        (Value::Array(a), Value::Array(b)) => {
+            a.len() == b.len() && a.iter().zip(b).all(|(a, b)| close(a, b, tolerance))
+        }
+        (Value::Object(a), Value::Object(b)) => {
+            a.len() == b.len() && a.iter().all(|(k, v)| b.get(k).is_some_and(|w| close(v, w, tolerance)))
+        }
+        _ => got == expected,
     }
 }
 

@@ -264,7 +264,17 @@ fn hot_reload_swaps_versions_under_load_and_holds_back_a_broken_one() {
 
 #[test]
 fn every_expert_loads_with_its_vectors_and_lp_solves_through_the_host() {
-    let (host, _dir) = host(&["calc", "lp"]);
+    let (host, _dir) = host(&["calc", "lp", "wireless"]);
+    // A 1 kHz tone sampled at 8 kHz: a quarter turn every two samples.
+    let samples: Vec<Value> = (0..64)
+        .map(|k| {
+            let phase = 2.0 * std::f64::consts::PI * 1000.0 * f64::from(k) / 8000.0;
+            json!([phase.cos(), phase.sin()])
+        })
+        .collect();
+    let out =
+        host.call_tool_blocking("wireless.doppler", &json!({"samples": samples, "sample_rate_hz": 8000})).unwrap();
+    assert!((out["doppler_hz"].as_f64().unwrap() - 1000.0).abs() < 1e-6, "{out}");
     let model = json!({
         "sense": "maximize", "objective": {"x": 5, "y": 4},
         "variables": {"x": {"lower": 0, "integer": true}, "y": {"lower": 0, "integer": true}},
