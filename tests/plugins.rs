@@ -72,8 +72,12 @@ fn tools_are_listed_and_called_over_http_and_the_cli() {
     assert!(info[0]["input_schema"]["properties"].is_object());
     let output = sandbox.run(&["plugins", "info", "calc.nothing"], &env);
     assert!(!output.status.success());
+    // The fixtures include a plugin the host refuses (a tool description
+    // over the limit): reload reports it and exits non-zero; the rest serve.
     let output = sandbox.run(&["plugins", "reload"], &env);
-    assert!(output.status.success() && stdout(&output).contains("loaded  calc 0.1.0"), "{output:?}");
+    let text = stdout(&output);
+    assert!(!output.status.success() && text.contains("loaded  calc 0.1.0"), "{output:?}");
+    assert!(text.contains("FAILED") && text.contains("description longer than 4096"), "{output:?}");
     let calc = support::plugins_dir().join("calc");
     let output = sandbox.run(&["plugins", "test", calc.to_str().unwrap()], &[]);
     assert!(output.status.success() && stdout(&output).starts_with("PASS  calc"), "{output:?}");
