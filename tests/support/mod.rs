@@ -119,6 +119,28 @@ impl Daemon {
         }
     }
 
+    /// Waits until the daemon's log contains `needle`, woken by inotify on
+    /// each write to it; fails the test after `limit`.
+    pub fn wait_for_log(&self, needle: &str, limit: Duration) {
+        use rustix::event::{PollFd, PollFlags, Timespec, poll};
+        use rustix::fs::inotify;
+        let watch = inotify::init(inotify::CreateFlags::CLOEXEC | inotify::CreateFlags::NONBLOCK).expect("inotify");
+        inotify::add_watch(&watch, &self.stderr_path, inotify::WatchFlags::MODIFY).expect("watch the log");
+        let deadline = Instant::now() + limit;
+        // Checked after the watch exists, so no write slips between.
+        while !self.stderr().contains(needle) {
+            let left = deadline.saturating_duration_since(Instant::now());
+            assert!(!left.is_zero(), "`{needle}` not logged within {limit:?}:\n{}", self.stderr());
+            let timeout = Timespec { tv_sec: left.as_secs() as i64, tv_nsec: i64::from(left.subsec_nanos()) };
+            let mut fds = [PollFd::new(&watch, PollFlags::IN)];
+            poll(&mut fds, Some(&timeout)).expect("poll");
+            // Drain the events; the content check above decides.
+            let mut buf = [std::mem::MaybeUninit::<u8>::uninit(); 4096];
+            let mut events = inotify::Reader::new(&watch, &mut buf);
+            while events.next().is_ok() {}
+        }
+    }
+
     pub fn signal(&self, signal: rustix::process::Signal) {
         let pid = rustix::process::Pid::from_child(&self.child);
         rustix::process::kill_process(pid, signal).expect("send signal");

@@ -9,7 +9,6 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, mpsc};
 use std::time::{Duration, SystemTime};
 
@@ -41,13 +40,14 @@ pub enum ReloadEvent {
 
 /// Stops the watcher when dropped.
 pub struct Watcher {
-    stop: Arc<AtomicBool>,
+    stop: Option<mpsc::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
 impl Drop for Watcher {
     fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
+        // Closing the channel wakes the thread at once.
+        drop(self.stop.take());
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
         }
@@ -102,9 +102,8 @@ impl PluginHost {
         interval: Duration,
         events: Option<mpsc::Sender<ReloadEvent>>,
     ) -> std::io::Result<Watcher> {
-        let stop = Arc::new(AtomicBool::new(false));
+        let (stop, halt) = mpsc::channel::<()>();
         let host = Arc::clone(self);
-        let halt = Arc::clone(&stop);
         let mut seen: BTreeMap<String, Fingerprint> =
             folders(&dir).into_iter().map(|(name, path)| (name, fingerprint(&path))).collect();
         // Folders missing at the last poll: removed only if still missing at
@@ -116,8 +115,8 @@ impl PluginHost {
                     let _ = events.send(event);
                 }
             };
-            while !halt.load(Ordering::Relaxed) {
-                std::thread::sleep(interval);
+            // Each round waits `interval` for a stop (the channel closing).
+            while let Err(mpsc::RecvTimeoutError::Timeout) = halt.recv_timeout(interval) {
                 let current = folders(&dir);
                 for (name, folder) in &current {
                     let print = fingerprint(folder);
@@ -148,6 +147,6 @@ impl PluginHost {
                 }
             }
         })?;
-        Ok(Watcher { stop, thread: Some(thread) })
+        Ok(Watcher { stop: Some(stop), thread: Some(thread) })
     }
 }
