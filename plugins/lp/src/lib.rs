@@ -6,11 +6,14 @@
 //! Model: `{"sense": "maximize"|"minimize", "objective": {"x": 3, ...},
 //! "constant": 0, "variables": {"x": {"lower": 0, "upper": 10, "integer":
 //! true}, ...}, "constraints": [{"name": "c1", "terms": {"x": 1}, "op":
-//! "<=", "rhs": 4}, ...]}`. The host's wall budget is the time limit.
+//! "<=", "rhs": 4}, ...]}`. The solver stops at `time_limit_ms` (default:
+//! three quarters of the call's wall budget) and returns the best feasible
+//! solution found so far with status `time_limit`.
 
 use std::collections::BTreeMap;
 
 use engram_plugin_sdk::{Context, Error, Plugin, Tool, Value, json};
+use good_lp::solvers::{SolutionStatus, WithTimeLimit};
 use good_lp::{Expression, ProblemVariables, ResolutionError, Solution, SolverModel, Variable, microlp, variable};
 use serde::Deserialize;
 
@@ -115,8 +118,8 @@ impl Model {
         self.constant + self.objective.iter().map(|(n, c)| c * values.get(n).copied().unwrap_or(0.0)).sum::<f64>()
     }
 
-    /// Solves; `Ok(None)` for infeasible, `Err` text for unbounded etc.
-    fn solve(&self) -> Result<Value, Error> {
+    /// Solves within `time_limit_ms`: the status, objective and values.
+    fn solve(&self, time_limit_ms: u64) -> Result<Value, Error> {
         let mut problem = ProblemVariables::new();
         let mut vars: BTreeMap<&str, Variable> = BTreeMap::new();
         for (name, v) in &self.variables {
@@ -140,7 +143,7 @@ impl Model {
             Sense::Maximize => problem.maximise(objective),
             Sense::Minimize => problem.minimise(objective),
         };
-        let mut model = unsolved.using(microlp);
+        let mut model = unsolved.using(microlp).with_time_limit(time_limit_ms as f64 / 1000.0);
         for c in &self.constraints {
             let lhs = linear(&c.terms);
             model = model.with(match c.op {
@@ -154,10 +157,20 @@ impl Model {
                 let values: BTreeMap<String, f64> =
                     vars.iter().map(|(n, v)| ((*n).to_owned(), clean(solution.value(*v)))).collect();
                 let objective = clean(self.objective_of(&values));
-                Ok(json!({"status": "optimal", "objective": objective, "values": values}))
+                let status = match solution.status() {
+                    SolutionStatus::TimeLimit => "time_limit",
+                    _ => "optimal",
+                };
+                Ok(json!({"status": status, "objective": objective, "values": values}))
             }
             Err(ResolutionError::Infeasible) => Ok(json!({"status": "infeasible"})),
             Err(ResolutionError::Unbounded) => Ok(json!({"status": "unbounded"})),
+            // microlp reports a deadline hit before any feasible point as `Other`.
+            Err(ResolutionError::Other(message)) if message.to_lowercase().contains("time limit") => {
+                Err(Error::failed(format!(
+                    "the time limit of {time_limit_ms} ms ran out before a feasible solution was found"
+                )))
+            }
             Err(other) => Err(Error::failed(format!("the solver failed: {other}"))),
         }
     }
@@ -208,24 +221,31 @@ impl Plugin for Lp {
             "required": ["sense", "variables"],
             "additionalProperties": false
         });
+        let limit = json!({
+            "type": "integer",
+            "minimum": 1,
+            "description": "Stop after this many milliseconds and return the best solution found \
+                            (default: three quarters of the call's budget)"
+        });
         vec![
             Tool::new(
                 "solve",
                 "Solves a linear or mixed-integer program: variables with bounds and integrality, linear \
                  constraints (<=, >=, =) and a linear objective to maximize or minimize. Returns the status \
-                 (optimal, infeasible, unbounded), the objective and the variables' values.",
+                 (optimal, infeasible, unbounded, or time_limit with the best solution found in time), the \
+                 objective and the variables' values.",
             )
             .title("LP/MILP solver")
             .input(json!({
                 "type": "object",
-                "properties": {"model": model.clone()},
+                "properties": {"model": model.clone(), "time_limit_ms": limit.clone()},
                 "required": ["model"],
                 "additionalProperties": false
             }))
             .output(json!({
                 "type": "object",
                 "properties": {
-                    "status": {"enum": ["optimal", "infeasible", "unbounded"]},
+                    "status": {"enum": ["optimal", "infeasible", "unbounded", "time_limit"]},
                     "objective": {"type": "number"},
                     "values": {"type": "object", "additionalProperties": {"type": "number"}}
                 },
@@ -242,7 +262,8 @@ impl Plugin for Lp {
                 "type": "object",
                 "properties": {
                     "model": model,
-                    "values": {"type": "object", "additionalProperties": {"type": "number"}}
+                    "values": {"type": "object", "additionalProperties": {"type": "number"}},
+                    "time_limit_ms": limit
                 },
                 "required": ["model", "values"],
                 "additionalProperties": false
@@ -251,17 +272,18 @@ impl Plugin for Lp {
         ]
     }
 
-    fn call(_: &Context, tool: &str, args: Value) -> Result<Value, Error> {
+    fn call(context: &Context, tool: &str, args: Value) -> Result<Value, Error> {
         let model = Model::parse(&args["model"])?;
+        let time_limit_ms = args["time_limit_ms"].as_u64().unwrap_or(context.budget_ms * 3 / 4).max(1);
         match tool {
-            "solve" => model.solve(),
-            "verify" => verify(&model, &args["values"]),
+            "solve" => model.solve(time_limit_ms),
+            "verify" => verify(&model, &args["values"], time_limit_ms),
             other => Err(Error::invalid(format!("no tool `{other}`"))),
         }
     }
 }
 
-fn verify(model: &Model, values: &Value) -> Result<Value, Error> {
+fn verify(model: &Model, values: &Value, time_limit_ms: u64) -> Result<Value, Error> {
     let values: BTreeMap<String, f64> =
         serde_json::from_value(values.clone()).map_err(|e| Error::invalid(format!("bad values: {e}")))?;
     let mut violations = Vec::new();
@@ -296,7 +318,7 @@ fn verify(model: &Model, values: &Value) -> Result<Value, Error> {
         }
     }
     let objective = clean(model.objective_of(&values));
-    let optimum = model.solve()?;
+    let optimum = model.solve(time_limit_ms)?;
     let gap = optimum["objective"].as_f64().map(|best| match model.sense {
         Sense::Maximize => clean(best - objective),
         Sense::Minimize => clean(objective - best),
@@ -312,3 +334,48 @@ fn verify(model: &Model, values: &Value) -> Result<Value, Error> {
 }
 
 engram_plugin_sdk::export_plugin!(Lp);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Picking at most 31/2 items of weight 2: the relaxation's bound (31)
+    /// stays one above every integer point (30), so proving optimality takes
+    /// branch and bound through about C(40, 20) nodes.
+    fn parity_knapsack() -> Model {
+        let names: Vec<String> = (0..40).map(|i| format!("x{i}")).collect();
+        let model = json!({
+            "sense": "max",
+            "objective": names.iter().map(|n| (n.clone(), 2.0)).collect::<BTreeMap<_, _>>(),
+            "variables": names.iter().map(|n| (n.clone(), json!({"lower": 0, "upper": 1, "integer": true}))).collect::<BTreeMap<_, _>>(),
+            "constraints": [{"terms": names.iter().map(|n| (n.clone(), 2.0)).collect::<BTreeMap<_, _>>(), "op": "<=", "rhs": 31}]
+        });
+        Model::parse(&model).expect("a valid model")
+    }
+
+    #[test]
+    fn the_solver_stops_at_its_time_limit_with_the_best_it_found() {
+        match parity_knapsack().solve(20) {
+            Ok(result) => {
+                assert_eq!(result["status"], "time_limit", "{result}");
+                assert!(result["objective"].as_f64().is_some_and(|o| o <= 30.0), "{result}");
+            }
+            Err(Error::Failed(message)) => assert!(message.contains("time limit"), "{message}"),
+            Err(other) => panic!("unexpected {other:?}"),
+        }
+    }
+
+    #[test]
+    fn small_programs_are_solved_to_optimality() {
+        let model = Model::parse(&json!({
+            "sense": "max",
+            "objective": {"x": 3, "y": 2},
+            "variables": {"x": {"lower": 0, "integer": true}, "y": {"lower": 0}},
+            "constraints": [{"terms": {"x": 1, "y": 1}, "op": "<=", "rhs": 4}, {"terms": {"x": 1}, "op": "<=", "rhs": 2.5}]
+        }))
+        .expect("a valid model");
+        let result = model.solve(1000).expect("solved");
+        assert_eq!(result["status"], "optimal");
+        assert_eq!(result["objective"], json!(10.0));
+    }
+}
