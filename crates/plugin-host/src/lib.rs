@@ -10,11 +10,18 @@
 //! go, bounded, to the log. Arguments and results are validated against
 //! the tools' JSON Schemas; budget overruns come back as structured errors.
 //!
+//! Capabilities beyond that — directories, outgoing HTTP through the host,
+//! recall from memory — are requested in the manifest and granted by the
+//! operator ([`grants`]); an upgrade that asks for more or changes a tool's
+//! description is held until approved again.
+//!
 //! Layout of a plugins directory: one folder per plugin holding
 //! `plugin.toml` ([`manifest`]), the component (`<id>.wasm`) and optional
 //! test vectors (`tests/*.json`) that must pass before the plugin loads.
 
+pub mod grants;
 pub mod manifest;
+mod net;
 mod runtime;
 mod watch;
 
@@ -25,10 +32,37 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 use serde_json::Value;
+use sha2::{Digest, Sha256};
 
+use grants::{Approval, Effective, FileGrant, Grant, Grants};
 pub use manifest::{Budgets, Capabilities, Manifest};
-use runtime::{Compiled, Runtime};
+use runtime::{Compiled, Runtime, Setup};
 pub use watch::{ReloadEvent, Watcher};
+
+/// Who a call runs for: recall from memory stays inside this scope.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Scope {
+    /// The tenant, if the daemon serves several.
+    pub tenant: Option<String>,
+    /// The conversation the call belongs to, if any.
+    pub conversation: Option<String>,
+}
+
+/// One remembered passage, as the memory layer returns it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Hit {
+    /// The passage.
+    pub text: String,
+    /// Relevance, 0 to 1.
+    pub score: f32,
+}
+
+/// The memory a plugin with the `memory` grant recalls from (the daemon's
+/// memory layer implements it).
+pub trait Recall: Send + Sync {
+    /// Up to `limit` passages relevant to `query`, within `scope` only.
+    fn recall(&self, scope: &Scope, query: &str, limit: u32) -> Result<Vec<Hit>, String>;
+}
 
 /// Longest published tool name (`<plugin>.<tool>`), MCP clients' common limit.
 pub const MAX_TOOL_NAME: usize = 48;
@@ -53,6 +87,18 @@ pub enum LoadError {
         path: PathBuf,
         /// What is wrong.
         message: String,
+    },
+    /// A new version asks for more than was approved, or changes a tool's
+    /// description: it waits for `engram plugins grant`; the approved
+    /// version (if loaded) serves on.
+    #[error("{id} {version} is held until approved (`engram plugins grant {id}`): it {}", reasons.join(", "))]
+    Held {
+        /// The plugin.
+        id: String,
+        /// The held version.
+        version: String,
+        /// What it asks for beyond the approval.
+        reasons: Vec<String>,
     },
     /// A test vector of the plugin failed.
     #[error("{}: test vector {index} ({tool}) failed: {message}", path.display())]
@@ -172,6 +218,58 @@ struct Loaded {
     sha256: String,
     compiled: Compiled,
     tools: BTreeMap<String, Tool>,
+    /// Each tool's digest, for approvals.
+    digests: BTreeMap<String, String>,
+    /// What it may use; replaced when grants change.
+    effective: RwLock<Arc<Effective>>,
+}
+
+impl Loaded {
+    fn effective(&self) -> Arc<Effective> {
+        Arc::clone(&self.effective.read().unwrap_or_else(|e| e.into_inner()))
+    }
+}
+
+/// A plugin as `engram plugins list` shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct PluginInfo {
+    /// Its id.
+    pub id: String,
+    /// The version serving (none if only a held version exists).
+    pub version: Option<String>,
+    /// The component's sha256.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sha256: Option<String>,
+    /// Its tools' published names.
+    pub tools: Vec<String>,
+    /// What its manifest requests.
+    pub requested: Capabilities,
+    /// What it holds: request ∩ grant.
+    pub granted: Vec<String>,
+    /// Requested but not granted.
+    pub missing: Vec<String>,
+    /// A newer version waiting for approval.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub held: Option<HeldVersion>,
+}
+
+/// A version waiting for the operator.
+#[derive(Debug, Clone, Serialize)]
+pub struct HeldVersion {
+    /// Its version.
+    pub version: String,
+    /// What it asks for beyond the approval.
+    pub reasons: Vec<String>,
+}
+
+/// A plugin folder read and described but not loaded: what an operator
+/// approves with `engram plugins grant`.
+#[derive(Debug, Clone)]
+pub struct Inspection {
+    /// Its manifest.
+    pub manifest: Manifest,
+    /// Each tool's digest.
+    pub digests: BTreeMap<String, String>,
 }
 
 struct Tool {
@@ -195,13 +293,167 @@ pub struct LoadReport {
 pub struct PluginHost {
     runtime: Runtime,
     plugins: RwLock<BTreeMap<String, Arc<Loaded>>>,
+    held: RwLock<BTreeMap<String, (Manifest, HeldVersion)>>,
+    grants: Grants,
+    recall: RwLock<Option<Arc<dyn Recall>>>,
 }
 
 impl PluginHost {
     /// A host caching compiled components in `cache_dir` (none: compile on
-    /// every load).
+    /// every load), with grants kept in memory (nothing granted).
     pub fn new(cache_dir: Option<PathBuf>) -> Result<Self, String> {
-        Ok(Self { runtime: Runtime::new(cache_dir)?, plugins: RwLock::new(BTreeMap::new()) })
+        Self::with_grants(cache_dir, Grants::in_memory())
+    }
+
+    /// A host whose plugins get what `grants` gives them.
+    pub fn with_grants(cache_dir: Option<PathBuf>, grants: Grants) -> Result<Self, String> {
+        Ok(Self {
+            runtime: Runtime::new(cache_dir)?,
+            plugins: RwLock::new(BTreeMap::new()),
+            held: RwLock::new(BTreeMap::new()),
+            grants,
+            recall: RwLock::new(None),
+        })
+    }
+
+    /// The grants in force.
+    pub fn grants(&self) -> &Grants {
+        &self.grants
+    }
+
+    /// Where plugins with the `memory` grant recall from.
+    pub fn set_recall(&self, recall: Arc<dyn Recall>) {
+        *self.recall.write().unwrap_or_else(|e| e.into_inner()) = Some(recall);
+    }
+
+    /// Rereads the grants (applying revocations to the loaded plugins at
+    /// once), then reloads every plugin in `dir`, held ones included. A bad
+    /// grants file is reported and the grants in force stay.
+    pub fn reload(&self, dir: &Path) -> LoadReport {
+        let mut failed = Vec::new();
+        if let Err(err) = self.grants.reload() {
+            tracing::warn!(error = %err, "grants not reloaded; the previous ones stay in force");
+            failed.push((self.grants.file().map(Path::to_path_buf).unwrap_or_default(), err));
+        }
+        self.refresh_grants();
+        let mut report = self.load_dir(dir);
+        report.failed.splice(0..0, failed);
+        report
+    }
+
+    /// Recomputes what each loaded plugin may use from the grants in force.
+    pub fn refresh_grants(&self) {
+        let plugins = self.plugins.read().unwrap_or_else(|e| e.into_inner());
+        for (id, loaded) in plugins.iter() {
+            let effective = Effective::of(&loaded.manifest.capabilities, &self.grants.get(id));
+            *loaded.effective.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(effective);
+        }
+    }
+
+    /// Every plugin, loaded or held, with its grants.
+    pub fn plugins(&self) -> Vec<PluginInfo> {
+        let plugins = self.plugins.read().unwrap_or_else(|e| e.into_inner());
+        let held = self.held.read().unwrap_or_else(|e| e.into_inner());
+        let mut out: BTreeMap<String, PluginInfo> = BTreeMap::new();
+        for (id, loaded) in plugins.iter() {
+            let effective = loaded.effective();
+            out.insert(
+                id.clone(),
+                PluginInfo {
+                    id: id.clone(),
+                    version: Some(loaded.manifest.version.clone()),
+                    sha256: Some(loaded.sha256.clone()),
+                    tools: loaded.tools.keys().cloned().collect(),
+                    requested: loaded.manifest.capabilities.clone(),
+                    granted: effective.granted(),
+                    missing: effective.missing.clone(),
+                    held: None,
+                },
+            );
+        }
+        for (id, (manifest, version)) in held.iter() {
+            let entry = out.entry(id.clone()).or_insert_with(|| {
+                let effective = Effective::of(&manifest.capabilities, &self.grants.get(id));
+                PluginInfo {
+                    id: id.clone(),
+                    version: None,
+                    sha256: None,
+                    tools: Vec::new(),
+                    requested: manifest.capabilities.clone(),
+                    granted: effective.granted(),
+                    missing: effective.missing,
+                    held: None,
+                }
+            });
+            entry.held = Some(version.clone());
+        }
+        out.into_values().collect()
+    }
+
+    /// Reads and describes the plugin in `folder` without loading it.
+    pub fn inspect(&self, folder: &Path) -> Result<Inspection, LoadError> {
+        let (manifest, _, _, _, digests) = self.prepare(folder)?;
+        Ok(Inspection { manifest, digests })
+    }
+
+    /// Approves the plugin in `folder` as it is now — its requested
+    /// capabilities and tool descriptions — and grants everything it
+    /// requests: each requested directory must be mapped in `dirs` (name →
+    /// absolute path). `http_private` lets its hosts be private addresses.
+    /// Saved in the grants; call [`PluginHost::reload`] to apply.
+    pub fn approve(
+        &self,
+        folder: &Path,
+        dirs: &BTreeMap<String, PathBuf>,
+        http_private: bool,
+    ) -> Result<Grant, String> {
+        let inspection = self.inspect(folder).map_err(|err| err.to_string())?;
+        let Inspection { manifest, digests } = inspection;
+        let request = &manifest.capabilities;
+        let mut files = BTreeMap::new();
+        for access in &request.files {
+            let path = dirs.get(&access.dir).ok_or_else(|| {
+                format!(
+                    "{} requests the directory `{}`: map it to a real one with `--dir {}=/absolute/path`",
+                    manifest.id, access.dir, access.dir
+                )
+            })?;
+            if !path.is_absolute() || !path.is_dir() {
+                return Err(format!("`{}` is not an absolute path to a directory", path.display()));
+            }
+            files.insert(access.dir.clone(), FileGrant { path: path.clone(), mode: access.mode });
+        }
+        if let Some(unknown) = dirs.keys().find(|name| !request.files.iter().any(|a| &a.dir == *name)) {
+            return Err(format!("{} requests no directory named `{unknown}`", manifest.id));
+        }
+        self.grants.update(&manifest.id, |grant| {
+            grant.memory = request.memory;
+            grant.http = request.http.clone();
+            grant.http_private = http_private;
+            grant.files = files;
+            grant.approved =
+                Some(Approval { version: manifest.version.clone(), request: request.clone(), tools: digests });
+            grant.clone()
+        })
+    }
+
+    /// Takes back plugin `id`'s grants (all of them, or only those named),
+    /// keeping its approval; saved, and applied to the loaded plugin now.
+    pub fn revoke(&self, id: &str, memory: bool, http: &[String], dirs: &[String]) -> Result<Grant, String> {
+        let everything = !memory && http.is_empty() && dirs.is_empty();
+        let grant = self.grants.update(id, |grant| {
+            if everything || memory {
+                grant.memory = false;
+            }
+            grant.http.retain(|host| !everything && !http.iter().any(|h| h.eq_ignore_ascii_case(host)));
+            if everything {
+                grant.http_private = false;
+            }
+            grant.files.retain(|name, _| !everything && !dirs.contains(name));
+            grant.clone()
+        })?;
+        self.refresh_grants();
+        Ok(grant)
     }
 
     /// Loads every plugin folder under `dir`; a bad one is reported and
@@ -232,10 +484,51 @@ impl PluginHost {
     }
 
     /// Loads (or replaces) the plugin in `folder`: compiles its component,
-    /// reads its tools, runs its test vectors in the sandbox, then swaps it
-    /// in. Calls in flight finish on the version they started with; a
+    /// reads its tools, checks them against its approval (a version asking
+    /// for more is held), runs its test vectors in the sandbox, then swaps
+    /// it in. Calls in flight finish on the version they started with; a
     /// version that fails never replaces a working one.
     pub fn load(&self, folder: &Path) -> Result<(String, String), LoadError> {
+        let (manifest, sha256, compiled, tools, digests) = self.prepare(folder)?;
+        let id = manifest.id.clone();
+        let grant = self.grants.get(&id);
+        if let Some(approval) = &grant.approved {
+            let reasons = approval.review(&manifest.capabilities, &digests);
+            if !reasons.is_empty() {
+                let version = manifest.version.clone();
+                let held = HeldVersion { version: version.clone(), reasons: reasons.clone() };
+                self.held.write().unwrap_or_else(|e| e.into_inner()).insert(id.clone(), (manifest, held));
+                return Err(LoadError::Held { id, version, reasons });
+            }
+        }
+        let effective = RwLock::new(Arc::new(Effective::of(&manifest.capabilities, &grant)));
+        let loaded = Loaded { manifest, sha256, compiled, tools, digests, effective };
+        self.run_vectors(folder, &loaded)?;
+        // First sight, or a version within its approval: this is now the
+        // approved state later versions are compared with.
+        let approval = Approval {
+            version: loaded.manifest.version.clone(),
+            request: loaded.manifest.capabilities.clone(),
+            tools: loaded.digests.clone(),
+        };
+        if grant.approved.as_ref() != Some(&approval)
+            && let Err(err) = self.grants.update(&id, |grant| grant.approved = Some(approval))
+        {
+            tracing::warn!(plugin = %id, error = %err, "cannot record the plugin's approval");
+        }
+        let key = (id, loaded.manifest.version.clone());
+        tracing::info!(plugin = %key.0, version = %key.1, tools = loaded.tools.len(), sha256 = %loaded.sha256, "plugin loaded");
+        self.held.write().unwrap_or_else(|e| e.into_inner()).remove(&key.0);
+        self.plugins.write().unwrap_or_else(|e| e.into_inner()).insert(key.0.clone(), Arc::new(loaded));
+        Ok(key)
+    }
+
+    /// Reads, compiles and describes the plugin in `folder`.
+    #[allow(clippy::type_complexity)]
+    fn prepare(
+        &self,
+        folder: &Path,
+    ) -> Result<(Manifest, String, Compiled, BTreeMap<String, Tool>, BTreeMap<String, String>), LoadError> {
         let manifest = Manifest::read(&folder.join("plugin.toml"))?;
         if folder.file_name().and_then(|n| n.to_str()) != Some(manifest.id.as_str()) {
             return Err(LoadError::Manifest {
@@ -256,16 +549,13 @@ impl PluginHost {
                 return Err(bad("two tools share a name".to_owned()));
             }
         }
-        let loaded = Loaded { manifest, sha256, compiled, tools };
-        self.run_vectors(folder, &loaded)?;
-        let key = (loaded.manifest.id.clone(), loaded.manifest.version.clone());
-        tracing::info!(plugin = %key.0, version = %key.1, tools = loaded.tools.len(), sha256 = %loaded.sha256, "plugin loaded");
-        self.plugins.write().unwrap_or_else(|e| e.into_inner()).insert(key.0.clone(), Arc::new(loaded));
-        Ok(key)
+        let digests = tools.iter().map(|(name, tool)| (name.clone(), digest(&tool.info))).collect();
+        Ok((manifest, sha256, compiled, tools, digests))
     }
 
     /// Unloads plugin `id`; calls in flight finish. Whether it was loaded.
     pub fn unload(&self, id: &str) -> bool {
+        self.held.write().unwrap_or_else(|e| e.into_inner()).remove(id);
         self.plugins.write().unwrap_or_else(|e| e.into_inner()).remove(id).is_some()
     }
 
@@ -279,6 +569,11 @@ impl PluginHost {
     /// the plugin answers or its wall budget ends. Run it off the async
     /// executor (see [`PluginHost::call_tool`]).
     pub fn call_tool_blocking(&self, name: &str, arguments: &Value) -> Result<Value, CallError> {
+        self.call_tool_blocking_in(&Scope::default(), name, arguments)
+    }
+
+    /// [`PluginHost::call_tool_blocking`] for a caller in `scope`.
+    pub fn call_tool_blocking_in(&self, scope: &Scope, name: &str, arguments: &Value) -> Result<Value, CallError> {
         let plugin = {
             let plugins = self.plugins.read().unwrap_or_else(|e| e.into_inner());
             name.split_once('.').and_then(|(id, _)| plugins.get(id).cloned())
@@ -293,7 +588,7 @@ impl PluginHost {
                 message: error.to_string(),
             });
         }
-        let text = self.runtime.call(&plugin.compiled, &plugin.manifest, name, &tool.local, &arguments.to_string())?;
+        let text = self.call_in(plugin, scope, name, &tool.local, &arguments.to_string())?;
         let output: Value = serde_json::from_str(&text).map_err(|err| CallError::InvalidOutput {
             tool: name.to_owned(),
             path: String::new(),
@@ -313,7 +608,21 @@ impl PluginHost {
     #[doc(hidden)]
     pub fn call_unchecked(&self, name: &str, arguments: &str) -> Result<String, CallError> {
         let (plugin, local) = self.find(name)?;
-        self.runtime.call(&plugin.compiled, &plugin.manifest, name, &local, arguments)
+        self.call_in(&plugin, &Scope::default(), name, &local, arguments)
+    }
+
+    fn call_in(
+        &self,
+        plugin: &Loaded,
+        scope: &Scope,
+        name: &str,
+        local: &str,
+        args: &str,
+    ) -> Result<String, CallError> {
+        let recall = self.recall.read().unwrap_or_else(|e| e.into_inner()).clone();
+        let effective = plugin.effective();
+        let setup = Setup { manifest: &plugin.manifest, effective: &effective, recall, scope };
+        self.runtime.call(&plugin.compiled, &setup, name, local, args)
     }
 
     /// `calls` calls on one instance, timed each (the engine's floor, for
@@ -321,7 +630,9 @@ impl PluginHost {
     #[doc(hidden)]
     pub fn warm_calls(&self, name: &str, arguments: &str, calls: usize) -> Result<Vec<Duration>, CallError> {
         let (plugin, local) = self.find(name)?;
-        self.runtime.warm_calls(&plugin.compiled, &plugin.manifest, name, &local, arguments, calls)
+        let effective = plugin.effective();
+        let setup = Setup { manifest: &plugin.manifest, effective: &effective, recall: None, scope: &Scope::default() };
+        self.runtime.warm_calls(&plugin.compiled, &setup, name, &local, arguments, calls)
     }
 
     fn find(&self, name: &str) -> Result<(Arc<Loaded>, String), CallError> {
@@ -336,6 +647,16 @@ impl PluginHost {
     /// tokio timeout a little past the wall budget as a second line of
     /// defence.
     pub async fn call_tool(self: &Arc<Self>, name: &str, arguments: Value) -> Result<Value, CallError> {
+        self.call_tool_in(Scope::default(), name, arguments).await
+    }
+
+    /// [`PluginHost::call_tool`] for a caller in `scope`.
+    pub async fn call_tool_in(
+        self: &Arc<Self>,
+        scope: Scope,
+        name: &str,
+        arguments: Value,
+    ) -> Result<Value, CallError> {
         let wall_ms = {
             let plugins = self.plugins.read().unwrap_or_else(|e| e.into_inner());
             name.split_once('.').and_then(|(id, _)| plugins.get(id).map(|p| p.manifest.budgets.wall_ms))
@@ -346,7 +667,7 @@ impl PluginHost {
         let host = Arc::clone(self);
         let tool = name.to_owned();
         let started = Instant::now();
-        let task = tokio::task::spawn_blocking(move || host.call_tool_blocking(&tool, &arguments));
+        let task = tokio::task::spawn_blocking(move || host.call_tool_blocking_in(&scope, &tool, &arguments));
         match tokio::time::timeout(Duration::from_millis(wall_ms + 250), task).await {
             Ok(Ok(result)) => result,
             Ok(Err(join)) => {
@@ -390,7 +711,7 @@ impl PluginHost {
                     return Err(fail(index, local, "no such tool".to_owned()));
                 };
                 let args = vector["arguments"].to_string();
-                let got = self.runtime.call(&loaded.compiled, &loaded.manifest, &name, &tool.local, &args);
+                let got = self.call_in(loaded, &Scope::default(), &name, &tool.local, &args);
                 // Numeric experts may give a relative tolerance for numbers.
                 let tolerance = vector.get("tolerance").and_then(Value::as_f64).unwrap_or(0.0);
                 match (got, vector.get("expected"), vector.get("error")) {
@@ -426,6 +747,14 @@ fn close(got: &Value, expected: &Value, tolerance: f64) -> bool {
         }
         _ => got == expected,
     }
+}
+
+/// A tool's digest: everything a model reads about it.
+fn digest(info: &ToolInfo) -> String {
+    let surface =
+        serde_json::json!([info.title, info.description, info.input_schema, info.output_schema, info.annotations]);
+    let hash = Sha256::digest(surface.to_string().as_bytes());
+    hash[..8].iter().map(|b| format!("{b:02x}")).collect()
 }
 
 fn tool_from_spec(manifest: &Manifest, spec: runtime::Spec) -> Result<Tool, String> {

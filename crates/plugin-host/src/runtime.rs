@@ -3,6 +3,7 @@
 
 use std::hash::{Hash, Hasher};
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
@@ -10,10 +11,11 @@ use wasmtime::component::{Component, HasSelf, Linker, ResourceTable};
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, ResourceLimiter, Store, Trap};
 use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
 use wasmtime_wasi::p2::{OutputStream, Pollable, StreamError};
-use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
+use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
-use crate::manifest::{Budgets, Manifest};
-use crate::{Annotations, CallError};
+use crate::grants::Effective;
+use crate::manifest::{Budgets, FileMode, Manifest};
+use crate::{Annotations, CallError, Recall, Scope, net};
 
 wasmtime::component::bindgen!({ path: "../../wit", world: "plugin" });
 
@@ -31,6 +33,16 @@ const LOG_LINES: usize = 64;
 const LOG_LINE: usize = 2048;
 /// Guest stack.
 const STACK: usize = 512 << 10;
+/// Most passages one recall may ask for.
+const RECALL_LIMIT: u32 = 64;
+
+/// Everything a call's sandbox is built from besides the component.
+pub(crate) struct Setup<'a> {
+    pub manifest: &'a Manifest,
+    pub effective: &'a Arc<Effective>,
+    pub recall: Option<Arc<dyn Recall>>,
+    pub scope: &'a Scope,
+}
 
 /// A tool as the plugin describes it.
 pub(crate) struct Spec {
@@ -134,31 +146,47 @@ impl Runtime {
         unsafe { Component::deserialize(&self.engine, &artifact) }.map_err(|err| format!("{err:#}"))
     }
 
-    fn store(&self, manifest: &Manifest, tool: &str) -> Store<State> {
+    fn store(&self, setup: &Setup<'_>, tool: &str) -> Result<Store<State>, CallError> {
+        let manifest = setup.manifest;
         let (stdout, stderr) = (Capture::default(), Capture::default());
-        // Deny by default: no arguments, environment, preopened directories
-        // or network; only bounded stdout/stderr.
-        let wasi = WasiCtxBuilder::new().stdout(stdout.clone()).stderr(stderr.clone()).build();
+        // Deny by default: no arguments, environment or network; only
+        // bounded stdout/stderr, and the directories the operator granted.
+        let mut wasi = WasiCtxBuilder::new();
+        wasi.stdout(stdout.clone()).stderr(stderr.clone());
+        for (guest, host, mode) in &setup.effective.files {
+            let perms = if *mode == FileMode::Write { FsPerms::ReadWrite } else { FsPerms::ReadOnly };
+            wasi.preopened_dir(host, guest, perms).map_err(|err| CallError::Crashed {
+                tool: tool.to_owned(),
+                message: format!("the granted directory {} cannot be opened: {err:#}", host.display()),
+            })?;
+        }
         let state = State {
-            wasi,
+            wasi: wasi.build(),
             table: ResourceTable::new(),
             limiter: Limiter { cap: (manifest.budgets.memory_mib << 20) as usize, denied: None },
             stdout,
             stderr,
             tool: tool.to_owned(),
             logged: 0,
+            effective: Arc::clone(setup.effective),
+            deadline: Instant::now() + Duration::from_millis(manifest.budgets.wall_ms),
+            usage: net::Usage::default(),
+            recall: setup.recall.clone(),
+            scope: setup.scope.clone(),
         };
         let mut store = Store::new(&self.engine, state);
         store.limiter(|state| &mut state.limiter);
         // Before instantiation: a component's start code runs then too.
         store.set_epoch_deadline(manifest.budgets.wall_ms);
         store.epoch_deadline_trap();
-        store
+        Ok(store)
     }
 
     /// The plugin's tool specs.
     pub(crate) fn describe(&self, compiled: &Compiled, manifest: &Manifest) -> Result<Vec<Spec>, String> {
-        let mut store = self.store(manifest, &format!("{}.describe", manifest.id));
+        // `describe` gets no capabilities at all.
+        let setup = Setup { manifest, effective: &Arc::default(), recall: None, scope: &Scope::default() };
+        let mut store = self.store(&setup, &format!("{}.describe", manifest.id)).map_err(|err| err.to_string())?;
         let started = Instant::now();
         let specs = compiled.pre.instantiate(&mut store).and_then(|plugin| plugin.call_describe(&mut store));
         store.data().flush_output();
@@ -185,16 +213,17 @@ impl Runtime {
     pub(crate) fn call(
         &self,
         compiled: &Compiled,
-        manifest: &Manifest,
+        setup: &Setup<'_>,
         name: &str,
         local: &str,
         arguments: &str,
     ) -> Result<String, CallError> {
-        let mut store = self.store(manifest, name);
+        let manifest = setup.manifest;
+        let mut store = self.store(setup, name)?;
         let started = Instant::now();
         let context = types::CallContext {
             request_id: format!("{:016x}", rand_id()),
-            tenant: None,
+            tenant: setup.scope.tenant.clone(),
             budget_ms: manifest.budgets.wall_ms,
         };
         let outcome = compiled
@@ -229,13 +258,14 @@ impl Runtime {
     pub(crate) fn warm_calls(
         &self,
         compiled: &Compiled,
-        manifest: &Manifest,
+        setup: &Setup<'_>,
         name: &str,
         local: &str,
         arguments: &str,
         calls: usize,
     ) -> Result<Vec<Duration>, CallError> {
-        let mut store = self.store(manifest, name);
+        let manifest = setup.manifest;
+        let mut store = self.store(setup, name)?;
         // A long deadline: this measures call overhead, not budgets.
         store.set_epoch_deadline(u64::MAX / 2);
         let started = Instant::now();
@@ -311,6 +341,14 @@ struct State {
     stderr: Capture,
     tool: String,
     logged: usize,
+    /// What the operator granted this plugin.
+    effective: Arc<Effective>,
+    /// When the wall budget ends (host calls must not outlive it).
+    deadline: Instant,
+    /// HTTP quotas used so far.
+    usage: net::Usage,
+    recall: Option<Arc<dyn Recall>>,
+    scope: Scope,
 }
 
 impl State {
@@ -462,13 +500,23 @@ impl progress::Host for State {
 }
 
 impl memory::Host for State {
-    fn recall(&mut self, _query: String, _limit: u32) -> Result<Vec<memory::Hit>, String> {
-        Err("this plugin has no `memory` grant".to_owned())
+    fn recall(&mut self, query: String, limit: u32) -> Result<Vec<memory::Hit>, String> {
+        if !self.effective.memory {
+            return Err("this plugin has no `memory` grant".to_owned());
+        }
+        let Some(recall) = &self.recall else {
+            return Err("this daemon has no memory to recall from".to_owned());
+        };
+        let hits = recall.recall(&self.scope, &query, limit.min(RECALL_LIMIT))?;
+        Ok(hits.into_iter().map(|hit| memory::Hit { text: hit.text, score: hit.score }).collect())
     }
 }
 
 impl http::Host for State {
     fn fetch(&mut self, request: http::Request) -> Result<http::Response, String> {
-        Err(format!("this plugin has no `http` grant for {}", request.url))
+        let request =
+            net::Request { method: request.method, url: request.url, headers: request.headers, body: request.body };
+        let response = net::fetch(&self.effective, &mut self.usage, request, self.deadline)?;
+        Ok(http::Response { status: response.status, headers: response.headers, body: response.body })
     }
 }

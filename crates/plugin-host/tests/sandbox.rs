@@ -1,11 +1,14 @@
 //! The plugin host against real components built from `plugins/` (by
 //! `scripts/build-plugins`): the calculator's vectors and schemas, and every
-//! hostile fixture stopped with a clear error while the host keeps serving.
+//! hostile fixture stopped with a clear error while the host keeps serving,
+//! grants, and upgrades held until approved.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
 
-use engram_plugin_host::{CallError, PluginHost};
+use engram_plugin_host::grants::Grants;
+use engram_plugin_host::{CallError, Hit, LoadError, PluginHost, Recall, Scope};
 use serde_json::{Value, json};
 
 /// Builds and installs the plugins (fixtures included) once per test binary.
@@ -288,4 +291,161 @@ fn every_expert_loads_with_its_vectors_and_lp_solves_through_the_host() {
         .call_tool_blocking("lp.solve", &json!({"model": {"sense": "sideways", "variables": {"x": {}}}}))
         .unwrap_err();
     assert!(matches!(err, CallError::InvalidArguments { .. }), "{err:?}");
+}
+
+/// A memory that answers with the caller's own scope, so the test can see
+/// recall stays inside it.
+struct ScopedNotes;
+
+impl Recall for ScopedNotes {
+    fn recall(&self, scope: &Scope, query: &str, limit: u32) -> Result<Vec<Hit>, String> {
+        let tenant = scope.tenant.as_deref().unwrap_or("nobody");
+        Ok((0..limit.min(2)).map(|i| Hit { text: format!("{tenant}: note {i} on {query}"), score: 0.9 }).collect())
+    }
+}
+
+/// An HTTP server on 127.0.0.1 answering every request with `pong`.
+fn pong_server() -> u16 {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            let mut request = Vec::new();
+            let mut buf = [0u8; 1024];
+            while !request.windows(4).any(|w| w == b"\r\n\r\n") {
+                match stream.read(&mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => request.extend_from_slice(&buf[..n]),
+                }
+            }
+            let _ = stream.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\nConnection: close\r\n\r\npong");
+        }
+    });
+    port
+}
+
+fn failed_with(result: Result<Value, CallError>, needle: &str) {
+    match result {
+        Err(CallError::ToolFailed { message, .. }) => assert!(message.contains(needle), "{message} lacks {needle}"),
+        other => panic!("expected a failure mentioning {needle}, got {other:?}"),
+    }
+}
+
+#[test]
+fn grants_open_directories_hosts_and_memory_and_nothing_works_without_them() {
+    let dir = plugins_dir(&["hostile"]);
+    let state = tempfile::tempdir().unwrap();
+    let grants = Grants::open(state.path().join("plugin-grants.toml")).unwrap();
+    let host = PluginHost::with_grants(None, grants).unwrap();
+    host.set_recall(Arc::new(ScopedNotes));
+    assert!(host.load_dir(dir.path()).failed.is_empty());
+    let port = pong_server();
+    let local = format!("http://127.0.0.1:{port}/ping");
+    let data = state.path().join("data");
+    std::fs::create_dir(&data).unwrap();
+    let call = |tool: &str, args: Value| host.call_tool_blocking(&format!("hostile.{tool}"), &args);
+
+    // Requested is not granted.
+    failed_with(call("write_file", json!({"path": "/data/out.txt", "text": "x"})), "");
+    failed_with(call("fetch", json!({"url": local})), "no `http` grant");
+    failed_with(call("recall", json!({"query": "q"})), "no `memory` grant");
+    let info = &host.plugins()[0];
+    assert_eq!(info.missing.len(), 6, "{info:?}");
+
+    host.approve(&dir.path().join("hostile"), &BTreeMap::from([("data".to_owned(), data.clone())]), false).unwrap();
+    assert!(host.reload(dir.path()).failed.is_empty());
+    assert_eq!(call("write_file", json!({"path": "/data/out.txt", "text": "granted"})).unwrap(), "written");
+    assert_eq!(std::fs::read_to_string(data.join("out.txt")).unwrap(), "granted");
+    assert_eq!(call("read_file", json!({"path": "/data/out.txt"})).unwrap(), "granted");
+    for escape in ["/data/../../../../etc/passwd", "/etc/passwd", "../etc/passwd"] {
+        failed_with(call("read_file", json!({"path": escape})), "");
+    }
+    // Granted hosts are still checked where they lead.
+    failed_with(call("fetch", json!({"url": local})), "loopback address");
+    failed_with(call("fetch", json!({"url": "http://169.254.169.254/latest/meta-data/"})), "metadata");
+    failed_with(call("fetch", json!({"url": "http://10.0.0.1/"})), "private address");
+    failed_with(call("fetch", json!({"url": "http://example.com/"})), "not granted");
+    failed_with(call("fetch", json!({"url": "file:///etc/passwd"})), "only http and https");
+    let scope = Scope { tenant: Some("acme".into()), conversation: None };
+    let hits = host.call_tool_blocking_in(&scope, "hostile.recall", &json!({"query": "q"})).unwrap();
+    assert_eq!(hits[0]["text"], "acme: note 0 on q");
+
+    // A service on this machine needs `http_private`; metadata never opens.
+    host.approve(&dir.path().join("hostile"), &BTreeMap::from([("data".to_owned(), data.clone())]), true).unwrap();
+    assert!(host.reload(dir.path()).failed.is_empty());
+    assert_eq!(call("fetch", json!({"url": local})).unwrap(), json!({"status": 200, "body": "pong"}));
+    let by_name = format!("http://localhost:{port}/");
+    assert_eq!(call("fetch", json!({"url": by_name})).unwrap()["body"], "pong");
+    failed_with(call("fetch", json!({"url": "http://169.254.169.254/"})), "metadata");
+    failed_with(call("fetch", json!({"url": local, "times": 17})), "request quota");
+
+    // Revoking applies at once, without a reload.
+    host.revoke("hostile", false, &[], &[]).unwrap();
+    failed_with(call("write_file", json!({"path": "/data/out.txt", "text": "x"})), "");
+    failed_with(call("fetch", json!({"url": local})), "no `http` grant");
+    failed_with(call("recall", json!({"query": "q"})), "no `memory` grant");
+    // ... and survives a restart: the file says so.
+    let text = std::fs::read_to_string(state.path().join("plugin-grants.toml")).unwrap();
+    assert!(text.contains("[hostile]") && text.contains("memory = false"), "{text}");
+}
+
+/// Replaces `calc`'s folder in `dir` by a copy whose plugin.toml has
+/// `capabilities` under `[capabilities]`, and whose component has `from`
+/// replaced by `to` (same length): a new version with a reworded tool
+/// description.
+fn upgrade_calc(dir: &Path, version: &str, capabilities: &str, reword: Option<(&str, &str)>) {
+    let stage = dir.join(".calc.stage");
+    let _ = std::fs::remove_dir_all(&stage);
+    copy_dir(&installed().join("calc"), &stage);
+    let path = stage.join("plugin.toml");
+    let text = std::fs::read_to_string(&path)
+        .unwrap()
+        .replace("version = \"0.1.0\"", &format!("version = \"{version}\""))
+        .replace("[capabilities]\n", &format!("[capabilities]\n{capabilities}\n"));
+    std::fs::write(&path, text).unwrap();
+    if let Some((from, to)) = reword {
+        assert_eq!(from.len(), to.len());
+        let wasm = stage.join("calc.wasm");
+        let mut bytes = std::fs::read(&wasm).unwrap();
+        let at = bytes.windows(from.len()).position(|w| w == from.as_bytes()).expect("the text is in the component");
+        bytes[at..at + to.len()].copy_from_slice(to.as_bytes());
+        std::fs::write(&wasm, bytes).unwrap();
+    }
+    let _ = std::fs::remove_dir_all(dir.join("calc"));
+    std::fs::rename(&stage, dir.join("calc")).unwrap();
+}
+
+#[test]
+fn an_upgrade_asking_for_more_or_rewording_a_tool_is_held_until_approved() {
+    let (host, dir) = host(&["calc"]);
+    let folder = dir.path().join("calc");
+    let version = || host.list_tools()[0].version.clone();
+
+    upgrade_calc(dir.path(), "0.2.0", "http = [\"api.example.com\"]", None);
+    match host.load(&folder) {
+        Err(LoadError::Held { version, reasons, .. }) => {
+            assert_eq!((version.as_str(), reasons), ("0.2.0", vec!["requests HTTP host `api.example.com`".to_owned()]));
+        }
+        other => panic!("a widening upgrade loaded: {other:?}"),
+    }
+    assert_eq!(version(), "0.1.0", "the approved version serves on");
+    let held = host.plugins()[0].held.clone().expect("listed as held");
+    assert_eq!(held.version, "0.2.0");
+    host.approve(&folder, &BTreeMap::new(), false).unwrap();
+    assert_eq!(host.load(&folder).unwrap().1, "0.2.0");
+    assert!(host.plugins()[0].held.is_none());
+    assert_eq!(host.plugins()[0].granted, ["http api.example.com"]);
+
+    // Same capabilities, a reworded description: a tool-poisoning upgrade.
+    let reword = ("with fractions instead", "with fractions INSTEAD");
+    upgrade_calc(dir.path(), "0.3.0", "http = [\"api.example.com\"]", Some(reword));
+    let err = host.load(&folder).unwrap_err();
+    assert!(err.to_string().contains("changes the description of `calc.evaluate`"), "{err}");
+    assert_eq!(version(), "0.2.0");
+    // Narrowing is never held.
+    upgrade_calc(dir.path(), "0.4.0", "", None);
+    assert_eq!(host.load(&folder).unwrap().1, "0.4.0");
+    assert!(host.plugins()[0].granted.is_empty(), "{:?}", host.plugins()[0]);
 }

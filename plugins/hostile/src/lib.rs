@@ -15,6 +15,9 @@ const TOOLS: &[(&str, &str)] = &[
     ("flood", "Returns a result of `bytes` bytes."),
     ("print", "Writes a lot to stdout and stderr, then returns."),
     ("echo", "Returns its arguments (a well-behaved control)."),
+    ("write_file", "Writes `text` to the file at `path`."),
+    ("fetch", "GETs `url` through the host's HTTP interface, `times` times (default 1)."),
+    ("recall", "Recalls passages about `query` from the caller's memory."),
 ];
 
 impl Plugin for Hostile {
@@ -58,6 +61,25 @@ impl Plugin for Hostile {
                 Ok(json!("printed"))
             }
             "echo" => Ok(args),
+            "write_file" => {
+                let path = args["path"].as_str().unwrap_or("/data/out.txt");
+                let text = args["text"].as_str().unwrap_or_default();
+                std::fs::write(path, text).map(|()| json!("written")).map_err(|e| Error::failed(e.to_string()))
+            }
+            "fetch" => {
+                let url = args["url"].as_str().unwrap_or("http://169.254.169.254/latest/meta-data/");
+                let mut last = Value::Null;
+                for _ in 0..args["times"].as_u64().unwrap_or(1) {
+                    let (status, body) = engram_plugin_sdk::fetch("GET", url, &[], &[]).map_err(Error::failed)?;
+                    last = json!({"status": status, "body": String::from_utf8_lossy(&body)});
+                }
+                Ok(last)
+            }
+            "recall" => {
+                let query = args["query"].as_str().unwrap_or_default();
+                let hits = engram_plugin_sdk::recall(query, 3).map_err(Error::failed)?;
+                Ok(json!(hits.into_iter().map(|(text, score)| json!({"text": text, "score": score})).collect::<Vec<_>>()))
+            }
             other => Err(Error::invalid(format!("no tool {other}"))),
         }
     }

@@ -1,0 +1,416 @@
+//! Grants: what the operator lets each plugin do, and which version of its
+//! requests and tool descriptions they approved.
+//!
+//! A manifest only *requests* capabilities; a plugin gets the intersection
+//! of its request and its grant. Grants live in one TOML file (by default
+//! `<data dir>/plugin-grants.toml`), one table per plugin id, that the
+//! operator edits by hand or with `engram plugins grant|revoke`; nothing a
+//! model says reaches it. The same table records the approval: the
+//! capabilities the plugin requested and a digest of each tool's
+//! description and schemas when it was approved (or first seen). A later
+//! version that requests more, or adds or changes a tool, is *held* — the
+//! approved version serves on — until the operator approves it again.
+//!
+//! ```toml
+//! [weather]
+//! memory = false
+//! http = ["api.weather.gov"]
+//! files = { cache = { path = "/srv/weather", mode = "write" } }
+//!
+//! [weather.approved]
+//! version = "0.2.0"
+//! request = { http = ["api.weather.gov"], files = [{ dir = "cache", mode = "write" }] }
+//! tools = { "weather.forecast" = "5d0c2b6a9e1f7a43" }
+//! ```
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::SystemTime;
+
+use serde::{Deserialize, Serialize};
+
+use crate::manifest::{Capabilities, FileMode};
+
+/// What the operator granted one plugin, and what they approved.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Grant {
+    /// Recall from the caller's memory.
+    #[serde(default)]
+    pub memory: bool,
+    /// Hosts (`name` or `name:port`) it may reach through the host's HTTP hook.
+    #[serde(default)]
+    pub http: Vec<String>,
+    /// Let granted hosts resolve to loopback or private addresses (a service
+    /// on this machine or network). Link-local and cloud metadata addresses
+    /// stay refused.
+    #[serde(default)]
+    pub http_private: bool,
+    /// HTTP requests one call may send.
+    #[serde(default = "Grant::default_http_requests")]
+    pub http_requests: u32,
+    /// Bytes one call may send and receive over HTTP, bodies together.
+    #[serde(default = "Grant::default_http_bytes")]
+    pub http_bytes: u64,
+    /// Directories, by the name the manifest requests them under.
+    #[serde(default)]
+    pub files: BTreeMap<String, FileGrant>,
+    /// The approved version: what it requested and its tools' digests.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approved: Option<Approval>,
+}
+
+impl Grant {
+    fn default_http_requests() -> u32 {
+        16
+    }
+
+    fn default_http_bytes() -> u64 {
+        4 << 20
+    }
+
+    /// A grant of nothing, with the default quotas.
+    pub fn none() -> Self {
+        Self { http_requests: Self::default_http_requests(), http_bytes: Self::default_http_bytes(), ..Self::default() }
+    }
+}
+
+/// A real directory behind a requested name.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileGrant {
+    /// The directory on this machine.
+    pub path: PathBuf,
+    /// `read` or `write`; the plugin gets the lesser of this and its request.
+    pub mode: FileMode,
+}
+
+/// A plugin version the operator approved (or that was first seen).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Approval {
+    /// The plugin's version.
+    pub version: String,
+    /// The capabilities it requested.
+    #[serde(default)]
+    pub request: Capabilities,
+    /// Each tool's digest (description, title, schemas, annotations).
+    #[serde(default)]
+    pub tools: BTreeMap<String, String>,
+}
+
+impl Approval {
+    /// Why a version requesting `request` with tools `tools` is not covered
+    /// by this approval; empty if it is.
+    pub fn review(&self, request: &Capabilities, tools: &BTreeMap<String, String>) -> Vec<String> {
+        let mut reasons = Vec::new();
+        if request.memory && !self.request.memory {
+            reasons.push("requests `memory`".to_owned());
+        }
+        for host in &request.http {
+            if !self.request.http.iter().any(|h| h.eq_ignore_ascii_case(host)) {
+                reasons.push(format!("requests HTTP host `{host}`"));
+            }
+        }
+        for access in &request.files {
+            let approved = self.request.files.iter().find(|a| a.dir == access.dir).map(|a| a.mode);
+            if approved.is_none_or(|mode| mode < access.mode) {
+                reasons.push(format!("requests directory `{}` ({})", access.dir, mode_name(access.mode)));
+            }
+        }
+        for (name, digest) in tools {
+            match self.tools.get(name) {
+                None => reasons.push(format!("adds tool `{name}`")),
+                Some(approved) if approved != digest => reasons.push(format!("changes the description of `{name}`")),
+                Some(_) => {}
+            }
+        }
+        reasons
+    }
+}
+
+/// The grants of every plugin: read from a file (or kept in memory), and
+/// written back whole, under a lock, when they change.
+pub struct Grants {
+    file: Option<PathBuf>,
+    state: Mutex<State>,
+}
+
+#[derive(Default)]
+struct State {
+    grants: BTreeMap<String, Grant>,
+    /// Length and mtime of the file as last read or written.
+    seen: Option<(u64, Option<SystemTime>)>,
+}
+
+const HEADER: &str = "\
+# Engram plugin grants: one table per plugin id. `engram plugins grant` and
+# `engram plugins revoke` edit this file; so may you (the daemon rereads it).
+# A plugin gets what its plugin.toml requests AND this file grants.
+";
+
+impl Grants {
+    /// Grants kept in memory only (tests, `engram plugins test`).
+    pub fn in_memory() -> Self {
+        Self { file: None, state: Mutex::new(State::default()) }
+    }
+
+    /// Grants in `file` (which need not exist yet).
+    pub fn open(file: PathBuf) -> Result<Self, String> {
+        let grants = Self { file: Some(file), state: Mutex::new(State::default()) };
+        grants.reload()?;
+        Ok(grants)
+    }
+
+    /// The file, if any.
+    pub fn file(&self) -> Option<&Path> {
+        self.file.as_deref()
+    }
+
+    /// Rereads the file. On error the grants in force stay as they were.
+    pub fn reload(&self) -> Result<(), String> {
+        let Some(file) = &self.file else { return Ok(()) };
+        let (grants, seen) = read(file)?;
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        *state = State { grants, seen };
+        Ok(())
+    }
+
+    /// Whether the file changed since it was last read or written here.
+    pub fn changed_on_disk(&self) -> bool {
+        let Some(file) = &self.file else { return false };
+        let state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        stamp(file) != state.seen
+    }
+
+    /// Plugin `id`'s grant (nothing granted if it has no table).
+    pub fn get(&self, id: &str) -> Grant {
+        let state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        state.grants.get(id).cloned().unwrap_or_else(Grant::none)
+    }
+
+    /// Every plugin's grant.
+    pub fn all(&self) -> BTreeMap<String, Grant> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner()).grants.clone()
+    }
+
+    /// Changes plugin `id`'s grant with `change` and saves the file: under
+    /// an exclusive lock, from the file's current content, replaced whole.
+    pub fn update<R>(&self, id: &str, change: impl FnOnce(&mut Grant) -> R) -> Result<R, String> {
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(file) = &self.file else {
+            return Ok(change(state.grants.entry(id.to_owned()).or_insert_with(Grant::none)));
+        };
+        let _lock = lock(file)?;
+        let (mut grants, _) = read(file)?;
+        let result = change(grants.entry(id.to_owned()).or_insert_with(Grant::none));
+        let text = toml::to_string(&grants).map_err(|err| format!("cannot encode the grants: {err}"))?;
+        let partial = file.with_extension(format!("toml.{}.partial", std::process::id()));
+        let written = File::create(&partial)
+            .and_then(|mut f| {
+                f.write_all(HEADER.as_bytes())?;
+                f.write_all(b"\n")?;
+                f.write_all(text.as_bytes())?;
+                f.sync_all()
+            })
+            .and_then(|()| std::fs::rename(&partial, file));
+        written.map_err(|err| format!("cannot write {}: {err}", file.display()))?;
+        *state = State { grants, seen: stamp(file) };
+        Ok(result)
+    }
+}
+
+fn stamp(file: &Path) -> Option<(u64, Option<SystemTime>)> {
+    std::fs::metadata(file).ok().map(|m| (m.len(), m.modified().ok()))
+}
+
+type Read = (BTreeMap<String, Grant>, Option<(u64, Option<SystemTime>)>);
+
+fn read(file: &Path) -> Result<Read, String> {
+    let seen = stamp(file);
+    let text = match std::fs::read_to_string(file) {
+        Ok(text) => text,
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok((BTreeMap::new(), None)),
+        Err(err) => return Err(format!("{}: cannot read: {err}", file.display())),
+    };
+    let grants: BTreeMap<String, Grant> = toml::from_str(&text).map_err(|err| format!("{}: {err}", file.display()))?;
+    for (id, grant) in &grants {
+        for (name, dir) in &grant.files {
+            if !dir.path.is_absolute() {
+                return Err(format!(
+                    "{}: `{id}.files.{name}.path` must be an absolute path, not `{}`",
+                    file.display(),
+                    dir.path.display()
+                ));
+            }
+        }
+    }
+    Ok((grants, seen))
+}
+
+/// An exclusive lock on `<file>.lock`, so the daemon and the CLI never
+/// interleave a read-modify-write.
+fn lock(file: &Path) -> Result<File, String> {
+    if let Some(parent) = file.parent() {
+        std::fs::create_dir_all(parent).map_err(|err| format!("cannot create {}: {err}", parent.display()))?;
+    }
+    let path = file.with_extension("toml.lock");
+    let handle = File::options()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|err| format!("cannot open {}: {err}", path.display()))?;
+    handle.lock().map_err(|err| format!("cannot lock {}: {err}", path.display()))?;
+    Ok(handle)
+}
+
+/// What one loaded version may use: its request ∩ its grant.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Effective {
+    /// (guest path, host path, mode).
+    pub files: Vec<(String, PathBuf, FileMode)>,
+    /// Hosts it may reach; empty: no HTTP.
+    pub http: Vec<String>,
+    pub http_private: bool,
+    pub http_requests: u32,
+    pub http_bytes: u64,
+    pub memory: bool,
+    /// Requested but not granted, for listings.
+    pub missing: Vec<String>,
+}
+
+impl Effective {
+    pub(crate) fn of(request: &Capabilities, grant: &Grant) -> Self {
+        let mut effective = Self {
+            http_private: grant.http_private,
+            http_requests: grant.http_requests,
+            http_bytes: grant.http_bytes,
+            memory: request.memory && grant.memory,
+            ..Self::default()
+        };
+        if request.memory && !grant.memory {
+            effective.missing.push("memory".to_owned());
+        }
+        for host in &request.http {
+            if grant.http.iter().any(|h| h.eq_ignore_ascii_case(host)) {
+                effective.http.push(host.to_ascii_lowercase());
+            } else {
+                effective.missing.push(format!("http {host}"));
+            }
+        }
+        for access in &request.files {
+            match grant.files.get(&access.dir) {
+                Some(dir) => {
+                    effective.files.push((format!("/{}", access.dir), dir.path.clone(), access.mode.min(dir.mode)))
+                }
+                None => effective.missing.push(format!("files {}", access.dir)),
+            }
+        }
+        effective
+    }
+
+    /// What it holds, for listings: `memory`, `http HOST`, `files NAME=PATH (mode)`.
+    pub(crate) fn granted(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        if self.memory {
+            out.push("memory".to_owned());
+        }
+        out.extend(self.http.iter().map(|h| format!("http {h}")));
+        out.extend(self.files.iter().map(|(guest, host, mode)| {
+            format!("files {}={} ({})", guest.trim_start_matches('/'), host.display(), mode_name(*mode))
+        }));
+        out
+    }
+}
+
+fn mode_name(mode: FileMode) -> &'static str {
+    match mode {
+        FileMode::Read => "read",
+        FileMode::Write => "write",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::manifest::FileAccess;
+
+    fn request(http: &[&str], memory: bool, files: &[(&str, FileMode)]) -> Capabilities {
+        Capabilities {
+            http: http.iter().map(|h| (*h).to_owned()).collect(),
+            memory,
+            files: files.iter().map(|(dir, mode)| FileAccess { dir: (*dir).to_owned(), mode: *mode }).collect(),
+        }
+    }
+
+    #[test]
+    fn a_plugin_gets_its_request_and_grant_intersected() {
+        let mut grant = Grant::none();
+        grant.http = vec!["API.example.com".into(), "other.org".into()];
+        grant.files.insert("data".into(), FileGrant { path: "/srv/data".into(), mode: FileMode::Read });
+        let effective =
+            Effective::of(&request(&["api.example.com", "x.io"], true, &[("data", FileMode::Write)]), &grant);
+        assert_eq!(effective.http, ["api.example.com"]);
+        assert!(!effective.memory);
+        assert_eq!(effective.files, [("/data".to_owned(), PathBuf::from("/srv/data"), FileMode::Read)]);
+        assert_eq!(effective.missing, ["memory", "http x.io"]);
+    }
+
+    #[test]
+    fn widening_and_new_descriptions_are_named() {
+        let approval = Approval {
+            version: "1.0.0".into(),
+            request: request(&["a.com"], false, &[("data", FileMode::Read)]),
+            tools: BTreeMap::from([("p.t".to_owned(), "aaaa".to_owned())]),
+        };
+        let same = BTreeMap::from([("p.t".to_owned(), "aaaa".to_owned())]);
+        assert!(approval.review(&request(&["A.com"], false, &[("data", FileMode::Read)]), &same).is_empty());
+        assert!(approval.review(&request(&[], false, &[]), &BTreeMap::new()).is_empty(), "narrowing is fine");
+        let changed = BTreeMap::from([("p.t".to_owned(), "bbbb".to_owned()), ("p.u".to_owned(), "cccc".to_owned())]);
+        let reasons = approval.review(&request(&["a.com", "b.com"], true, &[("data", FileMode::Write)]), &changed);
+        assert_eq!(
+            reasons,
+            [
+                "requests `memory`",
+                "requests HTTP host `b.com`",
+                "requests directory `data` (write)",
+                "changes the description of `p.t`",
+                "adds tool `p.u`"
+            ]
+        );
+    }
+
+    #[test]
+    fn the_file_round_trips_and_errors_name_the_file_and_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("plugin-grants.toml");
+        let grants = Grants::open(path.clone()).unwrap();
+        assert_eq!(grants.get("calc"), Grant::none());
+        grants
+            .update("calc", |g| {
+                g.memory = true;
+                g.files.insert("data".into(), FileGrant { path: "/srv".into(), mode: FileMode::Write });
+                g.approved = Some(Approval {
+                    version: "0.1.0".into(),
+                    request: request(&["a.com"], true, &[]),
+                    tools: BTreeMap::from([("calc.x".to_owned(), "00ff".to_owned())]),
+                });
+            })
+            .unwrap();
+        assert!(!grants.changed_on_disk(), "its own write is not a change");
+        let again = Grants::open(path.clone()).unwrap();
+        assert_eq!(again.get("calc"), grants.get("calc"));
+        std::fs::write(&path, "[calc]\nmemroy = true\n").unwrap();
+        assert!(grants.changed_on_disk());
+        let err = grants.reload().unwrap_err();
+        assert!(err.contains("plugin-grants.toml") && err.contains("memroy"), "{err}");
+        assert!(grants.get("calc").memory, "a bad file leaves the grants in force");
+        std::fs::write(&path, "[calc.files.data]\npath = \"rel\"\nmode = \"read\"\n").unwrap();
+        let err = grants.reload().unwrap_err();
+        assert!(err.contains("calc.files.data.path"), "{err}");
+    }
+}
