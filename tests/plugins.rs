@@ -132,3 +132,73 @@ fn a_plugin_dropped_into_the_directory_is_served_without_a_restart() {
     assert_eq!(reply.json()["result"]["value"], "9");
     drop(daemon);
 }
+
+/// Installs a copy of calc at `version` requesting `capabilities`, the way
+/// scripts/build-plugins does (staged hidden, renamed in).
+fn install_calc(plugins: &std::path::Path, version: &str, capabilities: &str) {
+    let stage = plugins.join(".calc.stage");
+    copy_dir(&support::plugins_dir().join("calc"), &stage);
+    let manifest = stage.join("plugin.toml");
+    let text = std::fs::read_to_string(&manifest)
+        .unwrap()
+        .replace("version = \"0.1.0\"", &format!("version = \"{version}\""))
+        .replace("[capabilities]\n", &format!("[capabilities]\n{capabilities}\n"));
+    std::fs::write(&manifest, text).unwrap();
+    let _ = std::fs::remove_dir_all(plugins.join("calc"));
+    std::fs::rename(&stage, plugins.join("calc")).unwrap();
+}
+
+#[test]
+fn an_upgrade_asking_for_more_is_held_until_the_operator_grants_it() {
+    let sandbox = Sandbox::new();
+    let plugins = sandbox.path().join("plugins");
+    std::fs::create_dir_all(&plugins).unwrap();
+    install_calc(&plugins, "0.1.0", "");
+    let env = [("ENGRAM_PLUGINS__DIR", plugins.to_str().unwrap())];
+    let mut daemon = sandbox.start(&env);
+    let socket = sandbox.socket();
+    let calc = || {
+        let plugins = get_unix(&socket, "/v1/plugins").json()["plugins"].clone();
+        plugins.as_array().unwrap().iter().find(|p| p["id"] == "calc").cloned().unwrap()
+    };
+    assert_eq!(calc()["version"], "0.1.0");
+
+    install_calc(&plugins, "0.2.0", "http = [\"api.example.com\"]");
+    daemon.wait_for_log("is held until approved", std::time::Duration::from_secs(30));
+    assert_eq!((calc()["version"].as_str(), calc()["held"]["version"].as_str()), (Some("0.1.0"), Some("0.2.0")));
+    let output = sandbox.run(&["plugins", "list"], &env);
+    let text = stdout(&output);
+    assert!(text.contains("calc 0.1.0") && text.contains("HELD 0.2.0") && text.contains("api.example.com"), "{text}");
+    let reply =
+        post_json(&socket, "/v1/plugins/call", &json!({"tool": "calc.evaluate", "arguments": {"expression": "1+1"}}));
+    assert_eq!(reply.json()["result"]["value"], "2", "the approved version serves on");
+
+    let output = sandbox.run(&["plugins", "grant", "calc"], &env);
+    assert!(output.status.success() && stdout(&output).contains("approved calc 0.2.0"), "{output:?}");
+    assert!(stdout(&output).contains("the running daemon applied it"), "{output:?}");
+    assert_eq!(
+        (calc()["version"].as_str(), calc()["granted"].clone()),
+        (Some("0.2.0"), json!(["http api.example.com"]))
+    );
+    assert!(calc()["held"].is_null());
+
+    let output = sandbox.run(&["plugins", "revoke", "calc", "--http", "api.example.com"], &env);
+    assert!(output.status.success(), "{output:?}");
+    assert_eq!((calc()["granted"].clone(), calc()["missing"].clone()), (json!([]), json!(["http api.example.com"])));
+
+    // The approval outlives the daemon: 0.2.0 loads at once after a restart.
+    daemon.signal(rustix::process::Signal::TERM);
+    daemon.wait_exit(std::time::Duration::from_secs(30));
+    let daemon = sandbox.start(&env);
+    assert_eq!(calc()["version"], "0.2.0");
+    drop(daemon);
+
+    // A grants file that does not parse stops the start, naming file and key.
+    let grants = sandbox.data_dir().join("plugin-grants.toml");
+    let text = std::fs::read_to_string(&grants).unwrap();
+    std::fs::write(&grants, text.replace("memory = false", "memroy = false")).unwrap();
+    let mut daemon = sandbox.spawn(&env);
+    assert!(!daemon.wait_exit(std::time::Duration::from_secs(30)).success());
+    let log = daemon.stderr();
+    assert!(log.contains("plugin-grants.toml") && log.contains("memroy"), "{log}");
+}

@@ -67,13 +67,20 @@ pub(crate) async fn call(State(state): State<AppState>, payload: Result<Json<Cal
     }
 }
 
-/// `POST /v1/plugins/reload`: rescans the plugins directory now.
+/// `GET /v1/plugins`: every plugin, loaded or held, with what it requests,
+/// holds and lacks.
+pub(crate) async fn list(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
+    Ok(Json(json!({ "plugins": host(&state)?.plugins() })))
+}
+
+/// `POST /v1/plugins/reload`: rereads the grants and rescans the plugins
+/// directory now.
 pub(crate) async fn reload(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
     let host = host(&state)?.clone();
     let Some(dir) = state.plugins_dir().map(std::path::Path::to_path_buf) else {
         return Err(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "plugins_unavailable", "no plugins directory"));
     };
-    let report = tokio::task::spawn_blocking(move || host.load_dir(&dir))
+    let report = tokio::task::spawn_blocking(move || host.reload(&dir))
         .await
         .map_err(|err| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", err.to_string()))?;
     let loaded: Vec<Value> = report.loaded.iter().map(|(id, version)| json!({"id": id, "version": version})).collect();

@@ -130,6 +130,7 @@ pub fn router(state: AppState, limits: HttpLimits, access: Access) -> Router {
         .route("/v1/models", get(openai::list_models))
         .route("/v1/embeddings", post(openai::embeddings))
         .route("/v1/chat/completions", post(openai::chat_completions))
+        .route("/v1/plugins", get(plugins::list))
         .route("/v1/plugins/tools", get(plugins::list_tools))
         .route("/v1/plugins/call", post(plugins::call))
         .route("/v1/plugins/reload", post(plugins::reload))

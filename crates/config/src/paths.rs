@@ -50,6 +50,8 @@ pub struct Paths {
     pub models_dir: PathBuf,
     /// The plugins directory (one folder per plugin).
     pub plugins_dir: PathBuf,
+    /// The plugins' grants and approvals.
+    pub grants_file: PathBuf,
     /// Where derived files are cached (e.g. requantized models).
     pub cache_dir: PathBuf,
     /// The embedding model folder (for a hub source, where it is downloaded).
@@ -135,6 +137,8 @@ impl Paths {
         let token_file = config.server.token_file.as_deref().map_or_else(|| data_dir.join("http.token"), expand);
         let models_dir = config.models.dir.as_deref().map_or_else(|| data_dir.join("models"), expand);
         let plugins_dir = config.plugins.dir.as_deref().map_or_else(|| data_dir.join("plugins"), expand);
+        let grants_file =
+            config.plugins.grants_file.as_deref().map_or_else(|| data_dir.join("plugin-grants.toml"), expand);
         let home = env.home.as_deref();
         let embedder = ModelSource::parse(&config.models.embedder.source, &models_dir, home).local_path(&models_dir);
         let llm = ModelSource::parse(&config.models.llm.source, &models_dir, home).local_path(&models_dir);
@@ -147,6 +151,7 @@ impl Paths {
             token_file,
             models_dir,
             plugins_dir,
+            grants_file,
             embedder,
             llm,
         })

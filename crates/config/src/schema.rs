@@ -139,6 +139,8 @@ pub struct Llm {
 pub struct Plugins {
     /// Plugins directory; `None` means `<data_dir>/plugins`.
     pub dir: Option<PathBuf>,
+    /// Grants and approvals; `None` means `<data_dir>/plugin-grants.toml`.
+    pub grants_file: Option<PathBuf>,
 }
 
 /// `[log]` section.
@@ -192,6 +194,7 @@ pub const KEYS: &[KeyDoc] = &[
     KeyDoc { key: "server.shutdown_grace_ms", expected: "an integer number of milliseconds, 0 to 600000" },
     KeyDoc { key: "models.dir", expected: "an absolute directory path (or one starting with `~/`)" },
     KeyDoc { key: "plugins.dir", expected: "an absolute directory path (or one starting with `~/`)" },
+    KeyDoc { key: "plugins.grants_file", expected: "an absolute file path (or one starting with `~/`)" },
     KeyDoc { key: "models.device", expected: "\"cpu\", \"cuda\" or \"cuda:N\"" },
     KeyDoc { key: "models.threads", expected: "an integer number of threads, 0 (one per core) to 1024" },
     KeyDoc {
@@ -244,6 +247,7 @@ impl Config {
             ("server.token_file", &self.server.token_file),
             ("models.dir", &self.models.dir),
             ("plugins.dir", &self.plugins.dir),
+            ("plugins.grants_file", &self.plugins.grants_file),
             ("models.llm.api_key_file", &self.models.llm.api_key_file),
         ] {
             if let Some(path) = path

@@ -264,6 +264,7 @@ fn print_paths(paths: &Paths, json: bool) {
         ("token_file", &paths.token_file),
         ("models_dir", &paths.models_dir),
         ("plugins_dir", &paths.plugins_dir),
+        ("grants_file", &paths.grants_file),
         ("cache_dir", &paths.cache_dir),
         ("embedder", &paths.embedder),
         ("llm", &paths.llm),

@@ -1,4 +1,5 @@
-//! `engram plugins …`: the running daemon's plugin tools, over its socket.
+//! `engram plugins …`: the running daemon's plugins and tools, over its
+//! socket; `grant`, `revoke` and `test` work on files and need no daemon.
 
 use std::process::ExitCode;
 
@@ -12,7 +13,8 @@ use serde_json::Value;
 /// What `engram plugins` does.
 #[derive(Debug, clap::Subcommand)]
 pub enum PluginsCommand {
-    /// List the loaded tools.
+    /// List the plugins (with what they hold, lack, and any version held
+    /// for approval) and their tools.
     List {
         /// Print the daemon's JSON.
         #[arg(long)]
@@ -23,8 +25,36 @@ pub enum PluginsCommand {
         /// A plugin id or a `<plugin>.<tool>` name.
         name: String,
     },
-    /// Make the daemon rescan its plugins directory now.
+    /// Make the daemon reread the grants and rescan its plugins directory now.
     Reload,
+    /// Approve plugin ID as it is now in the plugins directory — its
+    /// requested capabilities and tool descriptions — and grant what it
+    /// requests. A version held for asking more is released this way.
+    Grant {
+        /// The plugin's id.
+        id: String,
+        /// Map a directory the plugin requests to a real one: NAME=/absolute/path.
+        #[arg(long = "dir", value_name = "NAME=PATH")]
+        dirs: Vec<String>,
+        /// Let its hosts resolve to loopback or private addresses (a local
+        /// service). Link-local and cloud metadata addresses stay refused.
+        #[arg(long)]
+        http_private: bool,
+    },
+    /// Take back plugin ID's grants: all of them, or only those named.
+    Revoke {
+        /// The plugin's id.
+        id: String,
+        /// Only the `memory` grant.
+        #[arg(long)]
+        memory: bool,
+        /// Only this HTTP host (repeatable).
+        #[arg(long, value_name = "HOST")]
+        http: Vec<String>,
+        /// Only this directory (repeatable).
+        #[arg(long = "dir", value_name = "NAME")]
+        dirs: Vec<String>,
+    },
     /// Load plugin folders here, without a daemon, and run their test
     /// vectors in the sandbox; exits non-zero if any fails.
     Test {
@@ -45,23 +75,35 @@ pub enum PluginsCommand {
 
 /// Runs `engram plugins …` against the daemon on `paths.socket`.
 pub fn run(paths: &Paths, command: PluginsCommand) -> anyhow::Result<ExitCode> {
-    if let PluginsCommand::Test { folders } = &command {
-        return test(folders);
-    }
+    let command = match command {
+        PluginsCommand::Test { folders } => return test(&folders),
+        PluginsCommand::Grant { id, dirs, http_private } => return grant(paths, &id, &dirs, http_private),
+        PluginsCommand::Revoke { id, memory, http, dirs } => {
+            let grants =
+                engram_plugin_host::grants::Grants::open(paths.grants_file.clone()).map_err(anyhow::Error::msg)?;
+            let grant = grants.revoke(&id, memory, &http, &dirs).map_err(anyhow::Error::msg)?;
+            println!("{id} now holds: {}", describe_grant(&grant));
+            notify_daemon(paths);
+            return Ok(ExitCode::SUCCESS);
+        }
+        other => other,
+    };
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     runtime.block_on(async {
         match command {
             PluginsCommand::List { json } => {
-                let (status, body) = request(paths, "GET", "/v1/plugins/tools", None).await?;
-                anyhow::ensure!(status.is_success(), "the daemon answered {status}: {body}");
+                let (status, plugins) = request(paths, "GET", "/v1/plugins", None).await?;
+                anyhow::ensure!(status.is_success(), "the daemon answered {status}: {plugins}");
+                let (status, tools) = request(paths, "GET", "/v1/plugins/tools", None).await?;
+                anyhow::ensure!(status.is_success(), "the daemon answered {status}: {tools}");
                 if json {
-                    println!("{}", serde_json::to_string_pretty(&body)?);
-                } else {
-                    for tool in body["tools"].as_array().into_iter().flatten() {
-                        let name = tool["name"].as_str().unwrap_or_default();
-                        let description = tool["description"].as_str().unwrap_or_default();
-                        println!("{name:<28} {}", description.lines().next().unwrap_or_default());
-                    }
+                    let both = serde_json::json!({"plugins": plugins["plugins"], "tools": tools["tools"]});
+                    println!("{}", serde_json::to_string_pretty(&both)?);
+                    return Ok(ExitCode::SUCCESS);
+                }
+                let tools = tools["tools"].as_array().cloned().unwrap_or_default();
+                for plugin in plugins["plugins"].as_array().into_iter().flatten() {
+                    print_plugin(plugin, &tools);
                 }
                 Ok(ExitCode::SUCCESS)
             }
@@ -93,15 +135,15 @@ pub fn run(paths: &Paths, command: PluginsCommand) -> anyhow::Result<ExitCode> {
                 }
                 let failed = body["failed"].as_array().cloned().unwrap_or_default();
                 for failure in &failed {
-                    println!(
-                        "FAILED  {}: {}",
-                        failure["folder"].as_str().unwrap_or("?"),
-                        failure["error"].as_str().unwrap_or("?")
-                    );
+                    let error = failure["error"].as_str().unwrap_or("?");
+                    let label = if error.contains("is held until approved") { "HELD   " } else { "FAILED " };
+                    println!("{label} {}: {error}", failure["folder"].as_str().unwrap_or("?"));
                 }
                 Ok(if failed.is_empty() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
             }
-            PluginsCommand::Test { .. } => unreachable!("handled above"),
+            PluginsCommand::Test { .. } | PluginsCommand::Grant { .. } | PluginsCommand::Revoke { .. } => {
+                unreachable!("handled above")
+            }
             PluginsCommand::Call { tool, args } => {
                 let arguments: Value =
                     serde_json::from_str(&args).with_context(|| format!("ARGS is not JSON: {args}"))?;
@@ -117,6 +159,92 @@ pub fn run(paths: &Paths, command: PluginsCommand) -> anyhow::Result<ExitCode> {
             }
         }
     })
+}
+
+/// One plugin of `engram plugins list`: its version and grants, a held
+/// version if any, then its tools.
+fn print_plugin(plugin: &Value, tools: &[Value]) {
+    let id = plugin["id"].as_str().unwrap_or("?");
+    let list = |key: &str| -> Vec<String> {
+        plugin[key].as_array().into_iter().flatten().filter_map(Value::as_str).map(str::to_owned).collect()
+    };
+    let (granted, missing) = (list("granted"), list("missing"));
+    let mut line = format!("{id} {}", plugin["version"].as_str().unwrap_or("(not loaded)"));
+    if !granted.is_empty() {
+        line += &format!("  granted: {}", granted.join(", "));
+    }
+    if !missing.is_empty() {
+        line += &format!("  not granted: {}", missing.join(", "));
+    }
+    println!("{line}");
+    if let Some(held) = plugin.get("held").filter(|h| !h.is_null()) {
+        let reasons: Vec<&str> = held["reasons"].as_array().into_iter().flatten().filter_map(Value::as_str).collect();
+        println!(
+            "  HELD {} until approved (`engram plugins grant {id}`): it {}",
+            held["version"].as_str().unwrap_or("?"),
+            reasons.join(", ")
+        );
+    }
+    for tool in tools.iter().filter(|t| t["plugin"] == id) {
+        let name = tool["name"].as_str().unwrap_or_default();
+        let description = tool["description"].as_str().unwrap_or_default();
+        println!("  {name:<28} {}", description.lines().next().unwrap_or_default());
+    }
+}
+
+/// `engram plugins grant`: approves the plugin's folder as it is and grants
+/// what it requests, in the grants file; the daemon applies it.
+fn grant(paths: &Paths, id: &str, dirs: &[String], http_private: bool) -> anyhow::Result<ExitCode> {
+    let folder = paths.plugins_dir.join(id);
+    anyhow::ensure!(
+        folder.join("plugin.toml").is_file(),
+        "no plugin `{id}` in {} (install it with scripts/build-plugins or copy its folder there)",
+        paths.plugins_dir.display()
+    );
+    let mut mapped = std::collections::BTreeMap::new();
+    for dir in dirs {
+        let (name, path) = dir.split_once('=').with_context(|| format!("--dir {dir}: write NAME=/absolute/path"))?;
+        mapped.insert(name.to_owned(), std::path::PathBuf::from(path));
+    }
+    let grants = engram_plugin_host::grants::Grants::open(paths.grants_file.clone()).map_err(anyhow::Error::msg)?;
+    let host = engram_plugin_host::PluginHost::with_grants(Some(paths.cache_dir.join("plugins")), grants)
+        .map_err(anyhow::Error::msg)?;
+    let grant = host.approve(&folder, &mapped, http_private).map_err(anyhow::Error::msg)?;
+    let version = grant.approved.as_ref().map_or("?", |a| a.version.as_str());
+    println!("approved {id} {version}; it holds: {}", describe_grant(&grant));
+    notify_daemon(paths);
+    Ok(ExitCode::SUCCESS)
+}
+
+fn describe_grant(grant: &engram_plugin_host::grants::Grant) -> String {
+    let mut parts = Vec::new();
+    if grant.memory {
+        parts.push("memory".to_owned());
+    }
+    parts.extend(grant.http.iter().map(|host| format!("http {host}")));
+    if grant.http_private && !grant.http.is_empty() {
+        parts.push("(private addresses allowed)".to_owned());
+    }
+    parts.extend(grant.files.iter().map(|(name, dir)| {
+        format!("files {name}={} ({})", dir.path.display(), format!("{:?}", dir.mode).to_lowercase())
+    }));
+    if parts.is_empty() { "nothing".to_owned() } else { parts.join(", ") }
+}
+
+/// Asks a running daemon to apply changed grants now (its watcher would
+/// within a second anyway); says so when none runs.
+fn notify_daemon(paths: &Paths) {
+    let Ok(runtime) = tokio::runtime::Builder::new_current_thread().enable_all().build() else { return };
+    match runtime.block_on(request(paths, "POST", "/v1/plugins/reload", Some(serde_json::json!({})))) {
+        Ok((status, body)) if status.is_success() => {
+            for failure in body["failed"].as_array().into_iter().flatten() {
+                println!("note: {}", failure["error"].as_str().unwrap_or("?"));
+            }
+            println!("the running daemon applied it");
+        }
+        Ok((status, body)) => println!("the daemon answered {status}: {body}"),
+        Err(_) => println!("no daemon is running; it applies when one starts"),
+    }
 }
 
 /// `engram plugins test`: each folder loaded into a private host, which

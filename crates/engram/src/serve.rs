@@ -176,13 +176,16 @@ impl DataDirLock {
     }
 }
 
-/// Starts the plugin host and loads every plugin in the plugins directory
-/// (compiled components are cached under the cache dir); a plugin that does
-/// not load is reported and skipped.
+/// Starts the plugin host with the operator's grants and loads every plugin
+/// in the plugins directory (compiled components are cached under the cache
+/// dir); a plugin that does not load is reported and skipped. A grants file
+/// that does not parse stops the start: running with no grants would
+/// silently break the plugins that need them.
 async fn load_plugins(paths: &Paths) -> anyhow::Result<std::sync::Arc<engram_plugin_host::PluginHost>> {
     let (dir, cache) = (paths.plugins_dir.clone(), paths.cache_dir.join("plugins"));
+    let grants = engram_plugin_host::grants::Grants::open(paths.grants_file.clone()).map_err(anyhow::Error::msg)?;
     tokio::task::spawn_blocking(move || {
-        let host = engram_plugin_host::PluginHost::new(Some(cache)).map_err(anyhow::Error::msg)?;
+        let host = engram_plugin_host::PluginHost::with_grants(Some(cache), grants).map_err(anyhow::Error::msg)?;
         let report = host.load_dir(&dir);
         for (id, version) in &report.loaded {
             tracing::info!(plugin = %id, %version, "plugin ready");

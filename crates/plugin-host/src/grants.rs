@@ -170,12 +170,19 @@ impl Grants {
         self.file.as_deref()
     }
 
-    /// Rereads the file. On error the grants in force stay as they were.
+    /// Rereads the file. On error the grants in force stay as they were
+    /// (and this version of the file counts as seen).
     pub fn reload(&self) -> Result<(), String> {
         let Some(file) = &self.file else { return Ok(()) };
-        let (grants, seen) = read(file)?;
+        let read = read(file);
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        *state = State { grants, seen };
+        match read {
+            Ok((grants, seen)) => *state = State { grants, seen },
+            Err(err) => {
+                state.seen = stamp(file);
+                return Err(err);
+            }
+        }
         Ok(())
     }
 
@@ -220,6 +227,25 @@ impl Grants {
         written.map_err(|err| format!("cannot write {}: {err}", file.display()))?;
         *state = State { grants, seen: stamp(file) };
         Ok(result)
+    }
+}
+
+impl Grants {
+    /// Takes back plugin `id`'s grants — all of them, or only `memory`, the
+    /// hosts in `http` and the directories in `dirs` — keeping its approval.
+    pub fn revoke(&self, id: &str, memory: bool, http: &[String], dirs: &[String]) -> Result<Grant, String> {
+        let everything = !memory && http.is_empty() && dirs.is_empty();
+        self.update(id, |grant| {
+            if everything || memory {
+                grant.memory = false;
+            }
+            grant.http.retain(|host| !everything && !http.iter().any(|h| h.eq_ignore_ascii_case(host)));
+            if everything {
+                grant.http_private = false;
+            }
+            grant.files.retain(|name, _| !everything && !dirs.contains(name));
+            grant.clone()
+        })
     }
 }
 

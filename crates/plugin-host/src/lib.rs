@@ -440,18 +440,7 @@ impl PluginHost {
     /// Takes back plugin `id`'s grants (all of them, or only those named),
     /// keeping its approval; saved, and applied to the loaded plugin now.
     pub fn revoke(&self, id: &str, memory: bool, http: &[String], dirs: &[String]) -> Result<Grant, String> {
-        let everything = !memory && http.is_empty() && dirs.is_empty();
-        let grant = self.grants.update(id, |grant| {
-            if everything || memory {
-                grant.memory = false;
-            }
-            grant.http.retain(|host| !everything && !http.iter().any(|h| h.eq_ignore_ascii_case(host)));
-            if everything {
-                grant.http_private = false;
-            }
-            grant.files.retain(|name, _| !everything && !dirs.contains(name));
-            grant.clone()
-        })?;
+        let grant = self.grants.revoke(id, memory, http, dirs)?;
         self.refresh_grants();
         Ok(grant)
     }

@@ -5,7 +5,8 @@
 //! files per plugin. A changed folder is loaded like at start — compiled,
 //! described, its test vectors run — and swapped in only if all of that
 //! succeeds; calls in flight finish on the version they started with. A
-//! folder that disappears unloads its plugin.
+//! folder that disappears unloads its plugin. When the grants file changes,
+//! revocations apply at once and every plugin is reviewed again.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -117,6 +118,18 @@ impl PluginHost {
             };
             // Each round waits `interval` for a stop (the channel closing).
             while let Err(mpsc::RecvTimeoutError::Timeout) = halt.recv_timeout(interval) {
+                if host.grants().changed_on_disk() {
+                    match host.grants().reload() {
+                        Ok(()) => {
+                            // Revocations apply at once; every plugin is
+                            // then reviewed again (held ones may now load).
+                            tracing::info!("plugin grants changed");
+                            host.refresh_grants();
+                            seen.clear();
+                        }
+                        Err(err) => tracing::warn!(error = %err, "plugin grants not reloaded; the previous ones stay"),
+                    }
+                }
                 let current = folders(&dir);
                 for (name, folder) in &current {
                     let print = fingerprint(folder);
