@@ -67,13 +67,21 @@ fn kib(field: &str) -> u64 {
 pub fn plugins(args: &PluginsBenchArgs) -> anyhow::Result<()> {
     let dir: PathBuf = std::env::temp_dir().join(format!("engram-bench-plugins-{}", std::process::id()));
     install(&dir)?;
-    // The runaway series uses its own, shorter wall budget.
-    let manifest = dir.join("hostile/plugin.toml");
-    let text = std::fs::read_to_string(&manifest)?;
-    std::fs::write(&manifest, text.replace("wall_ms = 200", &format!("wall_ms = {}", args.runaway_budget_ms)))?;
+    // The runaway series uses its own, shorter wall budget: a copy of the
+    // hostile fixture under the id `runaway`.
+    let runaway = dir.join("runaway");
+    std::fs::create_dir_all(&runaway)?;
+    std::fs::copy(dir.join("hostile/hostile.wasm"), runaway.join("runaway.wasm"))?;
+    let text = std::fs::read_to_string(dir.join("hostile/plugin.toml"))?
+        .replace("id = \"hostile\"", "id = \"runaway\"")
+        .replace("wall_ms = 200", &format!("wall_ms = {}", args.runaway_budget_ms));
+    std::fs::write(runaway.join("plugin.toml"), text)?;
     let host = Arc::new(PluginHost::new(None).map_err(anyhow::Error::msg)?);
     let report = host.load_dir(&dir);
-    anyhow::ensure!(report.failed.is_empty(), "plugins failed to load: {:?}", report.failed);
+    // The one fixture the host must refuse at load: a tool description over the limit.
+    let (refused, failed): (Vec<_>, Vec<_>) =
+        report.failed.iter().partition(|(folder, _)| folder.ends_with("hostile-long"));
+    anyhow::ensure!(failed.is_empty(), "plugins failed to load: {failed:?}");
 
     println!("plugin host: {} calls per series, 2 cores", args.calls);
     println!("{:<44} {:>9} {:>9} {:>9}   bar", "series (µs)", "p50", "p99", "max");
@@ -125,7 +133,7 @@ pub fn plugins(args: &PluginsBenchArgs) -> anyhow::Result<()> {
     let mut overshoot = Vec::with_capacity(args.runaways);
     for _ in 0..args.runaways {
         let started = Instant::now();
-        match host.call_unchecked("hostile.spin", noop) {
+        match host.call_unchecked("runaway.spin", noop) {
             Err(CallError::Budget { .. }) => {}
             other => anyhow::bail!("the runaway loop was not stopped by its budget: {other:?}"),
         }
@@ -145,12 +153,12 @@ pub fn plugins(args: &PluginsBenchArgs) -> anyhow::Result<()> {
     let trapped = matches!(&result, Err(CallError::Budget { budget, .. }) if budget == "memory_mib");
     println!(
         "memory bomb: {} at the 16 MiB cap; peak host RSS growth {:.1} MiB (bar: <= 18 MiB)",
-        if trapped { "trapped" } else { "NOT trapped" },
+        if trapped { "trapped".to_owned() } else { format!("NOT trapped ({result:?})") },
         growth as f64 / 1024.0
     );
 
     // The hostile suite: every attack must fail cleanly.
-    let attacks: [(&str, &str); 9] = [
+    let attacks: [(&str, &str); 13] = [
         ("spin", "{}"),
         ("allocate", "{}"),
         ("recurse", "{}"),
@@ -160,6 +168,11 @@ pub fn plugins(args: &PluginsBenchArgs) -> anyhow::Result<()> {
         ("connect", r#"{"address": "127.0.0.1:22"}"#),
         ("connect", r#"{"address": "169.254.169.254:80"}"#),
         ("flood", r#"{"bytes": 6000000}"#),
+        // Requested in its manifest, never granted here.
+        ("write_file", r#"{"path": "/data/x", "text": "x"}"#),
+        ("fetch", r#"{"url": "http://169.254.169.254/latest/meta-data/"}"#),
+        ("fetch", r#"{"url": "http://127.0.0.1:22/"}"#),
+        ("recall", r#"{"query": "secrets"}"#),
     ];
     let mut blocked = 0;
     for (tool, arguments) in attacks {
@@ -174,8 +187,13 @@ pub fn plugins(args: &PluginsBenchArgs) -> anyhow::Result<()> {
             println!("NOT BLOCKED: hostile.{tool} {arguments}: {outcome:?}");
         }
     }
+    if refused.len() == 1 {
+        blocked += 1;
+    } else {
+        println!("NOT BLOCKED: hostile-long (a tool description over the limit) loaded");
+    }
     let alive = host.call_unchecked("hostile.echo", r#"{"alive": true}"#).is_ok();
-    println!("hostile suite: {blocked}/{} blocked; host still serving: {alive}", attacks.len());
+    println!("hostile suite: {blocked}/{} blocked; host still serving: {alive}", attacks.len() + 1);
     let _ = std::fs::remove_dir_all(&dir);
     Ok(())
 }

@@ -449,3 +449,23 @@ fn an_upgrade_asking_for_more_or_rewording_a_tool_is_held_until_approved() {
     assert_eq!(host.load(&folder).unwrap().1, "0.4.0");
     assert!(host.plugins()[0].granted.is_empty(), "{:?}", host.plugins()[0]);
 }
+
+#[test]
+fn the_template_written_with_attributes_publishes_derived_schemas() {
+    let (host, _dir) = host(&["template"]);
+    let tools = host.list_tools();
+    let greet = &tools[0];
+    assert_eq!((greet.name.as_str(), greet.description.as_str()), ("template.greet", "Greets someone by name."));
+    assert!(greet.annotations.read_only && greet.annotations.idempotent && !greet.annotations.open_world);
+    let name = &greet.input_schema["properties"]["name"];
+    assert_eq!((name["type"].as_str(), name["minLength"].as_u64()), (Some("string"), Some(1)), "{name}");
+    assert_eq!(name["description"], "Who to greet.", "{}", greet.input_schema);
+    assert_eq!(greet.input_schema["additionalProperties"], false);
+    assert_eq!(greet.output_schema.as_ref().unwrap()["required"], json!(["greeting"]));
+    let out = host.call_tool_blocking("template.greet", &json!({"name": "Ada"})).unwrap();
+    assert_eq!(out, json!({"greeting": "Hello, Ada!"}));
+    let err = host.call_tool_blocking("template.greet", &json!({"name": "Ada", "shout": true})).unwrap_err();
+    assert!(matches!(err, CallError::InvalidArguments { .. }), "{err:?}");
+    let err = host.call_tool_blocking("template.greet", &json!({"name": " "})).unwrap_err();
+    assert!(matches!(&err, CallError::ToolFailed { kind, .. } if kind == "invalid_arguments"), "{err:?}");
+}

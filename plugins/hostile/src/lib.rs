@@ -78,7 +78,9 @@ impl Plugin for Hostile {
             "recall" => {
                 let query = args["query"].as_str().unwrap_or_default();
                 let hits = engram_plugin_sdk::recall(query, 3).map_err(Error::failed)?;
-                Ok(json!(hits.into_iter().map(|(text, score)| json!({"text": text, "score": score})).collect::<Vec<_>>()))
+                Ok(json!(
+                    hits.into_iter().map(|(text, score)| json!({"text": text, "score": score})).collect::<Vec<_>>()
+                ))
             }
             other => Err(Error::invalid(format!("no tool {other}"))),
         }

@@ -1,10 +1,43 @@
 //! Write Engram plugins in Rust.
 //!
-//! A plugin is a type implementing [`Plugin`]: the tools it offers and how to
-//! call them, with JSON in and out. [`export_plugin!`] turns it into the
-//! WebAssembly component Engram loads (`cargo build --release --target
-//! wasm32-wasip2`). Host services — [`log`], [`progress`] and, when the
-//! operator granted them, [`recall`] and [`fetch`] — are plain functions.
+//! A plugin is a type with a few attributes: [`macro@plugin`] on an `impl`
+//! block makes each function marked `#[tool]` a tool — its doc comment the
+//! description, its argument and result types (deriving `JsonSchema`) the
+//! schemas — and exports the WebAssembly component Engram loads (`cargo
+//! build --release --target wasm32-wasip2`). Host services — [`log`],
+//! [`progress`] and, when the operator granted them, [`recall`] and
+//! [`fetch`] — are plain functions.
+//!
+//! ```ignore
+//! use engram_plugin_sdk::{Error, plugin};
+//! use schemars::JsonSchema;
+//! use serde::{Deserialize, Serialize};
+//!
+//! #[derive(Deserialize, JsonSchema)]
+//! struct GreetArgs {
+//!     /// Who to greet.
+//!     name: String,
+//! }
+//!
+//! #[derive(Serialize, JsonSchema)]
+//! struct Greeting {
+//!     greeting: String,
+//! }
+//!
+//! struct Greeter;
+//!
+//! #[plugin]
+//! impl Greeter {
+//!     /// Greets someone by name.
+//!     #[tool(read_only)]
+//!     fn greet(args: GreetArgs) -> Result<Greeting, Error> {
+//!         Ok(Greeting { greeting: format!("Hello, {}!", args.name) })
+//!     }
+//! }
+//! ```
+//!
+//! Or, by hand (schemas as JSON, any logic for dispatch), implement
+//! [`Plugin`] and call [`export_plugin!`]:
 //!
 //! ```ignore
 //! use engram_plugin_sdk::{Context, Error, Plugin, Tool, Value, json};
@@ -26,6 +59,7 @@
 //! engram_plugin_sdk::export_plugin!(Greeter);
 //! ```
 
+pub use engram_plugin_sdk_macros::plugin;
 pub use serde_json::{self, Value, json};
 
 /// The generated bindings of `wit/plugin.wit` (used by [`export_plugin!`]).
@@ -165,6 +199,40 @@ pub trait Plugin {
     /// Runs `tool` (one of [`Plugin::tools`]) with `arguments`, already
     /// validated against its input schema.
     fn call(context: &Context, tool: &str, arguments: Value) -> Result<Value, Error>;
+
+    /// Whether `name` is one of its tools (by default, looked up in
+    /// [`Plugin::tools`]; [`macro@plugin`] answers without building them).
+    fn has_tool(name: &str) -> bool {
+        // Tool names, computed once per instance (the specs build JSON
+        // schemas). One plugin per component, so one `Self` shares this.
+        static NAMES: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
+        NAMES.get_or_init(|| Self::tools().into_iter().map(|t| t.name).collect()).iter().any(|n| n == name)
+    }
+}
+
+/// The JSON Schema of `T` as a tool schema: draft 2020-12, subschemas
+/// inlined (clients read it whole).
+#[doc(hidden)]
+pub fn __schema_for<T: schemars::JsonSchema>() -> Value {
+    let settings = schemars::generate::SchemaSettings::draft2020_12().with(|s| s.inline_subschemas = true);
+    let mut schema = settings.into_generator().into_root_schema_for::<T>().to_value();
+    if let Some(object) = schema.as_object_mut() {
+        object.remove("$schema");
+    }
+    schema
+}
+
+/// Arguments as the tool's type; the host checked them against its schema,
+/// so a failure here names what the schema could not say.
+#[doc(hidden)]
+pub fn __parse_args<T: serde::de::DeserializeOwned>(arguments: Value) -> Result<T, Error> {
+    serde_json::from_value(arguments).map_err(|err| Error::invalid(err.to_string()))
+}
+
+/// A tool's result as JSON.
+#[doc(hidden)]
+pub fn __to_output<T: serde::Serialize>(output: &T) -> Result<Value, Error> {
+    serde_json::to_value(output).map_err(|err| Error::failed(format!("the result is not JSON: {err}")))
 }
 
 /// Writes to the daemon's log, tagged with the plugin and call.
@@ -221,11 +289,7 @@ pub fn __call<P: Plugin>(
     tool: String,
     arguments: String,
 ) -> Result<types::CallResult, types::ToolError> {
-    // Tool names, computed once per instance (the specs build JSON schemas).
-    // One plugin per component, so one `P` shares this static.
-    static NAMES: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
-    let names = NAMES.get_or_init(|| P::tools().into_iter().map(|t| t.name).collect());
-    if !names.contains(&tool) {
+    if !P::has_tool(&tool) {
         return Err(types::ToolError::UnknownTool(tool));
     }
     let arguments: Value = serde_json::from_str(&arguments)
@@ -264,4 +328,22 @@ macro_rules! export_plugin {
 
         $crate::bindings::export!(__EngramPluginExport with_types_in $crate::bindings);
     };
+}
+
+#[cfg(test)]
+mod tests {
+    #[derive(serde::Deserialize, schemars::JsonSchema)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code)]
+    struct Args {
+        /// Who to greet.
+        #[schemars(length(min = 1))]
+        name: String,
+    }
+
+    #[test]
+    fn schemas_keep_doc_comments() {
+        let schema = super::__schema_for::<Args>();
+        assert_eq!(schema["properties"]["name"]["description"], "Who to greet.", "{schema}");
+    }
 }

@@ -1,37 +1,38 @@
 //! A starting point for an Engram plugin: one tool, `greet`.
+//!
+//! Each function marked `#[tool]` is a tool: its doc comment is the
+//! description the model reads, its argument type (deriving `Deserialize`
+//! and `JsonSchema`) the input schema, its result type the output schema.
 
-use engram_plugin_sdk::{Context, Error, Plugin, Tool, Value, json};
+use engram_plugin_sdk::{Error, plugin};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// The arguments of `greet`; doc comments become the schema's descriptions.
+#[derive(Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+struct GreetArgs {
+    /// Who to greet.
+    #[schemars(length(min = 1))]
+    name: String,
+}
+
+/// What `greet` returns.
+#[derive(Serialize, JsonSchema)]
+struct Greeting {
+    greeting: String,
+}
 
 struct Template;
 
-impl Plugin for Template {
-    fn tools() -> Vec<Tool> {
-        vec![
-            Tool::new("greet", "Greets someone by name.")
-                .input(json!({
-                    "type": "object",
-                    "properties": {"name": {"type": "string", "minLength": 1}},
-                    "required": ["name"],
-                    "additionalProperties": false
-                }))
-                .output(json!({
-                    "type": "object",
-                    "properties": {"greeting": {"type": "string"}},
-                    "required": ["greeting"]
-                }))
-                .read_only(),
-        ]
-    }
-
-    fn call(_context: &Context, tool: &str, args: Value) -> Result<Value, Error> {
-        match tool {
-            "greet" => {
-                let name = args["name"].as_str().ok_or_else(|| Error::invalid("`name` must be a string"))?;
-                Ok(json!({"greeting": format!("Hello, {name}!")}))
-            }
-            other => Err(Error::invalid(format!("no tool `{other}`"))),
+#[plugin]
+impl Template {
+    /// Greets someone by name.
+    #[tool(read_only, idempotent)]
+    fn greet(args: GreetArgs) -> Result<Greeting, Error> {
+        if args.name.trim().is_empty() {
+            return Err(Error::invalid("`name` is blank"));
         }
+        Ok(Greeting { greeting: format!("Hello, {}!", args.name) })
     }
 }
-
-engram_plugin_sdk::export_plugin!(Template);
