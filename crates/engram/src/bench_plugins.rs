@@ -158,7 +158,7 @@ pub fn plugins(args: &PluginsBenchArgs) -> anyhow::Result<()> {
     );
 
     // The hostile suite: every attack must fail cleanly.
-    let attacks: [(&str, &str); 13] = [
+    let attacks: [(&str, &str); 15] = [
         ("spin", "{}"),
         ("allocate", "{}"),
         ("recurse", "{}"),
@@ -173,6 +173,8 @@ pub fn plugins(args: &PluginsBenchArgs) -> anyhow::Result<()> {
         ("fetch", r#"{"url": "http://169.254.169.254/latest/meta-data/"}"#),
         ("fetch", r#"{"url": "http://127.0.0.1:22/"}"#),
         ("recall", r#"{"query": "secrets"}"#),
+        ("hoard", "{}"),
+        ("shout", r#"{"bytes": 9437184}"#),
     ];
     let mut blocked = 0;
     for (tool, arguments) in attacks {

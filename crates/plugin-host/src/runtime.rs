@@ -35,6 +35,8 @@ const LOG_LINE: usize = 2048;
 const STACK: usize = 512 << 10;
 /// Most passages one recall may ask for.
 const RECALL_LIMIT: u32 = 64;
+/// Live resources (streams, pollables, files) one call may hold.
+const RESOURCES: usize = 4096;
 
 /// Everything a call's sandbox is built from besides the component.
 pub(crate) struct Setup<'a> {
@@ -90,10 +92,28 @@ impl Runtime {
             .name("plugin-epoch".into())
             .spawn(move || {
                 // Deadlines are only as punctual as this thread: ask for a
-                // higher priority (needs CAP_SYS_NICE; best effort).
-                let _ = rustix::process::setpriority_process(Some(rustix::thread::gettid()), -10);
+                // higher priority (needs CAP_SYS_NICE; best effort). It
+                // sleeps between ticks, so it never starves anything.
+                // A real-time (FIFO) thread preempts the busy ones at once;
+                // without the privilege, a raised nice value is the fallback.
+                let param = libc::sched_param { sched_priority: 1 };
+                // SAFETY: `pthread_self()` is this live thread and `param`
+                // a valid sched_param; failure only leaves the policy as is.
+                let fifo = unsafe { libc::pthread_setschedparam(libc::pthread_self(), libc::SCHED_FIFO, &param) };
+                if fifo != 0 {
+                    let _ = rustix::process::setpriority_process(Some(rustix::thread::gettid()), -10);
+                }
+                // Epochs count real milliseconds: a late wake-up (sleep
+                // overshoot, or this thread descheduled under load) catches
+                // up instead of stretching every deadline.
+                let start = Instant::now();
+                let mut ticks: u64 = 0;
                 while let Some(engine) = weak.upgrade() {
-                    engine.increment_epoch();
+                    let due = start.elapsed().as_millis() as u64;
+                    while ticks < due {
+                        engine.increment_epoch();
+                        ticks += 1;
+                    }
                     drop(engine);
                     std::thread::sleep(Duration::from_millis(1));
                 }
@@ -146,7 +166,9 @@ impl Runtime {
         unsafe { Component::deserialize(&self.engine, &artifact) }.map_err(|err| format!("{err:#}"))
     }
 
-    fn store(&self, setup: &Setup<'_>, tool: &str) -> Result<Store<State>, CallError> {
+    /// A sandboxed store for one call that must end by `deadline` (its
+    /// epoch deadline, and the limit of its host calls).
+    fn store(&self, setup: &Setup<'_>, tool: &str, deadline: Instant) -> Result<Store<State>, CallError> {
         let manifest = setup.manifest;
         let (stdout, stderr) = (Capture::default(), Capture::default());
         // Deny by default: no arguments, environment or network; only
@@ -160,24 +182,34 @@ impl Runtime {
                 message: format!("the granted directory {} cannot be opened: {err:#}", host.display()),
             })?;
         }
+        let mut table = ResourceTable::new();
+        table.set_max_capacity(RESOURCES);
         let state = State {
             wasi: wasi.build(),
-            table: ResourceTable::new(),
+            table,
             limiter: Limiter { cap: (manifest.budgets.memory_mib << 20) as usize, denied: None },
             stdout,
             stderr,
             tool: tool.to_owned(),
             logged: 0,
             effective: Arc::clone(setup.effective),
-            deadline: Instant::now() + Duration::from_millis(manifest.budgets.wall_ms),
+            deadline,
             usage: net::Usage::default(),
             recall: setup.recall.clone(),
             scope: setup.scope.clone(),
         };
         let mut store = Store::new(&self.engine, state);
         store.limiter(|state| &mut state.limiter);
+        // Bytes the host copies out of the guest in one transfer (a host
+        // call's arguments, the result): enough for the largest the host
+        // accepts, so a guest cannot make the host allocate more.
+        store.set_hostcall_fuel(hostcall_fuel(setup.effective));
+        store.set_max_component_handles(RESOURCES);
         // Before instantiation: a component's start code runs then too.
-        store.set_epoch_deadline(manifest.budgets.wall_ms);
+        // Epochs are milliseconds (see the ticker); the current one is
+        // partly over, so the trap comes within a millisecond of `deadline`.
+        let left = deadline.saturating_duration_since(Instant::now()).as_micros().div_ceil(1000).max(1);
+        store.set_epoch_deadline(u64::try_from(left).unwrap_or(u64::MAX));
         store.epoch_deadline_trap();
         Ok(store)
     }
@@ -186,8 +218,10 @@ impl Runtime {
     pub(crate) fn describe(&self, compiled: &Compiled, manifest: &Manifest) -> Result<Vec<Spec>, String> {
         // `describe` gets no capabilities at all.
         let setup = Setup { manifest, effective: &Arc::default(), recall: None, scope: &Scope::default() };
-        let mut store = self.store(&setup, &format!("{}.describe", manifest.id)).map_err(|err| err.to_string())?;
+        let tool = format!("{}.describe", manifest.id);
         let started = Instant::now();
+        let deadline = started + Duration::from_millis(manifest.budgets.wall_ms);
+        let mut store = self.store(&setup, &tool, deadline).map_err(|err| err.to_string())?;
         let specs = compiled.pre.instantiate(&mut store).and_then(|plugin| plugin.call_describe(&mut store));
         store.data().flush_output();
         let specs = specs.map_err(|err| classify(err, &store, manifest, "describe", started).to_string())?;
@@ -219,12 +253,14 @@ impl Runtime {
         arguments: &str,
     ) -> Result<String, CallError> {
         let manifest = setup.manifest;
-        let mut store = self.store(setup, name)?;
         let started = Instant::now();
+        let deadline = started + Duration::from_millis(manifest.budgets.wall_ms);
+        let mut store = self.store(setup, name, deadline)?;
+        let left = deadline.saturating_duration_since(Instant::now()).as_millis();
         let context = types::CallContext {
             request_id: format!("{:016x}", rand_id()),
             tenant: setup.scope.tenant.clone(),
-            budget_ms: manifest.budgets.wall_ms,
+            budget_ms: u64::try_from(left).unwrap_or(u64::MAX),
         };
         let outcome = compiled
             .pre
@@ -265,9 +301,8 @@ impl Runtime {
         calls: usize,
     ) -> Result<Vec<Duration>, CallError> {
         let manifest = setup.manifest;
-        let mut store = self.store(setup, name)?;
         // A long deadline: this measures call overhead, not budgets.
-        store.set_epoch_deadline(u64::MAX / 2);
+        let mut store = self.store(setup, name, Instant::now() + Duration::from_secs(3600))?;
         let started = Instant::now();
         let plugin =
             compiled.pre.instantiate(&mut store).map_err(|err| classify(err, &store, manifest, name, started))?;
@@ -283,6 +318,11 @@ impl Runtime {
         }
         Ok(times)
     }
+}
+
+/// The hostcall fuel of a call with `effective` capabilities.
+fn hostcall_fuel(effective: &Effective) -> usize {
+    2 * RESULT_CAP.max(usize::try_from(effective.http_bytes).unwrap_or(usize::MAX))
 }
 
 /// Turns a trap into the budget it broke, or a crash.
@@ -319,6 +359,17 @@ fn classify(
                 .to_owned(),
         },
         Some(trap) => CallError::Crashed { tool: tool.to_owned(), message: format!("wasm trap: {trap}") },
+        None if err.root_cause().to_string().contains("fuel allocated for hostcalls") => CallError::Crashed {
+            tool: tool.to_owned(),
+            message: format!(
+                "copied more than {} bytes to the host at once (hostcall fuel)",
+                hostcall_fuel(&store.data().effective)
+            ),
+        },
+        None if err.root_cause().to_string().contains("resource table has no free keys") => CallError::Crashed {
+            tool: tool.to_owned(),
+            message: format!("held more than {RESOURCES} live resources at once (the resource table's cap)"),
+        },
         // Not a trap (a host-side failure): its innermost cause, without the backtrace.
         None => CallError::Crashed { tool: tool.to_owned(), message: err.root_cause().to_string() },
     }

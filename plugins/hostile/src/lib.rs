@@ -18,6 +18,8 @@ const TOOLS: &[(&str, &str)] = &[
     ("write_file", "Writes `text` to the file at `path`."),
     ("fetch", "GETs `url` through the host's HTTP interface, `times` times (default 1)."),
     ("recall", "Recalls passages about `query` from the caller's memory."),
+    ("hoard", "Creates WASI resources (timers) without ever dropping one."),
+    ("shout", "Writes one log message of `bytes` bytes."),
 ];
 
 impl Plugin for Hostile {
@@ -74,6 +76,18 @@ impl Plugin for Hostile {
                     last = json!({"status": status, "body": String::from_utf8_lossy(&body)});
                 }
                 Ok(last)
+            }
+            "hoard" => {
+                let mut timers = Vec::new();
+                for _ in 0..10_000_000 {
+                    timers.push(wasi::clocks::monotonic_clock::subscribe_duration(1 << 40));
+                }
+                Ok(json!(timers.len()))
+            }
+            "shout" => {
+                let bytes = args["bytes"].as_u64().unwrap_or(9 << 20) as usize;
+                engram_plugin_sdk::log(engram_plugin_sdk::Level::Info, &"x".repeat(bytes));
+                Ok(json!("shouted"))
             }
             "recall" => {
                 let query = args["query"].as_str().unwrap_or_default();
