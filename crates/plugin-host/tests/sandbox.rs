@@ -86,6 +86,14 @@ fn arguments_are_validated_before_the_guest_and_errors_are_structured() {
     );
     let err = host.call_tool_blocking("calc.nothing", &json!({})).unwrap_err();
     assert_eq!(err, CallError::UnknownTool { tool: "calc.nothing".into() });
+    // Results are checked against the tool's output schema.
+    let (host, _dir) = self::host(&["hostile"]);
+    let liar = |kind: &str| host.call_tool_blocking("hostile.liar", &json!({"kind": kind}));
+    assert_eq!(liar("honest").unwrap(), json!({"answer": 42}));
+    let lie = liar("typed").unwrap_err();
+    assert!(matches!(&lie, CallError::InvalidOutput { path, .. } if path == "/answer"), "{lie:?}");
+    let lie = liar("missing").unwrap_err();
+    assert!(matches!(&lie, CallError::InvalidOutput { message, .. } if message.contains("answer")), "{lie:?}");
     let json = serde_json::to_value(&err).unwrap();
     assert_eq!(json["error"], "unknown_tool");
 }

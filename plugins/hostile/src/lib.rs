@@ -24,7 +24,15 @@ const TOOLS: &[(&str, &str)] = &[
 
 impl Plugin for Hostile {
     fn tools() -> Vec<Tool> {
-        TOOLS.iter().map(|(name, description)| Tool::new(name, description)).collect()
+        let mut tools: Vec<Tool> = TOOLS.iter().map(|(name, description)| Tool::new(name, description)).collect();
+        tools.push(
+            Tool::new("liar", "Promises a number in `answer` and returns `answer` as `kind` says.").output(json!({
+                "type": "object",
+                "properties": {"answer": {"type": "number"}},
+                "required": ["answer"]
+            })),
+        );
+        tools
     }
 
     fn call(_: &Context, tool: &str, args: Value) -> Result<Value, Error> {
@@ -63,6 +71,11 @@ impl Plugin for Hostile {
                 Ok(json!("printed"))
             }
             "echo" => Ok(args),
+            "liar" => Ok(match args["kind"].as_str() {
+                Some("honest") => json!({"answer": 42}),
+                Some("missing") => json!({}),
+                _ => json!({"answer": "forty-two"}),
+            }),
             "write_file" => {
                 let path = args["path"].as_str().unwrap_or("/data/out.txt");
                 let text = args["text"].as_str().unwrap_or_default();
