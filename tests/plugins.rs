@@ -189,8 +189,22 @@ fn an_upgrade_asking_for_more_is_held_until_the_operator_grants_it() {
     // The approval outlives the daemon: 0.2.0 loads at once after a restart.
     daemon.signal(rustix::process::Signal::TERM);
     daemon.wait_exit(std::time::Duration::from_secs(30));
-    let daemon = sandbox.start(&env);
+    let mut daemon = sandbox.start(&env);
     assert_eq!(calc()["version"], "0.2.0");
+    assert_eq!(calc()["granted"], json!([]));
+
+    // Grants declared in the configuration add to the file's; the CLI
+    // cannot revoke those and says where they come from.
+    let config = sandbox.path().join("config/engram/config.toml");
+    std::fs::create_dir_all(config.parent().unwrap()).unwrap();
+    std::fs::write(&config, "[plugins.grants.calc]\nhttp = [\"api.example.com\"]\n").unwrap();
+    daemon.signal(rustix::process::Signal::TERM);
+    daemon.wait_exit(std::time::Duration::from_secs(30));
+    let daemon = sandbox.start(&env);
+    assert_eq!(calc()["granted"], json!(["http api.example.com"]));
+    let output = sandbox.run(&["plugins", "revoke", "calc"], &env);
+    assert!(stdout(&output).contains("[plugins.grants.calc]"), "{output:?}");
+    assert_eq!(calc()["granted"], json!(["http api.example.com"]));
     drop(daemon);
 
     // A grants file that does not parse stops the start, naming file and key.

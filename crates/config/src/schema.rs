@@ -141,6 +141,50 @@ pub struct Plugins {
     pub dir: Option<PathBuf>,
     /// Grants and approvals; `None` means `<data_dir>/plugin-grants.toml`.
     pub grants_file: Option<PathBuf>,
+    /// `[plugins.grants.<id>]`: grants declared here, added to the grants
+    /// file's (which `engram plugins grant|revoke` edit).
+    #[serde(default)]
+    pub grants: std::collections::BTreeMap<String, PluginGrant>,
+}
+
+/// What the configuration grants one plugin (its request still bounds it).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
+pub struct PluginGrant {
+    /// Recall from the caller's memory.
+    #[serde(default)]
+    pub memory: bool,
+    /// Hosts (`name` or `name:port`) it may reach over HTTP.
+    #[serde(default)]
+    pub http: Vec<String>,
+    /// Let those hosts resolve to loopback or private addresses.
+    #[serde(default)]
+    pub http_private: bool,
+    /// HTTP requests per call (default 16).
+    pub http_requests: Option<u32>,
+    /// HTTP bytes per call, both ways (default 4 MiB).
+    pub http_bytes: Option<u64>,
+    /// Directories by the name the plugin requests them under.
+    #[serde(default)]
+    pub files: std::collections::BTreeMap<String, DirGrant>,
+}
+
+/// A directory granted to a plugin.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+pub struct DirGrant {
+    /// The directory (absolute, or starting with `~/`).
+    pub path: PathBuf,
+    /// `read` or `write`.
+    pub mode: DirMode,
+}
+
+/// How a granted directory may be used.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DirMode {
+    /// Read only.
+    Read,
+    /// Read and write.
+    Write,
 }
 
 /// `[log]` section.
@@ -195,6 +239,10 @@ pub const KEYS: &[KeyDoc] = &[
     KeyDoc { key: "models.dir", expected: "an absolute directory path (or one starting with `~/`)" },
     KeyDoc { key: "plugins.dir", expected: "an absolute directory path (or one starting with `~/`)" },
     KeyDoc { key: "plugins.grants_file", expected: "an absolute file path (or one starting with `~/`)" },
+    KeyDoc {
+        key: "plugins.grants",
+        expected: "tables [plugins.grants.ID] with memory, http, http_private, http_requests, http_bytes and files",
+    },
     KeyDoc { key: "models.device", expected: "\"cpu\", \"cuda\" or \"cuda:N\"" },
     KeyDoc { key: "models.threads", expected: "an integer number of threads, 0 (one per core) to 1024" },
     KeyDoc {
@@ -221,6 +269,11 @@ pub const KEYS: &[KeyDoc] = &[
 
 /// The expected form of `key`, or a generic phrase for keys not in [`KEYS`].
 pub fn expected_form(key: &str) -> &'static str {
+    if key.starts_with("plugins.grants.") {
+        return "a plugin grant: memory and http_private (booleans), http (a list of host names), \
+                http_requests and http_bytes (integers), files.NAME = { path = \"/absolute/dir\", mode = \"read\" \
+                or \"write\" }";
+    }
     KEYS.iter()
         .find(|doc| doc.key == key)
         .map_or("a value of the documented type (see config/default.toml)", |doc| doc.expected)
@@ -254,6 +307,16 @@ impl Config {
                 && !is_absolute_or_home(path)
             {
                 bad(key, format!("`{}` is a relative path", path.display()));
+            }
+        }
+        for (id, grant) in &self.plugins.grants {
+            for (name, dir) in &grant.files {
+                if !is_absolute_or_home(&dir.path) {
+                    bad(
+                        "plugins.grants",
+                        format!("`{id}.files.{name}.path` = `{}` is a relative path", dir.path.display()),
+                    );
+                }
             }
         }
         if let Some(socket) = &self.server.socket

@@ -189,3 +189,27 @@ fn home_relative_paths_expand() {
     let paths = Paths::resolve(&loaded.config, &env).unwrap();
     assert_eq!(paths.data_dir, PathBuf::from("/home/u/engram-data"));
 }
+
+#[test]
+fn plugin_grants_are_tables_whose_mistakes_are_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = write(
+        &dir,
+        "[plugins.grants.weather]\nhttp = [\"api.weather.gov\"]\nfiles = { cache = { path = \"/srv/w\", mode = \"write\" } }\n",
+    );
+    let loaded = Loader::new().file(&file, true).load().unwrap();
+    let grant = &loaded.config.plugins.grants["weather"];
+    assert_eq!(grant.http, ["api.weather.gov"]);
+    assert_eq!(grant.files["cache"].mode, engram_config::DirMode::Write);
+    assert!(!grant.memory && grant.http_requests.is_none());
+
+    let file = write(&dir, "[plugins.grants.weather]\nhtp = [\"api.weather.gov\"]\n");
+    let text = Loader::new().file(&file, true).load().unwrap_err().to_string();
+    assert!(text.contains("plugins.grants.weather.htp") && text.contains(&file.display().to_string()), "{text}");
+    let file = write(&dir, "[plugins.grants.weather.files.cache]\npath = \"/srv\"\nmode = \"rw\"\n");
+    let text = Loader::new().file(&file, true).load().unwrap_err().to_string();
+    assert!(text.contains("plugins.grants.weather.files.cache.mode") && text.contains("a plugin grant"), "{text}");
+    let file = write(&dir, "[plugins.grants.weather.files.cache]\npath = \"srv\"\nmode = \"read\"\n");
+    let text = Loader::new().file(&file, true).load().unwrap_err().to_string();
+    assert!(text.contains("weather.files.cache.path") && text.contains("relative path"), "{text}");
+}

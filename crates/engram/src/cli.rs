@@ -185,7 +185,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             crate::bench::healthz(&loaded, &resolve_paths(&loaded, &env)?, requests, warmup)?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Plugins { command } => crate::plugins::run(&resolve_paths(&loaded, &env)?, command),
+        Command::Plugins { command } => crate::plugins::run(&loaded.config, &resolve_paths(&loaded, &env)?, command),
         Command::Version { .. } => unreachable!("handled above"),
     }
 }

@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use bytes::Bytes;
 use engram_config::Paths;
+use engram_plugin_host::grants::Grants;
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::TokioIo;
 use serde_json::Value;
@@ -73,16 +74,56 @@ pub enum PluginsCommand {
     },
 }
 
+/// The grants file at `paths.grants_file` with the configuration's
+/// `[plugins.grants.*]` added.
+pub fn open_grants(config: &engram_config::Config, paths: &Paths) -> anyhow::Result<Grants> {
+    use engram_plugin_host::grants::{FileGrant, Grant};
+    use engram_plugin_host::manifest::FileMode;
+    let home = std::env::var_os("HOME").map(std::path::PathBuf::from);
+    let declared = config
+        .plugins
+        .grants
+        .iter()
+        .map(|(id, declared)| {
+            let mut grant = Grant::none();
+            grant.memory = declared.memory;
+            grant.http.clone_from(&declared.http);
+            grant.http_private = declared.http_private;
+            grant.http_requests = declared.http_requests.unwrap_or(grant.http_requests);
+            grant.http_bytes = declared.http_bytes.unwrap_or(grant.http_bytes);
+            for (name, dir) in &declared.files {
+                let path = match (dir.path.strip_prefix("~"), &home) {
+                    (Ok(rest), Some(home)) => home.join(rest),
+                    _ => dir.path.clone(),
+                };
+                let mode = match dir.mode {
+                    engram_config::DirMode::Read => FileMode::Read,
+                    engram_config::DirMode::Write => FileMode::Write,
+                };
+                grant.files.insert(name.clone(), FileGrant { path, mode });
+            }
+            (id.clone(), grant)
+        })
+        .collect();
+    let grants = Grants::open(paths.grants_file.clone()).map_err(anyhow::Error::msg)?;
+    Ok(grants.with_config(declared))
+}
+
 /// Runs `engram plugins …` against the daemon on `paths.socket`.
-pub fn run(paths: &Paths, command: PluginsCommand) -> anyhow::Result<ExitCode> {
+pub fn run(config: &engram_config::Config, paths: &Paths, command: PluginsCommand) -> anyhow::Result<ExitCode> {
     let command = match command {
         PluginsCommand::Test { folders } => return test(&folders),
-        PluginsCommand::Grant { id, dirs, http_private } => return grant(paths, &id, &dirs, http_private),
+        PluginsCommand::Grant { id, dirs, http_private } => return grant(config, paths, &id, &dirs, http_private),
         PluginsCommand::Revoke { id, memory, http, dirs } => {
-            let grants =
-                engram_plugin_host::grants::Grants::open(paths.grants_file.clone()).map_err(anyhow::Error::msg)?;
-            let grant = grants.revoke(&id, memory, &http, &dirs).map_err(anyhow::Error::msg)?;
-            println!("{id} now holds: {}", describe_grant(&grant));
+            let grants = open_grants(config, paths)?;
+            grants.revoke(&id, memory, &http, &dirs).map_err(anyhow::Error::msg)?;
+            println!("{id} now holds: {}", describe_grant(&grants.get(&id)));
+            if let Some(declared) = grants.from_config(&id) {
+                println!(
+                    "note: the configuration also grants {id}: {} (edit [plugins.grants.{id}] to change that)",
+                    describe_grant(declared)
+                );
+            }
             notify_daemon(paths);
             return Ok(ExitCode::SUCCESS);
         }
@@ -194,7 +235,13 @@ fn print_plugin(plugin: &Value, tools: &[Value]) {
 
 /// `engram plugins grant`: approves the plugin's folder as it is and grants
 /// what it requests, in the grants file; the daemon applies it.
-fn grant(paths: &Paths, id: &str, dirs: &[String], http_private: bool) -> anyhow::Result<ExitCode> {
+fn grant(
+    config: &engram_config::Config,
+    paths: &Paths,
+    id: &str,
+    dirs: &[String],
+    http_private: bool,
+) -> anyhow::Result<ExitCode> {
     let folder = paths.plugins_dir.join(id);
     anyhow::ensure!(
         folder.join("plugin.toml").is_file(),
@@ -206,7 +253,7 @@ fn grant(paths: &Paths, id: &str, dirs: &[String], http_private: bool) -> anyhow
         let (name, path) = dir.split_once('=').with_context(|| format!("--dir {dir}: write NAME=/absolute/path"))?;
         mapped.insert(name.to_owned(), std::path::PathBuf::from(path));
     }
-    let grants = engram_plugin_host::grants::Grants::open(paths.grants_file.clone()).map_err(anyhow::Error::msg)?;
+    let grants = open_grants(config, paths)?;
     let host = engram_plugin_host::PluginHost::with_grants(Some(paths.cache_dir.join("plugins")), grants)
         .map_err(anyhow::Error::msg)?;
     let grant = host.approve(&folder, &mapped, http_private).map_err(anyhow::Error::msg)?;

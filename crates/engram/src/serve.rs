@@ -41,7 +41,7 @@ async fn serve(loaded: &Loaded, paths: &Paths) -> anyhow::Result<()> {
     let store = tokio::task::spawn_blocking(move || Store::open(&journal, &options))
         .await
         .context("opening the journal panicked")??;
-    let plugins = load_plugins(paths).await?;
+    let plugins = load_plugins(config, paths).await?;
     // Hot reload for as long as the daemon runs.
     let _watcher = plugins
         .watch(paths.plugins_dir.clone(), Duration::from_millis(500), None)
@@ -181,9 +181,12 @@ impl DataDirLock {
 /// dir); a plugin that does not load is reported and skipped. A grants file
 /// that does not parse stops the start: running with no grants would
 /// silently break the plugins that need them.
-async fn load_plugins(paths: &Paths) -> anyhow::Result<std::sync::Arc<engram_plugin_host::PluginHost>> {
+async fn load_plugins(
+    config: &engram_config::Config,
+    paths: &Paths,
+) -> anyhow::Result<std::sync::Arc<engram_plugin_host::PluginHost>> {
     let (dir, cache) = (paths.plugins_dir.clone(), paths.cache_dir.join("plugins"));
-    let grants = engram_plugin_host::grants::Grants::open(paths.grants_file.clone()).map_err(anyhow::Error::msg)?;
+    let grants = crate::plugins::open_grants(config, paths)?;
     tokio::task::spawn_blocking(move || {
         let host = engram_plugin_host::PluginHost::with_grants(Some(cache), grants).map_err(anyhow::Error::msg)?;
         let report = host.load_dir(&dir);

@@ -4,8 +4,9 @@
 //! A manifest only *requests* capabilities; a plugin gets the intersection
 //! of its request and its grant. Grants live in one TOML file (by default
 //! `<data dir>/plugin-grants.toml`), one table per plugin id, that the
-//! operator edits by hand or with `engram plugins grant|revoke`; nothing a
-//! model says reaches it. The same table records the approval: the
+//! operator edits by hand or with `engram plugins grant|revoke`, plus any
+//! declared in Engram's configuration (`[plugins.grants.<id>]`, added to the
+//! file's); nothing a model says reaches either. The same table records the approval: the
 //! capabilities the plugin requested and a digest of each tool's
 //! description and schemas when it was approved (or first seen). A later
 //! version that requests more, or adds or changes a tool, is *held* — the
@@ -137,6 +138,8 @@ impl Approval {
 pub struct Grants {
     file: Option<PathBuf>,
     state: Mutex<State>,
+    /// Grants from the configuration, added to the file's.
+    config: BTreeMap<String, Grant>,
 }
 
 #[derive(Default)]
@@ -155,14 +158,26 @@ const HEADER: &str = "\
 impl Grants {
     /// Grants kept in memory only (tests, `engram plugins test`).
     pub fn in_memory() -> Self {
-        Self { file: None, state: Mutex::new(State::default()) }
+        Self { file: None, state: Mutex::new(State::default()), config: BTreeMap::new() }
     }
 
     /// Grants in `file` (which need not exist yet).
     pub fn open(file: PathBuf) -> Result<Self, String> {
-        let grants = Self { file: Some(file), state: Mutex::new(State::default()) };
+        let grants = Self { file: Some(file), state: Mutex::new(State::default()), config: BTreeMap::new() };
         grants.reload()?;
         Ok(grants)
+    }
+
+    /// Adds grants declared in the configuration (approvals in them are
+    /// ignored: only the file records what was approved).
+    pub fn with_config(mut self, config: BTreeMap<String, Grant>) -> Self {
+        self.config = config.into_iter().map(|(id, grant)| (id, Grant { approved: None, ..grant })).collect();
+        self
+    }
+
+    /// What the configuration grants plugin `id`, if anything.
+    pub fn from_config(&self, id: &str) -> Option<&Grant> {
+        self.config.get(id)
     }
 
     /// The file, if any.
@@ -193,15 +208,26 @@ impl Grants {
         stamp(file) != state.seen
     }
 
-    /// Plugin `id`'s grant (nothing granted if it has no table).
+    /// Plugin `id`'s grant: the file's and the configuration's together
+    /// (nothing granted if neither has a table for it).
     pub fn get(&self, id: &str) -> Grant {
         let state = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        state.grants.get(id).cloned().unwrap_or_else(Grant::none)
-    }
-
-    /// Every plugin's grant.
-    pub fn all(&self) -> BTreeMap<String, Grant> {
-        self.state.lock().unwrap_or_else(|e| e.into_inner()).grants.clone()
+        let mut grant = state.grants.get(id).cloned().unwrap_or_else(Grant::none);
+        if let Some(extra) = self.config.get(id) {
+            grant.memory |= extra.memory;
+            for host in &extra.http {
+                if !grant.http.iter().any(|h| h.eq_ignore_ascii_case(host)) {
+                    grant.http.push(host.clone());
+                }
+            }
+            grant.http_private |= extra.http_private;
+            grant.http_requests = grant.http_requests.max(extra.http_requests);
+            grant.http_bytes = grant.http_bytes.max(extra.http_bytes);
+            for (name, dir) in &extra.files {
+                grant.files.entry(name.clone()).or_insert_with(|| dir.clone());
+            }
+        }
+        grant
     }
 
     /// Changes plugin `id`'s grant with `change` and saves the file: under
@@ -435,6 +461,13 @@ mod tests {
         let err = grants.reload().unwrap_err();
         assert!(err.contains("plugin-grants.toml") && err.contains("memroy"), "{err}");
         assert!(grants.get("calc").memory, "a bad file leaves the grants in force");
+        let mut declared = Grant::none();
+        declared.http = vec!["api.example.com".into()];
+        declared.files.insert("data".into(), FileGrant { path: "/elsewhere".into(), mode: FileMode::Read });
+        let grants = grants.with_config(BTreeMap::from([("calc".to_owned(), declared)]));
+        let merged = grants.get("calc");
+        assert_eq!((merged.memory, merged.http.as_slice()), (true, ["api.example.com".to_owned()].as_slice()));
+        assert_eq!(merged.files["data"].path, PathBuf::from("/srv"), "the file's mapping wins");
         std::fs::write(&path, "[calc.files.data]\npath = \"rel\"\nmode = \"read\"\n").unwrap();
         let err = grants.reload().unwrap_err();
         assert!(err.contains("calc.files.data.path"), "{err}");
