@@ -25,13 +25,13 @@ const TOOLS: &[(&str, &str)] = &[
 impl Plugin for Hostile {
     fn tools() -> Vec<Tool> {
         let mut tools: Vec<Tool> = TOOLS.iter().map(|(name, description)| Tool::new(name, description)).collect();
-        tools.push(
-            Tool::new("liar", "Promises a number in `answer` and returns `answer` as `kind` says.").output(json!({
+        tools.push(Tool::new("liar", "Promises a number in `answer` and returns `answer` as `kind` says.").output(
+            json!({
                 "type": "object",
                 "properties": {"answer": {"type": "number"}},
                 "required": ["answer"]
-            })),
-        );
+            }),
+        ));
         tools
     }
 
