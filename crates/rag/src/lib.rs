@@ -8,4 +8,5 @@ pub mod beir;
 pub mod bm25;
 pub mod chunk;
 pub mod conformal;
+pub mod fusion;
 pub mod metrics;
