@@ -7,7 +7,7 @@
 //! analyzer does it: words, lowercased, English stop words dropped, Porter
 //! stemmed.
 
-use std::ops::{Bound, Range};
+use std::ops::Bound;
 use std::path::Path;
 use std::sync::Mutex;
 
@@ -20,6 +20,8 @@ use tantivy::tokenizer::{
     Language, LowerCaser, RemoveLongFilter, SimpleTokenizer, Stemmer, StopWordFilter, TextAnalyzer,
 };
 use tantivy::{Index, IndexReader, IndexWriter, ReloadPolicy, TantivyDocument, Term};
+
+pub use crate::Filter;
 
 /// The analyzer's registered name.
 const ANALYZER: &str = "engram_en";
@@ -57,21 +59,6 @@ pub struct IndexedChunk {
     pub time: i64,
     /// Headings and text, as searched.
     pub text: String,
-}
-
-/// What a search is restricted to.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct Filter {
-    /// Only this collection.
-    pub collection: Option<String>,
-    /// Only this tenant.
-    pub tenant: Option<String>,
-    /// Only documents whose path starts with this.
-    pub path_prefix: Option<String>,
-    /// Only documents carrying every one of these tags.
-    pub tags: Vec<String>,
-    /// Only documents ingested in this range of Unix seconds.
-    pub time: Option<Range<i64>>,
 }
 
 #[derive(Clone, Copy)]

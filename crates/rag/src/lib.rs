@@ -10,3 +10,21 @@ pub mod chunk;
 pub mod conformal;
 pub mod fusion;
 pub mod metrics;
+pub mod vector;
+
+use std::ops::Range;
+
+/// What a search is restricted to.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Filter {
+    /// Only this collection.
+    pub collection: Option<String>,
+    /// Only this tenant.
+    pub tenant: Option<String>,
+    /// Only documents whose path starts with this.
+    pub path_prefix: Option<String>,
+    /// Only documents carrying every one of these tags.
+    pub tags: Vec<String>,
+    /// Only documents ingested in this range of Unix seconds.
+    pub time: Option<Range<i64>>,
+}
