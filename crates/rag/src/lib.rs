@@ -9,6 +9,7 @@ pub mod bm25;
 pub mod chunk;
 pub mod conformal;
 pub mod fusion;
+pub mod ingest;
 pub mod metrics;
 pub mod vector;
 
