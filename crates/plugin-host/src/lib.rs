@@ -4,7 +4,7 @@
 //! interruption) compiles each component once — cached on disk by its
 //! sha256 and the engine's compatibility hash — and keeps an `InstancePre`
 //! per plugin version. Every call gets a fresh `Store`: its wall budget is
-//! an epoch deadline set before instantiation (a 1 ms ticker advances the
+//! an epoch deadline set before instantiation (a 500 µs ticker advances the
 //! epoch), its memory budget a resource limiter, its WASI context denies
 //! everything (no environment, no files, no sockets) and its stdout/stderr
 //! go, bounded, to the log. Arguments and results are validated against

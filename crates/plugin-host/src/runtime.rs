@@ -31,6 +31,8 @@ const RESULT_CAP: usize = 4 << 20;
 const LOG_LINES: usize = 64;
 /// Longest log line kept.
 const LOG_LINE: usize = 2048;
+/// One epoch, in microseconds: deadlines are this precise.
+const TICK_US: u64 = 500;
 /// Guest stack.
 const STACK: usize = 512 << 10;
 /// Most passages one recall may ask for.
@@ -65,6 +67,10 @@ pub(crate) struct Runtime {
     engine: Engine,
     linker: Linker<State>,
     cache_dir: Option<PathBuf>,
+    /// When epoch 0 began: epoch `e` is reached `e` ticks after it.
+    epoch_start: Instant,
+    /// The engine's epoch, as far as the ticker has advanced it.
+    epoch: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl Runtime {
@@ -85,9 +91,12 @@ impl Runtime {
             .concurrency_support(false)
             .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
         let engine = Engine::new(&config).map_err(|err| format!("cannot create the wasm engine: {err:#}"))?;
-        // One ticker advances every store's epoch each millisecond: deadlines
+        // One ticker advances every store's epoch each tick (500 µs): deadlines
         // are counted in ticks. It ends with the engine.
         let weak = engine.weak();
+        let epoch_start = Instant::now();
+        let epoch = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let published = Arc::clone(&epoch);
         std::thread::Builder::new()
             .name("plugin-epoch".into())
             .spawn(move || {
@@ -103,19 +112,19 @@ impl Runtime {
                 if fifo != 0 {
                     let _ = rustix::process::setpriority_process(Some(rustix::thread::gettid()), -10);
                 }
-                // Epochs count real milliseconds: a late wake-up (sleep
+                // Epochs count real ticks: a late wake-up (sleep
                 // overshoot, or this thread descheduled under load) catches
                 // up instead of stretching every deadline.
-                let start = Instant::now();
                 let mut ticks: u64 = 0;
                 while let Some(engine) = weak.upgrade() {
-                    let due = start.elapsed().as_millis() as u64;
+                    let due = epoch_start.elapsed().as_micros() as u64 / TICK_US;
                     while ticks < due {
                         engine.increment_epoch();
                         ticks += 1;
                     }
+                    published.store(ticks, std::sync::atomic::Ordering::Release);
                     drop(engine);
-                    std::thread::sleep(Duration::from_millis(1));
+                    std::thread::sleep(Duration::from_micros(TICK_US));
                 }
             })
             .map_err(|err| format!("cannot start the epoch ticker: {err}"))?;
@@ -123,7 +132,7 @@ impl Runtime {
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(|err| format!("cannot link WASI: {err:#}"))?;
         Plugin::add_to_linker::<State, HasSelf<State>>(&mut linker, |state| state)
             .map_err(|err| format!("cannot link the host interfaces: {err:#}"))?;
-        Ok(Self { engine, linker, cache_dir })
+        Ok(Self { engine, linker, cache_dir, epoch_start, epoch })
     }
 
     /// Compiles `bytes` (or loads the cached artifact) and links it.
@@ -206,10 +215,13 @@ impl Runtime {
         store.set_hostcall_fuel(hostcall_fuel(setup.effective));
         store.set_max_component_handles(RESOURCES);
         // Before instantiation: a component's start code runs then too.
-        // Epochs are milliseconds (see the ticker); the current one is
-        // partly over, so the trap comes within a millisecond of `deadline`.
-        let left = deadline.saturating_duration_since(Instant::now()).as_micros().div_ceil(1000).max(1);
-        store.set_epoch_deadline(u64::try_from(left).unwrap_or(u64::MAX));
+        // Epoch `e` is reached `e` ticks after `epoch_start`: trap at the first
+        // epoch at or past `deadline`, counted from the epoch the ticker has
+        // reached (if it lags, the trap comes later, never early).
+        let target = deadline.saturating_duration_since(self.epoch_start).as_micros().div_ceil(u128::from(TICK_US));
+        let target = u64::try_from(target).unwrap_or(u64::MAX);
+        let now = self.epoch.load(std::sync::atomic::Ordering::Acquire);
+        store.set_epoch_deadline(target.saturating_sub(now).max(1));
         store.epoch_deadline_trap();
         Ok(store)
     }

@@ -108,8 +108,7 @@ fn the_hostile_suite_is_stopped_with_clear_errors_and_the_host_keeps_serving() {
     match hostile(&host, "spin", json!({})).unwrap_err() {
         CallError::Budget { budget, limit, used, .. } => {
             assert_eq!((budget.as_str(), limit), ("wall_ms", 200));
-            // Deadlines are counted in 1 ms ticks.
-            assert!(used >= 199, "stopped after {used} ms");
+            assert!(used >= 200, "stopped after {used} ms: before its budget");
         }
         other => panic!("spin: {other:?}"),
     }
