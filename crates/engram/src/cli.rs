@@ -70,6 +70,32 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Ingest files and folders into a collection (incremental: changed
+    /// files are re-chunked, unchanged ones skipped, vanished ones deleted).
+    Ingest(crate::rag::IngestArgs),
+    /// Hybrid search over ingested collections (or, with --alpha, the
+    /// certified evidence set).
+    Search(crate::rag::SearchArgs),
+    /// Rebuild the BM25 and vector indexes from the journal.
+    Reindex,
+    /// List collections with their sizes.
+    Collections {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Calibrate a collection's conformal threshold and store a certificate.
+    Calibrate(crate::rag::CalibrateArgs),
+    /// List or export conformal certificates.
+    Certificates {
+        #[command(subcommand)]
+        command: crate::rag::CertificatesCommand,
+    },
+    /// Evaluate Engram on benchmark data.
+    Eval {
+        #[command(subcommand)]
+        target: crate::rag::EvalTarget,
+    },
     /// List and call the running daemon's plugin tools.
     Plugins {
         #[command(subcommand)]
@@ -183,6 +209,34 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Bench { target: BenchTarget::Healthz { requests, warmup } } => {
             crate::bench::healthz(&loaded, &resolve_paths(&loaded, &env)?, requests, warmup)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Ingest(args) => {
+            crate::rag::ingest(&loaded, &resolve_paths(&loaded, &env)?, &args)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Search(args) => {
+            crate::rag::search(&loaded, &resolve_paths(&loaded, &env)?, &args)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Reindex => {
+            crate::rag::reindex(&loaded, &resolve_paths(&loaded, &env)?)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Collections { json } => {
+            crate::rag::collections(&loaded, &resolve_paths(&loaded, &env)?, json)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Calibrate(args) => {
+            crate::rag::calibrate(&loaded, &resolve_paths(&loaded, &env)?, &args)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Certificates { command } => {
+            crate::rag::certificates(&loaded, &resolve_paths(&loaded, &env)?, &command)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Eval { target: crate::rag::EvalTarget::Retrieval(args) } => {
+            crate::rag::eval_retrieval(&loaded, &resolve_paths(&loaded, &env)?, &args)?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Plugins { command } => crate::plugins::run(&loaded.config, &resolve_paths(&loaded, &env)?, command),

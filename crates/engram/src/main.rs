@@ -8,6 +8,7 @@ mod generate;
 mod logging;
 mod models;
 mod plugins;
+mod rag;
 mod serve;
 
 use std::process::ExitCode;

@@ -30,13 +30,7 @@ async fn serve(loaded: &Loaded, paths: &Paths) -> anyhow::Result<()> {
     create_private_dir(&paths.data_dir)?;
     let _lock = DataDirLock::acquire(&paths.lock_file, &paths.data_dir)?;
 
-    let options = StoreOptions {
-        durability: match config.storage.synchronous {
-            Synchronous::Full => Durability::Full,
-            Synchronous::Normal => Durability::Normal,
-        },
-        busy_timeout: Duration::from_millis(config.storage.busy_timeout_ms),
-    };
+    let options = store_options(config);
     let journal = paths.journal.clone();
     let store = tokio::task::spawn_blocking(move || Store::open(&journal, &options))
         .await
@@ -130,7 +124,18 @@ fn shutdown_signal() -> anyhow::Result<impl Future<Output = ()>> {
     })
 }
 
-fn create_private_dir(dir: &Path) -> anyhow::Result<()> {
+/// How the journal is opened, from `[storage]`.
+pub(crate) fn store_options(config: &engram_config::Config) -> StoreOptions {
+    StoreOptions {
+        durability: match config.storage.synchronous {
+            Synchronous::Full => Durability::Full,
+            Synchronous::Normal => Durability::Normal,
+        },
+        busy_timeout: Duration::from_millis(config.storage.busy_timeout_ms),
+    }
+}
+
+pub(crate) fn create_private_dir(dir: &Path) -> anyhow::Result<()> {
     std::fs::DirBuilder::new()
         .recursive(true)
         .mode(0o700)
@@ -140,12 +145,12 @@ fn create_private_dir(dir: &Path) -> anyhow::Result<()> {
 
 /// An exclusive `flock` on `<data_dir>/engram.lock`, held for the daemon's
 /// life; the kernel releases it however the process ends.
-struct DataDirLock {
+pub(crate) struct DataDirLock {
     _file: File,
 }
 
 impl DataDirLock {
-    fn acquire(path: &Path, data_dir: &Path) -> anyhow::Result<Self> {
+    pub(crate) fn acquire(path: &Path, data_dir: &Path) -> anyhow::Result<Self> {
         let mut file = std::fs::OpenOptions::new()
             .read(true)
             .write(true)
@@ -162,7 +167,7 @@ impl DataDirLock {
                 let holder = holder.trim();
                 let who = if holder.is_empty() { String::new() } else { format!(" (pid {holder})") };
                 anyhow::bail!(
-                    "another engram daemon{who} is already serving data dir {}; stop it first, or give this one another --data-dir",
+                    "another engram process{who} is using data dir {}: stop it first (a running daemon owns the journal and indexes), or use another --data-dir",
                     data_dir.display()
                 );
             }

@@ -27,6 +27,8 @@ pub enum Pooling {
 pub struct Embedder {
     model: Bert,
     tokenizer: Tokenizer,
+    // The same tokenizer without truncation or padding, for counting.
+    counter: Tokenizer,
     device: Device,
     pool: rayon::ThreadPool,
     // One batch at a time: the pool is sized for the machine already.
@@ -121,9 +123,15 @@ impl Embedder {
         let model = Bert::load(vb, &config)
             .map_err(|err| ModelError::bad_file(&weights, format!("weights do not match config.json: {err}")))?;
         let name = dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let mut counter = tokenizer.clone();
+        counter
+            .with_truncation(None)
+            .map_err(|err| ModelError::bad_file(&tokenizer_path, format!("cannot unset truncation: {err}")))?;
+        counter.with_padding(None);
         Ok(Self {
             model,
             tokenizer,
+            counter,
             device: device.clone(),
             pool,
             busy: Mutex::new(()),
@@ -150,10 +158,7 @@ impl Embedder {
     /// Tokens in `text` as the model counts them (special tokens included,
     /// before truncation).
     pub fn count_tokens(&self, text: &str) -> Result<usize, ModelError> {
-        let mut tokenizer = self.tokenizer.clone();
-        tokenizer.with_truncation(None).map_err(|err| ModelError::Inference(err.to_string()))?;
-        tokenizer.with_padding(None);
-        tokenizer
+        self.counter
             .encode(text, true)
             .map(|enc| enc.get_ids().len())
             .map_err(|err| ModelError::Inference(format!("tokenization failed: {err}")))

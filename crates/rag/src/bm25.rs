@@ -199,7 +199,18 @@ impl Bm25 {
     /// score), best first. Query syntax errors are ignored (words search).
     pub fn search(&self, query: &str, filter: &Filter, k: usize) -> Result<Vec<(u64, f32)>, Bm25Error> {
         let (text_query, _errors) = self.parser.parse_query_lenient(query);
-        let mut clauses: Vec<(Occur, Box<dyn Query>)> = vec![(Occur::Must, text_query)];
+        self.top(text_query, filter, k)
+    }
+
+    /// Up to `k` chunk ids within `filter`, in no particular order (for
+    /// consistency checks).
+    pub fn all_ids(&self, filter: &Filter, k: usize) -> Result<Vec<u64>, Bm25Error> {
+        let hits = self.top(Box::new(tantivy::query::AllQuery), filter, k)?;
+        Ok(hits.into_iter().map(|(id, _)| id).collect())
+    }
+
+    fn top(&self, scored: Box<dyn Query>, filter: &Filter, k: usize) -> Result<Vec<(u64, f32)>, Bm25Error> {
+        let mut clauses: Vec<(Occur, Box<dyn Query>)> = vec![(Occur::Must, scored)];
         let f = self.fields;
         // Filters must match but add nothing to the score.
         let filter_by =

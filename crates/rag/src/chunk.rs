@@ -25,6 +25,15 @@ pub enum Format {
 }
 
 impl Format {
+    /// The name stored in the journal.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Markdown => "markdown",
+            Self::Text => "text",
+            Self::Code => "code",
+        }
+    }
+
     /// The format for a file name, or `None` for a file that is not text
     /// Engram chunks (HTML is converted to text first, see [`html_to_text`]).
     pub fn of(path: &Path) -> Option<Self> {

@@ -7,13 +7,18 @@
 pub mod beir;
 pub mod bm25;
 pub mod chunk;
+pub mod certify;
 pub mod conformal;
+pub mod engine;
+pub mod eval;
 pub mod fusion;
 pub mod ingest;
 pub mod metrics;
 pub mod vector;
 
 use std::ops::Range;
+
+pub use engine::{Hit, IngestReport, Mode, NewDocument, Progress, Rag, RagError, RagOptions, Target};
 
 /// What a search is restricted to.
 #[derive(Debug, Clone, Default, PartialEq)]

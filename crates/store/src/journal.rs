@@ -10,7 +10,8 @@ use rusqlite::{Connection, OpenFlags, OptionalExtension, TransactionBehavior, pa
 pub const JOURNAL_APPLICATION_ID: i32 = 0x456e_6772;
 
 /// Migrations in order; migration `i` (1-based) brings the schema to version `i`.
-const MIGRATIONS: &[&str] = &[include_str!("../migrations/0001_journal.sql")];
+const MIGRATIONS: &[&str] =
+    &[include_str!("../migrations/0001_journal.sql"), include_str!("../migrations/0002_retrieval.sql")];
 
 /// The schema version this build writes and understands.
 pub const SCHEMA_VERSION: u32 = MIGRATIONS.len() as u32;
@@ -361,6 +362,13 @@ impl Store {
         let value = f(&mut write)?;
         write.tx.commit().map_err(|source| E::from(sqlite(path, source)))?;
         Ok(value)
+    }
+
+    /// Runs read-only queries on the journal's connection. Reads see every
+    /// committed write (one connection, so also this process's own).
+    pub fn read<T>(&self, f: impl FnOnce(&Connection) -> rusqlite::Result<T>) -> Result<T, StoreError> {
+        let conn = self.conn();
+        f(&conn).map_err(|source| sqlite(self.path(), source))
     }
 
     /// Up to `limit` changes with a sequence number above `after`, oldest first.

@@ -1,0 +1,488 @@
+//! `engram ingest | search | reindex | calibrate | certificates | collections`
+//! and `engram eval retrieval`: retrieval from the command line, on the data
+//! directory's journal and indexes (the daemon must not be running: it owns
+//! them while it runs).
+
+use std::io::{BufRead, IsTerminal};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::Context;
+use engram_config::{Config, Loaded, Paths};
+use engram_rag::certify::{CalibrateOptions, Question, ScoreFunction};
+use engram_rag::eval::{EvalOptions, RetrievalEval, coverage_svg, evaluate};
+use engram_rag::{Filter, IngestReport, Mode, Progress, Rag, RagOptions, Target};
+use engram_store::Store;
+
+/// `engram ingest` options.
+#[derive(Debug, clap::Args)]
+pub struct IngestArgs {
+    /// Files and folders to ingest (Markdown, text, HTML, source code).
+    #[arg(required = true)]
+    pub paths: Vec<PathBuf>,
+    /// The collection to ingest into (created on first use).
+    #[arg(long, short)]
+    pub collection: String,
+    /// The tenant the documents belong to.
+    #[arg(long, default_value = "")]
+    pub tenant: String,
+    /// A tag searches can filter on (repeatable).
+    #[arg(long = "tag")]
+    pub tags: Vec<String>,
+    /// Print the report as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `engram search` options.
+#[derive(Debug, clap::Args)]
+pub struct SearchArgs {
+    /// What to look for.
+    pub query: String,
+    /// Only this collection (required with --alpha).
+    #[arg(long, short)]
+    pub collection: Option<String>,
+    /// Only this tenant.
+    #[arg(long)]
+    pub tenant: Option<String>,
+    /// Only documents whose path starts with this.
+    #[arg(long)]
+    pub path_prefix: Option<String>,
+    /// Only documents with this tag (repeatable: all must match).
+    #[arg(long = "tag")]
+    pub tags: Vec<String>,
+    /// Results to return.
+    #[arg(long, short, default_value_t = 5)]
+    pub k: usize,
+    /// bm25, dense or hybrid.
+    #[arg(long, default_value = "hybrid", value_parser = parse_mode)]
+    pub mode: Mode,
+    /// Return every chunk the collection's certificate admits at this
+    /// miscoverage level (see `engram calibrate`).
+    #[arg(long)]
+    pub alpha: Option<f64>,
+    /// With --alpha: at most this many chunks (a cut set claims nothing).
+    #[arg(long, default_value_t = 50)]
+    pub max_chunks: usize,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+fn parse_mode(name: &str) -> Result<Mode, String> {
+    Mode::parse(name).ok_or_else(|| format!("unknown mode {name:?}: use bm25, dense or hybrid"))
+}
+
+fn parse_score(name: &str) -> Result<ScoreFunction, String> {
+    ScoreFunction::parse(name).ok_or_else(|| {
+        let names: Vec<&str> = ScoreFunction::ALL.iter().map(|f| f.as_str()).collect();
+        format!("unknown score function {name:?}: use one of {}", names.join(", "))
+    })
+}
+
+/// `engram calibrate` options.
+#[derive(Debug, clap::Args)]
+pub struct CalibrateArgs {
+    /// The collection to certify.
+    #[arg(long, short)]
+    pub collection: String,
+    /// Miscoverage level α in (0, 1): the evidence is in the set with
+    /// probability at least 1 − α.
+    #[arg(long, default_value_t = 0.1)]
+    pub alpha: f64,
+    /// Calibration questions, one JSON object per line:
+    /// {"question": "...", "gold": [chunk ids]} or {"question": "...", "gold_paths": ["path"]}.
+    #[arg(long, value_name = "FILE.jsonl")]
+    pub questions: PathBuf,
+    /// The score function (the same one scores queries at this level).
+    #[arg(long, default_value = "hybrid_min_max", value_parser = parse_score)]
+    pub score: ScoreFunction,
+    /// Share of the questions held out to measure coverage.
+    #[arg(long, default_value_t = 0.2)]
+    pub holdout: f64,
+    /// Seed of the held-out split.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Print the certificate as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `engram certificates` subcommands.
+#[derive(Debug, clap::Subcommand)]
+pub enum CertificatesCommand {
+    /// List certificates, newest first, with whether each still holds.
+    List {
+        /// Only this collection.
+        #[arg(long, short)]
+        collection: Option<String>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print one certificate as JSON.
+    Export {
+        /// Its id.
+        id: String,
+    },
+}
+
+/// `engram eval retrieval` options.
+#[derive(Debug, clap::Args)]
+pub struct EvalRetrievalArgs {
+    /// A BEIR-layout folder: corpus.jsonl, queries.jsonl, qrels/<split>.tsv.
+    #[arg(long, value_name = "DIR")]
+    pub beir: PathBuf,
+    /// The qrels split (default: test if present, else the only one).
+    #[arg(long)]
+    pub split: Option<String>,
+    /// Random calibration/test splits of the queries.
+    #[arg(long, default_value_t = 20)]
+    pub splits: usize,
+    /// Where the evaluation's own journal and indexes live (reused: an
+    /// unchanged corpus is not embedded again) [default: <cache dir>/eval/<folder name>].
+    #[arg(long, value_name = "DIR")]
+    pub work_dir: Option<PathBuf>,
+    /// Draw empirical against target coverage to this SVG file.
+    #[arg(long, value_name = "FILE.svg")]
+    pub plot: Option<PathBuf>,
+    /// Print every figure as one JSON object.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `engram eval` targets.
+#[derive(Debug, clap::Subcommand)]
+pub enum EvalTarget {
+    /// Ranking quality and conformal coverage on a BEIR data set.
+    Retrieval(EvalRetrievalArgs),
+}
+
+/// Retrieval options from the configuration.
+pub fn options(config: &Config) -> RagOptions {
+    let _ = config;
+    RagOptions::default()
+}
+
+/// The derived indexes' directory.
+pub fn index_dir(paths: &Paths) -> PathBuf {
+    paths.data_dir.join("index")
+}
+
+/// The journal and indexes of the data directory, locked against a daemon.
+pub struct Local {
+    _lock: crate::serve::DataDirLock,
+    /// The engine.
+    pub rag: Rag,
+}
+
+/// Opens the data directory's retrieval engine (refused while a daemon
+/// serves it).
+pub fn open_local(loaded: &Loaded, paths: &Paths) -> anyhow::Result<Local> {
+    crate::serve::create_private_dir(&paths.data_dir)?;
+    let lock = crate::serve::DataDirLock::acquire(&paths.lock_file, &paths.data_dir)?;
+    let store = Store::open(&paths.journal, &crate::serve::store_options(&loaded.config))?;
+    let embedder = crate::models::load_embedder(&loaded.config, paths).context("cannot load the embedder")?;
+    let rag = Rag::open(store, &index_dir(paths), Arc::new(embedder), options(&loaded.config))
+        .context("cannot open the retrieval indexes")?;
+    Ok(Local { _lock: lock, rag })
+}
+
+/// A progress bar on a terminal, nothing otherwise.
+fn progress_bar(label: &'static str) -> impl FnMut(&Progress) {
+    let bar = std::io::stderr().is_terminal().then(|| {
+        let bar = indicatif::ProgressBar::new(0);
+        bar.set_style(
+            indicatif::ProgressStyle::with_template("{msg} [{bar:30}] {pos}/{len} documents ({eta} left)")
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+                .progress_chars("=> "),
+        );
+        bar.set_message(label);
+        bar
+    });
+    move |event: &Progress| {
+        let Some(bar) = &bar else { return };
+        match event {
+            Progress::Started { total } => bar.set_length(*total as u64),
+            Progress::Documents { done, total } => {
+                bar.set_position(*done as u64);
+                if done >= total {
+                    bar.finish_and_clear();
+                }
+            }
+        }
+    }
+}
+
+fn print_report(report: &IngestReport) {
+    println!(
+        "{}: {} added, {} updated, {} unchanged, {} deleted; {} chunks written, {} removed, {} embedded; {:.1}s",
+        report.collection,
+        report.added,
+        report.updated,
+        report.unchanged,
+        report.deleted,
+        report.chunks_written,
+        report.chunks_removed,
+        report.embedded,
+        report.seconds
+    );
+    if !report.skipped.is_empty() {
+        println!("skipped {} file(s):", report.skipped.len());
+        for skipped in &report.skipped {
+            println!("  {}: {}", skipped.path, skipped.reason);
+        }
+    }
+}
+
+/// `engram ingest`.
+pub fn ingest(loaded: &Loaded, paths: &Paths, args: &IngestArgs) -> anyhow::Result<()> {
+    engram_rag::engine::check_name("collection", &args.collection, false)?;
+    let local = open_local(loaded, paths)?;
+    let target = Target { collection: args.collection.clone(), tenant: args.tenant.clone() };
+    let report = local.rag.ingest_paths(&target, &args.paths, &args.tags, &mut progress_bar("ingesting"))?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print_report(&report);
+    }
+    Ok(())
+}
+
+/// `engram search`.
+pub fn search(loaded: &Loaded, paths: &Paths, args: &SearchArgs) -> anyhow::Result<()> {
+    let local = open_local(loaded, paths)?;
+    let filter = Filter {
+        collection: args.collection.clone(),
+        tenant: args.tenant.clone(),
+        path_prefix: args.path_prefix.clone(),
+        tags: args.tags.clone(),
+        time: None,
+    };
+    if let Some(alpha) = args.alpha {
+        let set = local.rag.conformal_search(&args.query, &filter, alpha, args.max_chunks, None)?;
+        if args.json {
+            println!("{}", serde_json::to_string_pretty(&set)?);
+            return Ok(());
+        }
+        let claim = match set.coverage_guarantee {
+            Some(p) => format!("the evidence is in this set with probability ≥ {p:.2}"),
+            None if set.truncated => "truncated by --max-chunks: no coverage claim".to_owned(),
+            None => "the certificate is stale: no coverage claim (run engram calibrate)".to_owned(),
+        };
+        println!("{} chunk(s) under certificate {} (α = {}): {claim}", set.set_size, set.certificate, set.alpha);
+        print_hits(&set.hits);
+        return Ok(());
+    }
+    let hits = local.rag.search(&args.query, &filter, args.mode, args.k)?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&hits)?);
+    } else {
+        print_hits(&hits);
+    }
+    Ok(())
+}
+
+fn print_hits(hits: &[engram_rag::Hit]) {
+    for (i, hit) in hits.iter().enumerate() {
+        let heading = if hit.headings.is_empty() { String::new() } else { format!(" § {}", hit.headings.join(" > ")) };
+        println!("{}. {:.4}  {}:{}-{}{heading}", i + 1, hit.score, hit.path, hit.chars[0], hit.chars[1]);
+        let preview: String = hit.text.split_whitespace().collect::<Vec<_>>().join(" ");
+        let preview: String = preview.chars().take(200).collect();
+        println!("   {preview}");
+    }
+}
+
+/// `engram reindex`: rebuilds both indexes from the journal.
+pub fn reindex(loaded: &Loaded, paths: &Paths) -> anyhow::Result<()> {
+    crate::serve::create_private_dir(&paths.data_dir)?;
+    let lock = crate::serve::DataDirLock::acquire(&paths.lock_file, &paths.data_dir)?;
+    let dir = index_dir(paths);
+    Rag::wipe_indexes(&dir).with_context(|| format!("cannot remove the indexes under {}", dir.display()))?;
+    drop(lock);
+    let started = std::time::Instant::now();
+    let local = open_local(loaded, paths)?;
+    let stats = local.rag.stats()?;
+    println!(
+        "rebuilt the indexes from the journal in {:.1}s: {} documents, {} chunks (BM25 {}, vectors {})",
+        started.elapsed().as_secs_f64(),
+        stats.documents,
+        stats.chunks,
+        stats.bm25_chunks,
+        stats.vector_chunks
+    );
+    Ok(())
+}
+
+/// `engram collections`.
+pub fn collections(loaded: &Loaded, paths: &Paths, json: bool) -> anyhow::Result<()> {
+    let local = open_local(loaded, paths)?;
+    let all = local.rag.collections()?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&all)?);
+    } else if all.is_empty() {
+        println!("no collections yet: engram ingest PATH --collection NAME");
+    } else {
+        for c in all {
+            println!("{}: {} documents, {} chunks, {} chunk changes", c.name, c.documents, c.chunks, c.changes);
+        }
+    }
+    Ok(())
+}
+
+/// Reads calibration questions from a JSONL file, naming the line of any error.
+pub fn read_questions(path: &Path) -> anyhow::Result<Vec<Question>> {
+    let file = std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+    let mut questions = Vec::new();
+    for (i, line) in std::io::BufReader::new(file).lines().enumerate() {
+        let line = line.with_context(|| format!("cannot read {}", path.display()))?;
+        if line.trim().is_empty() {
+            continue;
+        }
+        let question: Question = serde_json::from_str(&line)
+            .with_context(|| format!("{}:{}: not a calibration question", path.display(), i + 1))?;
+        questions.push(question);
+    }
+    Ok(questions)
+}
+
+/// `engram calibrate`.
+pub fn calibrate(loaded: &Loaded, paths: &Paths, args: &CalibrateArgs) -> anyhow::Result<()> {
+    let questions = read_questions(&args.questions)?;
+    let local = open_local(loaded, paths)?;
+    let options = CalibrateOptions {
+        alpha: args.alpha,
+        score_function: args.score,
+        holdout: args.holdout,
+        seed: args.seed,
+        questions_from: args.questions.display().to_string(),
+    };
+    let cert = local.rag.calibrate(&args.collection, &questions, &options)?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&cert)?);
+        return Ok(());
+    }
+    let threshold = cert.min_score.map_or_else(|| "every candidate".to_owned(), |s| format!("score ≥ {s:.4}"));
+    println!(
+        "{}: collection {} at α = {} from {} questions ({}): {threshold}",
+        cert.id,
+        cert.collection,
+        cert.calibration.alpha,
+        cert.calibration.n,
+        cert.score_function.as_str()
+    );
+    if let Some(held) = cert.held_out {
+        println!(
+            "held out {}: coverage {:.3} (target {:.3}), median set {} chunks, p90 {}",
+            held.n,
+            held.coverage,
+            1.0 - cert.calibration.alpha,
+            held.median_set,
+            held.p90_set
+        );
+    }
+    Ok(())
+}
+
+/// `engram certificates`.
+pub fn certificates(loaded: &Loaded, paths: &Paths, command: &CertificatesCommand) -> anyhow::Result<()> {
+    let local = open_local(loaded, paths)?;
+    match command {
+        CertificatesCommand::List { collection, json } => {
+            let all = local.rag.certificates(collection.as_deref())?;
+            if *json {
+                println!("{}", serde_json::to_string_pretty(&all)?);
+            } else if all.is_empty() {
+                println!("no certificates: engram calibrate --collection NAME --questions FILE.jsonl");
+            } else {
+                for c in all {
+                    let cert = &c.certificate;
+                    let state = if c.stale { "STALE" } else { "valid" };
+                    println!(
+                        "{}  {}  α={}  n={}  {}  {state} ({} chunk changes since)",
+                        cert.id,
+                        cert.collection,
+                        cert.calibration.alpha,
+                        cert.calibration.n,
+                        cert.score_function.as_str(),
+                        c.changes_since
+                    );
+                }
+            }
+        }
+        CertificatesCommand::Export { id } => {
+            println!("{}", serde_json::to_string_pretty(&local.rag.certificate(id)?)?);
+        }
+    }
+    Ok(())
+}
+
+/// `engram eval retrieval`.
+pub fn eval_retrieval(loaded: &Loaded, paths: &Paths, args: &EvalRetrievalArgs) -> anyhow::Result<()> {
+    if args.splits == 0 {
+        anyhow::bail!("--splits must be at least 1");
+    }
+    let beir = engram_rag::beir::Beir::load(&args.beir, args.split.as_deref())?;
+    let name = args
+        .beir
+        .canonicalize()
+        .ok()
+        .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+        .unwrap_or_else(|| "beir".to_owned());
+    let work = args.work_dir.clone().unwrap_or_else(|| paths.cache_dir.join("eval").join(&name));
+    let store = Store::open(&work.join("journal.sqlite3"), &engram_store::StoreOptions::default())?;
+    let embedder = crate::models::load_embedder(&loaded.config, paths).context("cannot load the embedder")?;
+    let rag = Rag::open(store, &work.join("index"), Arc::new(embedder), options(&loaded.config))?;
+    let collection: String =
+        name.chars().map(|c| if c.is_ascii_alphanumeric() || "-_.".contains(c) { c } else { '_' }).collect();
+    let options = EvalOptions { splits: args.splits, ..EvalOptions::default() };
+    let report = evaluate(&rag, &beir, &collection, &options, &mut progress_bar("ingesting the corpus"))?;
+    if let Some(plot) = &args.plot {
+        std::fs::write(plot, coverage_svg(&report.curve)).with_context(|| format!("cannot write {}", plot.display()))?;
+    }
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print_eval(&report);
+    }
+    Ok(())
+}
+
+fn print_eval(report: &RetrievalEval) {
+    println!(
+        "{} queries, {} documents in {} chunks (ingest {:.1}s, {} embedded; search {:.1}s)",
+        report.queries,
+        report.documents,
+        report.chunks,
+        report.ingest.seconds,
+        report.ingest.embedded,
+        report.search_seconds
+    );
+    println!("\n{:<20} {:>8} {:>11} {:>8}", "retriever", "nDCG@10", "recall@100", "MRR");
+    for row in &report.ranking {
+        println!("{:<20} {:>8.4} {:>11.4} {:>8.4}", row.retriever, row.ndcg_at_10, row.recall_at_100, row.mrr);
+    }
+    println!(
+        "\nconformal (document level, {} random {:.0}/{:.0} calibration/test splits, {} candidates per list)",
+        report.splits,
+        report.calibration_share * 100.0,
+        (1.0 - report.calibration_share) * 100.0,
+        report.candidates
+    );
+    println!(
+        "{:<16} {:>5} {:>7} {:>9} {:>6} {:>10} {:>7}",
+        "score", "alpha", "target", "coverage", "±sd", "median set", "p90 set"
+    );
+    for row in &report.conformal {
+        println!(
+            "{:<16} {:>5} {:>7.3} {:>9.4} {:>6.3} {:>10} {:>7}",
+            row.score_function.as_str(),
+            row.alpha,
+            row.target,
+            row.coverage,
+            row.coverage_sd,
+            row.median_set,
+            row.p90_set
+        );
+    }
+}

@@ -1,0 +1,349 @@
+//! Retrieval evaluation on a BEIR-layout data set: ranking quality of BM25,
+//! dense and hybrid search, and the coverage of conformal sets over random
+//! calibration/test splits of the queries, scored at document level (a
+//! document's score is its best chunk's; a query is covered when a relevant
+//! document is in its set; a set's size counts documents).
+
+use std::collections::{HashMap, HashSet};
+use std::fmt::Write as _;
+
+use serde::Serialize;
+
+use crate::beir::Beir;
+use crate::certify::{ScoreFunction, SplitMix};
+use crate::chunk::Format;
+use crate::conformal::{self, Threshold};
+use crate::engine::{IngestReport, NewDocument, Progress, Rag, RagError, Target};
+use crate::fusion::{Fusion, fuse};
+use crate::metrics::{Judgments, ndcg_at, recall_at, reciprocal_rank};
+use crate::Filter;
+
+/// Levels the conformal table reports.
+pub const ALPHAS: [f64; 3] = [0.05, 0.1, 0.2];
+/// Levels the coverage plot draws.
+pub const PLOT_ALPHAS: [f64; 9] = [0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.35, 0.4, 0.5];
+/// Chunks fetched per list for ranking metrics (recall@100 is on documents).
+const RANK_DEPTH: usize = 300;
+
+/// How to evaluate.
+#[derive(Debug, Clone)]
+pub struct EvalOptions {
+    /// Random calibration/test splits of the queries.
+    pub splits: usize,
+    /// Share of queries calibrating in each split.
+    pub calibration_share: f64,
+    /// Seed of the first split.
+    pub seed: u64,
+    /// Score functions in the conformal table.
+    pub score_functions: Vec<ScoreFunction>,
+}
+
+impl Default for EvalOptions {
+    fn default() -> Self {
+        Self { splits: 20, calibration_share: 0.5, seed: 1, score_functions: ScoreFunction::ALL.to_vec() }
+    }
+}
+
+/// Ranking metrics of one retriever, averaged over the queries.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RankingRow {
+    /// `bm25`, `dense`, `hybrid_rrf` or `hybrid_normalized`.
+    pub retriever: String,
+    /// nDCG@10.
+    pub ndcg_at_10: f64,
+    /// Recall@100.
+    pub recall_at_100: f64,
+    /// Mean reciprocal rank.
+    pub mrr: f64,
+}
+
+/// Conformal coverage at one level for one score function.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ConformalRow {
+    /// The score function.
+    pub score_function: ScoreFunction,
+    /// Miscoverage level.
+    pub alpha: f64,
+    /// 1 − α.
+    pub target: f64,
+    /// Held-out coverage, averaged over the splits.
+    pub coverage: f64,
+    /// Its standard deviation over the splits.
+    pub coverage_sd: f64,
+    /// Median set size (documents) over every held-out query of every split.
+    pub median_set: f64,
+    /// 90th percentile of the set size.
+    pub p90_set: f64,
+    /// Splits whose threshold was unbounded (every candidate in the set).
+    pub unbounded_splits: usize,
+}
+
+/// Everything `engram eval retrieval` measures.
+#[derive(Debug, Clone, Serialize)]
+pub struct RetrievalEval {
+    /// Judged queries evaluated.
+    pub queries: usize,
+    /// Corpus documents.
+    pub documents: usize,
+    /// Chunks they made.
+    pub chunks: u64,
+    /// The ingest (its time includes embedding, unless cached).
+    pub ingest: IngestReport,
+    /// Seconds spent searching (every query, both lists).
+    pub search_seconds: f64,
+    /// Ranking quality per retriever.
+    pub ranking: Vec<RankingRow>,
+    /// Random splits used.
+    pub splits: usize,
+    /// Share of queries calibrating.
+    pub calibration_share: f64,
+    /// Candidates per list for the conformal score functions.
+    pub candidates: usize,
+    /// Coverage table (levels [`ALPHAS`], every score function).
+    pub conformal: Vec<ConformalRow>,
+    /// Coverage at [`PLOT_ALPHAS`] for the plot (every score function).
+    pub curve: Vec<ConformalRow>,
+}
+
+/// One query's candidates, at document level where it matters.
+struct QueryLists {
+    judged: Judgments,
+    bm25: Vec<(u64, f32)>,
+    dense: Vec<(u64, f32)>,
+}
+
+/// Best score per document, best first.
+fn by_document(scored: &[(u64, f64)], paths: &HashMap<u64, String>) -> Vec<(String, f64)> {
+    let mut seen = HashSet::new();
+    let mut out = Vec::new();
+    for (id, score) in scored {
+        if let Some(path) = paths.get(id)
+            && seen.insert(path.clone())
+        {
+            out.push((path.clone(), *score));
+        }
+    }
+    out
+}
+
+fn as_f64(list: &[(u64, f32)]) -> Vec<(u64, f64)> {
+    list.iter().map(|(id, s)| (*id, f64::from(*s))).collect()
+}
+
+/// Ingests `beir`'s corpus into `collection` (incrementally: an unchanged
+/// corpus costs one hash comparison per document) and evaluates.
+pub fn evaluate(
+    rag: &Rag,
+    beir: &Beir,
+    collection: &str,
+    options: &EvalOptions,
+    progress: &mut dyn FnMut(&Progress),
+) -> Result<RetrievalEval, RagError> {
+    let documents: Vec<NewDocument> = beir
+        .corpus
+        .iter()
+        .map(|doc| {
+            let text = if doc.title.is_empty() { doc.text.clone() } else { format!("{}\n\n{}", doc.title, doc.text) };
+            NewDocument::from_text(doc.id.clone(), text, Format::Text)
+        })
+        .collect();
+    let ingest = rag.ingest_documents(&Target::collection(collection), documents, true, progress)?;
+    let filter = Filter { collection: Some(collection.to_owned()), ..Filter::default() };
+
+    let started = std::time::Instant::now();
+    let mut queries = Vec::with_capacity(beir.queries.len());
+    for query in &beir.queries {
+        let Some(judged) = beir.qrels.get(&query.id) else { continue };
+        if !judged.values().any(|g| *g > 0) {
+            continue;
+        }
+        let mut lists = rag.lists(&query.text, &filter, crate::engine::Mode::Hybrid, RANK_DEPTH)?.into_iter();
+        let bm25 = lists.next().unwrap_or_default();
+        let dense = lists.next().unwrap_or_default();
+        queries.push(QueryLists { judged: judged.clone(), bm25, dense });
+    }
+    let search_seconds = started.elapsed().as_secs_f64();
+    let ids: Vec<u64> =
+        queries.iter().flat_map(|q| q.bm25.iter().chain(&q.dense).map(|(id, _)| *id)).collect::<HashSet<_>>().into_iter().collect();
+    let paths = rag.chunk_paths(&ids)?;
+
+    // Ranking metrics per retriever.
+    type Ranker = fn(&QueryLists) -> Vec<(u64, f64)>;
+    let rankers: [(&str, Ranker); 4] = [
+        ("bm25", |q| as_f64(&q.bm25)),
+        ("dense", |q| as_f64(&q.dense)),
+        ("hybrid_rrf", |q| fuse(&[&q.bm25, &q.dense], Fusion::Rrf { k: 60.0 })),
+        ("hybrid_normalized", |q| fuse(&[&q.bm25, &q.dense], Fusion::Normalized { weights: [0.5, 0.5] })),
+    ];
+    let n = queries.len().max(1) as f64;
+    let ranking = rankers
+        .iter()
+        .map(|(name, rank)| {
+            let (mut ndcg, mut recall, mut mrr) = (0.0, 0.0, 0.0);
+            for q in &queries {
+                let docs = by_document(&rank(q), &paths);
+                let ranked: Vec<&str> = docs.iter().map(|(p, _)| p.as_str()).collect();
+                ndcg += ndcg_at(&ranked, &q.judged, 10);
+                recall += recall_at(&ranked, &q.judged, 100);
+                mrr += reciprocal_rank(&ranked, &q.judged);
+            }
+            RankingRow { retriever: (*name).to_owned(), ndcg_at_10: ndcg / n, recall_at_100: recall / n, mrr: mrr / n }
+        })
+        .collect();
+
+    // Conformal: per score function, each query's nonconformity and scored documents.
+    let candidates = rag.options().candidates;
+    let mut conformal_rows = Vec::new();
+    let mut curve = Vec::new();
+    for &function in &options.score_functions {
+        let scored: Vec<(f64, Vec<f64>)> = queries
+            .iter()
+            .map(|q| {
+                let depth = |list: &[(u64, f32)]| list.len().min(candidates);
+                let chunks = function.score(&q.bm25[..depth(&q.bm25)], &q.dense[..depth(&q.dense)]);
+                let docs = by_document(&chunks, &paths);
+                let gold = docs
+                    .iter()
+                    .find(|(p, _)| q.judged.get(p).is_some_and(|g| *g > 0))
+                    .map_or(f64::INFINITY, |(_, s)| -s);
+                (gold, docs.into_iter().map(|(_, s)| s).collect())
+            })
+            .collect();
+        for (alphas, out) in [(&ALPHAS[..], &mut conformal_rows), (&PLOT_ALPHAS[..], &mut curve)] {
+            for &alpha in alphas {
+                out.push(split_coverage(&scored, function, alpha, options)?);
+            }
+        }
+    }
+    Ok(RetrievalEval {
+        queries: queries.len(),
+        documents: beir.corpus.len(),
+        chunks: rag.collection(collection)?.chunks,
+        ingest,
+        search_seconds,
+        ranking,
+        splits: options.splits,
+        calibration_share: options.calibration_share,
+        candidates,
+        conformal: conformal_rows,
+        curve,
+    })
+}
+
+/// Coverage of `alpha` over random splits of the queries' (gold
+/// nonconformity, document scores).
+fn split_coverage(
+    scored: &[(f64, Vec<f64>)],
+    function: ScoreFunction,
+    alpha: f64,
+    options: &EvalOptions,
+) -> Result<ConformalRow, RagError> {
+    let mut coverages = Vec::with_capacity(options.splits);
+    let mut sizes = Vec::new();
+    let mut unbounded_splits = 0;
+    for split in 0..options.splits {
+        let mut order: Vec<usize> = (0..scored.len()).collect();
+        SplitMix(options.seed.wrapping_add(split as u64)).shuffle(&mut order);
+        let n_cal = ((scored.len() as f64) * options.calibration_share).round() as usize;
+        let (cal, test) = order.split_at(n_cal.min(scored.len()));
+        let cal_scores: Vec<f64> = cal.iter().map(|&i| scored[i].0).collect();
+        let calibration =
+            conformal::calibrate(&cal_scores, alpha).map_err(|e| RagError::Invalid(format!("calibration: {e}")))?;
+        if calibration.threshold == Threshold::Unbounded {
+            unbounded_splits += 1;
+        }
+        let rows: Vec<(f64, usize)> = test
+            .iter()
+            .map(|&i| {
+                let size = scored[i].1.iter().filter(|s| calibration.threshold.admits(-**s)).count();
+                (scored[i].0, size)
+            })
+            .collect();
+        sizes.extend(rows.iter().map(|(_, size)| *size as f64));
+        coverages.push(conformal::held_out(&calibration, &rows).coverage);
+    }
+    let mean = coverages.iter().sum::<f64>() / coverages.len().max(1) as f64;
+    let var = coverages.iter().map(|c| (c - mean).powi(2)).sum::<f64>() / coverages.len().max(1) as f64;
+    sizes.sort_by(f64::total_cmp);
+    Ok(ConformalRow {
+        score_function: function,
+        alpha,
+        target: 1.0 - alpha,
+        coverage: mean,
+        coverage_sd: var.sqrt(),
+        median_set: conformal::quantile(&sizes, 0.5),
+        p90_set: conformal::quantile(&sizes, 0.9),
+        unbounded_splits,
+    })
+}
+
+/// An SVG of empirical against target coverage, one line per score
+/// function, with the diagonal.
+pub fn coverage_svg(curve: &[ConformalRow]) -> String {
+    const W: f64 = 520.0;
+    const H: f64 = 420.0;
+    const M: f64 = 60.0;
+    let (lo, hi) = (0.45, 1.0);
+    let x = |v: f64| M + (v - lo) / (hi - lo) * (W - 2.0 * M);
+    let y = |v: f64| H - M - (v - lo) / (hi - lo) * (H - 2.0 * M);
+    let colors = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd"];
+    let mut svg = String::new();
+    let _ = writeln!(
+        svg,
+        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{H}" viewBox="0 0 {W} {H}" font-family="sans-serif" font-size="12">"#
+    );
+    let _ = writeln!(svg, r#"<rect width="{W}" height="{H}" fill="white"/>"#);
+    let _ = writeln!(
+        svg,
+        r##"<line x1="{}" y1="{}" x2="{}" y2="{}" stroke="#999" stroke-dasharray="4 4"/>"##,
+        x(lo),
+        y(lo),
+        x(hi),
+        y(hi)
+    );
+    for tick in [0.5, 0.6, 0.7, 0.8, 0.9, 1.0] {
+        let _ = writeln!(svg, r#"<text x="{}" y="{}" text-anchor="middle">{tick:.1}</text>"#, x(tick), H - M + 18.0);
+        let _ = writeln!(svg, r#"<text x="{}" y="{}" text-anchor="end">{tick:.1}</text>"#, M - 6.0, y(tick) + 4.0);
+    }
+    let _ = writeln!(
+        svg,
+        r##"<rect x="{M}" y="{M}" width="{}" height="{}" fill="none" stroke="#333"/>"##,
+        W - 2.0 * M,
+        H - 2.0 * M
+    );
+    let _ = writeln!(svg, r#"<text x="{}" y="{}" text-anchor="middle">target coverage 1 − α</text>"#, W / 2.0, H - 18.0);
+    let _ = writeln!(
+        svg,
+        r#"<text x="16" y="{}" text-anchor="middle" transform="rotate(-90 16 {})">empirical coverage</text>"#,
+        H / 2.0,
+        H / 2.0
+    );
+    let mut functions: Vec<ScoreFunction> = Vec::new();
+    for row in curve {
+        if !functions.contains(&row.score_function) {
+            functions.push(row.score_function);
+        }
+    }
+    for (i, function) in functions.iter().enumerate() {
+        let color = colors[i % colors.len()];
+        let points: Vec<String> = curve
+            .iter()
+            .filter(|r| r.score_function == *function)
+            .map(|r| format!("{:.1},{:.1}", x(r.target), y(r.coverage.clamp(lo, hi))))
+            .collect();
+        let _ = writeln!(svg, r#"<polyline points="{}" fill="none" stroke="{color}" stroke-width="2"/>"#, points.join(" "));
+        for point in &points {
+            let (px, py) = point.split_once(',').unwrap_or(("0", "0"));
+            let _ = writeln!(svg, r#"<circle cx="{px}" cy="{py}" r="3" fill="{color}"/>"#);
+        }
+        let _ = writeln!(
+            svg,
+            r#"<text x="{}" y="{}" fill="{color}">{}</text>"#,
+            M + 10.0,
+            M + 18.0 + 16.0 * i as f64,
+            function.as_str()
+        );
+    }
+    svg.push_str("</svg>\n");
+    svg
+}

@@ -1,0 +1,341 @@
+//! The retrieval engine on real parts: an SQLite journal, tantivy and
+//! qdrant-edge indexes on temp dirs, and the all-MiniLM-L6-v2 embedder.
+
+use std::collections::HashSet;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::{Arc, OnceLock};
+
+use engram_models::Embedder;
+use engram_rag::certify::{CalibrateOptions, Question, ScoreFunction};
+use engram_rag::chunk::Format;
+use engram_rag::{Filter, Mode, NewDocument, Rag, RagError, RagOptions, Target};
+use engram_store::{Store, StoreOptions};
+
+include!("../../models/tests/common/mod.rs");
+
+fn embedder() -> Arc<Embedder> {
+    static EMBEDDER: OnceLock<Arc<Embedder>> = OnceLock::new();
+    EMBEDDER
+        .get_or_init(|| {
+            let device = engram_models::Device::Cpu;
+            let pool = engram_models::inference_pool(2, "test-embed").unwrap();
+            Arc::new(Embedder::load(&minilm(), &device, pool, 16).expect("load all-MiniLM-L6-v2"))
+        })
+        .clone()
+}
+
+fn open(dir: &Path, options: RagOptions) -> Rag {
+    let store = Store::open(&dir.join("journal.sqlite3"), &StoreOptions::default()).unwrap();
+    Rag::open(store, &dir.join("index"), embedder(), options).unwrap()
+}
+
+/// Journal, BM25 and vector store hold exactly the same chunk ids.
+fn assert_consistent(rag: &Rag, collection: &str) -> HashSet<u64> {
+    let journal: HashSet<u64> = rag.chunk_ids(collection).unwrap().into_iter().map(|(id, _)| id).collect();
+    let filter = Filter { collection: Some(collection.to_owned()), ..Filter::default() };
+    let (bm25, dense) = rag.index_ids(&filter).unwrap();
+    assert_eq!(bm25, journal, "BM25 disagrees with the journal");
+    assert_eq!(dense, journal, "the vector store disagrees with the journal");
+    journal
+}
+
+fn paths_of(rag: &Rag, collection: &str) -> HashSet<String> {
+    rag.chunk_ids(collection).unwrap().into_iter().map(|(_, p)| p).collect()
+}
+
+fn write(path: &Path, text: &str) {
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::fs::write(path, text).unwrap();
+}
+
+#[test]
+fn reingest_follows_edits_deletes_and_renames_in_every_index() {
+    let dir = tempfile::tempdir().unwrap();
+    let docs = dir.path().join("docs");
+    write(&docs.join("tides.md"), "# Tides\n\nTides are caused by the gravity of the Moon and the Sun.\n");
+    write(&docs.join("bees.txt"), "Honey bees communicate the direction of flowers with a waggle dance.\n");
+    write(&docs.join("sub/rust.rs"), "/// Adds two numbers.\nfn add(a: i32, b: i32) -> i32 {\n    a + b\n}\n");
+    write(&docs.join("photo.png"), "\u{0}\u{1}binary");
+    let rag = open(dir.path(), RagOptions::default());
+    let target = Target::collection("notes");
+    let roots = vec![docs.clone()];
+
+    let first = rag.ingest_paths(&target, &roots, &[], &mut |_| {}).unwrap();
+    assert_eq!((first.added, first.updated, first.unchanged, first.deleted), (3, 0, 0, 0));
+    assert!(first.skipped.iter().any(|s| s.path.ends_with("photo.png") && s.reason.contains("unsupported")));
+    let ids = assert_consistent(&rag, "notes");
+    assert_eq!(ids.len(), 3);
+
+    // Nothing changed: nothing written, nothing embedded.
+    let again = rag.ingest_paths(&target, &roots, &[], &mut |_| {}).unwrap();
+    assert_eq!((again.added, again.updated, again.unchanged, again.embedded), (0, 0, 3, 0));
+    assert_eq!(assert_consistent(&rag, "notes"), ids);
+
+    // Edit one, delete one, rename one.
+    write(&docs.join("tides.md"), "# Tides\n\nSpring tides happen at new and full moon.\n");
+    std::fs::remove_file(docs.join("bees.txt")).unwrap();
+    std::fs::rename(docs.join("sub/rust.rs"), docs.join("sub/add.rs")).unwrap();
+    let third = rag.ingest_paths(&target, &roots, &[], &mut |_| {}).unwrap();
+    assert_eq!((third.added, third.updated, third.deleted), (1, 1, 2), "{third:?}");
+    // The renamed file's text was embedded before: only the edit is new.
+    assert_eq!(third.embedded, 1);
+    assert_consistent(&rag, "notes");
+    let paths = paths_of(&rag, "notes");
+    assert!(paths.iter().any(|p| p.ends_with("sub/add.rs")));
+    assert!(!paths.iter().any(|p| p.ends_with("bees.txt") || p.ends_with("sub/rust.rs")));
+
+    let hits = rag.search("spring tides full moon", &Filter::default(), Mode::Hybrid, 3).unwrap();
+    assert!(hits[0].path.ends_with("tides.md"), "{hits:?}");
+    assert_eq!(hits[0].headings, vec!["Tides".to_owned()]);
+    let text: Vec<char> = std::fs::read_to_string(docs.join("tides.md")).unwrap().chars().collect();
+    let [start, end] = hits[0].chars;
+    assert_eq!(text[start as usize..end as usize].iter().collect::<String>(), hits[0].text);
+    // Nothing of the old text remains searchable.
+    let old = rag.search("gravity of the Sun", &Filter::default(), Mode::Bm25, 5).unwrap();
+    assert!(old.iter().all(|h| !h.text.contains("gravity")), "{old:?}");
+
+    // A file of a root that is now missing entirely is deleted too; other
+    // roots' documents are not touched by an ingest of one root.
+    let other = dir.path().join("other");
+    write(&other.join("a.md"), "Alpha document about volcanoes.\n");
+    rag.ingest_paths(&target, &[other.clone()], &[], &mut |_| {}).unwrap();
+    let before = paths_of(&rag, "notes");
+    assert_eq!(before.len(), 3);
+    std::fs::remove_dir_all(&docs).unwrap();
+    let gone = rag.ingest_paths(&target, &roots, &[], &mut |_| {}).unwrap();
+    assert_eq!(gone.deleted, 2);
+    assert_eq!(paths_of(&rag, "notes").len(), 1);
+    assert_consistent(&rag, "notes");
+}
+
+#[test]
+fn filters_restrict_hybrid_search() {
+    let dir = tempfile::tempdir().unwrap();
+    let rag = open(dir.path(), RagOptions::default());
+    let text = "The mitochondria is the powerhouse of the cell and makes ATP.";
+    let mut doc = |path: &str, tags: &[&str]| {
+        let mut d = NewDocument::from_text(path, format!("{text} ({path})"), Format::Text);
+        d.tags = tags.iter().map(|t| (*t).to_owned()).collect();
+        d
+    };
+    let a = Target::collection("biology");
+    let b = Target { collection: "biology".into(), tenant: "acme".into() };
+    let c = Target::collection("chemistry");
+    rag.ingest_documents(&a, vec![doc("/lab/x.txt", &["cell"]), doc("/notes/y.txt", &[])], false, &mut |_| {})
+        .unwrap();
+    rag.ingest_documents(&b, vec![doc("/lab/z.txt", &["cell"])], false, &mut |_| {}).unwrap();
+    rag.ingest_documents(&c, vec![doc("/lab/w.txt", &["cell"])], false, &mut |_| {}).unwrap();
+    let paths = |filter: Filter| -> HashSet<String> {
+        let mut all = HashSet::new();
+        for mode in [Mode::Bm25, Mode::Dense, Mode::Hybrid] {
+            let got: HashSet<String> =
+                rag.search("powerhouse of the cell", &filter, mode, 10).unwrap().into_iter().map(|h| h.path).collect();
+            if !all.is_empty() {
+                assert_eq!(got, all, "{mode:?} disagrees with the other modes");
+            }
+            all = got;
+        }
+        all
+    };
+    let set = |items: &[&str]| items.iter().map(|s| (*s).to_owned()).collect::<HashSet<_>>();
+    let by_collection = Filter { collection: Some("biology".into()), ..Filter::default() };
+    assert_eq!(paths(by_collection.clone()), set(&["/lab/x.txt", "/notes/y.txt", "/lab/z.txt"]));
+    assert_eq!(paths(Filter { tenant: Some("acme".into()), ..Filter::default() }), set(&["/lab/z.txt"]));
+    assert_eq!(
+        paths(Filter { path_prefix: Some("/lab/".into()), ..by_collection.clone() }),
+        set(&["/lab/x.txt", "/lab/z.txt"])
+    );
+    assert_eq!(paths(Filter { tags: vec!["cell".into()], ..Filter::default() }), set(&["/lab/x.txt", "/lab/z.txt", "/lab/w.txt"]));
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64;
+    assert_eq!(paths(Filter { time: Some(now - 3600..now + 3600), ..by_collection.clone() }).len(), 3);
+    assert!(paths(Filter { time: Some(0..1000), ..Filter::default() }).is_empty());
+}
+
+const CRASH_ENV: &str = "ENGRAM_TEST_RAG_CRASH_DIR";
+const CRASH_PHASE_ENV: &str = "ENGRAM_TEST_RAG_CRASH_PHASE";
+
+/// The child half of the crash test. Phase `deferred`: journal-only
+/// ingests (the indexes are left behind, as if killed right after the
+/// journal commit), then it waits to be killed. Phase `live`: normal
+/// ingests, each acknowledged, until killed mid-stream.
+#[test]
+fn crash_child_process() {
+    let (Ok(dir), Ok(phase)) = (std::env::var(CRASH_ENV), std::env::var(CRASH_PHASE_ENV)) else { return };
+    let dir = PathBuf::from(dir);
+    let target = Target::collection("crash");
+    let deferred = phase == "deferred";
+    let rag = open(&dir, RagOptions { defer_indexing: deferred, ..RagOptions::default() });
+    for i in 0..100_000 {
+        let name = format!("{phase}-{i}");
+        let doc = NewDocument::from_text(&name, format!("The {phase} note number {i} is about comets."), Format::Text);
+        rag.ingest_documents(&target, vec![doc], false, &mut |_| {}).unwrap();
+        println!("ack {name}");
+        if deferred && i == 4 {
+            println!("ready");
+            std::thread::park();
+        }
+    }
+}
+
+fn run_child(dir: &Path, phase: &str, acks: usize) -> Vec<String> {
+    let mut child = Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", "crash_child_process", "--nocapture", "--test-threads=1"])
+        .env(CRASH_ENV, dir)
+        .env(CRASH_PHASE_ENV, phase)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut acked = Vec::new();
+    while acked.len() < acks {
+        let line = lines.next().expect("child ended early").unwrap();
+        if let Some(doc) = line.strip_prefix("ack ") {
+            acked.push(doc.to_owned());
+        }
+    }
+    child.kill().unwrap(); // SIGKILL, possibly mid-write
+    child.wait().unwrap();
+    acked.extend(lines.map_while(Result::ok).filter_map(|l| l.strip_prefix("ack ").map(str::to_owned)));
+    acked
+}
+
+#[test]
+fn killed_between_journal_and_index_writes_catches_up_on_restart() {
+    if std::env::var(CRASH_ENV).is_ok() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let mut acked = run_child(dir.path(), "deferred", 5);
+    // The acknowledged documents are in the journal, not in the indexes.
+    {
+        let store = Store::open(&dir.path().join("journal.sqlite3"), &StoreOptions::default()).unwrap();
+        let bm25 = engram_rag::bm25::Bm25::open(&dir.path().join("index/bm25")).unwrap();
+        let chunks: i64 = store.read(|c| c.query_row("SELECT count(*) FROM chunks", [], |r| r.get(0))).unwrap();
+        assert_eq!((chunks, bm25.len()), (5, 0));
+    }
+    // The next process catches up on open, then is killed mid-stream.
+    acked.extend(run_child(dir.path(), "live", 4));
+
+    let rag = open(dir.path(), RagOptions::default());
+    let ids = assert_consistent(&rag, "crash");
+    let paths = paths_of(&rag, "crash");
+    for doc in &acked {
+        assert!(paths.contains(doc), "acknowledged document {doc} is missing after the restart");
+    }
+    assert!(ids.len() >= acked.len());
+    let hits = rag.search("the deferred note about comets", &Filter::default(), Mode::Hybrid, 10).unwrap();
+    assert!(hits.iter().any(|h| h.path.starts_with("deferred-")), "{hits:?}");
+}
+
+#[test]
+fn reindex_rebuilds_both_indexes_from_the_journal() {
+    let dir = tempfile::tempdir().unwrap();
+    let target = Target::collection("docs");
+    let ids = {
+        let rag = open(dir.path(), RagOptions::default());
+        let docs = (0..6)
+            .map(|i| NewDocument::from_text(format!("d{i}"), format!("Document {i} on glaciers and ice."), Format::Text))
+            .collect();
+        rag.ingest_documents(&target, docs, false, &mut |_| {}).unwrap();
+        assert_consistent(&rag, "docs")
+    };
+    Rag::wipe_indexes(&dir.path().join("index")).unwrap();
+    let rag = open(dir.path(), RagOptions::default());
+    assert_eq!(assert_consistent(&rag, "docs"), ids);
+    let stats = rag.stats().unwrap();
+    assert_eq!((stats.bm25_chunks, stats.vector_chunks), (6, 6));
+}
+
+#[test]
+fn calibration_certifies_and_bad_inputs_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let rag = open(dir.path(), RagOptions::default());
+    let topics = [
+        ("volcano", "Volcanoes erupt when magma rises through the crust."),
+        ("whale", "Blue whales are the largest animals that ever lived."),
+        ("piano", "A piano makes sound when hammers strike its strings."),
+        ("desert", "The Sahara is the largest hot desert on Earth."),
+        ("vaccine", "Vaccines train the immune system to recognise a pathogen."),
+        ("glacier", "Glaciers form where snow accumulates faster than it melts."),
+        ("bread", "Yeast makes bread rise by releasing carbon dioxide."),
+        ("comet", "Comets grow tails of gas and dust near the Sun."),
+        ("chess", "In chess, the king moves one square in any direction."),
+        ("tea", "Green tea is made from unoxidised leaves of Camellia sinensis."),
+    ];
+    let docs = topics.iter().map(|(name, text)| NewDocument::from_text(*name, *text, Format::Text)).collect();
+    let options = CalibrateOptions {
+        alpha: 0.2,
+        score_function: ScoreFunction::HybridScaled,
+        holdout: 0.0,
+        seed: 7,
+        questions_from: "test".into(),
+    };
+    // An empty (unknown) collection.
+    let err = rag.calibrate("science", &[], &options).unwrap_err();
+    assert!(err.to_string().contains("nothing has been ingested"), "{err}");
+    rag.ingest_documents(&Target::collection("science"), docs, false, &mut |_| {}).unwrap();
+    let ids = rag.chunk_ids("science").unwrap();
+    let questions: Vec<Question> = [
+        "What makes magma erupt?",
+        "Which animal is the biggest ever?",
+        "How does a piano produce sound?",
+        "Where is the largest hot desert?",
+        "How do vaccines work?",
+        "How are glaciers formed?",
+        "Why does bread rise?",
+        "Why do comets have tails?",
+        "How does the king move in chess?",
+        "What is green tea made from?",
+    ]
+    .iter()
+    .zip(&ids)
+    .map(|(q, (id, _))| Question { question: (*q).to_owned(), gold: vec![*id], gold_paths: vec![] })
+    .collect();
+
+    for alpha in [0.0, 1.0, -0.5, f64::NAN] {
+        let err = rag.calibrate("science", &questions, &CalibrateOptions { alpha, ..options.clone() }).unwrap_err();
+        assert!(err.to_string().contains("alpha must be strictly between 0 and 1"), "{err}");
+    }
+    let mut unknown = questions.clone();
+    unknown[3].gold = vec![999_999];
+    let err = rag.calibrate("science", &unknown, &options).unwrap_err();
+    assert!(err.to_string().contains("question 4 names chunk 999999"), "{err}");
+    let mut unknown_path = questions.clone();
+    unknown_path[0] = Question { question: "x".into(), gold: vec![], gold_paths: vec!["nope".into()] };
+    assert!(matches!(rag.calibrate("science", &unknown_path, &options), Err(RagError::Invalid(_))));
+
+    let cert = rag.calibrate("science", &questions, &options).unwrap();
+    // n = 10, α = 0.2: the ⌈11·0.8⌉ = 9th smallest nonconformity.
+    assert_eq!((cert.calibration.n, cert.calibration.rank), (10, 9));
+    let min_score = cert.min_score.expect("every question finds its gold chunk");
+    let listed = rag.certificates(Some("science")).unwrap();
+    assert_eq!(listed.len(), 1);
+    assert!(!listed[0].stale);
+
+    let filter = Filter { collection: Some("science".into()), ..Filter::default() };
+    let set = rag.conformal_search("Why does bread rise?", &filter, 0.2, 50, None).unwrap();
+    assert_eq!(set.certificate, cert.id);
+    assert_eq!(set.coverage_guarantee, Some(0.8));
+    assert!(!set.truncated);
+    assert!(set.hits.iter().all(|h| h.score >= min_score));
+    assert!(set.hits.iter().any(|h| h.path == "bread"), "{set:?}");
+    // A cap that cuts the set voids the claim.
+    if set.set_size > 1 {
+        let cut = rag.conformal_search("Why does bread rise?", &filter, 0.2, 1, None).unwrap();
+        assert!(cut.truncated && cut.coverage_guarantee.is_none());
+    }
+    // No certificate at a stricter level.
+    let err = rag.conformal_search("bread", &filter, 0.05, 50, None).unwrap_err();
+    assert!(err.to_string().contains("engram calibrate"), "{err}");
+
+    // Changing more than a tenth of the collection makes it stale.
+    let more = (0..3).map(|i| NewDocument::from_text(format!("new{i}"), format!("New fact {i}."), Format::Text)).collect();
+    rag.ingest_documents(&Target::collection("science"), more, false, &mut |_| {}).unwrap();
+    let listed = rag.certificates(Some("science")).unwrap();
+    assert!(listed[0].stale && listed[0].changes_since == 3, "{listed:?}");
+    let stale = rag.conformal_search("Why does bread rise?", &filter, 0.2, 50, None).unwrap();
+    assert!(stale.stale && stale.coverage_guarantee.is_none());
+}
