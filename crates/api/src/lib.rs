@@ -10,6 +10,7 @@ mod metrics;
 mod models;
 mod openai;
 mod plugins;
+mod rag;
 mod routes;
 pub mod server;
 
@@ -17,4 +18,5 @@ pub use auth::TcpGuard;
 pub use error::ApiError;
 pub use metrics::Metrics;
 pub use models::{Lazy, Models};
+pub use rag::RagService;
 pub use routes::{Access, AppState, HttpLimits, router};

@@ -33,6 +33,7 @@ struct StateInner {
     models: Option<Models>,
     plugins: Option<Arc<engram_plugin_host::PluginHost>>,
     plugins_dir: Option<std::path::PathBuf>,
+    rag: Option<crate::rag::RagService>,
 }
 
 impl AppState {
@@ -46,6 +47,7 @@ impl AppState {
                 models: None,
                 plugins: None,
                 plugins_dir: None,
+                rag: None,
             }),
         }
     }
@@ -60,6 +62,7 @@ impl AppState {
                 models: Some(models),
                 plugins: None,
                 plugins_dir: None,
+                rag: None,
             }),
         }
     }
@@ -75,6 +78,21 @@ impl AppState {
             None => tracing::error!("plugins added to an application state already in use; ignored"),
         }
         self
+    }
+
+    /// The same state serving retrieval through `rag`. Call before sharing
+    /// the state.
+    pub fn with_rag(mut self, rag: crate::rag::RagService) -> Self {
+        match Arc::get_mut(&mut self.inner) {
+            Some(inner) => inner.rag = Some(rag),
+            None => tracing::error!("retrieval added to an application state already in use; ignored"),
+        }
+        self
+    }
+
+    /// The retrieval service, if this daemon serves one.
+    pub fn rag(&self) -> Option<&crate::rag::RagService> {
+        self.inner.rag.as_ref()
     }
 
     /// The plugins directory, if this daemon runs a plugin host.
@@ -130,6 +148,11 @@ pub fn router(state: AppState, limits: HttpLimits, access: Access) -> Router {
         .route("/v1/models", get(openai::list_models))
         .route("/v1/embeddings", post(openai::embeddings))
         .route("/v1/chat/completions", post(openai::chat_completions))
+        .route("/v1/ingest", post(crate::rag::ingest))
+        .route("/v1/search", post(crate::rag::search))
+        .route("/v1/collections", get(crate::rag::collections))
+        .route("/v1/certificates", get(crate::rag::certificates))
+        .route("/v1/certificates/{id}", get(crate::rag::certificate))
         .route("/v1/plugins", get(plugins::list))
         .route("/v1/plugins/tools", get(plugins::list_tools))
         .route("/v1/plugins/call", post(plugins::call))

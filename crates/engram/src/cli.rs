@@ -134,6 +134,8 @@ pub enum BenchTarget {
     Generate(crate::bench::GenerateBenchArgs),
     /// The plugin host's call overheads, budgets and hostile suite.
     Plugins(crate::bench_plugins::PluginsBenchArgs),
+    /// Hybrid search latency at 10k and 100k chunks, and ingest throughput.
+    Search(crate::bench_search::SearchBenchArgs),
 }
 
 /// Exit status for a configuration error, as for a usage error.
@@ -201,6 +203,10 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Bench { target: BenchTarget::Generate(args) } => {
             crate::bench::generate(&loaded, &resolve_paths(&loaded, &env)?, &args)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Bench { target: BenchTarget::Search(args) } => {
+            crate::bench_search::search(&loaded, &resolve_paths(&loaded, &env)?, &args)?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Bench { target: BenchTarget::Plugins(args) } => {

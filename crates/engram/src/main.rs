@@ -2,6 +2,7 @@
 
 mod bench;
 mod bench_plugins;
+mod bench_search;
 mod cli;
 mod doctor;
 mod generate;

@@ -328,7 +328,7 @@ fn test(folders: &[std::path::PathBuf]) -> anyhow::Result<ExitCode> {
 }
 
 /// One HTTP/1.1 request over the daemon's Unix socket.
-async fn request(
+pub(crate) async fn request(
     paths: &Paths,
     method: &str,
     path: &str,

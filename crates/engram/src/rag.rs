@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use engram_config::{Config, Loaded, Paths};
-use engram_rag::certify::{CalibrateOptions, Question, ScoreFunction};
+use engram_rag::certify::{CalibrateOptions, ConformalSet, Question, ScoreFunction};
 use engram_rag::eval::{EvalOptions, RetrievalEval, coverage_svg, evaluate};
 use engram_rag::{Filter, IngestReport, Mode, Progress, Rag, RagOptions, Target};
 use engram_store::Store;
@@ -235,9 +235,43 @@ fn print_report(report: &IngestReport) {
     }
 }
 
-/// `engram ingest`.
+/// Whether a daemon answers on the socket (then it owns the indexes and
+/// commands go through it).
+fn daemon_running(paths: &Paths) -> bool {
+    std::os::unix::net::UnixStream::connect(&paths.socket).is_ok()
+}
+
+/// POSTs `body` to the running daemon and returns its JSON answer, or its
+/// error message.
+fn via_daemon(paths: &Paths, route: &str, body: serde_json::Value) -> anyhow::Result<serde_json::Value> {
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let (status, value) = runtime.block_on(crate::plugins::request(paths, "POST", route, Some(body)))?;
+    if !status.is_success() {
+        let message = value["error"]["message"].as_str().unwrap_or("no message").to_owned();
+        anyhow::bail!("the daemon refused {route} ({status}): {message}");
+    }
+    Ok(value)
+}
+
+/// `engram ingest`: through the running daemon if there is one, else on
+/// the data directory directly.
 pub fn ingest(loaded: &Loaded, paths: &Paths, args: &IngestArgs) -> anyhow::Result<()> {
     engram_rag::engine::check_name("collection", &args.collection, false)?;
+    if daemon_running(paths) {
+        let absolute: Vec<PathBuf> =
+            args.paths.iter().map(|p| std::path::absolute(p).unwrap_or_else(|_| p.clone())).collect();
+        let body = serde_json::json!({
+            "collection": args.collection, "tenant": args.tenant, "tags": args.tags, "paths": absolute,
+        });
+        let value = via_daemon(paths, "/v1/ingest", body)?;
+        let report: IngestReport = serde_json::from_value(value).context("the daemon's ingest report")?;
+        if args.json {
+            println!("{}", serde_json::to_string_pretty(&report)?);
+        } else {
+            print_report(&report);
+        }
+        return Ok(());
+    }
     let local = open_local(loaded, paths)?;
     let target = Target { collection: args.collection.clone(), tenant: args.tenant.clone() };
     let report = local.rag.ingest_paths(&target, &args.paths, &args.tags, &mut progress_bar("ingesting"))?;
@@ -249,9 +283,8 @@ pub fn ingest(loaded: &Loaded, paths: &Paths, args: &IngestArgs) -> anyhow::Resu
     Ok(())
 }
 
-/// `engram search`.
+/// `engram search`: through the running daemon if there is one.
 pub fn search(loaded: &Loaded, paths: &Paths, args: &SearchArgs) -> anyhow::Result<()> {
-    let local = open_local(loaded, paths)?;
     let filter = Filter {
         collection: args.collection.clone(),
         tenant: args.tenant.clone(),
@@ -259,8 +292,23 @@ pub fn search(loaded: &Loaded, paths: &Paths, args: &SearchArgs) -> anyhow::Resu
         tags: args.tags.clone(),
         time: None,
     };
+    let remote = daemon_running(paths).then(|| {
+        serde_json::json!({
+            "query": args.query, "collection": args.collection, "tenant": args.tenant,
+            "path_prefix": args.path_prefix, "tags": args.tags, "k": args.k, "mode": args.mode,
+            "alpha": args.alpha, "max_chunks": args.max_chunks,
+        })
+    });
+    let local = match remote {
+        Some(_) => None,
+        None => Some(open_local(loaded, paths)?),
+    };
     if let Some(alpha) = args.alpha {
-        let set = local.rag.conformal_search(&args.query, &filter, alpha, args.max_chunks, None)?;
+        let set: ConformalSet = match (&local, remote) {
+            (Some(local), _) => local.rag.conformal_search(&args.query, &filter, alpha, args.max_chunks, None)?,
+            (None, Some(body)) => serde_json::from_value(via_daemon(paths, "/v1/search", body)?)?,
+            (None, None) => unreachable!("one of the two is set"),
+        };
         if args.json {
             println!("{}", serde_json::to_string_pretty(&set)?);
             return Ok(());
@@ -274,7 +322,11 @@ pub fn search(loaded: &Loaded, paths: &Paths, args: &SearchArgs) -> anyhow::Resu
         print_hits(&set.hits);
         return Ok(());
     }
-    let hits = local.rag.search(&args.query, &filter, args.mode, args.k)?;
+    let hits: Vec<engram_rag::Hit> = match (&local, remote) {
+        (Some(local), _) => local.rag.search(&args.query, &filter, args.mode, args.k)?,
+        (None, Some(body)) => serde_json::from_value(via_daemon(paths, "/v1/search", body)?["hits"].take())?,
+        (None, None) => unreachable!("one of the two is set"),
+    };
     if args.json {
         println!("{}", serde_json::to_string_pretty(&hits)?);
     } else {

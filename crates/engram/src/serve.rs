@@ -41,7 +41,8 @@ async fn serve(loaded: &Loaded, paths: &Paths) -> anyhow::Result<()> {
         .watch(paths.plugins_dir.clone(), Duration::from_millis(500), None)
         .context("cannot start the plugin watcher")?;
     let state = AppState::with_models(store.clone(), crate::models::daemon_models(config, paths))
-        .with_plugins(plugins.clone(), paths.plugins_dir.clone());
+        .with_plugins(plugins.clone(), paths.plugins_dir.clone())
+        .with_rag(rag_service(config, paths, &store));
     // Load the models now, in the background: requests that need them wait,
     // and a model that cannot load is reported in the log and per request.
     {
@@ -49,6 +50,12 @@ async fn serve(loaded: &Loaded, paths: &Paths) -> anyhow::Result<()> {
         tokio::spawn(async move {
             if let Some(models) = state.models() {
                 let _ = tokio::join!(models.llm.get(), models.embedder.get());
+            }
+            // Opening the indexes catches them up with the journal.
+            if let Some(rag) = state.rag()
+                && let Err(err) = rag.get(&state).await
+            {
+                tracing::error!(error = %err.message, "retrieval unavailable");
             }
         });
     }
@@ -121,6 +128,17 @@ fn shutdown_signal() -> anyhow::Result<impl Future<Output = ()>> {
             tracing::warn!("second signal: exiting without draining");
             std::process::exit(130);
         });
+    })
+}
+
+/// Retrieval over the daemon's journal, opened once the embedder is loaded.
+fn rag_service(config: &engram_config::Config, paths: &Paths, store: &Store) -> engram_api::RagService {
+    let (store, dir, options) = (store.clone(), crate::rag::index_dir(paths), crate::rag::options(config));
+    engram_api::RagService::new(move |embedder| {
+        let started = std::time::Instant::now();
+        let rag = engram_rag::Rag::open(store.clone(), &dir, embedder, options.clone()).map_err(|e| e.to_string())?;
+        tracing::info!(ms = started.elapsed().as_millis() as u64, "retrieval indexes ready");
+        Ok(rag)
     })
 }
 

@@ -40,7 +40,6 @@ pub enum ScoreFunction {
     /// ½·BM25/BM25₍best₎ + ½·cosine: BM25 scaled by the question's best
     /// BM25 score (0 when BM25 did not find the chunk), plus the cosine
     /// similarity (0 when dense search did not find it).
-    #[default]
     HybridScaled,
     /// Reciprocal rank fusion (k = 60) of the two lists.
     HybridRrf,
@@ -170,7 +169,7 @@ pub struct CalibrateOptions {
 }
 
 /// A conformal answer: every admitted chunk, and what is claimed.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ConformalSet {
     /// The certificate used.
     pub certificate: String,

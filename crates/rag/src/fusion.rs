@@ -22,7 +22,9 @@ pub enum Fusion {
 
 impl Default for Fusion {
     fn default() -> Self {
-        Self::Rrf { k: 60.0 }
+        // Measured on SciFact (`engram eval retrieval`): nDCG@10 0.869 against
+        // 0.850 for reciprocal rank fusion.
+        Self::Normalized { weights: [0.5, 0.5] }
     }
 }
 

@@ -2,8 +2,8 @@
 //! qdrant-edge indexes on temp dirs, and the all-MiniLM-L6-v2 embedder.
 
 use std::collections::HashSet;
-use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
+use std::io::{BufRead, BufReader, Write};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::{Arc, OnceLock};
 
@@ -115,7 +115,7 @@ fn filters_restrict_hybrid_search() {
     let dir = tempfile::tempdir().unwrap();
     let rag = open(dir.path(), RagOptions::default());
     let text = "The mitochondria is the powerhouse of the cell and makes ATP.";
-    let mut doc = |path: &str, tags: &[&str]| {
+    let doc = |path: &str, tags: &[&str]| {
         let mut d = NewDocument::from_text(path, format!("{text} ({path})"), Format::Text);
         d.tags = tags.iter().map(|t| (*t).to_owned()).collect();
         d
@@ -171,10 +171,14 @@ fn crash_child_process() {
         let name = format!("{phase}-{i}");
         let doc = NewDocument::from_text(&name, format!("The {phase} note number {i} is about comets."), Format::Text);
         rag.ingest_documents(&target, vec![doc], false, &mut |_| {}).unwrap();
-        println!("ack {name}");
+        // Straight to the pipe: libtest captures `println!` even with --nocapture.
+        let mut out = std::io::stdout().lock();
+        writeln!(out, "ack {name}").and_then(|()| out.flush()).unwrap();
+        drop(out);
         if deferred && i == 4 {
-            println!("ready");
-            std::thread::park();
+            loop {
+                std::thread::park();
+            }
         }
     }
 }
@@ -188,17 +192,17 @@ fn run_child(dir: &Path, phase: &str, acks: usize) -> Vec<String> {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
+    // libtest's "test crash_child_process ... " may precede the first ack on its line.
+    let ack = |line: &str| line.find("ack ").map(|at| line[at + 4..].to_owned());
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
     let mut acked = Vec::new();
     while acked.len() < acks {
         let line = lines.next().expect("child ended early").unwrap();
-        if let Some(doc) = line.strip_prefix("ack ") {
-            acked.push(doc.to_owned());
-        }
+        acked.extend(ack(&line));
     }
     child.kill().unwrap(); // SIGKILL, possibly mid-write
     child.wait().unwrap();
-    acked.extend(lines.map_while(Result::ok).filter_map(|l| l.strip_prefix("ack ").map(str::to_owned)));
+    acked.extend(lines.map_while(Result::ok).filter_map(|line| ack(&line)));
     acked
 }
 
