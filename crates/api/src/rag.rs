@@ -49,7 +49,11 @@ impl RagService {
             })
             .await;
         result.clone().map_err(|reason| {
-            ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "retrieval_unavailable", format!("retrieval is unavailable: {reason}"))
+            ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "retrieval_unavailable",
+                format!("retrieval is unavailable: {reason}"),
+            )
         })
     }
 }
@@ -57,7 +61,11 @@ impl RagService {
 async fn engine(state: &AppState) -> Result<Arc<Rag>, ApiError> {
     match state.rag() {
         Some(service) => service.get(state).await,
-        None => Err(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "retrieval_unavailable", "this daemon serves no retrieval")),
+        None => Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "retrieval_unavailable",
+            "this daemon serves no retrieval",
+        )),
     }
 }
 
@@ -71,10 +79,14 @@ impl From<RagError> for ApiError {
 }
 
 /// Runs blocking engine work off the async executor.
-async fn blocking<T: Send + 'static>(work: impl FnOnce() -> Result<T, RagError> + Send + 'static) -> Result<T, ApiError> {
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T, RagError> + Send + 'static,
+) -> Result<T, ApiError> {
     tokio::task::spawn_blocking(work)
         .await
-        .map_err(|err| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", format!("retrieval panicked: {err}")))?
+        .map_err(|err| {
+            ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", format!("retrieval panicked: {err}"))
+        })?
         .map_err(ApiError::from)
 }
 
@@ -113,14 +125,20 @@ pub(crate) struct IngestRequest {
 
 /// `POST /v1/ingest`: files and folders (read by the daemon) and inline
 /// documents into a collection.
-pub(crate) async fn ingest(State(state): State<AppState>, payload: Result<Json<IngestRequest>, JsonRejection>) -> Response {
+pub(crate) async fn ingest(
+    State(state): State<AppState>,
+    payload: Result<Json<IngestRequest>, JsonRejection>,
+) -> Response {
     match ingest_inner(state, payload).await {
         Ok(response) => response,
         Err(err) => err.into_response(),
     }
 }
 
-async fn ingest_inner(state: AppState, payload: Result<Json<IngestRequest>, JsonRejection>) -> Result<Response, ApiError> {
+async fn ingest_inner(
+    state: AppState,
+    payload: Result<Json<IngestRequest>, JsonRejection>,
+) -> Result<Response, ApiError> {
     let request = body(payload)?;
     let invalid = |message: String| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_request", message);
     engram_rag::engine::check_name("collection", &request.collection, false).map_err(ApiError::from)?;
@@ -128,7 +146,10 @@ async fn ingest_inner(state: AppState, payload: Result<Json<IngestRequest>, Json
         return Err(invalid("give `paths` (files and folders) or `documents` ({path, text}) to ingest".into()));
     }
     if let Some(relative) = request.paths.iter().find(|p| !p.is_absolute()) {
-        return Err(invalid(format!("paths must be absolute (the daemon has its own working directory): {}", relative.display())));
+        return Err(invalid(format!(
+            "paths must be absolute (the daemon has its own working directory): {}",
+            relative.display()
+        )));
     }
     let mut documents = Vec::with_capacity(request.documents.len());
     for doc in request.documents {
@@ -299,7 +320,10 @@ pub(crate) async fn certificates(
 }
 
 /// `GET /v1/certificates/{id}`.
-pub(crate) async fn certificate(State(state): State<AppState>, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
+pub(crate) async fn certificate(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
     let rag = engine(&state).await?;
     let found = blocking(move || rag.certificate(&id)).await.map_err(|mut err| {
         if err.message.starts_with("there is no certificate") {

@@ -65,14 +65,16 @@ struct Vocabulary {
 
 impl Vocabulary {
     fn new(size: usize, rng: &mut Rng) -> Self {
-        const ONSETS: &[&str] = &["b", "c", "d", "f", "g", "l", "m", "n", "p", "r", "s", "t", "v", "z", "br", "st", "pl"];
+        const ONSETS: &[&str] =
+            &["b", "c", "d", "f", "g", "l", "m", "n", "p", "r", "s", "t", "v", "z", "br", "st", "pl"];
         const VOWELS: &[&str] = &["a", "e", "i", "o", "u", "ai", "ou"];
         let mut seen = std::collections::HashSet::new();
         let mut words = Vec::with_capacity(size);
         while words.len() < size {
             let syllables = 1 + rng.below(3);
-            let word: String =
-                (0..syllables).map(|_| format!("{}{}", ONSETS[rng.below(ONSETS.len())], VOWELS[rng.below(VOWELS.len())])).collect();
+            let word: String = (0..syllables)
+                .map(|_| format!("{}{}", ONSETS[rng.below(ONSETS.len())], VOWELS[rng.below(VOWELS.len())]))
+                .collect();
             if seen.insert(word.clone()) {
                 words.push(word);
             }
@@ -94,8 +96,23 @@ impl Vocabulary {
     }
 
     fn passage(&self, rng: &mut Rng) -> String {
-        let words = 40 + rng.below(50);
+        let words = 20 + rng.below(30);
         (0..words).map(|_| self.draw(rng)).collect::<Vec<_>>().join(" ")
+    }
+}
+
+/// `text` cut at a word so that it stays one chunk (no embedding needed for
+/// its stored vector to match).
+fn one_chunk(text: &str, embedder: &engram_models::Embedder) -> String {
+    let mut words: Vec<&str> = text.split(' ').collect();
+    let limit = RagOptions::default().chunk.target_tokens - 16;
+    loop {
+        let joined = words.join(" ");
+        if words.len() <= 1 || embedder.count_tokens(&joined).unwrap_or(usize::MAX) <= limit {
+            return joined;
+        }
+        let over = embedder.count_tokens(&joined).unwrap_or(usize::MAX).saturating_sub(limit);
+        words.truncate(words.len().saturating_sub((over / 3).max(1)));
     }
 }
 
@@ -125,8 +142,11 @@ pub fn search(loaded: &Loaded, paths: &Paths, args: &SearchBenchArgs) -> anyhow:
         let dir = work.path().join("throughput");
         let store = Store::open(&dir.join("journal.sqlite3"), &StoreOptions::default())?;
         let rag = Rag::open(store, &dir.join("index"), embedder.clone(), RagOptions::default())?;
-        let docs: Vec<NewDocument> =
-            base.iter().enumerate().map(|(i, t)| NewDocument::from_text(format!("base-{i}"), t.clone(), Format::Text)).collect();
+        let docs: Vec<NewDocument> = base
+            .iter()
+            .enumerate()
+            .map(|(i, t)| NewDocument::from_text(format!("base-{i}"), t.clone(), Format::Text))
+            .collect();
         let report = rag.ingest_documents(&Target::collection("bench"), docs, false, &mut |_| {})?;
         println!(
             "ingest, embedding included: {} chunks in {:.1}s = {:.1} chunks/s ({} embedded)",
@@ -152,7 +172,7 @@ pub fn search(loaded: &Loaded, paths: &Paths, args: &SearchBenchArgs) -> anyhow:
             let mut vectors = Vec::with_capacity(batch);
             for i in written..written + batch {
                 let (a, b) = (rng.below(base.len()), rng.below(base.len()));
-                let text = format!("{} {}", vocabulary.passage(&mut rng), &base[a][..base[a].len().min(200)]);
+                let text = one_chunk(&format!("{} {}", vocabulary.passage(&mut rng), base[a]), &embedder);
                 let mut vector: Vec<f32> = base_vectors[a]
                     .iter()
                     .zip(&base_vectors[b])
@@ -172,7 +192,10 @@ pub fn search(loaded: &Loaded, paths: &Paths, args: &SearchBenchArgs) -> anyhow:
         rag.catch_up()?;
         let indexed = indexing.elapsed();
         let stats = rag.stats()?;
-        anyhow::ensure!(dim == embedder.dim() && stats.vector_chunks == stats.chunks, "the indexes disagree: {stats:?}");
+        anyhow::ensure!(
+            dim == embedder.dim() && stats.vector_chunks == stats.chunks,
+            "the indexes disagree: {stats:?}"
+        );
         println!(
             "{:>8} built: journal {:.1}s ({:.0} chunks/s without embedding), indexes {:.1}s ({:.0} chunks/s)",
             stats.chunks,
@@ -217,6 +240,9 @@ pub fn search(loaded: &Loaded, paths: &Paths, args: &SearchBenchArgs) -> anyhow:
             );
         }
     }
-    println!("\n(search = query embedding + BM25 and/or dense top-{} candidates + fusion + reading the chunks from the journal)", RagOptions::default().candidates);
+    println!(
+        "\n(search = query embedding + BM25 and/or dense top-{} candidates + fusion + reading the chunks from the journal)",
+        RagOptions::default().candidates
+    );
     Ok(())
 }

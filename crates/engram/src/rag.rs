@@ -490,7 +490,8 @@ pub fn eval_retrieval(loaded: &Loaded, paths: &Paths, args: &EvalRetrievalArgs) 
     let options = EvalOptions { splits: args.splits, ..EvalOptions::default() };
     let report = evaluate(&rag, &beir, &collection, &options, &mut progress_bar("ingesting the corpus"))?;
     if let Some(plot) = &args.plot {
-        std::fs::write(plot, coverage_svg(&report.curve)).with_context(|| format!("cannot write {}", plot.display()))?;
+        std::fs::write(plot, coverage_svg(&report.curve))
+            .with_context(|| format!("cannot write {}", plot.display()))?;
     }
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);

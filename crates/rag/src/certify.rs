@@ -21,10 +21,10 @@ use engram_store::rusqlite::{OptionalExtension, params};
 use engram_store::{Entity, Op};
 use serde::{Deserialize, Serialize};
 
+use crate::Filter;
 use crate::conformal::{self, Calibration, HeldOut, Threshold};
 use crate::engine::{Hit, Mode, Rag, RagError};
 use crate::fusion::{Fusion, fuse};
-use crate::Filter;
 
 /// Share of a collection that may change before its certificates go stale.
 pub const STALE_SHARE: f64 = 0.10;

@@ -17,12 +17,12 @@ use engram_store::{Entity, Op, Seq, Store, StoreError, WriteTx};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
+use crate::Filter;
 use crate::bm25::{Bm25, Bm25Error, IndexedChunk};
 use crate::chunk::{ChunkOptions, Format, chunk};
 use crate::fusion::{Fusion, fuse};
 use crate::ingest::{Skipped, discover, load};
 use crate::vector::{EdgeStore, VectorError, VectorPoint, VectorStore};
-use crate::Filter;
 
 /// Changes applied to the indexes per commit while catching up.
 const CATCH_UP_BATCH: usize = 2048;
@@ -310,7 +310,7 @@ fn vector_to_blob(vector: &[f32]) -> Vec<u8> {
 }
 
 fn blob_to_vector(blob: &[u8]) -> Vec<f32> {
-    blob.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect()
+    blob.as_chunks::<4>().0.iter().map(|b| f32::from_le_bytes(*b)).collect()
 }
 
 /// A chunk prepared for the journal.
@@ -339,7 +339,12 @@ struct ChunkRow {
 impl Rag {
     /// Opens the indexes under `index_dir` for `store`'s journal and catches
     /// them up with it.
-    pub fn open(store: Store, index_dir: &Path, embedder: Arc<Embedder>, options: RagOptions) -> Result<Self, RagError> {
+    pub fn open(
+        store: Store,
+        index_dir: &Path,
+        embedder: Arc<Embedder>,
+        options: RagOptions,
+    ) -> Result<Self, RagError> {
         let vectors = EdgeStore::open(&index_dir.join("vectors").join(&embedder.name), embedder.dim())?;
         Self::with_vector_store(store, index_dir, embedder, Box::new(vectors), options)
     }
@@ -397,10 +402,8 @@ impl Rag {
         tags: &[String],
         progress: &mut dyn FnMut(&Progress),
     ) -> Result<IngestReport, RagError> {
-        let roots: Vec<PathBuf> = roots
-            .iter()
-            .map(|root| std::path::absolute(root).unwrap_or_else(|_| root.clone()))
-            .collect();
+        let roots: Vec<PathBuf> =
+            roots.iter().map(|root| std::path::absolute(root).unwrap_or_else(|_| root.clone())).collect();
         let started = Instant::now();
         let found = discover(&roots, self.options.max_file_bytes);
         let mut skipped: Vec<SkippedFile> = found.skipped.into_iter().map(SkippedFile::from).collect();
@@ -512,9 +515,8 @@ impl Rag {
         check_name("tenant", &target.tenant, true)?;
         // Which documents changed?
         let existing: Vec<Option<(i64, String)>> = self.store.read(|conn| {
-            let mut stmt = conn.prepare_cached(
-                "SELECT id, hash FROM documents WHERE collection = ?1 AND tenant = ?2 AND path = ?3",
-            )?;
+            let mut stmt = conn
+                .prepare_cached("SELECT id, hash FROM documents WHERE collection = ?1 AND tenant = ?2 AND path = ?3")?;
             documents
                 .iter()
                 .map(|doc| {
@@ -801,9 +803,7 @@ impl Rag {
             let mut stmt = conn.prepare_cached("SELECT vector FROM embeddings WHERE hash = ?1 AND model = ?2")?;
             let mut found = HashMap::new();
             for row in rows {
-                if let Some(blob) =
-                    stmt.query_row(params![row.hash, model], |r| r.get::<_, Vec<u8>>(0)).optional()?
-                {
+                if let Some(blob) = stmt.query_row(params![row.hash, model], |r| r.get::<_, Vec<u8>>(0)).optional()? {
                     found.insert(row.hash.clone(), blob_to_vector(&blob));
                 }
             }
@@ -899,9 +899,8 @@ impl Rag {
     /// Document path of each chunk id (for document-level evaluation).
     pub fn chunk_paths(&self, ids: &[u64]) -> Result<HashMap<u64, String>, RagError> {
         Ok(self.store.read(|conn| {
-            let mut stmt = conn.prepare_cached(
-                "SELECT d.path FROM chunks c JOIN documents d ON d.id = c.document WHERE c.id = ?1",
-            )?;
+            let mut stmt = conn
+                .prepare_cached("SELECT d.path FROM chunks c JOIN documents d ON d.id = c.document WHERE c.id = ?1")?;
             let mut out = HashMap::with_capacity(ids.len());
             for id in ids {
                 if let Some(path) = stmt.query_row(params![*id as i64], |row| row.get(0)).optional()? {

@@ -9,6 +9,7 @@ use std::fmt::Write as _;
 
 use serde::Serialize;
 
+use crate::Filter;
 use crate::beir::Beir;
 use crate::certify::{ScoreFunction, SplitMix};
 use crate::chunk::Format;
@@ -16,7 +17,6 @@ use crate::conformal::{self, Threshold};
 use crate::engine::{IngestReport, NewDocument, Progress, Rag, RagError, Target};
 use crate::fusion::{Fusion, fuse};
 use crate::metrics::{Judgments, ndcg_at, recall_at, reciprocal_rank};
-use crate::Filter;
 
 /// Levels the conformal table reports.
 pub const ALPHAS: [f64; 3] = [0.05, 0.1, 0.2];
@@ -163,8 +163,12 @@ pub fn evaluate(
         queries.push(QueryLists { judged: judged.clone(), bm25, dense });
     }
     let search_seconds = started.elapsed().as_secs_f64();
-    let ids: Vec<u64> =
-        queries.iter().flat_map(|q| q.bm25.iter().chain(&q.dense).map(|(id, _)| *id)).collect::<HashSet<_>>().into_iter().collect();
+    let ids: Vec<u64> = queries
+        .iter()
+        .flat_map(|q| q.bm25.iter().chain(&q.dense).map(|(id, _)| *id))
+        .collect::<HashSet<_>>()
+        .into_iter()
+        .collect();
     let paths = rag.chunk_paths(&ids)?;
 
     // Ranking metrics per retriever.
@@ -311,7 +315,8 @@ pub fn coverage_svg(curve: &[ConformalRow]) -> String {
         W - 2.0 * M,
         H - 2.0 * M
     );
-    let _ = writeln!(svg, r#"<text x="{}" y="{}" text-anchor="middle">target coverage 1 − α</text>"#, W / 2.0, H - 18.0);
+    let _ =
+        writeln!(svg, r#"<text x="{}" y="{}" text-anchor="middle">target coverage 1 − α</text>"#, W / 2.0, H - 18.0);
     let _ = writeln!(
         svg,
         r#"<text x="16" y="{}" text-anchor="middle" transform="rotate(-90 16 {})">empirical coverage</text>"#,
@@ -331,7 +336,8 @@ pub fn coverage_svg(curve: &[ConformalRow]) -> String {
             .filter(|r| r.score_function == *function)
             .map(|r| format!("{:.1},{:.1}", x(r.target), y(r.coverage.clamp(lo, hi))))
             .collect();
-        let _ = writeln!(svg, r#"<polyline points="{}" fill="none" stroke="{color}" stroke-width="2"/>"#, points.join(" "));
+        let _ =
+            writeln!(svg, r#"<polyline points="{}" fill="none" stroke="{color}" stroke-width="2"/>"#, points.join(" "));
         for point in &points {
             let (px, py) = point.split_once(',').unwrap_or(("0", "0"));
             let _ = writeln!(svg, r#"<circle cx="{px}" cy="{py}" r="3" fill="{color}"/>"#);

@@ -6,8 +6,8 @@
 
 pub mod beir;
 pub mod bm25;
-pub mod chunk;
 pub mod certify;
+pub mod chunk;
 pub mod conformal;
 pub mod engine;
 pub mod eval;

@@ -10,9 +10,10 @@
 use std::path::{Path, PathBuf};
 
 use qdrant_edge::{
-    CountRequest, Distance, EdgeConfigBuilder, EdgeShard, EdgeVectorParamsBuilder, NamedQuery, Payload, PointId,
-    PointInsertOperations, PointOperations, PointStructPersisted, QueryEnum, SearchParams, SearchRequestBuilder,
-    UpdateOperation, VectorInternal, VectorStructInternal, VectorStructPersisted, WithPayloadInterface,
+    CountRequest, CreateIndex, Distance, EdgeConfigBuilder, EdgeShard, EdgeVectorParamsBuilder, FieldIndexOperations,
+    JsonPath, NamedQuery, Payload, PayloadFieldSchema, PayloadSchemaType, PointId, PointInsertOperations,
+    PointOperations, PointStructPersisted, QueryEnum, SearchParams, SearchRequestBuilder, UpdateOperation,
+    VectorInternal, VectorStructInternal, VectorStructPersisted, WithPayloadInterface,
 };
 use serde_json::json;
 
@@ -107,6 +108,22 @@ impl EdgeStore {
                     "the shard holds {existing:?}-dimensional vectors, the embedder makes {dimension}: run `engram reindex`"
                 ),
             });
+        }
+        // Filtered search scans payloads without these (measured: 10x
+        // slower at 100k points); creating an existing index is a no-op.
+        for (field, kind) in [
+            ("collection", PayloadSchemaType::Keyword),
+            ("tenant", PayloadSchemaType::Keyword),
+            ("tags", PayloadSchemaType::Keyword),
+            ("time", PayloadSchemaType::Integer),
+        ] {
+            let field_name: JsonPath =
+                field.parse().map_err(|()| err("indexing payloads")(&format!("bad field name {field}")))?;
+            let operation = UpdateOperation::FieldIndexOperation(FieldIndexOperations::CreateIndex(CreateIndex {
+                field_name,
+                field_schema: Some(PayloadFieldSchema::FieldType(kind)),
+            }));
+            shard.update(operation).map_err(|e| err(format!("indexing the payload field {field}"))(&e))?;
         }
         Ok(Self { shard, dir: dir.to_path_buf(), dimension })
     }

@@ -100,7 +100,7 @@ fn reingest_follows_edits_deletes_and_renames_in_every_index() {
     // roots' documents are not touched by an ingest of one root.
     let other = dir.path().join("other");
     write(&other.join("a.md"), "Alpha document about volcanoes.\n");
-    rag.ingest_paths(&target, &[other.clone()], &[], &mut |_| {}).unwrap();
+    rag.ingest_paths(&target, std::slice::from_ref(&other), &[], &mut |_| {}).unwrap();
     let before = paths_of(&rag, "notes");
     assert_eq!(before.len(), 3);
     std::fs::remove_dir_all(&docs).unwrap();
@@ -123,8 +123,7 @@ fn filters_restrict_hybrid_search() {
     let a = Target::collection("biology");
     let b = Target { collection: "biology".into(), tenant: "acme".into() };
     let c = Target::collection("chemistry");
-    rag.ingest_documents(&a, vec![doc("/lab/x.txt", &["cell"]), doc("/notes/y.txt", &[])], false, &mut |_| {})
-        .unwrap();
+    rag.ingest_documents(&a, vec![doc("/lab/x.txt", &["cell"]), doc("/notes/y.txt", &[])], false, &mut |_| {}).unwrap();
     rag.ingest_documents(&b, vec![doc("/lab/z.txt", &["cell"])], false, &mut |_| {}).unwrap();
     rag.ingest_documents(&c, vec![doc("/lab/w.txt", &["cell"])], false, &mut |_| {}).unwrap();
     let paths = |filter: Filter| -> HashSet<String> {
@@ -147,7 +146,10 @@ fn filters_restrict_hybrid_search() {
         paths(Filter { path_prefix: Some("/lab/".into()), ..by_collection.clone() }),
         set(&["/lab/x.txt", "/lab/z.txt"])
     );
-    assert_eq!(paths(Filter { tags: vec!["cell".into()], ..Filter::default() }), set(&["/lab/x.txt", "/lab/z.txt", "/lab/w.txt"]));
+    assert_eq!(
+        paths(Filter { tags: vec!["cell".into()], ..Filter::default() }),
+        set(&["/lab/x.txt", "/lab/z.txt", "/lab/w.txt"])
+    );
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64;
     assert_eq!(paths(Filter { time: Some(now - 3600..now + 3600), ..by_collection.clone() }).len(), 3);
     assert!(paths(Filter { time: Some(0..1000), ..Filter::default() }).is_empty());
@@ -241,7 +243,9 @@ fn reindex_rebuilds_both_indexes_from_the_journal() {
     let ids = {
         let rag = open(dir.path(), RagOptions::default());
         let docs = (0..6)
-            .map(|i| NewDocument::from_text(format!("d{i}"), format!("Document {i} on glaciers and ice."), Format::Text))
+            .map(|i| {
+                NewDocument::from_text(format!("d{i}"), format!("Document {i} on glaciers and ice."), Format::Text)
+            })
             .collect();
         rag.ingest_documents(&target, docs, false, &mut |_| {}).unwrap();
         assert_consistent(&rag, "docs")
@@ -336,7 +340,8 @@ fn calibration_certifies_and_bad_inputs_are_refused() {
     assert!(err.to_string().contains("engram calibrate"), "{err}");
 
     // Changing more than a tenth of the collection makes it stale.
-    let more = (0..3).map(|i| NewDocument::from_text(format!("new{i}"), format!("New fact {i}."), Format::Text)).collect();
+    let more =
+        (0..3).map(|i| NewDocument::from_text(format!("new{i}"), format!("New fact {i}."), Format::Text)).collect();
     rag.ingest_documents(&Target::collection("science"), more, false, &mut |_| {}).unwrap();
     let listed = rag.certificates(Some("science")).unwrap();
     assert!(listed[0].stale && listed[0].changes_since == 3, "{listed:?}");

@@ -1,0 +1,257 @@
+//! End-to-end: retrieval through the real `engram` binary with the real
+//! embedder — the CLI on a stopped data directory, then the daemon's HTTP
+//! routes (and the CLI forwarding to them), then `engram eval retrieval`
+//! on a small BEIR-layout folder.
+
+mod support;
+
+use std::path::Path;
+
+use hyper::StatusCode;
+use serde_json::{Value, json};
+use support::{Sandbox, get_unix, post_json};
+
+fn models_env() -> Vec<(&'static str, String)> {
+    vec![("ENGRAM_MODELS__DIR", support::models_dir().display().to_string())]
+}
+
+fn run(sandbox: &Sandbox, args: &[&str]) -> (bool, String, String) {
+    let env = models_env();
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let out = sandbox.run(args, &env);
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn ok_json(sandbox: &Sandbox, args: &[&str]) -> Value {
+    let (ok, stdout, stderr) = run(sandbox, args);
+    assert!(ok, "engram {args:?} failed: {stderr}");
+    serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("engram {args:?} printed no JSON ({e}): {stdout}"))
+}
+
+fn write(path: &Path, text: &str) {
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::fs::write(path, text).unwrap();
+}
+
+const TOPICS: [(&str, &str, &str); 8] = [
+    ("volcano.md", "# Volcanoes\n\nVolcanoes erupt when magma rises through the crust.", "What makes magma erupt?"),
+    (
+        "whale.md",
+        "# Whales\n\nBlue whales are the largest animals that ever lived.",
+        "Which animal is the biggest ever?",
+    ),
+    ("piano.txt", "A piano makes sound when hammers strike its strings.", "How does a piano produce sound?"),
+    ("desert.txt", "The Sahara is the largest hot desert on Earth.", "Where is the largest hot desert?"),
+    ("vaccine.md", "Vaccines train the immune system to recognise a pathogen.", "How do vaccines work?"),
+    ("glacier.txt", "Glaciers form where snow accumulates faster than it melts.", "How are glaciers formed?"),
+    ("bread.md", "Yeast makes bread rise by releasing carbon dioxide.", "Why does bread rise?"),
+    ("comet.txt", "Comets grow tails of gas and dust near the Sun.", "Why do comets have tails?"),
+];
+
+#[test]
+fn cli_ingests_searches_calibrates_and_reindexes() {
+    let sandbox = Sandbox::new();
+    let docs = sandbox.path().join("docs");
+    for (name, text, _) in TOPICS {
+        write(&docs.join(name), text);
+    }
+    write(&docs.join("image.bin"), "\u{0}\u{0}");
+    let docs_arg = docs.to_str().unwrap();
+
+    let report = ok_json(&sandbox, &["ingest", docs_arg, "--collection", "facts", "--json"]);
+    assert_eq!(report["added"], 8, "{report}");
+    assert_eq!(report["skipped"][0]["reason"].as_str().map(|r| r.contains("unsupported")), Some(true), "{report}");
+    let again = ok_json(&sandbox, &["ingest", docs_arg, "--collection", "facts", "--json"]);
+    assert_eq!((again["unchanged"].as_u64(), again["embedded"].as_u64()), (Some(8), Some(0)), "{again}");
+
+    let hits = ok_json(&sandbox, &["search", "why does bread rise", "--collection", "facts", "--json"]);
+    assert!(hits[0]["path"].as_str().unwrap().ends_with("bread.md"), "{hits}");
+    assert_eq!(hits[0]["headings"], json!([]));
+    let whales = ok_json(&sandbox, &["search", "largest animal", "--mode", "bm25", "--json"]);
+    assert!(whales[0]["path"].as_str().unwrap().ends_with("whale.md"), "{whales}");
+    assert_eq!(whales[0]["headings"], json!(["Whales"]));
+
+    // Calibration questions by document path; one naming an unknown chunk is refused.
+    let questions: String = TOPICS
+        .iter()
+        .map(|(name, _, q)| format!("{}\n", json!({"question": q, "gold_paths": [docs.join(name)]})))
+        .collect();
+    let file = sandbox.path().join("questions.jsonl");
+    std::fs::write(&file, &questions).unwrap();
+    let bad = sandbox.path().join("bad.jsonl");
+    std::fs::write(&bad, format!("{}\n", json!({"question": "x", "gold": [424242]}))).unwrap();
+    let (ok, _, stderr) = run(&sandbox, &["calibrate", "-c", "facts", "--questions", bad.to_str().unwrap()]);
+    assert!(!ok && stderr.contains("chunk 424242"), "{stderr}");
+    let (ok, _, stderr) =
+        run(&sandbox, &["calibrate", "-c", "facts", "--alpha", "1.5", "--questions", file.to_str().unwrap()]);
+    assert!(!ok && stderr.contains("alpha must be strictly between 0 and 1"), "{stderr}");
+    let (ok, _, stderr) = run(&sandbox, &["calibrate", "-c", "nope", "--questions", file.to_str().unwrap()]);
+    assert!(!ok && stderr.contains("no collection \"nope\""), "{stderr}");
+
+    let cert = ok_json(
+        &sandbox,
+        &[
+            "calibrate",
+            "-c",
+            "facts",
+            "--alpha",
+            "0.2",
+            "--holdout",
+            "0",
+            "--questions",
+            file.to_str().unwrap(),
+            "--json",
+        ],
+    );
+    let id = cert["id"].as_str().unwrap().to_owned();
+    assert_eq!(cert["calibration"]["n"], 8);
+    let set = ok_json(&sandbox, &["search", "Why does bread rise?", "-c", "facts", "--alpha", "0.2", "--json"]);
+    assert_eq!(set["certificate"], id.as_str());
+    assert_eq!(set["coverage_guarantee"], 0.8);
+    assert!(set["hits"].as_array().unwrap().iter().any(|h| h["path"].as_str().unwrap().ends_with("bread.md")), "{set}");
+    let listed = ok_json(&sandbox, &["certificates", "list", "--json"]);
+    assert_eq!(listed[0]["id"], id.as_str());
+    assert_eq!(listed[0]["stale"], false);
+    let exported = ok_json(&sandbox, &["certificates", "export", &id]);
+    assert_eq!(exported["score_function"], "hybrid_min_max");
+
+    // Delete the index directory entirely: reindex rebuilds it from the journal.
+    std::fs::remove_dir_all(sandbox.data_dir().join("index")).unwrap();
+    let (ok, stdout, stderr) = run(&sandbox, &["reindex"]);
+    assert!(ok, "{stderr}");
+    assert!(stdout.contains("8 chunks (BM25 8, vectors 8)"), "{stdout}");
+    let hits = ok_json(&sandbox, &["search", "comet tails", "--json"]);
+    assert!(hits[0]["path"].as_str().unwrap().ends_with("comet.txt"), "{hits}");
+}
+
+#[test]
+fn daemon_serves_ingest_search_and_certificates_over_http() {
+    let sandbox = Sandbox::new();
+    let env = models_env();
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let daemon = sandbox.start(&env);
+    let socket = &daemon.socket;
+
+    let documents: Vec<Value> =
+        TOPICS.iter().map(|(name, text, _)| json!({"path": name, "text": text, "format": "markdown"})).collect();
+    let reply =
+        post_json(socket, "/v1/ingest", &json!({"collection": "facts", "documents": documents, "tags": ["science"]}));
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
+    assert_eq!(reply.json()["added"], 8);
+
+    // Streaming: NDJSON progress events, then the report.
+    let docs = sandbox.path().join("more");
+    write(&docs.join("tea.md"), "Green tea is made from unoxidised leaves.");
+    let reply = post_json(socket, "/v1/ingest", &json!({"collection": "drinks", "paths": [docs], "stream": true}));
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
+    assert_eq!(reply.headers["content-type"], "application/x-ndjson");
+    let events: Vec<Value> = reply.body.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(events[0], json!({"event": "started", "total": 1}));
+    let last = events.last().unwrap();
+    assert_eq!((last["event"].as_str(), last["report"]["added"].as_u64()), (Some("done"), Some(1)), "{events:?}");
+
+    let reply =
+        post_json(socket, "/v1/search", &json!({"query": "why does bread rise", "collection": "facts", "k": 3}));
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
+    let body = reply.json();
+    assert_eq!(body["mode"], "hybrid");
+    assert_eq!(body["hits"][0]["path"], "bread.md");
+    let filtered = post_json(socket, "/v1/search", &json!({"query": "bread", "tags": ["nope"], "mode": "bm25"}));
+    assert_eq!(filtered.json()["hits"], json!([]));
+    let other = post_json(socket, "/v1/search", &json!({"query": "leaves", "collection": "drinks", "mode": "dense"}));
+    assert!(other.json()["hits"][0]["path"].as_str().unwrap().ends_with("tea.md"), "{}", other.body);
+
+    // The CLI goes through the running daemon.
+    let (ok, stdout, stderr) = run(&sandbox, &["search", "tea leaves", "--collection", "drinks", "--json"]);
+    assert!(ok, "{stderr}");
+    assert!(stdout.contains("tea.md"), "{stdout}");
+    write(&docs.join("coffee.md"), "Coffee beans are roasted seeds.");
+    let (ok, stdout, stderr) = run(&sandbox, &["ingest", docs.to_str().unwrap(), "--collection", "drinks"]);
+    assert!(ok, "{stderr}");
+    assert!(stdout.contains("1 added") && stdout.contains("1 unchanged"), "{stdout}");
+
+    let collections = get_unix(socket, "/v1/collections").json();
+    assert_eq!(collections["collections"][0]["name"], "drinks");
+    assert_eq!(collections["collections"][1]["documents"], 8);
+
+    // Bad requests get clear errors.
+    for (body, needle) in [
+        (json!({"query": ""}), "`query` is empty"),
+        (json!({"query": "x", "k": 0}), "between 1 and"),
+        (json!({"query": "x", "alpha": 0.1}), "needs a collection"),
+        (json!({"query": "x", "collection": "facts", "alpha": 1.5}), "alpha must be strictly between 0 and 1"),
+        (json!({"query": "x", "collection": "facts", "alpha": 0.1}), "engram calibrate"),
+        (json!({"query": "x", "time": [5, 1]}), "from < to"),
+        (json!({"query": "x", "colection": "facts"}), "unknown field"),
+    ] {
+        let reply = post_json(socket, "/v1/search", &body);
+        assert!(reply.status.is_client_error(), "{body}: {} {}", reply.status, reply.body);
+        assert!(reply.body.contains(needle), "{body}: {}", reply.body);
+    }
+    for (body, needle) in [
+        (json!({"collection": "bad name!", "documents": []}), "not a valid name"),
+        (json!({"collection": "facts"}), "give `paths`"),
+        (json!({"collection": "facts", "paths": ["relative/dir"]}), "must be absolute"),
+        (json!({"collection": "facts", "documents": [{"path": "a", "text": "b", "format": "pdf"}]}), "unknown format"),
+    ] {
+        let reply = post_json(socket, "/v1/ingest", &body);
+        assert_eq!(reply.status, StatusCode::UNPROCESSABLE_ENTITY, "{body}: {}", reply.body);
+        assert!(reply.body.contains(needle), "{body}: {}", reply.body);
+    }
+    let missing = get_unix(socket, "/v1/certificates/cert-nope");
+    assert_eq!(missing.status, StatusCode::NOT_FOUND, "{}", missing.body);
+    assert_eq!(get_unix(socket, "/v1/certificates").json()["certificates"], json!([]));
+}
+
+#[test]
+fn eval_retrieval_reports_ranking_and_coverage_on_a_beir_folder() {
+    let sandbox = Sandbox::new();
+    let beir = sandbox.path().join("tiny-beir");
+    let mut corpus = String::new();
+    let mut queries = String::new();
+    let mut qrels = String::from("query-id\tcorpus-id\tscore\n");
+    for (i, (name, text, question)) in TOPICS.iter().enumerate() {
+        corpus.push_str(&format!("{}\n", json!({"_id": format!("d{i}"), "title": name, "text": text})));
+        queries.push_str(&format!("{}\n", json!({"_id": format!("q{i}"), "text": question})));
+        qrels.push_str(&format!("q{i}\td{i}\t1\n"));
+    }
+    write(&beir.join("corpus.jsonl"), &corpus);
+    write(&beir.join("queries.jsonl"), &queries);
+    write(&beir.join("qrels/test.tsv"), &qrels);
+    let plot = sandbox.path().join("coverage.svg");
+    let report = ok_json(
+        &sandbox,
+        &[
+            "eval",
+            "retrieval",
+            "--beir",
+            beir.to_str().unwrap(),
+            "--splits",
+            "5",
+            "--plot",
+            plot.to_str().unwrap(),
+            "--json",
+        ],
+    );
+    assert_eq!(report["queries"], 8);
+    let retrievers: Vec<&str> =
+        report["ranking"].as_array().unwrap().iter().map(|r| r["retriever"].as_str().unwrap()).collect();
+    assert_eq!(retrievers, ["bm25", "dense", "hybrid_rrf", "hybrid_normalized"]);
+    for row in report["ranking"].as_array().unwrap() {
+        let ndcg = row["ndcg_at_10"].as_f64().unwrap();
+        assert!(ndcg > 0.5 && ndcg <= 1.0, "{row}");
+    }
+    assert_eq!(report["conformal"].as_array().unwrap().len(), 3 * 4);
+    assert!(std::fs::read_to_string(&plot).unwrap().starts_with("<svg"));
+    // The evaluation's corpus is cached: a second run embeds nothing.
+    let again = ok_json(&sandbox, &["eval", "retrieval", "--beir", beir.to_str().unwrap(), "--splits", "2", "--json"]);
+    assert_eq!(again["ingest"]["embedded"], 0);
+    assert_eq!(again["ingest"]["unchanged"], 8);
+    // A folder that is not BEIR names what is missing.
+    let (ok, _, stderr) = run(&sandbox, &["eval", "retrieval", "--beir", sandbox.path().to_str().unwrap()]);
+    assert!(!ok && stderr.contains("corpus.jsonl"), "{stderr}");
+}
