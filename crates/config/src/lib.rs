@@ -19,6 +19,6 @@ pub use load::{
 };
 pub use paths::{HostEnv, MAX_SOCKET_PATH, ModelSource, Paths, UnresolvedPath};
 pub use schema::{
-    Config, CpuEngine, DirGrant, DirMode, Embedder, Invalid, KEYS, KeyDoc, Llm, LlmBackend, Log, LogFormat, Models,
-    PluginGrant, Plugins, Server, Storage, Synchronous, expected_form,
+    Config, CpuEngine, DirGrant, DirMode, Embedder, FusionKind, Invalid, KEYS, KeyDoc, Llm, LlmBackend, Log, LogFormat,
+    Models, PluginGrant, Plugins, Retrieval, Server, Storage, Synchronous, expected_form,
 };

@@ -16,6 +16,8 @@ pub struct Config {
     pub models: Models,
     /// `[plugins]`: where plugin components live.
     pub plugins: Plugins,
+    /// `[retrieval]`: chunking and hybrid search.
+    pub retrieval: Retrieval,
     /// `[log]`: log filter and format.
     pub log: Log,
 }
@@ -132,6 +134,32 @@ pub struct Llm {
     pub request_timeout_ms: u64,
     /// Remote: retries of failed connections and 429/5xx answers.
     pub retries: u32,
+}
+
+/// How hybrid search fuses its BM25 and dense lists.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FusionKind {
+    /// ½ each of the per-query min-max normalized scores.
+    Normalized,
+    /// Reciprocal rank fusion (k = 60).
+    Rrf,
+}
+
+/// `[retrieval]` section.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+pub struct Retrieval {
+    /// Target chunk size, in embedder tokens.
+    pub chunk_tokens: usize,
+    /// Tokens a chunk repeats from the previous one in the same section.
+    pub chunk_overlap: usize,
+    /// Candidates each list (BM25, dense) gives a hybrid search or a
+    /// conformal set.
+    pub candidates: usize,
+    /// Fusion of the two lists.
+    pub fusion: FusionKind,
+    /// Files larger than this are skipped at ingest, in bytes.
+    pub max_file_bytes: u64,
 }
 
 /// `[plugins]` section.
@@ -263,6 +291,11 @@ pub const KEYS: &[KeyDoc] = &[
     KeyDoc { key: "models.llm.model", expected: "the model name the remote server knows" },
     KeyDoc { key: "models.llm.request_timeout_ms", expected: "an integer number of milliseconds, 100 to 3600000" },
     KeyDoc { key: "models.llm.retries", expected: "an integer, 0 to 10" },
+    KeyDoc { key: "retrieval.chunk_tokens", expected: "an integer number of tokens, 32 to 8192" },
+    KeyDoc { key: "retrieval.chunk_overlap", expected: "an integer number of tokens, at most half of chunk_tokens" },
+    KeyDoc { key: "retrieval.candidates", expected: "an integer, 10 to 1000" },
+    KeyDoc { key: "retrieval.fusion", expected: "\"normalized\" or \"rrf\"" },
+    KeyDoc { key: "retrieval.max_file_bytes", expected: "an integer number of bytes, 1024 to 1073741824" },
     KeyDoc { key: "log.level", expected: "a tracing filter such as \"info\" or \"engram=debug,info\"" },
     KeyDoc { key: "log.format", expected: "\"human\" or \"json\"" },
 ];
@@ -339,7 +372,11 @@ impl Config {
                 bad("server.allowed_origins", format!("{origin:?} is not an origin"));
             }
         }
-        let ranges: [(&'static str, u64, u64, u64); 12] = [
+        let ranges: [(&'static str, u64, u64, u64); 16] = [
+            ("retrieval.chunk_tokens", self.retrieval.chunk_tokens as u64, 32, 8192),
+            ("retrieval.chunk_overlap", self.retrieval.chunk_overlap as u64, 0, self.retrieval.chunk_tokens as u64 / 2),
+            ("retrieval.candidates", self.retrieval.candidates as u64, 10, 1000),
+            ("retrieval.max_file_bytes", self.retrieval.max_file_bytes, 1024, 1 << 30),
             ("models.threads", self.models.threads as u64, 0, 1024),
             ("models.embedder.batch_size", self.models.embedder.batch_size as u64, 1, 1024),
             ("models.llm.context_tokens", self.models.llm.context_tokens as u64, 64, 1 << 20),

@@ -91,6 +91,13 @@ fn bad_enum_and_bad_address_are_named() {
     let text = Loader::new().file(&file, true).load().unwrap_err().to_string();
     assert!(text.contains("storage.synchronous") && text.contains("\"full\" or \"normal\""), "{text}");
 
+    let file = write(&dir, "[retrieval]\nfusion = \"max\"\n");
+    let text = Loader::new().file(&file, true).load().unwrap_err().to_string();
+    assert!(text.contains("retrieval.fusion") && text.contains("\"normalized\" or \"rrf\""), "{text}");
+    let file = write(&dir, "[retrieval]\nchunk_tokens = 100\nchunk_overlap = 60\n");
+    let text = Loader::new().file(&file, true).load().unwrap_err().to_string();
+    assert!(text.contains("retrieval.chunk_overlap") && text.contains("60 is out of range"), "{text}");
+
     let file = write(&dir, "[server]\ntcp = \"localhost\"\n");
     let text = Loader::new().file(&file, true).load().unwrap_err().to_string();
     assert!(text.contains("key `server.tcp`") && text.contains("loopback address with a port"), "{text}");

@@ -158,10 +158,19 @@ pub enum EvalTarget {
     Retrieval(EvalRetrievalArgs),
 }
 
-/// Retrieval options from the configuration.
+/// Retrieval options from `[retrieval]`.
 pub fn options(config: &Config) -> RagOptions {
-    let _ = config;
-    RagOptions::default()
+    let r = &config.retrieval;
+    RagOptions {
+        chunk: engram_rag::chunk::ChunkOptions { target_tokens: r.chunk_tokens, overlap_tokens: r.chunk_overlap },
+        max_file_bytes: r.max_file_bytes,
+        fusion: match r.fusion {
+            engram_config::FusionKind::Normalized => engram_rag::fusion::Fusion::Normalized { weights: [0.5, 0.5] },
+            engram_config::FusionKind::Rrf => engram_rag::fusion::Fusion::Rrf { k: 60.0 },
+        },
+        candidates: r.candidates,
+        defer_indexing: false,
+    }
 }
 
 /// The derived indexes' directory.
