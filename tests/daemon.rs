@@ -157,7 +157,7 @@ fn a_second_daemon_on_the_same_data_dir_is_refused() {
     assert!(!output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
     let pid = first.child.id().to_string();
-    assert!(stderr.contains("already serving data dir") && stderr.contains(&pid), "{stderr}");
+    assert!(stderr.contains("is using data dir") && stderr.contains(&pid), "{stderr}");
     assert!(!other_socket.exists());
     // The first one is unharmed.
     assert_eq!(get_unix(&first.socket, "/healthz").status, StatusCode::OK);
