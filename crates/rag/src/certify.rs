@@ -347,8 +347,13 @@ impl Rag {
             let rows = stmt.query_map(params![collection], |row| row.get(0))?;
             rows.collect()
         })?;
-        let collections: HashMap<String, u64> =
-            self.collections()?.into_iter().map(|c| (c.name.clone(), c.changes)).collect();
+        // Only the change counters: this runs on every conformal search, and
+        // `collections()` counts every chunk.
+        let collections: HashMap<String, u64> = self.store().read(|conn| {
+            let mut stmt = conn.prepare_cached("SELECT name, chunks_added + chunks_removed FROM collections")?;
+            let rows = stmt.query_map([], |row| Ok((row.get(0)?, row.get::<_, i64>(1)? as u64)))?;
+            rows.collect()
+        })?;
         bodies
             .iter()
             .map(|body| {

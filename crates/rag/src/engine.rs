@@ -302,7 +302,11 @@ fn indexed_text(headings: &[String], text: &str) -> String {
 /// The content hash of a chunk as embedded (headings and text): the key of
 /// its stored embedding.
 pub fn chunk_hash(headings: &[String], text: &str) -> String {
-    format!("{:x}", Sha256::digest(indexed_text(headings, text).as_bytes()))
+    embedded_hash(&indexed_text(headings, text))
+}
+
+fn embedded_hash(embedded: &str) -> String {
+    format!("{:x}", Sha256::digest(embedded.as_bytes()))
 }
 
 fn vector_to_blob(vector: &[f32]) -> Vec<u8> {
@@ -321,6 +325,8 @@ struct Prepared {
     tokens: usize,
     hash: String,
     text: String,
+    /// Headings and text, as embedded (the hash is of this).
+    embedded: String,
 }
 
 /// A chunk row as the indexes need it.
@@ -538,7 +544,8 @@ impl Rag {
                         .into_iter()
                         .map(|c| {
                             let headings = serde_json::to_string(&c.headings).unwrap_or_else(|_| "[]".into());
-                            let hash = chunk_hash(&c.headings, &c.text);
+                            let embedded = indexed_text(&c.headings, &c.text);
+                            let hash = embedded_hash(&embedded);
                             Prepared {
                                 ordinal: c.ordinal,
                                 chars: [c.chars.start, c.chars.end],
@@ -546,6 +553,7 @@ impl Rag {
                                 tokens: c.tokens,
                                 hash,
                                 text: c.text,
+                                embedded,
                             }
                         })
                         .collect();
@@ -562,8 +570,7 @@ impl Rag {
         for (_, _, chunks) in &work {
             for c in chunks {
                 if seen.insert(c.hash.clone()) {
-                    let headings: Vec<String> = serde_json::from_str(&c.headings).unwrap_or_default();
-                    wanted.push((c.hash.clone(), indexed_text(&headings, &c.text)));
+                    wanted.push((c.hash.clone(), c.embedded.clone()));
                 }
             }
         }
