@@ -181,4 +181,16 @@ fn doctor_reports_a_running_daemon_and_bad_config() {
     assert_eq!(output.status.code(), Some(1));
     let table = stdout(&output);
     assert!(table.contains("config") && table.contains("server.tcp") && table.contains("FAIL"), "{table}");
+
+    // The embedded vector store needs nothing; a Qdrant server that does
+    // not answer is named, with the key to fix.
+    let line = |table: &str| table.lines().find(|l| l.starts_with("vectors ")).unwrap_or_default().to_owned();
+    assert!(line(&table).contains("PASS    qdrant-edge, embedded"), "{table}");
+    let server =
+        [("ENGRAM_RETRIEVAL__VECTOR_STORE", "qdrant"), ("ENGRAM_RETRIEVAL__QDRANT__URL", "http://127.0.0.1:9")];
+    let output = sandbox.run(&["doctor"], &server);
+    assert_eq!(output.status.code(), Some(1));
+    let table = stdout(&output);
+    assert!(line(&table).contains("FAIL    vector store: reaching the server"), "{table}");
+    assert!(table.contains("127.0.0.1:9") && table.contains("retrieval.qdrant.url"), "{table}");
 }

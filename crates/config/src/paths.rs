@@ -58,6 +58,10 @@ pub struct Paths {
     pub embedder: PathBuf,
     /// The generator GGUF file (for a hub source, where it is downloaded).
     pub llm: PathBuf,
+    /// The remote LLM's API key file, if configured.
+    pub llm_api_key_file: Option<PathBuf>,
+    /// The Qdrant server's API key file, if configured.
+    pub qdrant_api_key_file: Option<PathBuf>,
 }
 
 /// Where a model comes from, as written in `models.*.source`.
@@ -154,6 +158,8 @@ impl Paths {
             grants_file,
             embedder,
             llm,
+            llm_api_key_file: config.models.llm.api_key_file.as_deref().map(expand),
+            qdrant_api_key_file: config.retrieval.qdrant.api_key_file.as_deref().map(expand),
         })
     }
 }

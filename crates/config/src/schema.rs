@@ -160,6 +160,33 @@ pub struct Retrieval {
     pub fusion: FusionKind,
     /// Files larger than this are skipped at ingest, in bytes.
     pub max_file_bytes: u64,
+    /// Where chunk embeddings live.
+    pub vector_store: VectorStoreKind,
+    /// `[retrieval.qdrant]`: the server, when `vector_store = "qdrant"`.
+    pub qdrant: QdrantServer,
+}
+
+/// The vector store backend.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum VectorStoreKind {
+    /// qdrant-edge, embedded in the process (no server).
+    Edge,
+    /// A Qdrant server or cluster, over gRPC.
+    Qdrant,
+}
+
+/// `[retrieval.qdrant]` section.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+pub struct QdrantServer {
+    /// gRPC URL of the server (port 6334 by default).
+    pub url: String,
+    /// File holding the API key; `None` sends none.
+    pub api_key_file: Option<PathBuf>,
+    /// Chunks go to the collection `<collection_prefix>-<embedder folder>`.
+    pub collection_prefix: String,
+    /// Per-request timeout, in ms.
+    pub timeout_ms: u64,
 }
 
 /// `[plugins]` section.
@@ -296,6 +323,11 @@ pub const KEYS: &[KeyDoc] = &[
     KeyDoc { key: "retrieval.candidates", expected: "an integer, 10 to 1000" },
     KeyDoc { key: "retrieval.fusion", expected: "\"normalized\" or \"rrf\"" },
     KeyDoc { key: "retrieval.max_file_bytes", expected: "an integer number of bytes, 1024 to 1073741824" },
+    KeyDoc { key: "retrieval.vector_store", expected: "\"edge\" or \"qdrant\"" },
+    KeyDoc { key: "retrieval.qdrant.url", expected: "the server's gRPC URL, e.g. \"http://127.0.0.1:6334\"" },
+    KeyDoc { key: "retrieval.qdrant.api_key_file", expected: "an absolute file path (or one starting with `~/`)" },
+    KeyDoc { key: "retrieval.qdrant.collection_prefix", expected: "1 to 64 characters: letters, digits, `-` and `_`" },
+    KeyDoc { key: "retrieval.qdrant.timeout_ms", expected: "an integer number of milliseconds, 100 to 3600000" },
     KeyDoc { key: "log.level", expected: "a tracing filter such as \"info\" or \"engram=debug,info\"" },
     KeyDoc { key: "log.format", expected: "\"human\" or \"json\"" },
 ];
@@ -335,6 +367,7 @@ impl Config {
             ("plugins.dir", &self.plugins.dir),
             ("plugins.grants_file", &self.plugins.grants_file),
             ("models.llm.api_key_file", &self.models.llm.api_key_file),
+            ("retrieval.qdrant.api_key_file", &self.retrieval.qdrant.api_key_file),
         ] {
             if let Some(path) = path
                 && !is_absolute_or_home(path)
@@ -372,11 +405,12 @@ impl Config {
                 bad("server.allowed_origins", format!("{origin:?} is not an origin"));
             }
         }
-        let ranges: [(&'static str, u64, u64, u64); 16] = [
+        let ranges: [(&'static str, u64, u64, u64); 17] = [
             ("retrieval.chunk_tokens", self.retrieval.chunk_tokens as u64, 32, 8192),
             ("retrieval.chunk_overlap", self.retrieval.chunk_overlap as u64, 0, self.retrieval.chunk_tokens as u64 / 2),
             ("retrieval.candidates", self.retrieval.candidates as u64, 10, 1000),
             ("retrieval.max_file_bytes", self.retrieval.max_file_bytes, 1024, 1 << 30),
+            ("retrieval.qdrant.timeout_ms", self.retrieval.qdrant.timeout_ms, 100, 3_600_000),
             ("models.threads", self.models.threads as u64, 0, 1024),
             ("models.embedder.batch_size", self.models.embedder.batch_size as u64, 1, 1024),
             ("models.llm.context_tokens", self.models.llm.context_tokens as u64, 64, 1 << 20),
@@ -404,6 +438,17 @@ impl Config {
         }
         if !is_device(&self.models.device) {
             bad("models.device", format!("{:?} is not a device", self.models.device));
+        }
+        let qdrant = &self.retrieval.qdrant;
+        if !(qdrant.url.starts_with("http://") || qdrant.url.starts_with("https://")) {
+            bad("retrieval.qdrant.url", format!("{:?} is not an http(s) URL", qdrant.url));
+        }
+        let prefix = &qdrant.collection_prefix;
+        if prefix.is_empty()
+            || prefix.len() > 64
+            || !prefix.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        {
+            bad("retrieval.qdrant.collection_prefix", format!("{prefix:?} is not a collection name"));
         }
         let llm = &self.models.llm;
         if let Some(url) = &llm.base_url

@@ -97,6 +97,18 @@ fn bad_enum_and_bad_address_are_named() {
     let file = write(&dir, "[retrieval]\nchunk_tokens = 100\nchunk_overlap = 60\n");
     let text = Loader::new().file(&file, true).load().unwrap_err().to_string();
     assert!(text.contains("retrieval.chunk_overlap") && text.contains("60 is out of range"), "{text}");
+    let file = write(&dir, "[retrieval]\nvector_store = \"milvus\"\n");
+    let text = Loader::new().file(&file, true).load().unwrap_err().to_string();
+    assert!(text.contains("retrieval.vector_store") && text.contains("\"edge\" or \"qdrant\""), "{text}");
+    let file = write(&dir, "[retrieval.qdrant]\nurl = \"localhost:6334\"\ncollection_prefix = \"a/b\"\n");
+    let text = Loader::new().file(&file, true).load().unwrap_err().to_string();
+    assert!(text.contains("retrieval.qdrant.url") && text.contains("not an http(s) URL"), "{text}");
+    assert!(text.contains("retrieval.qdrant.collection_prefix") && text.contains("letters, digits"), "{text}");
+    let file =
+        write(&dir, "[retrieval]\nvector_store = \"qdrant\"\n[retrieval.qdrant]\nurl = \"https://q.example:6334\"\n");
+    let loaded = Loader::new().file(&file, true).load().unwrap();
+    assert_eq!(loaded.config.retrieval.vector_store, engram_config::VectorStoreKind::Qdrant);
+    assert_eq!(loaded.config.retrieval.qdrant.collection_prefix, "engram");
 
     let file = write(&dir, "[server]\ntcp = \"localhost\"\n");
     let text = Loader::new().file(&file, true).load().unwrap_err().to_string();

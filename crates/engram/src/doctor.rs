@@ -88,6 +88,7 @@ fn environment_checks(loaded: &Loaded, paths: &Paths) -> Vec<Check> {
         tcp(loaded, paths),
         embedder(loaded, paths),
         llm(loaded, paths),
+        vector_store(loaded, paths),
         disk(&paths.data_dir),
     ]
 }
@@ -267,6 +268,27 @@ fn llm(loaded: &Loaded, paths: &Paths) -> Check {
             ),
         ),
         Err(err) => Check::fail(name, err.to_string(), FETCH_FIX),
+    }
+}
+
+fn vector_store(loaded: &Loaded, paths: &Paths) -> Check {
+    let name = "vectors";
+    let options = match crate::rag::options(&loaded.config, paths) {
+        Ok(options) => options,
+        Err(err) => return Check::fail(name, format!("{err:#}"), "fix retrieval.qdrant.api_key_file"),
+    };
+    match &options.vectors {
+        engram_rag::VectorBackend::Edge => {
+            Check::pass(name, format!("qdrant-edge, embedded, under {}", crate::rag::index_dir(paths).display()))
+        }
+        engram_rag::VectorBackend::Qdrant(server) => match engram_rag::qdrant_server::QdrantStore::probe(server) {
+            Ok(version) => Check::pass(name, format!("{version} at {}", server.url)),
+            Err(err) => Check::fail(
+                name,
+                err.to_string(),
+                "start the server, or fix retrieval.qdrant.url (the gRPC port, 6334 by default)",
+            ),
+        },
     }
 }
 

@@ -121,7 +121,7 @@ pub fn generate(loaded: &Loaded, paths: &Paths, args: &GenerateArgs) -> anyhow::
             pool.install(|| model.generate(&request, &mut sink))?
         }
         LlmBackend::Openai => {
-            let remote = crate::models::remote(config)?;
+            let remote = crate::models::remote(config, paths)?;
             let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
             runtime.block_on(async {
                 let mut stream = remote.generate(request).await?;

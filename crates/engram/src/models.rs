@@ -35,10 +35,10 @@ pub fn load_local(config: &Config, paths: &Paths) -> Result<LocalModel, ModelErr
 }
 
 /// The remote generator the configuration names.
-pub fn remote(config: &Config) -> Result<RemoteLlm, ModelError> {
+pub fn remote(config: &Config, paths: &Paths) -> Result<RemoteLlm, ModelError> {
     let llm = &config.models.llm;
     let base_url = llm.base_url.clone().unwrap_or_default();
-    let api_key = match &llm.api_key_file {
+    let api_key = match &paths.llm_api_key_file {
         Some(file) => Some(
             std::fs::read_to_string(file)
                 .map_err(|err| ModelError::Source {
@@ -68,7 +68,7 @@ pub fn load_llm(config: &Config, paths: &Paths) -> Result<Llm, ModelError> {
             let pool = inference_pool(config.models.threads, "engram-llm")?;
             Ok(Llm::Local(Scheduler::start(model, pool, config.models.llm.queue_depth)?))
         }
-        LlmBackend::Openai => Ok(Llm::Remote(Arc::new(remote(config)?))),
+        LlmBackend::Openai => Ok(Llm::Remote(Arc::new(remote(config, paths)?))),
     }
 }
 

@@ -8,10 +8,11 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::Context;
-use engram_config::{Config, Loaded, Paths};
+use engram_config::{Config, Loaded, Paths, VectorStoreKind};
 use engram_rag::certify::{CalibrateOptions, ConformalSet, Question, ScoreFunction};
 use engram_rag::eval::{EvalOptions, RetrievalEval, coverage_svg, evaluate};
-use engram_rag::{Filter, IngestReport, Mode, Progress, Rag, RagOptions, Target};
+use engram_rag::qdrant_server::QdrantOptions;
+use engram_rag::{Filter, IngestReport, Mode, Progress, Rag, RagOptions, Target, VectorBackend};
 use engram_store::Store;
 
 /// `engram ingest` options.
@@ -158,10 +159,31 @@ pub enum EvalTarget {
     Retrieval(EvalRetrievalArgs),
 }
 
-/// Retrieval options from `[retrieval]`.
-pub fn options(config: &Config) -> RagOptions {
+/// Retrieval options from `[retrieval]` (reading the Qdrant API key file
+/// when the server backend is chosen).
+pub fn options(config: &Config, paths: &Paths) -> anyhow::Result<RagOptions> {
     let r = &config.retrieval;
-    RagOptions {
+    let vectors = match r.vector_store {
+        VectorStoreKind::Edge => VectorBackend::Edge,
+        VectorStoreKind::Qdrant => {
+            let api_key = match &paths.qdrant_api_key_file {
+                Some(file) => Some(
+                    std::fs::read_to_string(file)
+                        .with_context(|| format!("cannot read retrieval.qdrant.api_key_file {}", file.display()))?
+                        .trim()
+                        .to_owned(),
+                ),
+                None => None,
+            };
+            VectorBackend::Qdrant(QdrantOptions {
+                url: r.qdrant.url.clone(),
+                api_key,
+                collection_prefix: r.qdrant.collection_prefix.clone(),
+                timeout: std::time::Duration::from_millis(r.qdrant.timeout_ms),
+            })
+        }
+    };
+    Ok(RagOptions {
         chunk: engram_rag::chunk::ChunkOptions { target_tokens: r.chunk_tokens, overlap_tokens: r.chunk_overlap },
         max_file_bytes: r.max_file_bytes,
         fusion: match r.fusion {
@@ -170,7 +192,8 @@ pub fn options(config: &Config) -> RagOptions {
         },
         candidates: r.candidates,
         defer_indexing: false,
-    }
+        vectors,
+    })
 }
 
 /// The derived indexes' directory.
@@ -190,9 +213,18 @@ pub struct Local {
 pub fn open_local(loaded: &Loaded, paths: &Paths) -> anyhow::Result<Local> {
     crate::serve::create_private_dir(&paths.data_dir)?;
     let lock = crate::serve::DataDirLock::acquire(&paths.lock_file, &paths.data_dir)?;
-    let store = Store::open(&paths.journal, &crate::serve::store_options(&loaded.config))?;
     let embedder = crate::models::load_embedder(&loaded.config, paths).context("cannot load the embedder")?;
-    let rag = Rag::open(store, &index_dir(paths), Arc::new(embedder), options(&loaded.config))
+    open_locked(lock, loaded, paths, Arc::new(embedder))
+}
+
+fn open_locked(
+    lock: crate::serve::DataDirLock,
+    loaded: &Loaded,
+    paths: &Paths,
+    embedder: Arc<engram_models::Embedder>,
+) -> anyhow::Result<Local> {
+    let store = Store::open(&paths.journal, &crate::serve::store_options(&loaded.config))?;
+    let rag = Rag::open(store, &index_dir(paths), embedder, options(&loaded.config, paths)?)
         .context("cannot open the retrieval indexes")?;
     Ok(Local { _lock: lock, rag })
 }
@@ -358,11 +390,11 @@ fn print_hits(hits: &[engram_rag::Hit]) {
 pub fn reindex(loaded: &Loaded, paths: &Paths) -> anyhow::Result<()> {
     crate::serve::create_private_dir(&paths.data_dir)?;
     let lock = crate::serve::DataDirLock::acquire(&paths.lock_file, &paths.data_dir)?;
-    let dir = index_dir(paths);
-    Rag::wipe_indexes(&dir).with_context(|| format!("cannot remove the indexes under {}", dir.display()))?;
-    drop(lock);
+    let embedder = Arc::new(crate::models::load_embedder(&loaded.config, paths).context("cannot load the embedder")?);
     let started = std::time::Instant::now();
-    let local = open_local(loaded, paths)?;
+    Rag::wipe_indexes(&index_dir(paths), &embedder.name, &options(&loaded.config, paths)?)
+        .context("cannot remove the indexes")?;
+    let local = open_locked(lock, loaded, paths, embedder)?;
     let stats = local.rag.stats()?;
     println!(
         "rebuilt the indexes from the journal in {:.1}s: {} documents, {} chunks (BM25 {}, vectors {})",
@@ -493,7 +525,10 @@ pub fn eval_retrieval(loaded: &Loaded, paths: &Paths, args: &EvalRetrievalArgs) 
     let work = args.work_dir.clone().unwrap_or_else(|| paths.cache_dir.join("eval").join(&name));
     let store = Store::open(&work.join("journal.sqlite3"), &engram_store::StoreOptions::default())?;
     let embedder = crate::models::load_embedder(&loaded.config, paths).context("cannot load the embedder")?;
-    let rag = Rag::open(store, &work.join("index"), Arc::new(embedder), options(&loaded.config))?;
+    // The evaluation corpus stays in its own work directory: never in a
+    // configured server's collection.
+    let options = RagOptions { vectors: VectorBackend::Edge, ..options(&loaded.config, paths)? };
+    let rag = Rag::open(store, &work.join("index"), Arc::new(embedder), options)?;
     let collection: String =
         name.chars().map(|c| if c.is_ascii_alphanumeric() || "-_.".contains(c) { c } else { '_' }).collect();
     let options = EvalOptions { splits: args.splits, ..EvalOptions::default() };

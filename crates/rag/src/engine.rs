@@ -22,6 +22,7 @@ use crate::bm25::{Bm25, Bm25Error, IndexedChunk};
 use crate::chunk::{ChunkOptions, Format, chunk};
 use crate::fusion::{Fusion, fuse};
 use crate::ingest::{Skipped, discover, load};
+use crate::qdrant_server::{QdrantOptions, QdrantStore};
 use crate::vector::{EdgeStore, VectorError, VectorPoint, VectorStore};
 
 /// Changes applied to the indexes per commit while catching up.
@@ -47,6 +48,14 @@ pub enum RagError {
     /// The request itself is wrong (unknown collection, bad name...).
     #[error("{0}")]
     Invalid(String),
+    /// A file operation on the index directory failed.
+    #[error("{context}: {source}")]
+    Io {
+        /// What was being done.
+        context: String,
+        /// Why it failed.
+        source: std::io::Error,
+    },
 }
 
 impl RagError {
@@ -70,6 +79,18 @@ pub struct RagOptions {
     /// Write the journal only and leave the indexes to the next
     /// [`Rag::catch_up`] (or open): one index commit for a bulk load.
     pub defer_indexing: bool,
+    /// Where chunk embeddings live.
+    pub vectors: VectorBackend,
+}
+
+/// The vector store [`Rag::open`] uses.
+#[derive(Debug, Clone, Default)]
+pub enum VectorBackend {
+    /// qdrant-edge under the index directory.
+    #[default]
+    Edge,
+    /// A collection on a Qdrant server or cluster.
+    Qdrant(QdrantOptions),
 }
 
 impl Default for RagOptions {
@@ -80,6 +101,7 @@ impl Default for RagOptions {
             fusion: Fusion::default(),
             candidates: 100,
             defer_indexing: false,
+            vectors: VectorBackend::Edge,
         }
     }
 }
@@ -351,8 +373,15 @@ impl Rag {
         embedder: Arc<Embedder>,
         options: RagOptions,
     ) -> Result<Self, RagError> {
-        let vectors = EdgeStore::open(&index_dir.join("vectors").join(&embedder.name), embedder.dim())?;
-        Self::with_vector_store(store, index_dir, embedder, Box::new(vectors), options)
+        let vectors: Box<dyn VectorStore> = match &options.vectors {
+            VectorBackend::Edge => {
+                Box::new(EdgeStore::open(&index_dir.join("vectors").join(&embedder.name), embedder.dim())?)
+            }
+            VectorBackend::Qdrant(server) => {
+                Box::new(QdrantStore::open(server, &server.collection(&embedder.name), embedder.dim())?)
+            }
+        };
+        Self::with_vector_store(store, index_dir, embedder, vectors, options)
     }
 
     /// Like [`Rag::open`], with a vector store of the caller's choosing.
@@ -369,14 +398,21 @@ impl Rag {
         Ok(rag)
     }
 
-    /// Removes the derived indexes under `index_dir`, so the next
-    /// [`Rag::open`] rebuilds them from the journal (`engram reindex`).
-    pub fn wipe_indexes(index_dir: &Path) -> std::io::Result<()> {
+    /// Removes the derived indexes (those under `index_dir` and, with the
+    /// server backend, `embedder`'s collection), so the next [`Rag::open`]
+    /// rebuilds them from the journal (`engram reindex`).
+    pub fn wipe_indexes(index_dir: &Path, embedder: &str, options: &RagOptions) -> Result<(), RagError> {
         for part in ["bm25", "vectors"] {
-            match std::fs::remove_dir_all(index_dir.join(part)) {
-                Err(err) if err.kind() != std::io::ErrorKind::NotFound => return Err(err),
+            let dir = index_dir.join(part);
+            match std::fs::remove_dir_all(&dir) {
+                Err(err) if err.kind() != std::io::ErrorKind::NotFound => {
+                    return Err(RagError::Io { context: format!("cannot remove {}", dir.display()), source: err });
+                }
                 _ => {}
             }
+        }
+        if let VectorBackend::Qdrant(server) = &options.vectors {
+            QdrantStore::drop_collection(server, &server.collection(embedder))?;
         }
         Ok(())
     }

@@ -14,11 +14,12 @@ pub mod eval;
 pub mod fusion;
 pub mod ingest;
 pub mod metrics;
+pub mod qdrant_server;
 pub mod vector;
 
 use std::ops::Range;
 
-pub use engine::{Hit, IngestReport, Mode, NewDocument, Progress, Rag, RagError, RagOptions, Target};
+pub use engine::{Hit, IngestReport, Mode, NewDocument, Progress, Rag, RagError, RagOptions, Target, VectorBackend};
 
 /// What a search is restricted to.
 #[derive(Debug, Clone, Default, PartialEq)]

@@ -1,6 +1,7 @@
 //! The dense index: chunk embeddings behind one trait, [`VectorStore`],
 //! with the embedded backend, [`EdgeStore`] (qdrant-edge: Qdrant's engine
-//! in-process, no server).
+//! in-process, no server); the server backend is
+//! [`crate::qdrant_server::QdrantStore`].
 //!
 //! Like BM25 it is derived from the journal: [`VectorStore::commit`]
 //! flushes and then records the last journal sequence applied in a small
@@ -30,6 +31,12 @@ const APPLIED: &str = "applied_seq";
 pub struct VectorError {
     context: String,
     message: String,
+}
+
+impl VectorError {
+    pub(crate) fn new(context: impl Into<String>, message: impl std::fmt::Display) -> Self {
+        Self { context: context.into(), message: message.to_string() }
+    }
 }
 
 fn err(context: impl Into<String>) -> impl FnOnce(&dyn std::fmt::Display) -> VectorError {
