@@ -15,6 +15,7 @@ pub mod fusion;
 pub mod ingest;
 pub mod metrics;
 pub mod qdrant_server;
+pub mod questions;
 pub mod vector;
 
 use std::ops::Range;

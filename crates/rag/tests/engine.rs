@@ -439,3 +439,29 @@ fn calibration_certifies_and_bad_inputs_are_refused() {
     let stale = rag.conformal_search("Why does bread rise?", &filter, 0.2, 50, None).unwrap();
     assert!(stale.stale && stale.coverage_guarantee.is_none());
 }
+
+#[test]
+fn sampled_chunks_are_distinct_reproducible_and_long_enough_to_ask_about() {
+    let dir = tempfile::tempdir().unwrap();
+    let rag = open(dir.path(), RagOptions::default());
+    let docs = (0..12)
+        .map(|i| {
+            let text = if i % 3 == 0 {
+                format!("Too short {i}.")
+            } else {
+                format!("Document {i} explains how glaciers carve valleys over many thousands of years.")
+            };
+            NewDocument::from_text(format!("d{i}"), text, Format::Text)
+        })
+        .collect();
+    rag.ingest_documents(&Target::collection("ice"), docs, false, &mut |_| {}).unwrap();
+    let first = rag.sample_chunks("ice", 5, 7).unwrap();
+    assert_eq!(first, rag.sample_chunks("ice", 5, 7).unwrap(), "the same seed draws the same chunks");
+    assert_ne!(first, rag.sample_chunks("ice", 5, 8).unwrap());
+    let ids: HashSet<u64> = first.iter().map(|c| c.id).collect();
+    assert_eq!(ids.len(), 5);
+    let all = rag.sample_chunks("ice", 100, 1).unwrap();
+    assert_eq!(all.len(), 8, "the 4 short chunks are passed over");
+    assert!(all.iter().all(|c| c.text.contains("glaciers") && !c.path.is_empty()));
+    assert!(matches!(rag.sample_chunks("nope", 3, 1), Err(RagError::Invalid(_))));
+}
