@@ -157,6 +157,33 @@ fn cli_ingests_searches_calibrates_and_reindexes() {
 }
 
 #[test]
+fn an_unreachable_qdrant_server_is_named_and_the_daemon_keeps_serving() {
+    let sandbox = Sandbox::new();
+    let mut env = models_env();
+    env.extend([
+        ("ENGRAM_RETRIEVAL__VECTOR_STORE", "qdrant".to_owned()),
+        ("ENGRAM_RETRIEVAL__QDRANT__URL", "http://127.0.0.1:9".to_owned()),
+        ("ENGRAM_RETRIEVAL__QDRANT__TIMEOUT_MS", "500".to_owned()),
+    ]);
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+
+    // Without a daemon, the CLI says which server it could not reach.
+    let out = sandbox.run(&["search", "anything"], &env);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && stderr.contains("reaching the server"), "{stderr}");
+    assert!(stderr.contains("http://127.0.0.1:9"), "{stderr}");
+
+    // The daemon serves on; each retrieval request tries the server again.
+    let daemon = sandbox.start(&env);
+    for _ in 0..2 {
+        let reply = post_json(&daemon.socket, "/v1/search", &json!({"query": "anything"}));
+        assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE, "{}", reply.body);
+        assert!(reply.body.contains("retrieval is unavailable") && reply.body.contains("reaching the server"));
+    }
+    assert_eq!(get_unix(&daemon.socket, "/healthz").status, StatusCode::OK);
+}
+
+#[test]
 fn daemon_serves_ingest_search_and_certificates_over_http() {
     let sandbox = Sandbox::new();
     let env = models_env();

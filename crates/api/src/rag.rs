@@ -24,8 +24,10 @@ use crate::routes::AppState;
 type Opener = Arc<dyn Fn(Arc<Embedder>) -> Result<Rag, String> + Send + Sync>;
 
 /// The daemon's retrieval engine, opened once the embedder has loaded.
+/// A failed open is not kept: the next request tries again (a Qdrant
+/// server that was down, a disk that filled up).
 pub struct RagService {
-    cell: OnceCell<Result<Arc<Rag>, String>>,
+    cell: OnceCell<Arc<Rag>>,
     open: Opener,
 }
 
@@ -35,11 +37,11 @@ impl RagService {
         Self { cell: OnceCell::new(), open: Arc::new(open) }
     }
 
-    /// The engine, opening it (and loading the embedder) the first time.
+    /// The engine, opening it (and loading the embedder) until that works.
     pub async fn get(&self, state: &AppState) -> Result<Arc<Rag>, ApiError> {
         let result = self
             .cell
-            .get_or_init(|| async {
+            .get_or_try_init(|| async {
                 let models = state.models().ok_or("this daemon serves no embedder")?;
                 let embedder = models.embedder.get().await?.clone();
                 let open = self.open.clone();
@@ -48,7 +50,7 @@ impl RagService {
                     .unwrap_or_else(|err| Err(format!("opening the indexes panicked: {err}")))
             })
             .await;
-        result.clone().map_err(|reason| {
+        result.cloned().map_err(|reason: String| {
             ApiError::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "retrieval_unavailable",

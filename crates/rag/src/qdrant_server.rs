@@ -16,27 +16,29 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::time::Duration;
 
-use qdrant_client::Qdrant;
 use qdrant_client::qdrant::{
-    Condition, CountPointsBuilder, CreateCollectionBuilder, CreateFieldIndexCollectionBuilder, DeletePointsBuilder,
-    Distance, FieldType, Filter as QdrantFilter, GetPointsBuilder, KeywordIndexParamsBuilder, PointStruct,
-    PointsIdsList, Query, QueryPointsBuilder, Range, UpsertPointsBuilder, VectorParamsBuilder,
+    Condition, CountPointsBuilder, CreateCollectionBuilder, CreateFieldIndexCollectionBuilder,
+    DeleteFieldIndexCollectionBuilder, DeletePointsBuilder, Distance, FieldType, Filter as QdrantFilter,
+    GetPointsBuilder, KeywordIndexParamsBuilder, PointStruct, PointsIdsList, Query, QueryPointsBuilder, Range,
+    UpsertPointsBuilder, VectorParamsBuilder, WriteOrdering, WriteOrderingType, payload_index_params,
     point_id::PointIdOptions, value::Kind, vectors_config,
 };
+use qdrant_client::{Qdrant, QdrantError};
 use serde_json::json;
 
 use crate::Filter;
 use crate::vector::{VectorError, VectorPoint, VectorStore};
 
-/// The reserved point holding the journal watermark (chunk ids are SQLite
-/// row ids, which never reach it).
-pub const META_ID: u64 = u64::MAX;
+/// The reserved point holding the journal watermark: a UUID, which no
+/// chunk id (a number) can collide with.
+pub const META_ID: &str = "6a3b0c2e-9d1f-4e7a-8b5c-2f0d4e6a8c1b";
 /// The watermark's payload key.
 const APPLIED_KEY: &str = "engram_applied_seq";
 /// Points per upsert request (384-d: about 0.5 MiB each).
 const UPSERT_BATCH: usize = 256;
-/// The oldest server this store talks to (the query API).
-const MIN_SERVER: (u64, u64) = (1, 10);
+/// The oldest server this store talks to: qdrant-client 1.20 sends dense
+/// vectors in the `Vector.dense` field, which servers read since 1.13.
+const MIN_SERVER: (u64, u64) = (1, 13);
 /// The oldest server with path prefix filters (`match.prefix`).
 const PREFIX_SERVER: (u64, u64) = (1, 19);
 
@@ -90,7 +92,8 @@ impl QdrantStore {
     /// Connects to the server and opens `collection`, creating it (cosine,
     /// `dimension`) with its payload indexes when missing. A collection of
     /// another dimension or layout is refused, as is a server older than
-    /// 1.10 or one that cannot be reached. Path prefix filters need 1.19.
+    /// 1.13, one that cannot be reached, or one that refuses the API key.
+    /// Path prefix filters need 1.19.
     pub fn open(options: &QdrantOptions, collection: &str, dimension: usize) -> Result<Self, VectorError> {
         let mut store = Self::connect(options, collection)?;
         store.dimension = dimension;
@@ -123,6 +126,15 @@ impl QdrantStore {
 
     /// A client for `collection` (connections are made on first use).
     fn connect(options: &QdrantOptions, collection: &str) -> Result<Self, VectorError> {
+        // The client would echo a key it cannot send into its error.
+        if let Some(key) = &options.api_key
+            && (key.is_empty() || key.bytes().any(|b| !(0x21..0x7f).contains(&b)))
+        {
+            return Err(VectorError::new(
+                format!("connecting to {}", options.url),
+                "the API key is empty or holds spaces or characters outside printable ASCII",
+            ));
+        }
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .thread_name("engram-qdrant")
@@ -149,11 +161,10 @@ impl QdrantStore {
     }
 
     /// Runs one client call on the store's runtime and waits for it.
-    fn run<T, E, F>(&self, what: &str, call: F) -> Result<T, VectorError>
+    fn run<T, F>(&self, what: &str, call: F) -> Result<T, VectorError>
     where
-        F: Future<Output = Result<T, E>> + Send,
+        F: Future<Output = Result<T, QdrantError>> + Send,
         T: Send,
-        E: std::fmt::Display + Send,
     {
         let context = || format!("{what} ({} at {})", self.collection, self.url);
         let Some(runtime) = &self.runtime else {
@@ -164,16 +175,19 @@ impl QdrantStore {
         // already driving async tasks, and callers may be on one.
         let outcome = std::thread::scope(|scope| scope.spawn(|| handle.block_on(call)).join());
         match outcome {
-            Ok(result) => result.map_err(|e| VectorError::new(context(), e)),
+            Ok(result) => result.map_err(|e| VectorError::new(context(), describe(&e))),
             Err(_) => Err(VectorError::new(context(), "the client call panicked")),
         }
     }
 
+    /// Checks the server's version, then makes one call that needs the API
+    /// key (the health check does not).
     fn check_server(&mut self) -> Result<(), VectorError> {
         let reply = self.run("reaching the server", self.client.health_check())?;
         match parse_version(&reply.version) {
             Some(version) if version >= MIN_SERVER => {
                 self.server = version;
+                self.run("listing collections", self.client.list_collections())?;
                 Ok(())
             }
             _ => Err(VectorError::new(
@@ -232,7 +246,20 @@ impl QdrantStore {
             ("time", FieldType::Integer, None),
         ];
         for (field, kind, params) in indexes {
-            if info.payload_schema.contains_key(field) {
+            if field == "path" && self.filters_path_prefixes() && info.payload_schema.contains_key(field) {
+                // Made before the server knew prefixes (it dropped the
+                // option): prefix filters would scan. Rebuild it.
+                let has_prefix = matches!(
+                    info.payload_schema.get(field).and_then(|s| s.params.as_ref()).and_then(|p| p.index_params.as_ref()),
+                    Some(payload_index_params::IndexParams::KeywordIndexParams(k)) if k.prefix.is_some()
+                );
+                if !has_prefix {
+                    let drop = DeleteFieldIndexCollectionBuilder::new(&self.collection, field).wait(true);
+                    self.run("rebuilding the path index", client.delete_field_index(drop))?;
+                } else {
+                    continue;
+                }
+            } else if info.payload_schema.contains_key(field) {
                 continue;
             }
             let mut request = CreateFieldIndexCollectionBuilder::new(&self.collection, field, kind).wait(true);
@@ -268,12 +295,35 @@ impl Drop for QdrantStore {
     }
 }
 
+/// A client error in a sentence (without the gRPC metadata), naming the
+/// API key when the server refused it.
+fn describe(err: &QdrantError) -> String {
+    match err {
+        QdrantError::ResponseError { status } | QdrantError::ResourceExhaustedError { status, .. } => {
+            match status.code() {
+                tonic::Code::Unauthenticated | tonic::Code::PermissionDenied => {
+                    format!("the server refused the API key (retrieval.qdrant.api_key_file): {}", status.message())
+                }
+                code => format!("{code:?}: {}", status.message()),
+            }
+        }
+        other => other.to_string(),
+    }
+}
+
 /// `major.minor` of a version string such as `1.19.2` or `v1.20.0-dev`.
 fn parse_version(version: &str) -> Option<(u64, u64)> {
     let mut parts = version.trim().trim_start_matches('v').split('.');
     let major = parts.next()?.parse().ok()?;
     let minor: String = parts.next()?.chars().take_while(char::is_ascii_digit).collect();
     Some((major, minor.parse().ok()?))
+}
+
+/// Writes go through a shard's leader, so on a replicated collection a
+/// delete and a later upsert of the same id apply in that order everywhere
+/// (no cost on a single node).
+fn ordering() -> WriteOrdering {
+    WriteOrdering { r#type: WriteOrderingType::Medium as i32 }
 }
 
 /// The payload a chunk's point carries (the same fields as on the edge).
@@ -318,7 +368,7 @@ impl VectorStore for QdrantStore {
         for batch in points.chunks(UPSERT_BATCH) {
             let structs: Vec<PointStruct> =
                 batch.iter().map(|p| PointStruct::new(p.id, p.vector.clone(), payload(p))).collect();
-            let request = UpsertPointsBuilder::new(&self.collection, structs).wait(true);
+            let request = UpsertPointsBuilder::new(&self.collection, structs).wait(true).ordering(ordering());
             self.run(&format!("upserting {} points", batch.len()), self.client.upsert_points(request))?;
         }
         Ok(())
@@ -326,8 +376,10 @@ impl VectorStore for QdrantStore {
 
     fn delete(&self, ids: &[u64]) -> Result<(), VectorError> {
         for batch in ids.chunks(UPSERT_BATCH * 16) {
-            let request =
-                DeletePointsBuilder::new(&self.collection).points(PointsIdsList::from(batch.to_vec())).wait(true);
+            let request = DeletePointsBuilder::new(&self.collection)
+                .points(PointsIdsList::from(batch.to_vec()))
+                .wait(true)
+                .ordering(ordering());
             self.run(&format!("deleting {} points", batch.len()), self.client.delete_points(request))?;
         }
         Ok(())
@@ -405,6 +457,7 @@ mod tests {
         assert_eq!(parse_version("v1.20.1-dev"), Some((1, 20)));
         assert_eq!(parse_version("1.9"), Some((1, 9)));
         assert!(parse_version("1.9.0").is_some_and(|v| v < MIN_SERVER));
+        assert!(parse_version("1.12.2").is_some_and(|v| v < MIN_SERVER));
         assert!(parse_version("1.18.1").is_some_and(|v| v >= MIN_SERVER && v < PREFIX_SERVER));
         assert_eq!(parse_version("dev"), None);
     }
@@ -450,12 +503,16 @@ mod tests {
         };
         let err = QdrantStore::open(&options, "engram-test", 3).err().expect("refused").to_string();
         assert!(err.contains("reaching the server") && err.contains("127.0.0.1:9"), "{err}");
+        // A key that cannot be sent is refused without being printed.
+        let options = QdrantOptions { api_key: Some("s3cret key".into()), ..options };
+        let err = QdrantStore::probe(&options).err().expect("refused").to_string();
+        assert!(err.contains("API key") && !err.contains("s3cret"), "{err}");
     }
 
     /// The server at `ENGRAM_TEST_QDRANT_URL`, or `None` (skipped).
     fn server(test: &str) -> Option<QdrantOptions> {
         let Ok(url) = std::env::var("ENGRAM_TEST_QDRANT_URL") else {
-            eprintln!("skipped: {test} needs a Qdrant 1.19+ server at ENGRAM_TEST_QDRANT_URL");
+            eprintln!("skipped: {test} needs a Qdrant 1.13+ server at ENGRAM_TEST_QDRANT_URL");
             return None;
         };
         let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).ok()?.subsec_nanos();

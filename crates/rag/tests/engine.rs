@@ -63,7 +63,7 @@ struct ServerCollection {
 impl ServerCollection {
     fn new(test: &str) -> Option<Self> {
         let Ok(url) = std::env::var("ENGRAM_TEST_QDRANT_URL") else {
-            eprintln!("skipped: {test} needs a Qdrant 1.19+ server at ENGRAM_TEST_QDRANT_URL");
+            eprintln!("skipped: {test} needs a Qdrant 1.13+ server at ENGRAM_TEST_QDRANT_URL");
             return None;
         };
         let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos();
