@@ -505,7 +505,7 @@ mod tests {
         assert!(err.contains("reaching the server") && err.contains("127.0.0.1:9"), "{err}");
         // A key that cannot be sent is refused without being printed.
         let options = QdrantOptions { api_key: Some("s3cret key".into()), ..options };
-        let err = QdrantStore::probe(&options).err().expect("refused").to_string();
+        let err = QdrantStore::probe(&options).expect_err("refused").to_string();
         assert!(err.contains("API key") && !err.contains("s3cret"), "{err}");
     }
 
