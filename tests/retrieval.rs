@@ -142,6 +142,15 @@ fn cli_ingests_searches_calibrates_and_reindexes() {
     assert_eq!(golds.len(), lines.len(), "chunks are drawn without replacement");
     let again = ok_json(&sandbox, &["calibrate", "-c", "facts", "--holdout", "0", "--questions", saved_arg, "--json"]);
     assert_eq!(again["min_score"], generated["min_score"]);
+    // How that certificate does on the hand-written questions.
+    let generated_id = generated["id"].as_str().unwrap();
+    let check =
+        ok_json(&sandbox, &["certificates", "check", generated_id, "--questions", file.to_str().unwrap(), "--json"]);
+    assert_eq!((check["n"].as_u64(), check["target"].as_f64()), (Some(8), Some(0.9)), "{check}");
+    let coverage = check["coverage"].as_f64().unwrap();
+    assert!((0.0..=1.0).contains(&coverage) && check["median_set"].as_f64().unwrap() >= 0.0, "{check}");
+    let (ok, _, stderr) = run(&sandbox, &["certificates", "check", "cert-nope", "--questions", saved_arg]);
+    assert!(!ok && stderr.contains("no certificate \"cert-nope\""), "{stderr}");
     let (ok, _, stderr) = run(&sandbox, &["calibrate", "-c", "facts", "--generate", "4", "--questions", saved_arg]);
     assert!(!ok && stderr.contains("cannot be used with"), "{stderr}");
     let (ok, _, stderr) = run(&sandbox, &["calibrate", "-c", "facts"]);

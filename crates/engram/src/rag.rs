@@ -134,6 +134,19 @@ pub enum CertificatesCommand {
         /// Its id.
         id: String,
     },
+    /// Measure a certificate on other questions with known evidence (say,
+    /// real users' questions after calibrating on generated ones): the share
+    /// whose evidence is in the certified set, and the set sizes.
+    Check {
+        /// Its id.
+        id: String,
+        /// Questions in the calibration format (JSONL).
+        #[arg(long, value_name = "FILE.jsonl")]
+        questions: PathBuf,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// `engram eval retrieval` options.
@@ -556,6 +569,10 @@ fn generate_questions(
 
 /// `engram certificates`.
 pub fn certificates(loaded: &Loaded, paths: &Paths, command: &CertificatesCommand) -> anyhow::Result<()> {
+    let questions = match command {
+        CertificatesCommand::Check { questions, .. } => Some(read_questions(questions)?),
+        _ => None,
+    };
     let local = open_local(loaded, paths)?;
     match command {
         CertificatesCommand::List { collection, json } => {
@@ -582,6 +599,32 @@ pub fn certificates(loaded: &Loaded, paths: &Paths, command: &CertificatesComman
         }
         CertificatesCommand::Export { id } => {
             println!("{}", serde_json::to_string_pretty(&local.rag.certificate(id)?)?);
+        }
+        CertificatesCommand::Check { id, json, .. } => {
+            let status = local.rag.certificate(id)?;
+            let checked = local.rag.check_certificate(id, questions.as_deref().unwrap_or_default())?;
+            let target = 1.0 - status.certificate.calibration.alpha;
+            if *json {
+                let value = serde_json::json!({
+                    "certificate": id,
+                    "target": target,
+                    "n": checked.n,
+                    "coverage": checked.coverage,
+                    "median_set": checked.median_set,
+                    "p90_set": checked.p90_set,
+                    "stale": status.stale,
+                });
+                println!("{value:#}");
+            } else {
+                println!(
+                    "{id} on {} questions: coverage {:.3} (target {target:.3}), median set {} chunks, p90 {}{}",
+                    checked.n,
+                    checked.coverage,
+                    checked.median_set,
+                    checked.p90_set,
+                    if status.stale { " (the certificate is stale)" } else { "" }
+                );
+            }
         }
     }
     Ok(())

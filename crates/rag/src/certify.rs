@@ -252,42 +252,7 @@ impl Rag {
         if questions.is_empty() {
             return Err(RagError::Invalid("no calibration questions".to_owned()));
         }
-        // Resolve gold evidence; unknown chunk ids and paths are errors.
-        let chunks = self.chunk_ids(collection)?;
-        let ids: HashSet<u64> = chunks.iter().map(|(id, _)| *id).collect();
-        let mut by_path: HashMap<&str, Vec<u64>> = HashMap::new();
-        for (id, path) in &chunks {
-            by_path.entry(path.as_str()).or_default().push(*id);
-        }
-        let mut golds: Vec<HashSet<u64>> = Vec::with_capacity(questions.len());
-        for (i, q) in questions.iter().enumerate() {
-            let mut gold: HashSet<u64> = HashSet::new();
-            for id in &q.gold {
-                if !ids.contains(id) {
-                    return Err(RagError::Invalid(format!(
-                        "calibration question {} names chunk {id}, which is not in collection {collection:?}",
-                        i + 1
-                    )));
-                }
-                gold.insert(*id);
-            }
-            for path in &q.gold_paths {
-                let Some(found) = by_path.get(path.as_str()) else {
-                    return Err(RagError::Invalid(format!(
-                        "calibration question {} names document {path:?}, which is not in collection {collection:?}",
-                        i + 1
-                    )));
-                };
-                gold.extend(found);
-            }
-            if gold.is_empty() || q.question.trim().is_empty() {
-                return Err(RagError::Invalid(format!(
-                    "calibration question {} needs a question and at least one gold chunk or path",
-                    i + 1
-                )));
-            }
-            golds.push(gold);
-        }
+        let golds = self.resolve_golds(collection, questions)?;
         let filter = Filter { collection: Some(collection.to_owned()), ..Filter::default() };
         let mut scores = Vec::with_capacity(questions.len());
         for (q, gold) in questions.iter().zip(&golds) {
@@ -336,6 +301,68 @@ impl Rag {
             Ok(())
         })?;
         Ok(certificate)
+    }
+
+    /// Each question's gold chunks (its ids and the chunks of its paths);
+    /// an unknown id or path, or a question without text or gold, is an
+    /// error naming the question's line.
+    fn resolve_golds(&self, collection: &str, questions: &[Question]) -> Result<Vec<HashSet<u64>>, RagError> {
+        let chunks = self.chunk_ids(collection)?;
+        let ids: HashSet<u64> = chunks.iter().map(|(id, _)| *id).collect();
+        let mut by_path: HashMap<&str, Vec<u64>> = HashMap::new();
+        for (id, path) in &chunks {
+            by_path.entry(path.as_str()).or_default().push(*id);
+        }
+        let mut golds: Vec<HashSet<u64>> = Vec::with_capacity(questions.len());
+        for (i, q) in questions.iter().enumerate() {
+            let mut gold: HashSet<u64> = HashSet::new();
+            for id in &q.gold {
+                if !ids.contains(id) {
+                    return Err(RagError::Invalid(format!(
+                        "question {} names chunk {id}, which is not in collection {collection:?}",
+                        i + 1
+                    )));
+                }
+                gold.insert(*id);
+            }
+            for path in &q.gold_paths {
+                let Some(found) = by_path.get(path.as_str()) else {
+                    return Err(RagError::Invalid(format!(
+                        "question {} names document {path:?}, which is not in collection {collection:?}",
+                        i + 1
+                    )));
+                };
+                gold.extend(found);
+            }
+            if gold.is_empty() || q.question.trim().is_empty() {
+                return Err(RagError::Invalid(format!(
+                    "question {} needs a question and at least one gold chunk or path",
+                    i + 1
+                )));
+            }
+            golds.push(gold);
+        }
+        Ok(golds)
+    }
+
+    /// How certificate `id` does on `questions` (say, real users' questions
+    /// after calibrating on generated ones): the share whose gold chunk is
+    /// in the certified set, and the set sizes, with the certificate's own
+    /// score function and threshold.
+    pub fn check_certificate(&self, id: &str, questions: &[Question]) -> Result<HeldOut, RagError> {
+        let status = self.certificate(id)?;
+        let cert = &status.certificate;
+        if questions.is_empty() {
+            return Err(RagError::Invalid("no questions to check the certificate on".to_owned()));
+        }
+        let golds = self.resolve_golds(&cert.collection, questions)?;
+        let filter = Filter { collection: Some(cert.collection.clone()), ..Filter::default() };
+        let mut rows = Vec::with_capacity(questions.len());
+        for (q, gold) in questions.iter().zip(&golds) {
+            let scored = self.scored(&q.question, &filter, cert.score_function)?;
+            rows.push((nonconformity(&scored, |id| gold.contains(&id)), set_size(&scored, cert.calibration.threshold)));
+        }
+        Ok(conformal::held_out(&cert.calibration, &rows))
     }
 
     /// Certificates, newest first, of one collection or all.

@@ -413,6 +413,14 @@ fn calibration_certifies_and_bad_inputs_are_refused() {
     let listed = rag.certificates(Some("science")).unwrap();
     assert_eq!(listed.len(), 1);
     assert!(!listed[0].stale);
+    // Checked on its own calibration questions (none held out), at least
+    // the 9 of 10 up to the threshold's rank are covered; a check needs a
+    // known certificate and questions.
+    let checked = rag.check_certificate(&cert.id, &questions).unwrap();
+    assert_eq!(checked.n, 10);
+    assert!(checked.coverage >= 0.9, "{checked:?}");
+    assert!(matches!(rag.check_certificate("cert-nope", &questions), Err(RagError::Invalid(_))));
+    assert!(matches!(rag.check_certificate(&cert.id, &[]), Err(RagError::Invalid(_))));
 
     let filter = Filter { collection: Some("science".into()), ..Filter::default() };
     let set = rag.conformal_search("Why does bread rise?", &filter, 0.2, 50, None).unwrap();
