@@ -326,18 +326,6 @@ fn ordering() -> WriteOrdering {
     WriteOrdering { r#type: WriteOrderingType::Medium as i32 }
 }
 
-/// The payload a chunk's point carries (the same fields as on the edge).
-fn payload(point: &VectorPoint) -> qdrant_client::Payload {
-    let value = json!({
-        "collection": point.collection,
-        "tenant": point.tenant,
-        "path": point.path,
-        "tags": point.tags,
-        "time": point.time,
-    });
-    qdrant_client::Payload::from(value.as_object().cloned().unwrap_or_default())
-}
-
 /// The server filter for `filter`; it always leaves out the watermark point.
 fn server_filter(filter: &Filter) -> QdrantFilter {
     let mut must = Vec::new();
@@ -366,8 +354,10 @@ impl VectorStore for QdrantStore {
             self.check_dimension(&format!("upserting chunk {}", bad.id), bad.vector.len())?;
         }
         for batch in points.chunks(UPSERT_BATCH) {
-            let structs: Vec<PointStruct> =
-                batch.iter().map(|p| PointStruct::new(p.id, p.vector.clone(), payload(p))).collect();
+            let structs: Vec<PointStruct> = batch
+                .iter()
+                .map(|p| PointStruct::new(p.id, p.vector.clone(), qdrant_client::Payload::from(p.payload())))
+                .collect();
             let request = UpsertPointsBuilder::new(&self.collection, structs).wait(true).ordering(ordering());
             self.run(&format!("upserting {} points", batch.len()), self.client.upsert_points(request))?;
         }
@@ -524,18 +514,6 @@ mod tests {
         })
     }
 
-    fn point(id: u64, vector: [f32; 3], collection: &str, path: &str, tags: &[&str], time: i64) -> VectorPoint {
-        VectorPoint {
-            id,
-            vector: vector.to_vec(),
-            collection: collection.into(),
-            tenant: id.is_multiple_of(2).then(|| "acme".to_owned()),
-            path: path.into(),
-            tags: tags.iter().map(|t| (*t).to_owned()).collect(),
-            time,
-        }
-    }
-
     #[test]
     fn a_server_collection_keeps_points_filters_and_its_watermark() {
         let Some(options) = server("a_server_collection_keeps_points_filters_and_its_watermark") else {
@@ -552,14 +530,7 @@ mod tests {
 
         let store = QdrantStore::open(&options, &name, 3).unwrap();
         assert_eq!((store.len().unwrap(), store.applied_seq().unwrap()), (0, 0));
-        store
-            .upsert(&[
-                point(1, [1.0, 0.0, 0.0], "docs", "/a/install.md", &["guide"], 100),
-                point(2, [0.9, 0.1, 0.0], "docs", "/a/usage.md", &["guide", "cli"], 200),
-                point(3, [0.0, 1.0, 0.0], "notes", "/b/todo.txt", &[], 300),
-                point(4, [0.0, 0.0, 1.0], "docs", "/b/cats.md", &["pets"], 400),
-            ])
-            .unwrap();
+        store.upsert(&crate::vector::sample_points()).unwrap();
         store.commit(9).unwrap();
         // The watermark point is neither counted nor found.
         assert_eq!((store.len().unwrap(), store.applied_seq().unwrap()), (4, 9));
@@ -588,7 +559,7 @@ mod tests {
         assert_eq!(all(Filter { tags: vec!["guide".into(), "cli".into()], ..Filter::default() }), [2]);
         assert_eq!(all(Filter { time: Some(150..400), ..Filter::default() }), [2, 3]);
 
-        store.upsert(&[point(1, [0.0, 1.0, 0.0], "docs", "/a/install.md", &[], 100)]).unwrap();
+        store.upsert(&[crate::vector::point(1, [0.0, 1.0, 0.0], "docs", "/a/install.md", &[], 100)]).unwrap();
         store.delete(&[4, 99]).unwrap();
         store.commit(12).unwrap();
         drop(store);

@@ -63,6 +63,19 @@ pub struct VectorPoint {
     pub time: i64,
 }
 
+impl VectorPoint {
+    /// The fields stored with the vector, as every backend names them.
+    pub fn payload(&self) -> serde_json::Map<String, serde_json::Value> {
+        let mut fields = serde_json::Map::new();
+        fields.insert("collection".into(), json!(self.collection));
+        fields.insert("tenant".into(), json!(self.tenant));
+        fields.insert("path".into(), json!(self.path));
+        fields.insert("tags".into(), json!(self.tags));
+        fields.insert("time".into(), json!(self.time));
+        fields
+    }
+}
+
 /// Where chunk embeddings live and are searched.
 pub trait VectorStore: Send + Sync {
     /// Adds or replaces points (by id).
@@ -136,15 +149,7 @@ impl EdgeStore {
     }
 
     fn payload(point: &VectorPoint) -> Payload {
-        let value = json!({
-            "collection": point.collection,
-            "tenant": point.tenant,
-            "path": point.path,
-            "tags": point.tags,
-            "time": point.time,
-        });
-        let object = value.as_object().cloned().unwrap_or_default();
-        Payload::from(object)
+        Payload::from(point.payload())
     }
 }
 
@@ -260,32 +265,38 @@ impl VectorStore for EdgeStore {
     }
 }
 
+/// A 3-d point for the backends' tests (even ids belong to tenant "acme").
+#[cfg(test)]
+pub(crate) fn point(id: u64, vector: [f32; 3], collection: &str, path: &str, tags: &[&str], time: i64) -> VectorPoint {
+    VectorPoint {
+        id,
+        vector: vector.to_vec(),
+        collection: collection.into(),
+        tenant: id.is_multiple_of(2).then(|| "acme".to_owned()),
+        path: path.into(),
+        tags: tags.iter().map(|t| (*t).to_owned()).collect(),
+        time,
+    }
+}
+
+/// The four points both backends' tests search and filter.
+#[cfg(test)]
+pub(crate) fn sample_points() -> Vec<VectorPoint> {
+    vec![
+        point(1, [1.0, 0.0, 0.0], "docs", "/a/install.md", &["guide"], 100),
+        point(2, [0.9, 0.1, 0.0], "docs", "/a/usage.md", &["guide", "cli"], 200),
+        point(3, [0.0, 1.0, 0.0], "notes", "/b/todo.txt", &[], 300),
+        point(4, [0.0, 0.0, 1.0], "docs", "/b/cats.md", &["pets"], 400),
+    ]
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn point(id: u64, vector: [f32; 3], collection: &str, path: &str, tags: &[&str], time: i64) -> VectorPoint {
-        VectorPoint {
-            id,
-            vector: vector.to_vec(),
-            collection: collection.into(),
-            tenant: id.is_multiple_of(2).then(|| "acme".to_owned()),
-            path: path.into(),
-            tags: tags.iter().map(|t| (*t).to_owned()).collect(),
-            time,
-        }
-    }
-
     fn sample(dir: &Path) -> EdgeStore {
         let store = EdgeStore::open(dir, 3).unwrap();
-        store
-            .upsert(&[
-                point(1, [1.0, 0.0, 0.0], "docs", "/a/install.md", &["guide"], 100),
-                point(2, [0.9, 0.1, 0.0], "docs", "/a/usage.md", &["guide", "cli"], 200),
-                point(3, [0.0, 1.0, 0.0], "notes", "/b/todo.txt", &[], 300),
-                point(4, [0.0, 0.0, 1.0], "docs", "/b/cats.md", &["pets"], 400),
-            ])
-            .unwrap();
+        store.upsert(&sample_points()).unwrap();
         store.commit(9).unwrap();
         store
     }
