@@ -18,5 +18,5 @@ pub use auth::TcpGuard;
 pub use error::ApiError;
 pub use metrics::Metrics;
 pub use models::{Lazy, Models};
-pub use rag::RagService;
+pub use rag::{RagService, check_report};
 pub use routes::{Access, AppState, HttpLimits, router};

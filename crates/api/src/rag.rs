@@ -1,5 +1,6 @@
 //! Retrieval routes: `POST /v1/ingest`, `POST /v1/search`,
-//! `GET /v1/collections`, `GET /v1/certificates[/{id}]`.
+//! `GET /v1/collections`, `POST /v1/calibrate`,
+//! `GET /v1/certificates[/{id}]`, `POST /v1/certificates/{id}/check`.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -11,6 +12,7 @@ use axum::extract::{Path, Query, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use engram_models::Embedder;
+use engram_rag::certify::{CalibrateOptions, Question, ScoreFunction};
 use engram_rag::chunk::Format;
 use engram_rag::{Filter, Mode, NewDocument, Progress, Rag, RagError, Target};
 use serde::Deserialize;
@@ -327,12 +329,144 @@ pub(crate) async fn certificate(
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     let rag = engine(&state).await?;
-    let found = blocking(move || rag.certificate(&id)).await.map_err(|mut err| {
-        if err.message.starts_with("there is no certificate") {
-            err.status = StatusCode::NOT_FOUND;
-            err.code = "not_found";
-        }
-        err
-    })?;
+    let found = blocking(move || rag.certificate(&id)).await.map_err(not_found_certificate)?;
     Ok(Json(json!(found)))
+}
+
+/// Most questions `POST /v1/calibrate` writes with the LLM.
+const MAX_GENERATE: usize = 100_000;
+
+fn default_alpha() -> f64 {
+    0.1
+}
+
+fn default_holdout() -> f64 {
+    0.2
+}
+
+fn default_seed() -> u64 {
+    1
+}
+
+/// `POST /v1/calibrate` body: `questions`, or `generate` for questions the
+/// daemon's LLM writes about that many chunks drawn from the collection.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct CalibrateRequest {
+    collection: String,
+    #[serde(default = "default_alpha")]
+    alpha: f64,
+    #[serde(default)]
+    score: ScoreFunction,
+    #[serde(default = "default_holdout")]
+    holdout: f64,
+    #[serde(default = "default_seed")]
+    seed: u64,
+    #[serde(default)]
+    questions: Option<Vec<Question>>,
+    #[serde(default)]
+    generate: Option<usize>,
+    /// Where supplied questions came from, recorded in the certificate.
+    #[serde(default)]
+    source: Option<String>,
+}
+
+/// `POST /v1/calibrate`: calibrates a collection and stores the
+/// certificate; answers `{"certificate": …, "generated": {questions,
+/// sampled, model} | null}`.
+pub(crate) async fn calibrate(
+    State(state): State<AppState>,
+    payload: Result<Json<CalibrateRequest>, JsonRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let request = body(payload)?;
+    let invalid = |message: String| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_request", message);
+    let rag = engine(&state).await?;
+    let (questions, source, generated) = match (request.questions, request.generate) {
+        (Some(questions), None) => {
+            let source = request.source.unwrap_or_else(|| format!("{} questions in the request", questions.len()));
+            (questions, source, None)
+        }
+        (None, Some(n)) if (2..=MAX_GENERATE).contains(&n) => {
+            let llm = match state.models() {
+                Some(models) => models.llm.get().await.map_err(|reason| {
+                    ApiError::new(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "model_unavailable",
+                        format!("the language model is not available: {reason}"),
+                    )
+                })?,
+                None => return Err(invalid("this daemon serves no language model to write questions".into())),
+            };
+            let (sampler, collection, seed) = (rag.clone(), request.collection.clone(), request.seed);
+            let chunks = blocking(move || sampler.sample_chunks(&collection, n, seed)).await?;
+            let generated = engram_rag::questions::write_questions(llm, &chunks, || {}).await.map_err(|err| {
+                ApiError::new(StatusCode::BAD_GATEWAY, "model_failed", format!("writing questions: {err}"))
+            })?;
+            let source = generated.source(request.seed);
+            (generated.questions.clone(), source, Some(generated))
+        }
+        (None, Some(n)) => return Err(invalid(format!("`generate` must be between 2 and {MAX_GENERATE}, got {n}"))),
+        _ => return Err(invalid("give either `questions` or `generate`".into())),
+    };
+    let options = CalibrateOptions {
+        alpha: request.alpha,
+        score_function: request.score,
+        holdout: request.holdout,
+        seed: request.seed,
+        questions_from: source,
+    };
+    let collection = request.collection;
+    let certificate = blocking(move || rag.calibrate(&collection, &questions, &options)).await?;
+    Ok(Json(json!({ "certificate": certificate, "generated": generated })))
+}
+
+/// `POST /v1/certificates/{id}/check` body.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct CheckRequest {
+    questions: Vec<Question>,
+}
+
+/// `POST /v1/certificates/{id}/check`: how a certificate does on other
+/// questions with known evidence.
+pub(crate) async fn check_certificate(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    payload: Result<Json<CheckRequest>, JsonRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let request = body(payload)?;
+    let rag = engine(&state).await?;
+    let value = blocking(move || {
+        let status = rag.certificate(&id)?;
+        let checked = rag.check_certificate(&id, &request.questions)?;
+        Ok(check_report(&id, &status, &checked))
+    })
+    .await
+    .map_err(not_found_certificate)?;
+    Ok(Json(value))
+}
+
+/// A certificate check as JSON (the CLI prints the same object).
+pub fn check_report(
+    id: &str,
+    status: &engram_rag::certify::CertificateStatus,
+    checked: &engram_rag::conformal::HeldOut,
+) -> Value {
+    json!({
+        "certificate": id,
+        "target": 1.0 - status.certificate.calibration.alpha,
+        "n": checked.n,
+        "coverage": checked.coverage,
+        "median_set": checked.median_set,
+        "p90_set": checked.p90_set,
+        "stale": status.stale,
+    })
+}
+
+fn not_found_certificate(mut err: ApiError) -> ApiError {
+    if err.message.starts_with("there is no certificate") {
+        err.status = StatusCode::NOT_FOUND;
+        err.code = "not_found";
+    }
+    err
 }

@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use engram_config::{Config, Loaded, Paths, VectorStoreKind};
-use engram_rag::certify::{CalibrateOptions, ConformalSet, Question, ScoreFunction};
+use engram_rag::certify::{CalibrateOptions, Certificate, ConformalSet, Question, ScoreFunction};
 use engram_rag::eval::{EvalOptions, RetrievalEval, coverage_svg, evaluate};
 use engram_rag::qdrant_server::QdrantOptions;
 use engram_rag::{Filter, IngestReport, Mode, Progress, Rag, RagOptions, Target, VectorBackend};
@@ -306,8 +306,18 @@ fn daemon_running(paths: &Paths) -> bool {
 /// POSTs `body` to the running daemon and returns its JSON answer, or its
 /// error message.
 fn via_daemon(paths: &Paths, route: &str, body: serde_json::Value) -> anyhow::Result<serde_json::Value> {
+    daemon_call(paths, "POST", route, Some(body))
+}
+
+/// One request to the running daemon: its JSON answer, or its error message.
+fn daemon_call(
+    paths: &Paths,
+    method: &str,
+    route: &str,
+    body: Option<serde_json::Value>,
+) -> anyhow::Result<serde_json::Value> {
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-    let (status, value) = runtime.block_on(crate::plugins::request(paths, "POST", route, Some(body)))?;
+    let (status, value) = runtime.block_on(crate::plugins::request(paths, method, route, body))?;
     if !status.is_success() {
         let message = value["error"]["message"].as_str().unwrap_or("no message").to_owned();
         anyhow::bail!("the daemon refused {route} ({status}): {message}");
@@ -430,8 +440,11 @@ pub fn reindex(loaded: &Loaded, paths: &Paths) -> anyhow::Result<()> {
 
 /// `engram collections`.
 pub fn collections(loaded: &Loaded, paths: &Paths, json: bool) -> anyhow::Result<()> {
-    let local = open_local(loaded, paths)?;
-    let all = local.rag.collections()?;
+    let all: Vec<engram_rag::engine::CollectionInfo> = if daemon_running(paths) {
+        serde_json::from_value(daemon_call(paths, "GET", "/v1/collections", None)?["collections"].take())?
+    } else {
+        open_local(loaded, paths)?.rag.collections()?
+    };
     if json {
         println!("{}", serde_json::to_string_pretty(&all)?);
     } else if all.is_empty() {
@@ -463,22 +476,35 @@ pub fn read_questions(path: &Path) -> anyhow::Result<Vec<Question>> {
 /// `engram calibrate`.
 pub fn calibrate(loaded: &Loaded, paths: &Paths, args: &CalibrateArgs) -> anyhow::Result<()> {
     let file_questions = args.questions.as_deref().map(read_questions).transpose()?;
-    let local = open_local(loaded, paths)?;
-    let (questions, questions_from) = match (file_questions, args.generate) {
-        (Some(questions), _) => {
-            (questions, args.questions.as_deref().map(|p| p.display().to_string()).unwrap_or_default())
+    let source = args.questions.as_deref().map(|p| p.display().to_string());
+    let cert: Certificate = if daemon_running(paths) {
+        let body = serde_json::json!({
+            "collection": args.collection, "alpha": args.alpha, "score": args.score, "holdout": args.holdout,
+            "seed": args.seed, "questions": file_questions, "generate": args.generate, "source": source,
+        });
+        let mut value = via_daemon(paths, "/v1/calibrate", body)?;
+        let generated: Option<engram_rag::questions::Generated> =
+            serde_json::from_value(value["generated"].take()).context("the daemon's generated questions")?;
+        if let Some(generated) = &generated {
+            report_generated(generated, args.save.as_deref())?;
         }
-        (None, Some(n)) => generate_questions(loaded, paths, &local.rag, args, n as usize)?,
-        (None, None) => anyhow::bail!("give --questions FILE.jsonl or --generate N"),
+        serde_json::from_value(value["certificate"].take()).context("the daemon's certificate")?
+    } else {
+        let local = open_local(loaded, paths)?;
+        let (questions, questions_from) = match (file_questions, args.generate) {
+            (Some(questions), _) => (questions, source.unwrap_or_default()),
+            (None, Some(n)) => generate_questions(loaded, paths, &local.rag, args, n as usize)?,
+            (None, None) => anyhow::bail!("give --questions FILE.jsonl or --generate N"),
+        };
+        let options = CalibrateOptions {
+            alpha: args.alpha,
+            score_function: args.score,
+            holdout: args.holdout,
+            seed: args.seed,
+            questions_from,
+        };
+        local.rag.calibrate(&args.collection, &questions, &options)?
     };
-    let options = CalibrateOptions {
-        alpha: args.alpha,
-        score_function: args.score,
-        holdout: args.holdout,
-        seed: args.seed,
-        questions_from,
-    };
-    let cert = local.rag.calibrate(&args.collection, &questions, &options)?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&cert)?);
         return Ok(());
@@ -526,45 +552,39 @@ fn generate_questions(
         );
         bar
     });
-    let mut questions = Vec::with_capacity(sampled.len());
-    for chunk in &sampled {
-        let request = engram_rag::questions::question_request(&chunk.text);
-        let (reply, _) = runtime
-            .block_on(llm.complete(request))
-            .with_context(|| format!("the LLM failed on chunk {} of {}", chunk.id, chunk.path))?;
-        match engram_rag::questions::clean_question(&reply, &chunk.text) {
-            Some(question) => questions.push(Question { question, gold: vec![chunk.id], gold_paths: Vec::new() }),
-            None => tracing::debug!(chunk = chunk.id, reply, "no usable question"),
-        }
-        if let Some(bar) = &bar {
-            bar.inc(1);
-        }
-    }
+    let generated = runtime
+        .block_on(engram_rag::questions::write_questions(&llm, &sampled, || {
+            if let Some(bar) = &bar {
+                bar.inc(1);
+            }
+        }))
+        .context("the LLM failed to write a question")?;
     if let Some(bar) = bar {
         bar.finish_and_clear();
     }
-    let rejected = sampled.len() - questions.len();
+    report_generated(&generated, args.save.as_deref())?;
+    let source = generated.source(args.seed);
+    Ok((generated.questions, source))
+}
+
+/// Says how generation went and writes the questions to `save`, if given.
+fn report_generated(generated: &engram_rag::questions::Generated, save: Option<&Path>) -> anyhow::Result<()> {
     eprintln!(
-        "{} wrote {} questions about {} sampled chunks ({rejected} replies held no usable question)",
-        llm.name(),
-        questions.len(),
-        sampled.len()
+        "{} wrote {} questions about {} sampled chunks ({} replies held no usable question)",
+        generated.model,
+        generated.questions.len(),
+        generated.sampled,
+        generated.rejected()
     );
-    if let Some(file) = &args.save {
+    if let Some(file) = save {
         let mut text = String::new();
-        for question in &questions {
+        for question in &generated.questions {
             text.push_str(&serde_json::to_string(question)?);
             text.push('\n');
         }
         std::fs::write(file, text).with_context(|| format!("cannot write {}", file.display()))?;
     }
-    let from = format!(
-        "generated by {}: {} questions about chunks sampled with seed {} ({rejected} rejected)",
-        llm.name(),
-        questions.len(),
-        args.seed
-    );
-    Ok((questions, from))
+    Ok(())
 }
 
 /// `engram certificates`.
@@ -573,10 +593,21 @@ pub fn certificates(loaded: &Loaded, paths: &Paths, command: &CertificatesComman
         CertificatesCommand::Check { questions, .. } => Some(read_questions(questions)?),
         _ => None,
     };
-    let local = open_local(loaded, paths)?;
+    // Through the running daemon, or on the data directory.
+    let daemon = daemon_running(paths);
+    let local = if daemon { None } else { Some(open_local(loaded, paths)?) };
     match command {
         CertificatesCommand::List { collection, json } => {
-            let all = local.rag.certificates(collection.as_deref())?;
+            let all: Vec<engram_rag::certify::CertificateStatus> = match &local {
+                Some(local) => local.rag.certificates(collection.as_deref())?,
+                None => {
+                    let route = match collection {
+                        Some(c) => format!("/v1/certificates?collection={}", percent_encode(c)),
+                        None => "/v1/certificates".to_owned(),
+                    };
+                    serde_json::from_value(daemon_call(paths, "GET", &route, None)?["certificates"].take())?
+                }
+            };
             if *json {
                 println!("{}", serde_json::to_string_pretty(&all)?);
             } else if all.is_empty() {
@@ -598,36 +629,54 @@ pub fn certificates(loaded: &Loaded, paths: &Paths, command: &CertificatesComman
             }
         }
         CertificatesCommand::Export { id } => {
-            println!("{}", serde_json::to_string_pretty(&local.rag.certificate(id)?)?);
+            let value = match &local {
+                Some(local) => serde_json::to_value(local.rag.certificate(id)?)?,
+                None => daemon_call(paths, "GET", &format!("/v1/certificates/{}", percent_encode(id)), None)?,
+            };
+            println!("{}", serde_json::to_string_pretty(&value)?);
         }
         CertificatesCommand::Check { id, json, .. } => {
-            let status = local.rag.certificate(id)?;
-            let checked = local.rag.check_certificate(id, questions.as_deref().unwrap_or_default())?;
-            let target = 1.0 - status.certificate.calibration.alpha;
+            let questions = questions.unwrap_or_default();
+            let report = match &local {
+                Some(local) => {
+                    let status = local.rag.certificate(id)?;
+                    let checked = local.rag.check_certificate(id, &questions)?;
+                    engram_api::check_report(id, &status, &checked)
+                }
+                None => {
+                    let route = format!("/v1/certificates/{}/check", percent_encode(id));
+                    via_daemon(paths, &route, serde_json::json!({ "questions": questions }))?
+                }
+            };
             if *json {
-                let value = serde_json::json!({
-                    "certificate": id,
-                    "target": target,
-                    "n": checked.n,
-                    "coverage": checked.coverage,
-                    "median_set": checked.median_set,
-                    "p90_set": checked.p90_set,
-                    "stale": status.stale,
-                });
-                println!("{value:#}");
+                println!("{report:#}");
             } else {
                 println!(
-                    "{id} on {} questions: coverage {:.3} (target {target:.3}), median set {} chunks, p90 {}{}",
-                    checked.n,
-                    checked.coverage,
-                    checked.median_set,
-                    checked.p90_set,
-                    if status.stale { " (the certificate is stale)" } else { "" }
+                    "{id} on {} questions: coverage {:.3} (target {:.3}), median set {} chunks, p90 {}{}",
+                    report["n"],
+                    report["coverage"].as_f64().unwrap_or(f64::NAN),
+                    report["target"].as_f64().unwrap_or(f64::NAN),
+                    report["median_set"],
+                    report["p90_set"],
+                    if report["stale"] == true { " (the certificate is stale)" } else { "" }
                 );
             }
         }
     }
     Ok(())
+}
+
+/// `text` safe in a URL path segment or query value.
+fn percent_encode(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for byte in text.bytes() {
+        if byte.is_ascii_alphanumeric() || b"-_.~".contains(&byte) {
+            out.push(byte as char);
+        } else {
+            out.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    out
 }
 
 /// `engram eval retrieval`.

@@ -142,7 +142,7 @@ pub struct Certificate {
 }
 
 /// A certificate and whether it still holds.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CertificateStatus {
     /// The certificate.
     #[serde(flatten)]

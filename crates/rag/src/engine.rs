@@ -14,7 +14,7 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use engram_models::Embedder;
 use engram_store::rusqlite::{self, OptionalExtension, params};
 use engram_store::{Entity, Op, Seq, Store, StoreError, WriteTx};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::Filter;
@@ -266,7 +266,7 @@ pub struct RagStats {
 }
 
 /// A collection and its size.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CollectionInfo {
     /// Its name.
     pub name: String,
