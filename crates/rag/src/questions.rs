@@ -135,8 +135,10 @@ pub fn clean_question(reply: &str, passage: &str) -> Option<String> {
     loop {
         let before = text;
         for label in ["question:", "q:", "search question:", "query:"] {
-            if text.len() >= label.len() && text[..label.len()].eq_ignore_ascii_case(label) {
-                text = text[label.len()..].trim_start();
+            if let Some(rest) = text.get(label.len()..)
+                && text[..label.len()].eq_ignore_ascii_case(label)
+            {
+                text = rest.trim_start();
             }
         }
         // "1." / "Q1." style numbering.
@@ -186,6 +188,10 @@ mod tests {
         assert_eq!(clean("Q1. What pulls on the oceans?").as_deref(), Some("What pulls on the oceans?"));
         assert_eq!(clean("1) **Why do tides happen?**").as_deref(), Some("Why do tides happen?"));
         assert_eq!(clean("QUERY: moon   gravity   tides").as_deref(), Some("moon gravity tides"));
+        // Multi-byte text where a label would end mid-character.
+        assert_eq!(clean("Qé mide la marea?").as_deref(), Some("Qé mide la marea?"));
+        assert_eq!(clean("Qué causa las mareas?").as_deref(), Some("Qué causa las mareas?"));
+        assert_eq!(clean("«¿Qué causa las mareas oceánicas?»").as_deref(), Some("«¿Qué causa las mareas oceánicas?»"));
     }
 
     #[test]
