@@ -26,39 +26,66 @@ use crate::routes::AppState;
 type Opener = Arc<dyn Fn(Arc<Embedder>) -> Result<Rag, String> + Send + Sync>;
 
 /// The daemon's retrieval engine, opened once the embedder has loaded.
-/// A failed open is not kept: the next request tries again (a Qdrant
-/// server that was down, a disk that filled up).
+/// A failed open is kept only for [`RETRY_AFTER`]: requests in that window
+/// (and those that queued behind the failed attempt) get its error at once,
+/// and the first one after it tries again (a Qdrant server that was down, a
+/// disk that filled up).
 pub struct RagService {
     cell: OnceCell<Arc<Rag>>,
     open: Opener,
+    failed: std::sync::Mutex<Option<(std::time::Instant, String)>>,
 }
+
+/// How long a failed open answers for the next attempts.
+const RETRY_AFTER: std::time::Duration = std::time::Duration::from_secs(5);
 
 impl RagService {
     /// A service that opens the engine with `open` (blocking) on first use.
     pub fn new(open: impl Fn(Arc<Embedder>) -> Result<Rag, String> + Send + Sync + 'static) -> Self {
-        Self { cell: OnceCell::new(), open: Arc::new(open) }
+        Self { cell: OnceCell::new(), open: Arc::new(open), failed: std::sync::Mutex::new(None) }
+    }
+
+    fn recent_failure(&self) -> Option<String> {
+        let failed = self.failed.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        failed.as_ref().filter(|(at, _)| at.elapsed() < RETRY_AFTER).map(|(_, reason)| reason.clone())
     }
 
     /// The engine, opening it (and loading the embedder) until that works.
     pub async fn get(&self, state: &AppState) -> Result<Arc<Rag>, ApiError> {
-        let result = self
-            .cell
-            .get_or_try_init(|| async {
-                let models = state.models().ok_or("this daemon serves no embedder")?;
-                let embedder = models.embedder.get().await?.clone();
-                let open = self.open.clone();
-                tokio::task::spawn_blocking(move || open(embedder).map(Arc::new))
-                    .await
-                    .unwrap_or_else(|err| Err(format!("opening the indexes panicked: {err}")))
-            })
-            .await;
-        result.cloned().map_err(|reason: String| {
+        let unavailable = |reason: String| {
             ApiError::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "retrieval_unavailable",
                 format!("retrieval is unavailable: {reason}"),
             )
-        })
+        };
+        if let Some(rag) = self.cell.get() {
+            return Ok(rag.clone());
+        }
+        if let Some(reason) = self.recent_failure() {
+            return Err(unavailable(reason));
+        }
+        let result = self
+            .cell
+            .get_or_try_init(|| async {
+                // Queued behind an attempt that just failed: share its answer.
+                if let Some(reason) = self.recent_failure() {
+                    return Err(reason);
+                }
+                let models = state.models().ok_or("this daemon serves no embedder")?;
+                let embedder = models.embedder.get().await?.clone();
+                let open = self.open.clone();
+                let opened = tokio::task::spawn_blocking(move || open(embedder).map(Arc::new))
+                    .await
+                    .unwrap_or_else(|err| Err(format!("opening the indexes panicked: {err}")));
+                if let Err(reason) = &opened {
+                    let mut failed = self.failed.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                    *failed = Some((std::time::Instant::now(), reason.clone()));
+                }
+                opened
+            })
+            .await;
+        result.cloned().map_err(unavailable)
     }
 }
 
@@ -380,6 +407,15 @@ pub(crate) async fn calibrate(
 ) -> Result<Json<Value>, ApiError> {
     let request = body(payload)?;
     let invalid = |message: String| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_request", message);
+    let mut options = CalibrateOptions {
+        alpha: request.alpha,
+        score_function: request.score,
+        holdout: request.holdout,
+        seed: request.seed,
+        questions_from: String::new(),
+    };
+    // Refuse a bad level before the LLM spends minutes writing questions.
+    options.validate()?;
     let rag = engine(&state).await?;
     let (questions, source, generated) = match (request.questions, request.generate) {
         (Some(questions), None) => {
@@ -399,22 +435,14 @@ pub(crate) async fn calibrate(
             };
             let (sampler, collection, seed) = (rag.clone(), request.collection.clone(), request.seed);
             let chunks = blocking(move || sampler.sample_chunks(&collection, n, seed)).await?;
-            let generated = engram_rag::questions::write_questions(llm, &chunks, || {}).await.map_err(|err| {
-                ApiError::new(StatusCode::BAD_GATEWAY, "model_failed", format!("writing questions: {err}"))
-            })?;
+            let generated = engram_rag::questions::write_questions(llm, &chunks, || {}).await?;
             let source = generated.source(request.seed);
             (generated.questions.clone(), source, Some(generated))
         }
         (None, Some(n)) => return Err(invalid(format!("`generate` must be between 2 and {MAX_GENERATE}, got {n}"))),
         _ => return Err(invalid("give either `questions` or `generate`".into())),
     };
-    let options = CalibrateOptions {
-        alpha: request.alpha,
-        score_function: request.score,
-        holdout: request.holdout,
-        seed: request.seed,
-        questions_from: source,
-    };
+    options.questions_from = source;
     let collection = request.collection;
     let certificate = blocking(move || rag.calibrate(&collection, &questions, &options)).await?;
     Ok(Json(json!({ "certificate": certificate, "generated": generated })))

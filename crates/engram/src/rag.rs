@@ -204,7 +204,14 @@ pub fn options(config: &Config, paths: &Paths) -> anyhow::Result<RagOptions> {
             })
         }
     };
-    Ok(RagOptions {
+    Ok(RagOptions { vectors, ..embedded_options(config) })
+}
+
+/// Retrieval options from `[retrieval]` with the embedded vector store
+/// (nothing read from disk).
+pub fn embedded_options(config: &Config) -> RagOptions {
+    let r = &config.retrieval;
+    RagOptions {
         chunk: engram_rag::chunk::ChunkOptions { target_tokens: r.chunk_tokens, overlap_tokens: r.chunk_overlap },
         max_file_bytes: r.max_file_bytes,
         fusion: match r.fusion {
@@ -213,8 +220,8 @@ pub fn options(config: &Config, paths: &Paths) -> anyhow::Result<RagOptions> {
         },
         candidates: r.candidates,
         defer_indexing: false,
-        vectors,
-    })
+        vectors: VectorBackend::Edge,
+    }
 }
 
 /// The derived indexes' directory.
@@ -477,6 +484,15 @@ pub fn read_questions(path: &Path) -> anyhow::Result<Vec<Question>> {
 pub fn calibrate(loaded: &Loaded, paths: &Paths, args: &CalibrateArgs) -> anyhow::Result<()> {
     let file_questions = args.questions.as_deref().map(read_questions).transpose()?;
     let source = args.questions.as_deref().map(|p| p.display().to_string());
+    let mut options = CalibrateOptions {
+        alpha: args.alpha,
+        score_function: args.score,
+        holdout: args.holdout,
+        seed: args.seed,
+        questions_from: String::new(),
+    };
+    // Refuse a bad level before an LLM spends minutes writing questions.
+    options.validate()?;
     let cert: Certificate = if daemon_running(paths) {
         let body = serde_json::json!({
             "collection": args.collection, "alpha": args.alpha, "score": args.score, "holdout": args.holdout,
@@ -496,13 +512,7 @@ pub fn calibrate(loaded: &Loaded, paths: &Paths, args: &CalibrateArgs) -> anyhow
             (None, Some(n)) => generate_questions(loaded, paths, &local.rag, args, n as usize)?,
             (None, None) => anyhow::bail!("give --questions FILE.jsonl or --generate N"),
         };
-        let options = CalibrateOptions {
-            alpha: args.alpha,
-            score_function: args.score,
-            holdout: args.holdout,
-            seed: args.seed,
-            questions_from,
-        };
+        options.questions_from = questions_from;
         local.rag.calibrate(&args.collection, &questions, &options)?
     };
     if args.json {
@@ -696,7 +706,7 @@ pub fn eval_retrieval(loaded: &Loaded, paths: &Paths, args: &EvalRetrievalArgs) 
     let embedder = crate::models::load_embedder(&loaded.config, paths).context("cannot load the embedder")?;
     // The evaluation corpus stays in its own work directory: never in a
     // configured server's collection.
-    let options = RagOptions { vectors: VectorBackend::Edge, ..options(&loaded.config, paths)? };
+    let options = embedded_options(&loaded.config);
     let rag = Rag::open(store, &work.join("index"), Arc::new(embedder), options)?;
     let collection: String =
         name.chars().map(|c| if c.is_ascii_alphanumeric() || "-_.".contains(c) { c } else { '_' }).collect();

@@ -42,7 +42,7 @@ async fn serve(loaded: &Loaded, paths: &Paths) -> anyhow::Result<()> {
         .context("cannot start the plugin watcher")?;
     let state = AppState::with_models(store.clone(), crate::models::daemon_models(config, paths))
         .with_plugins(plugins.clone(), paths.plugins_dir.clone())
-        .with_rag(rag_service(config, paths, &store)?);
+        .with_rag(rag_service(config, paths, &store));
     // Load the models now, in the background: requests that need them wait,
     // and a model that cannot load is reported in the log and per request.
     {
@@ -132,14 +132,17 @@ fn shutdown_signal() -> anyhow::Result<impl Future<Output = ()>> {
 }
 
 /// Retrieval over the daemon's journal, opened once the embedder is loaded.
-fn rag_service(config: &engram_config::Config, paths: &Paths, store: &Store) -> anyhow::Result<engram_api::RagService> {
-    let (store, dir, options) = (store.clone(), crate::rag::index_dir(paths), crate::rag::options(config, paths)?);
-    Ok(engram_api::RagService::new(move |embedder| {
+fn rag_service(config: &engram_config::Config, paths: &Paths, store: &Store) -> engram_api::RagService {
+    let (store, dir) = (store.clone(), crate::rag::index_dir(paths));
+    let (config, paths) = (config.clone(), paths.clone());
+    engram_api::RagService::new(move |embedder| {
+        // Read here, so an unreadable key file costs retrieval, not the daemon.
+        let options = crate::rag::options(&config, &paths).map_err(|e| format!("{e:#}"))?;
         let started = std::time::Instant::now();
-        let rag = engram_rag::Rag::open(store.clone(), &dir, embedder, options.clone()).map_err(|e| e.to_string())?;
+        let rag = engram_rag::Rag::open(store.clone(), &dir, embedder, options).map_err(|e| e.to_string())?;
         tracing::info!(ms = started.elapsed().as_millis() as u64, "retrieval indexes ready");
         Ok(rag)
-    }))
+    })
 }
 
 /// How the journal is opened, from `[storage]`.

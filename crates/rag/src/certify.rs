@@ -168,6 +168,20 @@ pub struct CalibrateOptions {
     pub questions_from: String,
 }
 
+impl CalibrateOptions {
+    /// Checks α and the held-out share (before any costly work, such as
+    /// having an LLM write the questions).
+    pub fn validate(&self) -> Result<(), RagError> {
+        if !(self.alpha > 0.0 && self.alpha < 1.0) {
+            return Err(RagError::Invalid(format!("alpha must be strictly between 0 and 1, got {}", self.alpha)));
+        }
+        if !(0.0..0.9).contains(&self.holdout) {
+            return Err(RagError::Invalid(format!("holdout must be in [0, 0.9), got {}", self.holdout)));
+        }
+        Ok(())
+    }
+}
+
 /// A conformal answer: every admitted chunk, and what is claimed.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ConformalSet {
@@ -177,7 +191,9 @@ pub struct ConformalSet {
     pub alpha: f64,
     /// The minimum score admitted (`null`: every candidate).
     pub min_score: Option<f64>,
-    /// Whether a size or token cap cut the set (then no guarantee).
+    /// Whether a size or token cap cut the set, or the certificate's
+    /// threshold is unbounded (the set would be the whole collection, and
+    /// only the candidates are returned): then no guarantee.
     pub truncated: bool,
     /// Whether the certificate is stale (then no guarantee).
     pub stale: bool,
@@ -239,12 +255,7 @@ impl Rag {
         questions: &[Question],
         options: &CalibrateOptions,
     ) -> Result<Certificate, RagError> {
-        if !(options.alpha > 0.0 && options.alpha < 1.0) {
-            return Err(RagError::Invalid(format!("alpha must be strictly between 0 and 1, got {}", options.alpha)));
-        }
-        if !(0.0..0.9).contains(&options.holdout) {
-            return Err(RagError::Invalid(format!("holdout must be in [0, 0.9), got {}", options.holdout)));
-        }
+        options.validate()?;
         let info = self.collection(collection)?;
         if info.chunks == 0 {
             return Err(RagError::Invalid(format!("collection {collection:?} has no chunks to calibrate on")));
@@ -449,7 +460,7 @@ impl Rag {
             scored.into_iter().filter(|(_, s)| cert.calibration.threshold.admits(-s)).collect();
         let set_size = admitted.len();
         let mut hits = self.hydrate(&admitted[..admitted.len().min(max_chunks)])?;
-        let mut truncated = set_size > max_chunks;
+        let mut truncated = set_size > max_chunks || cert.calibration.threshold == Threshold::Unbounded;
         if let Some(budget) = max_tokens {
             let mut used = 0;
             let mut keep = 0;

@@ -109,10 +109,12 @@ pub struct HeldOut {
 }
 
 /// Scores a calibration on held-out questions: for each, the gold's
-/// nonconformity and the set size the threshold gives.
+/// nonconformity and the set size the threshold gives. A gold that was
+/// not retrieved at all (`+∞`) is never covered: even an unbounded
+/// threshold only returns the candidates.
 pub fn held_out(calibration: &Calibration, questions: &[(f64, usize)]) -> HeldOut {
     let n = questions.len();
-    let covered = questions.iter().filter(|(gold, _)| calibration.threshold.admits(*gold)).count();
+    let covered = questions.iter().filter(|(gold, _)| gold.is_finite() && calibration.threshold.admits(*gold)).count();
     let mut sizes: Vec<f64> = questions.iter().map(|(_, size)| *size as f64).collect();
     sizes.sort_by(f64::total_cmp);
     HeldOut {
@@ -223,5 +225,9 @@ mod tests {
         let report = held_out(&calibration, &questions);
         assert_eq!(report.coverage, 0.5);
         assert_eq!((report.median_set, report.p90_set), (5.0, 10.0));
+        // Under an unbounded threshold a miss is still a miss.
+        let unbounded = calibrate(&ranks(9), 0.05).unwrap();
+        assert_eq!(unbounded.threshold, Threshold::Unbounded);
+        assert_eq!(held_out(&unbounded, &questions).coverage, 0.75);
     }
 }

@@ -38,11 +38,15 @@ pub struct SampledChunk {
 impl Rag {
     /// Up to `n` chunks of `collection` drawn uniformly at random without
     /// replacement (reproducible by `seed`), skipping those of fewer than
-    /// [`MIN_WORDS`] words; fewer when the collection runs out.
+    /// [`MIN_WORDS`] words; fewer when the collection runs out, and an
+    /// error when it has no such chunk.
     pub fn sample_chunks(&self, collection: &str, n: usize, seed: u64) -> Result<Vec<SampledChunk>, RagError> {
         let info = self.collection(collection)?;
         if info.chunks == 0 {
             return Err(RagError::Invalid(format!("collection {collection:?} has no chunks to ask about")));
+        }
+        if n == 0 {
+            return Ok(Vec::new());
         }
         let mut ids: Vec<u64> = self.chunk_ids(collection)?.into_iter().map(|(id, _)| id).collect();
         SplitMix(seed).shuffle(&mut ids);
@@ -57,6 +61,11 @@ impl Rag {
                     }
                 }
             }
+        }
+        if sampled.is_empty() {
+            return Err(RagError::Invalid(format!(
+                "no chunk of collection {collection:?} has the {MIN_WORDS} words a question needs"
+            )));
         }
         Ok(sampled)
     }
@@ -99,13 +108,31 @@ pub async fn write_questions(
 ) -> Result<Generated, ModelError> {
     let mut questions = Vec::with_capacity(chunks.len());
     for chunk in chunks {
-        let (reply, _) = llm.complete(question_request(&chunk.text)).await?;
+        let reply = complete_when_free(llm, question_request(&chunk.text)).await?;
         if let Some(question) = clean_question(&reply, &chunk.text) {
             questions.push(Question { question, gold: vec![chunk.id], gold_paths: Vec::new() });
         }
         progress();
     }
     Ok(Generated { questions, sampled: chunks.len(), model: llm.name() })
+}
+
+/// Runs `request`, waiting while the model's queue is full (chat traffic
+/// goes first); other failures are returned.
+async fn complete_when_free(llm: &Llm, request: GenerateRequest) -> Result<String, ModelError> {
+    const PATIENCE: std::time::Duration = std::time::Duration::from_secs(300);
+    let started = std::time::Instant::now();
+    let mut pause = std::time::Duration::from_millis(50);
+    loop {
+        match llm.complete(request.clone()).await {
+            Ok((text, _)) => return Ok(text),
+            Err(ModelError::Busy { .. }) if started.elapsed() < PATIENCE => {
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(std::time::Duration::from_secs(2));
+            }
+            Err(err) => return Err(err),
+        }
+    }
 }
 
 /// The request asking for one question `passage` answers (greedy, so a
@@ -141,12 +168,21 @@ pub fn clean_question(reply: &str, passage: &str) -> Option<String> {
                 text = rest.trim_start();
             }
         }
-        // "1." / "Q1." style numbering.
+        // "1." / "Q1:" / "2)" numbering and "- " bullets, when a space
+        // follows (so "1.5 degrees…" keeps its number).
         let unnumbered = text.trim_start_matches(['Q', 'q']).trim_start_matches(|c: char| c.is_ascii_digit());
-        if unnumbered.len() < text.len() && (unnumbered.starts_with('.') || unnumbered.starts_with(')')) {
-            text = unnumbered[1..].trim_start();
+        if unnumbered.len() < text.len()
+            && let Some(rest) = unnumbered.strip_prefix(['.', ')', ':'])
+            && rest.starts_with(char::is_whitespace)
+        {
+            text = rest.trim_start();
         }
-        text = text.trim_matches(|c: char| c == '"' || c == '\'' || c == '*' || c == '`' || c.is_whitespace());
+        if let Some(rest) = text.strip_prefix("- ") {
+            text = rest.trim_start();
+        }
+        text = text.trim_matches(|c: char| {
+            matches!(c, '"' | '\'' | '*' | '`' | '“' | '”' | '‘' | '’' | '«' | '»' | '„' | '•') || c.is_whitespace()
+        });
         if text == before {
             break;
         }
@@ -156,10 +192,12 @@ pub fn clean_question(reply: &str, passage: &str) -> Option<String> {
     if !(3..=40).contains(&words) {
         return None;
     }
-    let lower = question.to_lowercase();
+    // Whole words only: "the textile industry" is a fine question.
+    let words: String = question.to_lowercase().chars().map(|c| if c.is_alphanumeric() { c } else { ' ' }).collect();
+    let words = format!(" {} ", words.split_whitespace().collect::<Vec<_>>().join(" "));
     if ["the passage", "this passage", "the text", "this text", "the answer", "the author"]
         .iter()
-        .any(|p| lower.contains(p))
+        .any(|p| words.contains(&format!(" {p} ")))
     {
         return None;
     }
@@ -191,7 +229,20 @@ mod tests {
         // Multi-byte text where a label would end mid-character.
         assert_eq!(clean("Qé mide la marea?").as_deref(), Some("Qé mide la marea?"));
         assert_eq!(clean("Qué causa las mareas?").as_deref(), Some("Qué causa las mareas?"));
-        assert_eq!(clean("«¿Qué causa las mareas oceánicas?»").as_deref(), Some("«¿Qué causa las mareas oceánicas?»"));
+        assert_eq!(clean("«¿Qué causa las mareas oceánicas?»").as_deref(), Some("¿Qué causa las mareas oceánicas?"));
+        assert_eq!(clean("“What causes tides?”").as_deref(), Some("What causes tides?"));
+        assert_eq!(clean("• What causes tides?").as_deref(), Some("What causes tides?"));
+        assert_eq!(clean("- Q2: What causes tides?").as_deref(), Some("What causes tides?"));
+        // A leading number that is not numbering stays.
+        assert_eq!(
+            clean("1.5 degree warming effects on coral?").as_deref(),
+            Some("1.5 degree warming effects on coral?")
+        );
+        assert_eq!(
+            clean("What powers does the authority have?").as_deref(),
+            Some("What powers does the authority have?")
+        );
+        assert_eq!(clean("How big is the textile industry?").as_deref(), Some("How big is the textile industry?"));
     }
 
     #[test]

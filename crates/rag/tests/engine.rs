@@ -66,11 +66,13 @@ impl ServerCollection {
             eprintln!("skipped: {test} needs a Qdrant 1.13+ server at ENGRAM_TEST_QDRANT_URL");
             return None;
         };
+        static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos();
         let options = QdrantOptions {
             url,
             api_key: std::env::var("ENGRAM_TEST_QDRANT_API_KEY").ok(),
-            collection_prefix: format!("engram-test-{}-{nanos}", std::process::id()),
+            collection_prefix: format!("engram-test-{}-{nanos}-{n}", std::process::id()),
             timeout: std::time::Duration::from_secs(30),
         };
         Some(Self { options })
@@ -437,6 +439,13 @@ fn calibration_certifies_and_bad_inputs_are_refused() {
     // No certificate at a stricter level.
     let err = rag.conformal_search("bread", &filter, 0.05, 50, None).unwrap_err();
     assert!(err.to_string().contains("engram calibrate"), "{err}");
+    // Ten questions cannot certify α = 0.05 (⌈11·0.95⌉ = 11 > 10): the set
+    // would be the whole collection, so the candidates claim nothing.
+    let strict = rag.calibrate("science", &questions, &CalibrateOptions { alpha: 0.05, ..options.clone() }).unwrap();
+    assert_eq!(strict.min_score, None);
+    let everything = rag.conformal_search("Why does bread rise?", &filter, 0.05, 50, None).unwrap();
+    assert_eq!(everything.certificate, strict.id);
+    assert!(everything.truncated && everything.coverage_guarantee.is_none(), "{everything:?}");
 
     // Changing more than a tenth of the collection makes it stale.
     let more =
