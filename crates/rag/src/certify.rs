@@ -10,8 +10,9 @@
 //! **Staleness.** A certificate records the collection's change counter
 //! (chunks written plus chunks removed) and chunk count when it was issued.
 //! It is stale once the chunks changed since then exceed
-//! [`STALE_SHARE`] of the chunks it was calibrated on, or the embedder is
-//! not the one it was calibrated with: the calibration questions no longer
+//! [`STALE_SHARE`] of the chunks it was calibrated on, or the embedder or
+//! the number of candidates per list is not the one it was calibrated with
+//! (the scores are then another function): the calibration questions no longer
 //! describe the collection, so the guarantee is not claimed (the set is
 //! still returned, flagged). Re-run `engram calibrate` to renew it.
 
@@ -400,7 +401,10 @@ impl Rag {
                 let now = collections.get(&certificate.collection).copied().unwrap_or(u64::MAX);
                 let changes_since = now.saturating_sub(certificate.collection_version);
                 let allowed = (certificate.chunks as f64 * STALE_SHARE).floor() as u64;
-                let stale = changes_since > allowed || certificate.embedder != self.embedder().name;
+                // Another embedder or candidate count is another score function.
+                let stale = changes_since > allowed
+                    || certificate.embedder != self.embedder().name
+                    || certificate.candidates != self.options().candidates;
                 Ok(CertificateStatus { certificate, changes_since, stale })
             })
             .collect()

@@ -447,6 +447,15 @@ fn calibration_certifies_and_bad_inputs_are_refused() {
     assert_eq!(everything.certificate, strict.id);
     assert!(everything.truncated && everything.coverage_guarantee.is_none(), "{everything:?}");
 
+    // Another candidate count scores differently: the certificate no
+    // longer holds until the count is back.
+    drop(rag);
+    let rag = open(dir.path(), RagOptions { candidates: 50, ..RagOptions::default() });
+    assert!(rag.certificates(Some("science")).unwrap().iter().all(|c| c.stale));
+    drop(rag);
+    let rag = open(dir.path(), RagOptions::default());
+    assert!(!rag.certificates(Some("science")).unwrap()[0].stale);
+
     // Changing more than a tenth of the collection makes it stale.
     let more =
         (0..3).map(|i| NewDocument::from_text(format!("new{i}"), format!("New fact {i}."), Format::Text)).collect();
