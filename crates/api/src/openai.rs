@@ -31,7 +31,7 @@ fn models(state: &AppState) -> Result<&Models, ApiError> {
     })
 }
 
-fn unavailable(what: &str, reason: String) -> ApiError {
+pub(crate) fn unavailable(what: &str, reason: String) -> ApiError {
     ApiError::new(
         StatusCode::SERVICE_UNAVAILABLE,
         "model_unavailable",

@@ -89,6 +89,11 @@ impl RagService {
     }
 }
 
+/// A 422 for a request that parsed but asks for something wrong.
+fn invalid(message: impl Into<String>) -> ApiError {
+    ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_request", message.into())
+}
+
 async fn engine(state: &AppState) -> Result<Arc<Rag>, ApiError> {
     match state.rag() {
         Some(service) => service.get(state).await,
@@ -103,7 +108,7 @@ async fn engine(state: &AppState) -> Result<Arc<Rag>, ApiError> {
 impl From<RagError> for ApiError {
     fn from(err: RagError) -> Self {
         match err {
-            RagError::Invalid(message) => ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_request", message),
+            RagError::Invalid(message) => invalid(message),
             other => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "retrieval_failed", other.to_string()),
         }
     }
@@ -171,10 +176,9 @@ async fn ingest_inner(
     payload: Result<Json<IngestRequest>, JsonRejection>,
 ) -> Result<Response, ApiError> {
     let request = body(payload)?;
-    let invalid = |message: String| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_request", message);
     engram_rag::engine::check_name("collection", &request.collection, false).map_err(ApiError::from)?;
     if request.paths.is_empty() && request.documents.is_empty() {
-        return Err(invalid("give `paths` (files and folders) or `documents` ({path, text}) to ingest".into()));
+        return Err(invalid("give `paths` (files and folders) or `documents` ({path, text}) to ingest"));
     }
     if let Some(relative) = request.paths.iter().find(|p| !p.is_absolute()) {
         return Err(invalid(format!(
@@ -293,9 +297,8 @@ pub(crate) async fn search(
     payload: Result<Json<SearchRequest>, JsonRejection>,
 ) -> Result<Json<Value>, ApiError> {
     let request = body(payload)?;
-    let invalid = |message: String| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_request", message);
     if request.query.trim().is_empty() {
-        return Err(invalid("`query` is empty".into()));
+        return Err(invalid("`query` is empty"));
     }
     if request.k == 0 || request.k > MAX_K || request.max_chunks == 0 || request.max_chunks > MAX_K {
         return Err(invalid(format!("`k` and `max_chunks` must be between 1 and {MAX_K}")));
@@ -406,7 +409,6 @@ pub(crate) async fn calibrate(
     payload: Result<Json<CalibrateRequest>, JsonRejection>,
 ) -> Result<Json<Value>, ApiError> {
     let request = body(payload)?;
-    let invalid = |message: String| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_request", message);
     let mut options = CalibrateOptions {
         alpha: request.alpha,
         score_function: request.score,
@@ -424,14 +426,10 @@ pub(crate) async fn calibrate(
         }
         (None, Some(n)) if (2..=MAX_GENERATE).contains(&n) => {
             let llm = match state.models() {
-                Some(models) => models.llm.get().await.map_err(|reason| {
-                    ApiError::new(
-                        StatusCode::SERVICE_UNAVAILABLE,
-                        "model_unavailable",
-                        format!("the language model is not available: {reason}"),
-                    )
-                })?,
-                None => return Err(invalid("this daemon serves no language model to write questions".into())),
+                Some(models) => {
+                    models.llm.get().await.map_err(|reason| crate::openai::unavailable("language model", reason))?
+                }
+                None => return Err(invalid("this daemon serves no language model to write questions")),
             };
             let (sampler, collection, seed) = (rag.clone(), request.collection.clone(), request.seed);
             let chunks = blocking(move || sampler.sample_chunks(&collection, n, seed)).await?;
@@ -440,7 +438,7 @@ pub(crate) async fn calibrate(
             (generated.questions.clone(), source, Some(generated))
         }
         (None, Some(n)) => return Err(invalid(format!("`generate` must be between 2 and {MAX_GENERATE}, got {n}"))),
-        _ => return Err(invalid("give either `questions` or `generate`".into())),
+        _ => return Err(invalid("give either `questions` or `generate`")),
     };
     options.questions_from = source;
     let collection = request.collection;
@@ -465,8 +463,7 @@ pub(crate) async fn check_certificate(
     let request = body(payload)?;
     let rag = engine(&state).await?;
     let value = blocking(move || {
-        let status = rag.certificate(&id)?;
-        let checked = rag.check_certificate(&id, &request.questions)?;
+        let (status, checked) = rag.check_certificate(&id, &request.questions)?;
         Ok(check_report(&id, &status, &checked))
     })
     .await

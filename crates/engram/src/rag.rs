@@ -257,18 +257,26 @@ fn open_locked(
     Ok(Local { _lock: lock, rag })
 }
 
-/// A progress bar on a terminal, nothing otherwise.
-fn progress_bar(label: &'static str) -> impl FnMut(&Progress) {
-    let bar = std::io::stderr().is_terminal().then(|| {
-        let bar = indicatif::ProgressBar::new(0);
+/// A bar labelled `label` counting `unit` on a terminal's stderr, nothing
+/// otherwise.
+fn terminal_bar(label: &'static str, unit: &str, len: u64) -> Option<indicatif::ProgressBar> {
+    std::io::stderr().is_terminal().then(|| {
+        let bar = indicatif::ProgressBar::new(len);
         bar.set_style(
-            indicatif::ProgressStyle::with_template("{msg} [{bar:30}] {pos}/{len} documents ({eta} left)")
-                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
-                .progress_chars("=> "),
+            indicatif::ProgressStyle::with_template(&format!(
+                "{{msg}} [{{bar:30}}] {{pos}}/{{len}} {unit} ({{eta}} left)"
+            ))
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+            .progress_chars("=> "),
         );
         bar.set_message(label);
         bar
-    });
+    })
+}
+
+/// Ingest progress as a bar on a terminal, nothing otherwise.
+fn progress_bar(label: &'static str) -> impl FnMut(&Progress) {
+    let bar = terminal_bar(label, "documents", 0);
     move |event: &Progress| {
         let Some(bar) = &bar else { return };
         match event {
@@ -553,15 +561,7 @@ fn generate_questions(
     let sampled = rag.sample_chunks(&args.collection, n, args.seed)?;
     let llm = crate::models::load_llm(&loaded.config, paths).context("cannot load the LLM")?;
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-    let bar = std::io::stderr().is_terminal().then(|| {
-        let bar = indicatif::ProgressBar::new(sampled.len() as u64);
-        bar.set_style(
-            indicatif::ProgressStyle::with_template("writing questions [{bar:30}] {pos}/{len} ({eta} left)")
-                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
-                .progress_chars("=> "),
-        );
-        bar
-    });
+    let bar = terminal_bar("writing questions", "chunks", sampled.len() as u64);
     let generated = runtime
         .block_on(engram_rag::questions::write_questions(&llm, &sampled, || {
             if let Some(bar) = &bar {
@@ -649,8 +649,7 @@ pub fn certificates(loaded: &Loaded, paths: &Paths, command: &CertificatesComman
             let questions = questions.unwrap_or_default();
             let report = match &local {
                 Some(local) => {
-                    let status = local.rag.certificate(id)?;
-                    let checked = local.rag.check_certificate(id, &questions)?;
+                    let (status, checked) = local.rag.check_certificate(id, &questions)?;
                     engram_api::check_report(id, &status, &checked)
                 }
                 None => {
@@ -678,15 +677,7 @@ pub fn certificates(loaded: &Loaded, paths: &Paths, command: &CertificatesComman
 
 /// `text` safe in a URL path segment or query value.
 fn percent_encode(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for byte in text.bytes() {
-        if byte.is_ascii_alphanumeric() || b"-_.~".contains(&byte) {
-            out.push(byte as char);
-        } else {
-            out.push_str(&format!("%{byte:02X}"));
-        }
-    }
-    out
+    percent_encoding::utf8_percent_encode(text, percent_encoding::NON_ALPHANUMERIC).to_string()
 }
 
 /// `engram eval retrieval`.

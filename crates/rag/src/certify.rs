@@ -360,8 +360,12 @@ impl Rag {
     /// How certificate `id` does on `questions` (say, real users' questions
     /// after calibrating on generated ones): the share whose gold chunk is
     /// in the certified set, and the set sizes, with the certificate's own
-    /// score function and threshold.
-    pub fn check_certificate(&self, id: &str, questions: &[Question]) -> Result<HeldOut, RagError> {
+    /// score function and threshold; with the certificate's status.
+    pub fn check_certificate(
+        &self,
+        id: &str,
+        questions: &[Question],
+    ) -> Result<(CertificateStatus, HeldOut), RagError> {
         let status = self.certificate(id)?;
         let cert = &status.certificate;
         if questions.is_empty() {
@@ -374,7 +378,8 @@ impl Rag {
             let scored = self.scored(&q.question, &filter, cert.score_function)?;
             rows.push((nonconformity(&scored, |id| gold.contains(&id)), set_size(&scored, cert.calibration.threshold)));
         }
-        Ok(conformal::held_out(&cert.calibration, &rows))
+        let checked = conformal::held_out(&cert.calibration, &rows);
+        Ok((status, checked))
     }
 
     /// Certificates, newest first, of one collection or all.

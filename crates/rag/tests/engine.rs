@@ -418,7 +418,8 @@ fn calibration_certifies_and_bad_inputs_are_refused() {
     // Checked on its own calibration questions (none held out), at least
     // the 9 of 10 up to the threshold's rank are covered; a check needs a
     // known certificate and questions.
-    let checked = rag.check_certificate(&cert.id, &questions).unwrap();
+    let (status, checked) = rag.check_certificate(&cert.id, &questions).unwrap();
+    assert_eq!(status.certificate.id, cert.id);
     assert_eq!(checked.n, 10);
     assert!(checked.coverage >= 0.9, "{checked:?}");
     assert!(matches!(rag.check_certificate("cert-nope", &questions), Err(RagError::Invalid(_))));
