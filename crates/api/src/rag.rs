@@ -189,10 +189,9 @@ async fn ingest_inner(
     let mut documents = Vec::with_capacity(request.documents.len());
     for doc in request.documents {
         let format = match doc.format.as_deref() {
-            None | Some("text") => Format::Text,
-            Some("markdown") => Format::Markdown,
-            Some("code") => Format::Code,
-            Some(other) => return Err(invalid(format!("unknown format {other:?}: use markdown, text or code"))),
+            None => Format::Text,
+            Some(name) => Format::from_name(name)
+                .ok_or_else(|| invalid(format!("unknown format {name:?}: use markdown, text or code")))?,
         };
         let mut document = NewDocument::from_text(doc.path, doc.text, format);
         document.tags = request.tags.clone();

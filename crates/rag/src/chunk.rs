@@ -34,6 +34,11 @@ impl Format {
         }
     }
 
+    /// The format [`Format::as_str`] names.
+    pub fn from_name(name: &str) -> Option<Self> {
+        [Self::Markdown, Self::Text, Self::Code].into_iter().find(|f| f.as_str() == name)
+    }
+
     /// The format for a file name, or `None` for a file that is not text
     /// Engram chunks (HTML is converted to text first, see [`html_to_text`]).
     pub fn of(path: &Path) -> Option<Self> {
