@@ -7,7 +7,7 @@
 mod auth;
 mod error;
 mod metrics;
-mod models;
+mod op;
 mod openai;
 mod plugins;
 mod rag;
@@ -17,6 +17,4 @@ pub mod server;
 pub use auth::TcpGuard;
 pub use error::ApiError;
 pub use metrics::Metrics;
-pub use models::{Lazy, Models};
-pub use rag::{RagService, check_report};
 pub use routes::{Access, AppState, HttpLimits, router};

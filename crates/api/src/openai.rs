@@ -17,8 +17,8 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::error::ApiError;
-use crate::models::Models;
 use crate::routes::AppState;
+use engram_services::Models;
 
 /// Most inputs one `/v1/embeddings` call may embed.
 const MAX_EMBED_INPUTS: usize = 2048;

@@ -17,10 +17,11 @@ use serde::Serialize;
 use crate::auth::{self, TcpGuard};
 use crate::error::ApiError;
 use crate::metrics::{self, Metrics};
-use crate::models::Models;
 use crate::{openai, plugins};
+use engram_services::{Models, Services};
 
-/// Everything a request handler may need. Cheap to clone.
+/// Everything a request handler may need: the services and the metrics.
+/// Cheap to clone.
 #[derive(Clone)]
 pub struct AppState {
     inner: Arc<StateInner>,
@@ -28,91 +29,39 @@ pub struct AppState {
 
 struct StateInner {
     started: Instant,
-    store: Store,
     metrics: Metrics,
-    models: Option<Models>,
-    plugins: Option<Arc<engram_plugin_host::PluginHost>>,
-    plugins_dir: Option<std::path::PathBuf>,
-    rag: Option<crate::rag::RagService>,
+    services: Arc<Services>,
 }
 
 impl AppState {
-    /// State over an open journal, with fresh metrics and no models.
-    pub fn new(store: Store) -> Self {
-        Self {
-            inner: Arc::new(StateInner {
-                started: Instant::now(),
-                store,
-                metrics: Metrics::new(),
-                models: None,
-                plugins: None,
-                plugins_dir: None,
-                rag: None,
-            }),
-        }
+    /// State over `services`, with fresh metrics.
+    pub fn new(services: Arc<Services>) -> Self {
+        Self { inner: Arc::new(StateInner { started: Instant::now(), metrics: Metrics::new(), services }) }
     }
 
-    /// State over an open journal and the daemon's models.
-    pub fn with_models(store: Store, models: Models) -> Self {
-        Self {
-            inner: Arc::new(StateInner {
-                started: Instant::now(),
-                store,
-                metrics: Metrics::new(),
-                models: Some(models),
-                plugins: None,
-                plugins_dir: None,
-                rag: None,
-            }),
-        }
-    }
-
-    /// The same state serving `plugins` (loaded from `dir`) too. Call
-    /// before sharing the state.
-    pub fn with_plugins(mut self, plugins: Arc<engram_plugin_host::PluginHost>, dir: std::path::PathBuf) -> Self {
-        match Arc::get_mut(&mut self.inner) {
-            Some(inner) => {
-                inner.plugins = Some(plugins);
-                inner.plugins_dir = Some(dir);
-            }
-            None => tracing::error!("plugins added to an application state already in use; ignored"),
-        }
-        self
-    }
-
-    /// The same state serving retrieval through `rag`. Call before sharing
-    /// the state.
-    pub fn with_rag(mut self, rag: crate::rag::RagService) -> Self {
-        match Arc::get_mut(&mut self.inner) {
-            Some(inner) => inner.rag = Some(rag),
-            None => tracing::error!("retrieval added to an application state already in use; ignored"),
-        }
-        self
-    }
-
-    /// The retrieval service, if this daemon serves one.
-    pub fn rag(&self) -> Option<&crate::rag::RagService> {
-        self.inner.rag.as_ref()
+    /// The services.
+    pub fn services(&self) -> &Arc<Services> {
+        &self.inner.services
     }
 
     /// The plugins directory, if this daemon runs a plugin host.
     pub fn plugins_dir(&self) -> Option<&std::path::Path> {
-        self.inner.plugins_dir.as_deref()
+        self.plugins().map(|_| self.inner.services.plugins_dir())
     }
 
     /// The plugin host, if this daemon runs one.
     pub fn plugins(&self) -> Option<&Arc<engram_plugin_host::PluginHost>> {
-        self.inner.plugins.as_ref()
+        self.inner.services.plugins()
     }
 
-    /// The models, if this daemon serves any.
+    /// The models.
     pub fn models(&self) -> Option<&Models> {
-        self.inner.models.as_ref()
+        Some(self.inner.services.models())
     }
 
     /// The journal.
     pub fn store(&self) -> &Store {
-        &self.inner.store
+        self.inner.services.store()
     }
 
     /// The metrics registry.
@@ -148,17 +97,11 @@ pub fn router(state: AppState, limits: HttpLimits, access: Access) -> Router {
         .route("/v1/models", get(openai::list_models))
         .route("/v1/embeddings", post(openai::embeddings))
         .route("/v1/chat/completions", post(openai::chat_completions))
-        .route("/v1/ingest", post(crate::rag::ingest))
-        .route("/v1/search", post(crate::rag::search))
-        .route("/v1/collections", get(crate::rag::collections))
-        .route("/v1/certificates", get(crate::rag::certificates))
-        .route("/v1/calibrate", post(crate::rag::calibrate))
-        .route("/v1/certificates/{id}", get(crate::rag::certificate))
-        .route("/v1/certificates/{id}/check", post(crate::rag::check_certificate))
         .route("/v1/plugins", get(plugins::list))
         .route("/v1/plugins/tools", get(plugins::list_tools))
         .route("/v1/plugins/call", post(plugins::call))
         .route("/v1/plugins/reload", post(plugins::reload))
+        .merge(crate::rag::routes())
         .fallback(not_found)
         .with_state(state)
         .layer(DefaultBodyLimit::max(usize::try_from(limits.max_body_bytes).unwrap_or(usize::MAX)))

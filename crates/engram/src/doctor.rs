@@ -273,14 +273,15 @@ fn llm(loaded: &Loaded, paths: &Paths) -> Check {
 
 fn vector_store(loaded: &Loaded, paths: &Paths) -> Check {
     let name = "vectors";
-    let options = match crate::rag::options(&loaded.config, paths) {
+    let options = match engram_services::rag::options(&loaded.config, paths) {
         Ok(options) => options,
         Err(err) => return Check::fail(name, format!("{err:#}"), "fix retrieval.qdrant.api_key_file"),
     };
     match &options.vectors {
-        engram_rag::VectorBackend::Edge => {
-            Check::pass(name, format!("qdrant-edge, embedded, under {}", crate::rag::index_dir(paths).display()))
-        }
+        engram_rag::VectorBackend::Edge => Check::pass(
+            name,
+            format!("qdrant-edge, embedded, under {}", engram_services::rag::index_dir(paths).display()),
+        ),
         engram_rag::VectorBackend::Qdrant(server) => match engram_rag::qdrant_server::QdrantStore::probe(server) {
             Ok(version) => Check::pass(name, format!("{version} at {}", server.url)),
             Err(err) => Check::fail(

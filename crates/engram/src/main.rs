@@ -4,13 +4,15 @@ mod bench;
 mod bench_plugins;
 mod bench_search;
 mod cli;
+mod connect;
 mod doctor;
 mod generate;
 mod logging;
-mod models;
 mod plugins;
 mod rag;
 mod serve;
+
+use engram_services::models;
 
 use std::process::ExitCode;
 

@@ -1,18 +1,14 @@
-//! `engram serve`: the daemon's lifecycle. Lock the data directory, open the
-//! journal, bind the listeners, serve until a signal, drain, flush, clean up.
+//! `engram serve`: the daemon's lifecycle. Open the services (which lock the
+//! data directory and open the journal), bind the listeners, serve until a signal, drain, flush, clean up.
 
-use std::fs::File;
-use std::io::{Read, Seek, Write};
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
-use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
 use engram_api::server::{self, ConnLimits, Drained, Listener, UnixSocket};
 use engram_api::{Access, AppState, HttpLimits, TcpGuard};
-use engram_config::{Loaded, Paths, Synchronous};
-use engram_store::{Durability, Store, StoreOptions};
-use rustix::fs::FlockOperation;
+use engram_config::{Loaded, Paths};
+use engram_services::Services;
 use tokio::signal::unix::{SignalKind, signal};
 
 /// Runs the daemon until SIGINT/SIGTERM; returns once it has shut down cleanly.
@@ -27,38 +23,19 @@ pub fn run(loaded: &Loaded, paths: &Paths) -> anyhow::Result<()> {
 
 async fn serve(loaded: &Loaded, paths: &Paths) -> anyhow::Result<()> {
     let config = &loaded.config;
-    create_private_dir(&paths.data_dir)?;
-    let _lock = DataDirLock::acquire(&paths.lock_file, &paths.data_dir)?;
-
-    let options = store_options(config);
-    let journal = paths.journal.clone();
-    let store = tokio::task::spawn_blocking(move || Store::open(&journal, &options))
+    let (owned_config, owned_paths) = (config.clone(), paths.clone());
+    let services = tokio::task::spawn_blocking(move || Services::open(&owned_config, &owned_paths))
         .await
-        .context("opening the journal panicked")??;
+        .context("opening the data directory panicked")??;
     let plugins = load_plugins(config, paths).await?;
     // Hot reload for as long as the daemon runs.
     let _watcher = plugins
         .watch(paths.plugins_dir.clone(), Duration::from_millis(500), None)
         .context("cannot start the plugin watcher")?;
-    let state = AppState::with_models(store.clone(), crate::models::daemon_models(config, paths))
-        .with_plugins(plugins.clone(), paths.plugins_dir.clone())
-        .with_rag(rag_service(config, paths, &store));
-    // Load the models now, in the background: requests that need them wait,
-    // and a model that cannot load is reported in the log and per request.
-    {
-        let state = state.clone();
-        tokio::spawn(async move {
-            if let Some(models) = state.models() {
-                let _ = tokio::join!(models.llm.get(), models.embedder.get());
-            }
-            // Opening the indexes catches them up with the journal.
-            if let Some(rag) = state.rag()
-                && let Err(err) = rag.get(&state).await
-            {
-                tracing::error!(error = %err.message, "retrieval unavailable");
-            }
-        });
-    }
+    let services = Arc::new(services.with_plugins(plugins));
+    // Load the models and open retrieval now, in the background.
+    services.warm_up();
+    let state = AppState::new(services.clone());
 
     let http = HttpLimits {
         max_body_bytes: config.server.max_body_bytes,
@@ -102,7 +79,7 @@ async fn serve(loaded: &Loaded, paths: &Paths) -> anyhow::Result<()> {
         }
     }
 
-    tokio::task::spawn_blocking(move || store.checkpoint())
+    tokio::task::spawn_blocking(move || services.store().checkpoint())
         .await
         .context("flushing the journal panicked")?
         .context("cannot flush the journal on shutdown")?;
@@ -129,77 +106,6 @@ fn shutdown_signal() -> anyhow::Result<impl Future<Output = ()>> {
             std::process::exit(130);
         });
     })
-}
-
-/// Retrieval over the daemon's journal, opened once the embedder is loaded.
-fn rag_service(config: &engram_config::Config, paths: &Paths, store: &Store) -> engram_api::RagService {
-    let (store, dir) = (store.clone(), crate::rag::index_dir(paths));
-    let (config, paths) = (config.clone(), paths.clone());
-    engram_api::RagService::new(move |embedder| {
-        // Read here, so an unreadable key file costs retrieval, not the daemon.
-        let options = crate::rag::options(&config, &paths).map_err(|e| format!("{e:#}"))?;
-        let started = std::time::Instant::now();
-        let rag = engram_rag::Rag::open(store.clone(), &dir, embedder, options).map_err(|e| e.to_string())?;
-        tracing::info!(ms = started.elapsed().as_millis() as u64, "retrieval indexes ready");
-        Ok(rag)
-    })
-}
-
-/// How the journal is opened, from `[storage]`.
-pub(crate) fn store_options(config: &engram_config::Config) -> StoreOptions {
-    StoreOptions {
-        durability: match config.storage.synchronous {
-            Synchronous::Full => Durability::Full,
-            Synchronous::Normal => Durability::Normal,
-        },
-        busy_timeout: Duration::from_millis(config.storage.busy_timeout_ms),
-    }
-}
-
-pub(crate) fn create_private_dir(dir: &Path) -> anyhow::Result<()> {
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)
-        .with_context(|| format!("cannot create the data directory {} (storage.data_dir)", dir.display()))
-}
-
-/// An exclusive `flock` on `<data_dir>/engram.lock`, held for the daemon's
-/// life; the kernel releases it however the process ends.
-pub(crate) struct DataDirLock {
-    _file: File,
-}
-
-impl DataDirLock {
-    pub(crate) fn acquire(path: &Path, data_dir: &Path) -> anyhow::Result<Self> {
-        let mut file = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .mode(0o600)
-            .open(path)
-            .with_context(|| format!("cannot open the lock file {}", path.display()))?;
-        match rustix::fs::flock(&file, FlockOperation::NonBlockingLockExclusive) {
-            Ok(()) => {}
-            Err(rustix::io::Errno::WOULDBLOCK) => {
-                let mut holder = String::new();
-                let _ = file.read_to_string(&mut holder);
-                let holder = holder.trim();
-                let who = if holder.is_empty() { String::new() } else { format!(" (pid {holder})") };
-                anyhow::bail!(
-                    "another engram process{who} is using data dir {}: stop it first (a running daemon owns the journal and indexes), or use another --data-dir",
-                    data_dir.display()
-                );
-            }
-            Err(err) => return Err(err).with_context(|| format!("cannot lock {}", path.display())),
-        }
-        file.set_len(0)
-            .and_then(|()| file.rewind())
-            .and_then(|()| writeln!(file, "{}", std::process::id()))
-            .with_context(|| format!("cannot write the pid to the lock file {}", PathBuf::from(path).display()))?;
-        Ok(Self { _file: file })
-    }
 }
 
 /// Starts the plugin host with the operator's grants and loads every plugin

@@ -32,7 +32,7 @@ pub const STALE_SHARE: f64 = 0.10;
 
 /// How a chunk is scored against a question (higher is better); the
 /// nonconformity is the negated score.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ScoreFunction {
     /// Cosine similarity of the question's and the chunk's embeddings;
@@ -100,7 +100,7 @@ impl ScoreFunction {
 }
 
 /// A calibration question: its text and the chunks that answer it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Question {
     /// The question.
     pub question: String,
@@ -112,8 +112,30 @@ pub struct Question {
     pub gold_paths: Vec<String>,
 }
 
+impl Question {
+    /// Reads questions from a JSONL file (one object per line; blank lines
+    /// skipped), naming the line of any error.
+    pub fn read_jsonl(path: &std::path::Path) -> Result<Vec<Question>, RagError> {
+        use std::io::BufRead;
+        let io = |source| RagError::Io { context: format!("cannot read {}", path.display()), source };
+        let file = std::fs::File::open(path).map_err(io)?;
+        let mut questions = Vec::new();
+        for (i, line) in std::io::BufReader::new(file).lines().enumerate() {
+            let line = line.map_err(io)?;
+            if line.trim().is_empty() {
+                continue;
+            }
+            let question = serde_json::from_str(&line).map_err(|err| {
+                RagError::Invalid(format!("{}:{}: not a calibration question: {err}", path.display(), i + 1))
+            })?;
+            questions.push(question);
+        }
+        Ok(questions)
+    }
+}
+
 /// A calibration result kept in the journal.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Certificate {
     /// Its id (`cert-<collection>-<created ms>`).
     pub id: String,
@@ -143,7 +165,7 @@ pub struct Certificate {
 }
 
 /// A certificate and whether it still holds.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct CertificateStatus {
     /// The certificate.
     #[serde(flatten)]
@@ -184,7 +206,7 @@ impl CalibrateOptions {
 }
 
 /// A conformal answer: every admitted chunk, and what is claimed.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct ConformalSet {
     /// The certificate used.
     pub certificate: String,
@@ -421,11 +443,11 @@ impl Rag {
             conn.query_row("SELECT collection FROM certificates WHERE id = ?1", params![id], |row| row.get(0))
                 .optional()
         })?;
-        let collection = collection.ok_or_else(|| RagError::Invalid(format!("there is no certificate {id:?}")))?;
+        let collection = collection.ok_or_else(|| RagError::NotFound(format!("there is no certificate {id:?}")))?;
         self.certificates(Some(&collection))?
             .into_iter()
             .find(|c| c.certificate.id == id)
-            .ok_or_else(|| RagError::Invalid(format!("there is no certificate {id:?}")))
+            .ok_or_else(|| RagError::NotFound(format!("there is no certificate {id:?}")))
     }
 
     /// Every chunk of `collection` the newest certificate at level `alpha`

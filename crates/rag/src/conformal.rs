@@ -27,7 +27,7 @@ pub enum ConformalError {
 }
 
 /// The certified cutoff on nonconformity.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(tag = "kind", content = "value", rename_all = "snake_case")]
 pub enum Threshold {
     /// Keep every candidate whose nonconformity is at most this.
@@ -48,7 +48,7 @@ impl Threshold {
 }
 
 /// A calibration: the level, the sample size and the threshold.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Calibration {
     /// Miscoverage level.
     pub alpha: f64,
@@ -96,7 +96,7 @@ pub fn calibrate(nonconformity: &[f64], alpha: f64) -> Result<Calibration, Confo
 }
 
 /// How a calibration does on held-out questions.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct HeldOut {
     /// Held-out questions.
     pub n: usize,

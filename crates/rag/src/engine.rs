@@ -48,6 +48,9 @@ pub enum RagError {
     /// The request itself is wrong (unknown collection, bad name...).
     #[error("{0}")]
     Invalid(String),
+    /// What the request names (a certificate) does not exist.
+    #[error("{0}")]
+    NotFound(String),
     /// A file operation on the index directory failed.
     #[error("{context}: {source}")]
     Io {
@@ -59,6 +62,17 @@ pub enum RagError {
 }
 
 impl RagError {
+    /// What kind of failure this is, for every surface.
+    pub fn kind(&self) -> engram_ops::ErrorKind {
+        use engram_ops::ErrorKind;
+        match self {
+            Self::Invalid(_) => ErrorKind::Invalid,
+            Self::NotFound(_) => ErrorKind::NotFound,
+            Self::Store(StoreError::Corrupt { .. } | StoreError::NotADatabase { .. }) => ErrorKind::Corrupt,
+            Self::Store(_) | Self::Bm25(_) | Self::Vector(_) | Self::Embed(_) | Self::Io { .. } => ErrorKind::Internal,
+        }
+    }
+
     pub(crate) fn sql_error(store: &Store, source: rusqlite::Error) -> Self {
         Self::Store(StoreError::Sqlite { path: store.path().to_path_buf(), source })
     }
@@ -149,7 +163,7 @@ impl Target {
 }
 
 /// What ingestion is doing, for progress bars and API events.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(tag = "event", rename_all = "snake_case")]
 pub enum Progress {
     /// Sources found: this many files (or documents) to look at.
@@ -167,7 +181,7 @@ pub enum Progress {
 }
 
 /// What an ingest did.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, serde::Deserialize, schemars::JsonSchema)]
 pub struct IngestReport {
     /// The collection.
     pub collection: String,
@@ -191,13 +205,35 @@ pub struct IngestReport {
     pub seconds: f64,
 }
 
+impl IngestReport {
+    /// Adds another ingest's counts (and skips) into this one.
+    pub fn merge(&mut self, other: IngestReport) {
+        self.collection = other.collection;
+        self.added += other.added;
+        self.updated += other.updated;
+        self.unchanged += other.unchanged;
+        self.deleted += other.deleted;
+        self.chunks_written += other.chunks_written;
+        self.chunks_removed += other.chunks_removed;
+        self.embedded += other.embedded;
+        self.skipped.extend(other.skipped);
+        self.seconds += other.seconds;
+    }
+}
+
 /// A file left out of an ingest.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize, schemars::JsonSchema)]
 pub struct SkippedFile {
     /// The file.
     pub path: String,
     /// Why.
     pub reason: String,
+}
+
+impl From<RagError> for engram_ops::Error {
+    fn from(err: RagError) -> Self {
+        Self::new(err.kind(), err.to_string())
+    }
 }
 
 impl From<Skipped> for SkippedFile {
@@ -207,7 +243,7 @@ impl From<Skipped> for SkippedFile {
 }
 
 /// Which lists a search uses.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize, Default, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Mode {
     /// BM25 only.
@@ -232,7 +268,7 @@ impl Mode {
 }
 
 /// A search result: the chunk, where it comes from, and its score.
-#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize, schemars::JsonSchema)]
 pub struct Hit {
     /// The chunk's id.
     pub chunk_id: u64,
@@ -266,7 +302,7 @@ pub struct RagStats {
 }
 
 /// A collection and its size.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct CollectionInfo {
     /// Its name.
     pub name: String,
@@ -298,22 +334,15 @@ fn now_ms() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
-/// Checks a collection or tenant name: 1-128 characters of letters, digits,
-/// `-`, `_`, `.`, `:` (tenants may be empty).
-pub fn check_name(what: &str, name: &str, allow_empty: bool) -> Result<(), RagError> {
-    if name.is_empty() && allow_empty {
-        return Ok(());
+/// Checks a target's names (see [`engram_ops::CollectionName`] and
+/// [`engram_ops::TenantId`]); the tenant may be empty (none).
+fn check_target(target: &Target) -> Result<(), RagError> {
+    let invalid = |err: engram_ops::InvalidId| RagError::Invalid(err.to_string());
+    engram_ops::CollectionName::new(target.collection.as_str()).map_err(invalid)?;
+    if !target.tenant.is_empty() {
+        engram_ops::TenantId::new(target.tenant.as_str()).map_err(invalid)?;
     }
-    let valid = !name.is_empty()
-        && name.len() <= 128
-        && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | ':'));
-    if valid {
-        Ok(())
-    } else {
-        Err(RagError::Invalid(format!(
-            "{what} {name:?} is not a valid name: use 1-128 letters, digits, '-', '_', '.' or ':'"
-        )))
-    }
+    Ok(())
 }
 
 /// The text a chunk is indexed and embedded as: its headings, then its text.
@@ -553,8 +582,7 @@ impl Rag {
         documents: Vec<NewDocument>,
         report: &mut IngestReport,
     ) -> Result<(), RagError> {
-        check_name("collection", &target.collection, false)?;
-        check_name("tenant", &target.tenant, true)?;
+        check_target(target)?;
         // Which documents changed?
         let existing: Vec<Option<(i64, String)>> = self.store.read(|conn| {
             let mut stmt = conn

@@ -14,6 +14,7 @@ pub mod eval;
 pub mod fusion;
 pub mod ingest;
 pub mod metrics;
+pub mod ops;
 pub mod qdrant_server;
 pub mod questions;
 pub mod vector;

@@ -72,7 +72,7 @@ impl Rag {
 }
 
 /// Questions an LLM wrote about sampled chunks.
-#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize, schemars::JsonSchema)]
 pub struct Generated {
     /// The usable questions, each with its chunk as the gold.
     pub questions: Vec<Question>,

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use engram_api::{Lazy, Models};
+use crate::lazy::Lazy;
 use engram_config::{Config, LlmBackend, ModelSource, Paths};
 use engram_models::{
     Embedder, Llm, LocalModel, LocalOptions, ModelError, RemoteLlm, RemoteOptions, Scheduler, fetch_from_hub,
@@ -80,14 +80,27 @@ pub fn load_embedder(config: &Config, paths: &Paths) -> Result<Embedder, ModelEr
     Embedder::load(&dir, &device, pool, config.models.embedder.batch_size)
 }
 
+/// The daemon's models, each loaded on first use (or at start, in the
+/// background) under the one retry policy of [`Lazy`].
+pub struct Models {
+    /// The generator (local scheduler or remote client).
+    pub llm: Lazy<Llm>,
+    /// The embedding model.
+    pub embedder: Lazy<Arc<Embedder>>,
+    /// The generator's id in `/v1/models`.
+    pub llm_id: String,
+    /// The embedder's id in `/v1/models`.
+    pub embedder_id: String,
+}
+
 /// The id a source is listed under in `/v1/models`: its file or folder name.
 fn model_id(source: &str) -> String {
     let name = source.trim_end_matches('/').rsplit('/').next().unwrap_or(source);
     name.strip_suffix(".gguf").unwrap_or(name).to_owned()
 }
 
-/// The daemon's models, loading in the background.
-pub fn daemon_models(config: &Config, paths: &Paths) -> Models {
+/// The configured models, not loaded yet.
+pub fn configured(config: &Config, paths: &Paths) -> Models {
     let llm_id = match config.models.llm.backend {
         LlmBackend::Local => model_id(&config.models.llm.source),
         LlmBackend::Openai => config.models.llm.model.clone().unwrap_or_default(),

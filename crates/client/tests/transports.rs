@@ -1,0 +1,94 @@
+//! The client against a real axum server over a Unix socket and in-process:
+//! typed calls, streamed events, and errors carried with their kind.
+
+use axum::Json;
+use axum::body::Body;
+use axum::http::{StatusCode, header};
+use axum::response::IntoResponse;
+use axum::routing::post;
+use engram_client::{Client, ClientError};
+use engram_ops::{ErrorKind, Method, Operation, Streaming};
+use serde::{Deserialize, Serialize};
+
+/// Counts to `to`, reporting each number when streamed.
+#[derive(Debug, Serialize, Deserialize, schemars::JsonSchema)]
+struct Count {
+    to: u32,
+    #[serde(default)]
+    stream: bool,
+}
+
+impl Operation for Count {
+    const METHOD: Method = Method::Post;
+    const ROUTE: &'static str = "/v1/count";
+    type Response = u32;
+}
+
+impl Streaming for Count {
+    type Event = serde_json::Value;
+    fn streams(&self) -> bool {
+        self.stream
+    }
+}
+
+async fn count(Json(request): Json<Count>) -> axum::response::Response {
+    if request.to == 0 {
+        let body = serde_json::json!({"error": {"code": "invalid_request", "message": "`to` must be positive"}});
+        return (StatusCode::UNPROCESSABLE_ENTITY, Json(body)).into_response();
+    }
+    if !request.stream {
+        return Json(request.to).into_response();
+    }
+    let mut lines: Vec<String> = (1..=request.to).map(|n| format!("{{\"event\":\"counted\",\"n\":{n}}}\n")).collect();
+    lines.push(format!("{{\"event\":\"done\",\"report\":{}}}\n", request.to));
+    // One byte at a time: lines split across frames must still parse.
+    let bytes: Vec<Result<Vec<u8>, std::convert::Infallible>> =
+        lines.concat().into_bytes().into_iter().map(|b| Ok(vec![b])).collect();
+    ([(header::CONTENT_TYPE, "application/x-ndjson")], Body::from_stream(futures_util::stream::iter(bytes)))
+        .into_response()
+}
+
+fn app() -> axum::Router {
+    axum::Router::new().route(Count::ROUTE, post(count))
+}
+
+async fn exercise(client: &Client) {
+    assert_eq!(client.call(&Count { to: 3, stream: false }).await.unwrap(), 3);
+    let mut events = Vec::new();
+    let done = client.call_streaming(&Count { to: 4, stream: true }, |e| events.push(e["n"].as_u64())).await.unwrap();
+    assert_eq!((done, events), (4, vec![Some(1), Some(2), Some(3), Some(4)]));
+    // A streaming call whose request did not ask for a stream reads the plain answer.
+    assert_eq!(client.call_streaming(&Count { to: 2, stream: false }, |_| panic!("no events")).await.unwrap(), 2);
+    match client.call(&Count { to: 0, stream: false }).await {
+        Err(ClientError::Operation { status, error }) => {
+            assert_eq!((status, error.kind), (StatusCode::UNPROCESSABLE_ENTITY, ErrorKind::Invalid));
+            assert_eq!(error.message, "`to` must be positive");
+        }
+        other => panic!("expected an operation error, got {other:?}"),
+    }
+    let missing = client.send(hyper::Method::GET, "/nowhere", None).await.unwrap();
+    assert_eq!(missing.status, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn calls_over_a_unix_socket() {
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("engram.sock");
+    let client = Client::unix(&socket);
+    assert!(!client.reachable().await);
+    match client.call(&Count { to: 1, stream: false }).await {
+        Err(err @ ClientError::Connect { .. }) => assert!(err.to_string().contains("engram serve"), "{err}"),
+        other => panic!("expected a connect error, got {other:?}"),
+    }
+    let listener = tokio::net::UnixListener::bind(&socket).unwrap();
+    tokio::spawn(async move { axum::serve(listener, app()).await });
+    assert!(client.reachable().await);
+    exercise(&client).await;
+}
+
+#[tokio::test]
+async fn calls_an_in_process_router() {
+    let client = Client::in_process(app());
+    assert!(client.is_in_process() && client.reachable().await);
+    exercise(&client).await;
+}
