@@ -74,7 +74,8 @@ pub(crate) async fn list(State(state): State<AppState>) -> Result<Json<Value>, A
 }
 
 /// `POST /v1/plugins/reload`: rereads the grants and rescans the plugins
-/// directory now.
+/// directory now. Answers `{"loaded": [{id, version}], "failed": [{folder,
+/// error, detail}]}`, `detail` being the serialized `LoadError`.
 pub(crate) async fn reload(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
     let host = host(&state)?.clone();
     let Some(dir) = state.plugins_dir().map(std::path::Path::to_path_buf) else {
@@ -84,10 +85,14 @@ pub(crate) async fn reload(State(state): State<AppState>) -> Result<Json<Value>,
         .await
         .map_err(|err| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", err.to_string()))?;
     let loaded: Vec<Value> = report.loaded.iter().map(|(id, version)| json!({"id": id, "version": version})).collect();
+    // `error` is the message; `detail` the structured `LoadError` (its
+    // `error` field names the variant, e.g. `held`).
     let failed: Vec<Value> = report
         .failed
         .iter()
-        .map(|(folder, error)| json!({"folder": folder.display().to_string(), "error": error}))
+        .map(|(folder, error)| {
+            json!({"folder": folder.display().to_string(), "error": error.to_string(), "detail": error})
+        })
         .collect();
     Ok(Json(json!({ "loaded": loaded, "failed": failed })))
 }

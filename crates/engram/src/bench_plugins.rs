@@ -76,7 +76,7 @@ pub fn plugins(args: &PluginsBenchArgs) -> anyhow::Result<()> {
         .replace("id = \"hostile\"", "id = \"runaway\"")
         .replace("wall_ms = 200", &format!("wall_ms = {}", args.runaway_budget_ms));
     std::fs::write(runaway.join("plugin.toml"), text)?;
-    let host = Arc::new(PluginHost::new(None).map_err(anyhow::Error::msg)?);
+    let host = Arc::new(PluginHost::new(None)?);
     let report = host.load_dir(&dir);
     // The one fixture the host must refuse at load: a tool description over the limit.
     let (refused, failed): (Vec<_>, Vec<_>) =
@@ -87,7 +87,7 @@ pub fn plugins(args: &PluginsBenchArgs) -> anyhow::Result<()> {
     println!("{:<44} {:>9} {:>9} {:>9}   bar", "series (µs)", "p50", "p99", "max");
     let noop = "{}";
     for _ in 0..200 {
-        host.call_unchecked("hostile.echo", noop).map_err(anyhow::Error::msg)?;
+        host.call_unchecked("hostile.echo", noop)?;
     }
     let fresh: Vec<Duration> = (0..args.calls)
         .map(|_| {

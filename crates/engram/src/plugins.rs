@@ -7,6 +7,7 @@ use anyhow::Context;
 use bytes::Bytes;
 use engram_config::Paths;
 use engram_plugin_host::grants::Grants;
+use engram_plugin_host::{Capability, LoadError, PrivateAddresses, Revocation};
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::TokioIo;
 use serde_json::Value;
@@ -105,7 +106,7 @@ pub fn open_grants(config: &engram_config::Config, paths: &Paths) -> anyhow::Res
             (id.clone(), grant)
         })
         .collect();
-    let grants = Grants::open(paths.grants_file.clone()).map_err(anyhow::Error::msg)?;
+    let grants = Grants::open(paths.grants_file.clone())?;
     Ok(grants.with_config(declared))
 }
 
@@ -116,7 +117,7 @@ pub fn run(config: &engram_config::Config, paths: &Paths, command: PluginsComman
         PluginsCommand::Grant { id, dirs, http_private } => return grant(config, paths, &id, &dirs, http_private),
         PluginsCommand::Revoke { id, memory, http, dirs } => {
             let grants = open_grants(config, paths)?;
-            grants.revoke(&id, memory, &http, &dirs).map_err(anyhow::Error::msg)?;
+            grants.revoke(&id, &revocation(memory, http, dirs))?;
             println!("{id} now holds: {}", describe_grant(&grants.get(&id)));
             if let Some(declared) = grants.from_config(&id) {
                 println!(
@@ -176,9 +177,7 @@ pub fn run(config: &engram_config::Config, paths: &Paths, command: PluginsComman
                 }
                 let failed = body["failed"].as_array().cloned().unwrap_or_default();
                 for failure in &failed {
-                    let error = failure["error"].as_str().unwrap_or("?");
-                    let label = if error.contains("is held until approved") { "HELD   " } else { "FAILED " };
-                    println!("{label} {}: {error}", failure["folder"].as_str().unwrap_or("?"));
+                    println!("{}", failure_line(failure));
                 }
                 Ok(if failed.is_empty() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
             }
@@ -200,6 +199,35 @@ pub fn run(config: &engram_config::Config, paths: &Paths, command: PluginsComman
             }
         }
     })
+}
+
+/// What `engram plugins revoke` takes back: everything when no capability
+/// is named, otherwise only those named.
+fn revocation(memory: bool, http: Vec<String>, dirs: Vec<String>) -> Revocation {
+    let named: Vec<Capability> = memory
+        .then_some(Capability::Memory)
+        .into_iter()
+        .chain(http.into_iter().map(Capability::Http))
+        .chain(dirs.into_iter().map(Capability::Directory))
+        .collect();
+    if named.is_empty() { Revocation::All } else { Revocation::Only(named) }
+}
+
+/// One failure of `engram plugins reload` (an entry of the daemon's
+/// `failed`): `HELD` for a version waiting for approval, `FAILED`
+/// otherwise, then the folder and the message.
+fn failure_line(failure: &Value) -> String {
+    let detail = serde_json::from_value::<LoadError>(failure["detail"].clone());
+    let label = match &detail {
+        Ok(LoadError::Held { .. }) => "HELD   ",
+        _ => "FAILED ",
+    };
+    let message = match (failure["error"].as_str(), &detail) {
+        (Some(message), _) => message.to_owned(),
+        (None, Ok(error)) => error.to_string(),
+        (None, Err(_)) => "?".to_owned(),
+    };
+    format!("{label} {}: {message}", failure["folder"].as_str().unwrap_or("?"))
 }
 
 /// One plugin of `engram plugins list`: its version and grants, a held
@@ -254,9 +282,9 @@ fn grant(
         mapped.insert(name.to_owned(), std::path::PathBuf::from(path));
     }
     let grants = open_grants(config, paths)?;
-    let host = engram_plugin_host::PluginHost::with_grants(Some(paths.cache_dir.join("plugins")), grants)
-        .map_err(anyhow::Error::msg)?;
-    let grant = host.approve(&folder, &mapped, http_private).map_err(anyhow::Error::msg)?;
+    let host = engram_plugin_host::PluginHost::with_grants(Some(paths.cache_dir.join("plugins")), grants)?;
+    let private = if http_private { PrivateAddresses::Allowed } else { PrivateAddresses::Refused };
+    let grant = host.approve(&folder, &mapped, private)?;
     let version = grant.approved.as_ref().map_or("?", |a| a.version.as_str());
     println!("approved {id} {version}; it holds: {}", describe_grant(&grant));
     notify_daemon(paths);
@@ -297,7 +325,7 @@ fn notify_daemon(paths: &Paths) {
 /// `engram plugins test`: each folder loaded into a private host, which
 /// runs its test vectors; a directory of plugin folders tests them all.
 fn test(folders: &[std::path::PathBuf]) -> anyhow::Result<ExitCode> {
-    let host = engram_plugin_host::PluginHost::new(None).map_err(anyhow::Error::msg)?;
+    let host = engram_plugin_host::PluginHost::new(None)?;
     let mut failures = 0;
     for folder in folders {
         if folder.join("plugin.toml").is_file() {
@@ -352,4 +380,53 @@ pub(crate) async fn request(
     let bytes = response.into_body().collect().await?.to_bytes();
     let value = serde_json::from_slice(&bytes).with_context(|| format!("the daemon answered {status} without JSON"))?;
     Ok((status, value))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn revoke_takes_everything_unless_capabilities_are_named() {
+        assert_eq!(revocation(false, Vec::new(), Vec::new()), Revocation::All);
+        assert_eq!(
+            revocation(true, vec!["a.com".into()], vec!["data".into()]),
+            Revocation::Only(vec![
+                Capability::Memory,
+                Capability::Http("a.com".into()),
+                Capability::Directory("data".into())
+            ])
+        );
+        assert_eq!(
+            revocation(false, vec!["a.com".into()], Vec::new()),
+            Revocation::Only(vec![Capability::Http("a.com".into())])
+        );
+    }
+
+    #[test]
+    fn reload_failures_are_labelled_by_their_kind_not_their_text() {
+        let entry = |error: &LoadError| json!({"folder": "/p/calc", "error": error.to_string(), "detail": error});
+        let held =
+            LoadError::Held { id: "calc".into(), version: "0.2.0".into(), reasons: vec!["adds tool `x`".into()] };
+        assert_eq!(failure_line(&entry(&held)), format!("HELD    /p/calc: {held}"));
+        // A broken plugin whose message happens to read like a held one is
+        // still a failure.
+        let vector = LoadError::TestVector {
+            path: "/p/calc/tests/v.json".into(),
+            index: 0,
+            tool: "evaluate".into(),
+            message: "expected \"is held until approved\", got 2".into(),
+        };
+        assert!(failure_line(&entry(&vector)).starts_with("FAILED  /p/calc: "), "{}", failure_line(&entry(&vector)));
+        // An answer without a detail (or one this CLI cannot read) is a failure, shown as is.
+        assert_eq!(failure_line(&json!({"folder": "/p/x", "error": "boom"})), "FAILED  /p/x: boom");
+        let mut no_text = entry(&held);
+        no_text["error"] = Value::Null;
+        assert!(
+            failure_line(&no_text).starts_with("HELD    /p/calc: calc 0.2.0 is held"),
+            "{}",
+            failure_line(&no_text)
+        );
+    }
 }

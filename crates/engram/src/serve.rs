@@ -120,7 +120,7 @@ async fn load_plugins(
     let (dir, cache) = (paths.plugins_dir.clone(), paths.cache_dir.join("plugins"));
     let grants = crate::plugins::open_grants(config, paths)?;
     tokio::task::spawn_blocking(move || {
-        let host = engram_plugin_host::PluginHost::with_grants(Some(cache), grants).map_err(anyhow::Error::msg)?;
+        let host = engram_plugin_host::PluginHost::with_grants(Some(cache), grants)?;
         let report = host.load_dir(&dir);
         for (id, version) in &report.loaded {
             tracing::info!(plugin = %id, %version, "plugin ready");

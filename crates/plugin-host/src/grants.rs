@@ -33,6 +33,7 @@ use std::time::SystemTime;
 
 use serde::{Deserialize, Serialize};
 
+use crate::error::GrantsError;
 use crate::manifest::{Capabilities, FileMode};
 
 /// What the operator granted one plugin, and what they approved.
@@ -76,6 +77,70 @@ impl Grant {
     /// A grant of nothing, with the default quotas.
     pub fn none() -> Self {
         Self { http_requests: Self::default_http_requests(), http_bytes: Self::default_http_bytes(), ..Self::default() }
+    }
+}
+
+/// Whether a plugin's granted HTTP hosts may resolve to loopback or
+/// private addresses (a service on this machine or network). Link-local and
+/// cloud metadata addresses are refused either way.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum PrivateAddresses {
+    /// Public addresses only.
+    #[default]
+    Refused,
+    /// Loopback and private addresses too.
+    Allowed,
+}
+
+impl PrivateAddresses {
+    /// The grant's `http_private` flag for this choice.
+    pub fn allowed(self) -> bool {
+        self == Self::Allowed
+    }
+}
+
+/// One capability a grant can hold, by what names it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Capability {
+    /// Recall from the caller's memory.
+    Memory,
+    /// One HTTP host (`name` or `name:port`), matched case-insensitively.
+    Http(String),
+    /// One directory, by the name the manifest requests it under.
+    Directory(String),
+}
+
+/// What [`Grants::revoke`] takes back.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Revocation {
+    /// Everything: memory, every host (and private addresses), every directory.
+    All,
+    /// Only these capabilities; the others stay.
+    Only(Vec<Capability>),
+}
+
+impl Revocation {
+    /// Takes back what this names from `grant`, keeping its approval and quotas.
+    pub fn apply(&self, grant: &mut Grant) {
+        match self {
+            Self::All => {
+                grant.memory = false;
+                grant.http.clear();
+                grant.http_private = false;
+                grant.files.clear();
+            }
+            Self::Only(capabilities) => {
+                for capability in capabilities {
+                    match capability {
+                        Capability::Memory => grant.memory = false,
+                        Capability::Http(host) => grant.http.retain(|h| !h.eq_ignore_ascii_case(host)),
+                        Capability::Directory(name) => {
+                            grant.files.remove(name);
+                        }
+                    }
+                }
+            }
+        }
     }
 }
 
@@ -162,7 +227,7 @@ impl Grants {
     }
 
     /// Grants in `file` (which need not exist yet).
-    pub fn open(file: PathBuf) -> Result<Self, String> {
+    pub fn open(file: PathBuf) -> Result<Self, GrantsError> {
         let grants = Self { file: Some(file), state: Mutex::new(State::default()), config: BTreeMap::new() };
         grants.reload()?;
         Ok(grants)
@@ -187,7 +252,7 @@ impl Grants {
 
     /// Rereads the file. On error the grants in force stay as they were
     /// (and this version of the file counts as seen).
-    pub fn reload(&self) -> Result<(), String> {
+    pub fn reload(&self) -> Result<(), GrantsError> {
         let Some(file) = &self.file else { return Ok(()) };
         let read = read(file);
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
@@ -232,7 +297,7 @@ impl Grants {
 
     /// Changes plugin `id`'s grant with `change` and saves the file: under
     /// an exclusive lock, from the file's current content, replaced whole.
-    pub fn update<R>(&self, id: &str, change: impl FnOnce(&mut Grant) -> R) -> Result<R, String> {
+    pub fn update<R>(&self, id: &str, change: impl FnOnce(&mut Grant) -> R) -> Result<R, GrantsError> {
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
         let Some(file) = &self.file else {
             return Ok(change(state.grants.entry(id.to_owned()).or_insert_with(Grant::none)));
@@ -240,7 +305,7 @@ impl Grants {
         let _lock = lock(file)?;
         let (mut grants, _) = read(file)?;
         let result = change(grants.entry(id.to_owned()).or_insert_with(Grant::none));
-        let text = toml::to_string(&grants).map_err(|err| format!("cannot encode the grants: {err}"))?;
+        let text = toml::to_string(&grants).map_err(|err| GrantsError::Encode { message: err.to_string() })?;
         let partial = file.with_extension(format!("toml.{}.partial", std::process::id()));
         let written = File::create(&partial)
             .and_then(|mut f| {
@@ -250,26 +315,18 @@ impl Grants {
                 f.sync_all()
             })
             .and_then(|()| std::fs::rename(&partial, file));
-        written.map_err(|err| format!("cannot write {}: {err}", file.display()))?;
+        written.map_err(|err| GrantsError::Write { path: file.clone(), message: err.to_string() })?;
         *state = State { grants, seen: stamp(file) };
         Ok(result)
     }
 }
 
 impl Grants {
-    /// Takes back plugin `id`'s grants — all of them, or only `memory`, the
-    /// hosts in `http` and the directories in `dirs` — keeping its approval.
-    pub fn revoke(&self, id: &str, memory: bool, http: &[String], dirs: &[String]) -> Result<Grant, String> {
-        let everything = !memory && http.is_empty() && dirs.is_empty();
+    /// Takes back what `revocation` names from plugin `id`'s grant, keeping
+    /// its approval; saved. Returns the grant left.
+    pub fn revoke(&self, id: &str, revocation: &Revocation) -> Result<Grant, GrantsError> {
         self.update(id, |grant| {
-            if everything || memory {
-                grant.memory = false;
-            }
-            grant.http.retain(|host| !everything && !http.iter().any(|h| h.eq_ignore_ascii_case(host)));
-            if everything {
-                grant.http_private = false;
-            }
-            grant.files.retain(|name, _| !everything && !dirs.contains(name));
+            revocation.apply(grant);
             grant.clone()
         })
     }
@@ -281,22 +338,24 @@ fn stamp(file: &Path) -> Option<(u64, Option<SystemTime>)> {
 
 type Read = (BTreeMap<String, Grant>, Option<(u64, Option<SystemTime>)>);
 
-fn read(file: &Path) -> Result<Read, String> {
+fn read(file: &Path) -> Result<Read, GrantsError> {
     let seen = stamp(file);
     let text = match std::fs::read_to_string(file) {
         Ok(text) => text,
         Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok((BTreeMap::new(), None)),
-        Err(err) => return Err(format!("{}: cannot read: {err}", file.display())),
+        Err(err) => return Err(GrantsError::Unreadable { file: file.to_path_buf(), message: err.to_string() }),
     };
-    let grants: BTreeMap<String, Grant> = toml::from_str(&text).map_err(|err| format!("{}: {err}", file.display()))?;
+    let grants: BTreeMap<String, Grant> = toml::from_str(&text)
+        .map_err(|err| GrantsError::Invalid { file: file.to_path_buf(), message: err.to_string() })?;
     for (id, grant) in &grants {
         for (name, dir) in &grant.files {
             if !dir.path.is_absolute() {
-                return Err(format!(
-                    "{}: `{id}.files.{name}.path` must be an absolute path, not `{}`",
-                    file.display(),
-                    dir.path.display()
-                ));
+                return Err(GrantsError::RelativePath {
+                    file: file.to_path_buf(),
+                    id: id.clone(),
+                    dir: name.clone(),
+                    path: dir.path.clone(),
+                });
             }
         }
     }
@@ -305,19 +364,19 @@ fn read(file: &Path) -> Result<Read, String> {
 
 /// An exclusive lock on `<file>.lock`, so the daemon and the CLI never
 /// interleave a read-modify-write.
-fn lock(file: &Path) -> Result<File, String> {
+fn lock(file: &Path) -> Result<File, GrantsError> {
     if let Some(parent) = file.parent() {
-        std::fs::create_dir_all(parent).map_err(|err| format!("cannot create {}: {err}", parent.display()))?;
+        std::fs::create_dir_all(parent)
+            .map_err(|err| GrantsError::CreateDir { path: parent.to_path_buf(), message: err.to_string() })?;
     }
     let path = file.with_extension("toml.lock");
-    let handle = File::options()
+    let locked = File::options()
         .create(true)
         .truncate(false)
         .write(true)
         .open(&path)
-        .map_err(|err| format!("cannot open {}: {err}", path.display()))?;
-    handle.lock().map_err(|err| format!("cannot lock {}: {err}", path.display()))?;
-    Ok(handle)
+        .and_then(|handle| handle.lock().map(|()| handle));
+    locked.map_err(|err| GrantsError::Lock { path, message: err.to_string() })
 }
 
 /// What one loaded version may use: its request ∩ its grant.
@@ -459,6 +518,8 @@ mod tests {
         std::fs::write(&path, "[calc]\nmemroy = true\n").unwrap();
         assert!(grants.changed_on_disk());
         let err = grants.reload().unwrap_err();
+        assert!(matches!(err, GrantsError::Invalid { .. }), "{err:?}");
+        let err = err.to_string();
         assert!(err.contains("plugin-grants.toml") && err.contains("memroy"), "{err}");
         assert!(grants.get("calc").memory, "a bad file leaves the grants in force");
         let mut declared = Grant::none();
@@ -470,6 +531,32 @@ mod tests {
         assert_eq!(merged.files["data"].path, PathBuf::from("/srv"), "the file's mapping wins");
         std::fs::write(&path, "[calc.files.data]\npath = \"rel\"\nmode = \"read\"\n").unwrap();
         let err = grants.reload().unwrap_err();
-        assert!(err.contains("calc.files.data.path"), "{err}");
+        assert!(matches!(&err, GrantsError::RelativePath { id, dir, .. } if id == "calc" && dir == "data"), "{err:?}");
+        assert!(err.to_string().contains("calc.files.data.path"), "{err}");
+    }
+
+    #[test]
+    fn a_revocation_takes_back_what_it_names_or_everything() {
+        let mut full = Grant::none();
+        full.memory = true;
+        full.http = vec!["A.com".into(), "b.com".into()];
+        full.http_private = true;
+        full.files.insert("data".into(), FileGrant { path: "/srv".into(), mode: FileMode::Read });
+        full.files.insert("cache".into(), FileGrant { path: "/tmp".into(), mode: FileMode::Write });
+        let mut grant = full.clone();
+        Revocation::Only(vec![Capability::Http("a.com".into()), Capability::Directory("cache".into())])
+            .apply(&mut grant);
+        assert_eq!(
+            (grant.memory, grant.http.as_slice(), grant.http_private),
+            (true, ["b.com".to_owned()].as_slice(), true)
+        );
+        assert_eq!(grant.files.keys().collect::<Vec<_>>(), ["data"]);
+        Revocation::Only(vec![Capability::Memory]).apply(&mut grant);
+        assert!(!grant.memory && grant.http == ["b.com"]);
+        let mut grant = full.clone();
+        Revocation::Only(Vec::new()).apply(&mut grant);
+        assert_eq!(grant, full, "naming nothing takes nothing");
+        Revocation::All.apply(&mut grant);
+        assert_eq!(grant, Grant { approved: full.approved.clone(), ..Grant::none() });
     }
 }

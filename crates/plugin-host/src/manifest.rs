@@ -4,7 +4,7 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use crate::LoadError;
+use crate::error::ManifestError;
 
 /// Longest plugin id (tool names are `<id>.<tool>`, at most 48 characters).
 pub const MAX_ID: usize = 24;
@@ -97,26 +97,30 @@ impl Default for Budgets {
 
 impl Manifest {
     /// Reads and checks `path`.
-    pub fn read(path: &Path) -> Result<Self, LoadError> {
-        let bad = |message: String| LoadError::Manifest { path: path.to_path_buf(), message };
-        let text = std::fs::read_to_string(path).map_err(|err| bad(format!("cannot read: {err}")))?;
-        let manifest: Self = toml::from_str(&text).map_err(|err| bad(err.to_string()))?;
-        manifest.check().map_err(bad)?;
+    pub fn read(path: &Path) -> Result<Self, ManifestError> {
+        let path_buf = || path.to_path_buf();
+        let text = std::fs::read_to_string(path)
+            .map_err(|err| ManifestError::Unreadable { path: path_buf(), message: err.to_string() })?;
+        let manifest: Self = toml::from_str(&text)
+            .map_err(|err| ManifestError::Invalid { path: path_buf(), message: err.to_string() })?;
+        manifest.check(path)?;
         Ok(manifest)
     }
 
-    fn check(&self) -> Result<(), String> {
+    fn check(&self, path: &Path) -> Result<(), ManifestError> {
         let id_ok = !self.id.is_empty()
             && self.id.len() <= MAX_ID
             && self.id.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-');
         if !id_ok {
-            return Err(format!("`id` = {:?}: use 1 to {MAX_ID} lowercase letters, digits, `_` or `-`", self.id));
+            return Err(ManifestError::Id { path: path.to_path_buf(), id: self.id.clone() });
         }
+        let budget =
+            |budget: &str, max: u64| ManifestError::Budget { path: path.to_path_buf(), budget: budget.to_owned(), max };
         if !(1..=Budgets::MAX_WALL_MS).contains(&self.budgets.wall_ms) {
-            return Err(format!("`budgets.wall_ms` must be 1 to {}", Budgets::MAX_WALL_MS));
+            return Err(budget("wall_ms", Budgets::MAX_WALL_MS));
         }
         if !(1..=Budgets::MAX_MEMORY_MIB).contains(&self.budgets.memory_mib) {
-            return Err(format!("`budgets.memory_mib` must be 1 to {}", Budgets::MAX_MEMORY_MIB));
+            return Err(budget("memory_mib", Budgets::MAX_MEMORY_MIB));
         }
         Ok(())
     }
@@ -141,6 +145,14 @@ mod tests {
         assert!(err.contains("plugin.toml") && err.contains("`id`"), "{err}");
         let err = parse("id = \"a\"\nversion = \"1\"\ndescription = \"x\"\n[budgets]\nwall_ms = 0\n").unwrap_err();
         assert!(err.contains("budgets.wall_ms"), "{err}");
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("plugin.toml");
+        std::fs::write(&path, "id = \"a\"\nversion = \"1\"\ndescription = \"x\"\n[budgets]\nmemory_mib = 4096\n")
+            .unwrap();
+        let err = Manifest::read(&path).unwrap_err();
+        assert_eq!(err, ManifestError::Budget { path: path.clone(), budget: "memory_mib".into(), max: 1024 });
+        let err = Manifest::read(&dir.path().join("missing.toml")).unwrap_err();
+        assert!(matches!(err, ManifestError::Unreadable { .. }), "{err:?}");
         let err = parse("id = \"a\"\nversion = \"1\"\ndescription = \"x\"\nshell = true\n").unwrap_err();
         assert!(err.contains("shell"), "{err}");
     }

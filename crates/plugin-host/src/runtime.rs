@@ -7,19 +7,18 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
-use wasmtime::component::{Component, HasSelf, Linker, ResourceTable};
+use wasmtime::component::{Component, Linker, ResourceTable};
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, ResourceLimiter, Store, Trap};
 use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
 use wasmtime_wasi::p2::{OutputStream, Pollable, StreamError};
 use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
+use crate::error::{CallError, ComponentError, HostError};
 use crate::grants::Effective;
 use crate::manifest::{Budgets, FileMode, Manifest};
-use crate::{Annotations, CallError, Recall, Scope, net};
-
-wasmtime::component::bindgen!({ path: "../../wit", world: "plugin" });
-
-use engram::plugin::{http, log, memory, progress, types};
+use crate::net;
+use crate::recall::{Hit, Recall, Scope};
+use crate::wit::{self, CallContext, LogLevel, Pre, Spec, ToolFailure};
 
 /// Concurrent calls the pooling allocator has slots for.
 const SLOTS: u32 = 64;
@@ -48,19 +47,10 @@ pub(crate) struct Setup<'a> {
     pub scope: &'a Scope,
 }
 
-/// A tool as the plugin describes it.
-pub(crate) struct Spec {
-    pub name: String,
-    pub title: Option<String>,
-    pub description: String,
-    pub input_schema: String,
-    pub output_schema: Option<String>,
-    pub annotations: Annotations,
-}
-
-/// A component compiled and linked, ready to instantiate.
+/// A component compiled and linked against its contract, ready to
+/// instantiate.
 pub(crate) struct Compiled {
-    pre: PluginPre<State>,
+    pre: Pre,
 }
 
 pub(crate) struct Runtime {
@@ -74,7 +64,7 @@ pub(crate) struct Runtime {
 }
 
 impl Runtime {
-    pub(crate) fn new(cache_dir: Option<PathBuf>) -> Result<Self, String> {
+    pub(crate) fn new(cache_dir: Option<PathBuf>) -> Result<Self, HostError> {
         let mut pool = PoolingAllocationConfig::default();
         pool.total_component_instances(SLOTS)
             .total_core_instances(SLOTS * 8)
@@ -90,7 +80,7 @@ impl Runtime {
             // triple the cost of a call.
             .concurrency_support(false)
             .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
-        let engine = Engine::new(&config).map_err(|err| format!("cannot create the wasm engine: {err:#}"))?;
+        let engine = Engine::new(&config).map_err(|err| HostError::Engine(format!("{err:#}")))?;
         // One ticker advances every store's epoch each tick (500 µs): deadlines
         // are counted in ticks. It ends with the engine.
         let weak = engine.weak();
@@ -127,26 +117,28 @@ impl Runtime {
                     std::thread::sleep(Duration::from_micros(TICK_US));
                 }
             })
-            .map_err(|err| format!("cannot start the epoch ticker: {err}"))?;
+            .map_err(|err| HostError::Ticker(err.to_string()))?;
         let mut linker = Linker::new(&engine);
-        wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(|err| format!("cannot link WASI: {err:#}"))?;
-        Plugin::add_to_linker::<State, HasSelf<State>>(&mut linker, |state| state)
-            .map_err(|err| format!("cannot link the host interfaces: {err:#}"))?;
+        wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(|err| HostError::Link(format!("WASI: {err:#}")))?;
+        wit::add_to_linker(&mut linker).map_err(|err| HostError::Link(format!("{err:#}")))?;
         Ok(Self { engine, linker, cache_dir, epoch_start, epoch })
     }
 
     /// Compiles `bytes` (or loads the cached artifact) and links it.
     /// Returns it with its sha256.
-    pub(crate) fn compile(&self, bytes: &[u8]) -> Result<(Compiled, String), String> {
+    pub(crate) fn compile(&self, bytes: &[u8]) -> Result<(Compiled, String), ComponentError> {
         let sha256 = format!("{:x}", Sha256::digest(bytes));
         let component = self.cached(bytes, &sha256)?;
-        let pre = self.linker.instantiate_pre(&component).map_err(|err| format!("cannot link: {err:#}"))?;
-        let pre = PluginPre::new(pre).map_err(|err| format!("not an engram:plugin component: {err:#}"))?;
-        Ok((Compiled { pre }, sha256))
+        let pre = self
+            .linker
+            .instantiate_pre(&component)
+            .map_err(|err| ComponentError::Link { message: format!("{err:#}") })?;
+        Ok((Compiled { pre: Pre::new(pre)? }, sha256))
     }
 
-    fn cached(&self, bytes: &[u8], sha256: &str) -> Result<Component, String> {
-        let compile = || Component::new(&self.engine, bytes).map_err(|err| format!("not a valid component: {err:#}"));
+    fn cached(&self, bytes: &[u8], sha256: &str) -> Result<Component, ComponentError> {
+        let invalid = |err: wasmtime::Error| ComponentError::Invalid { message: format!("{err:#}") };
+        let compile = || Component::new(&self.engine, bytes).map_err(invalid);
         let Some(dir) = &self.cache_dir else { return compile() };
         let mut hasher = std::collections::hash_map::DefaultHasher::new();
         self.engine.precompile_compatibility_hash().hash(&mut hasher);
@@ -161,8 +153,7 @@ impl Runtime {
                 Err(err) => tracing::warn!(path = %path.display(), error = %err, "recompiling a bad cached component"),
             }
         }
-        let artifact =
-            self.engine.precompile_component(bytes).map_err(|err| format!("not a valid component: {err:#}"))?;
+        let artifact = self.engine.precompile_component(bytes).map_err(invalid)?;
         let written = std::fs::create_dir_all(dir).and_then(|()| {
             let partial = path.with_extension(format!("{}.partial", std::process::id()));
             std::fs::write(&partial, &artifact)?;
@@ -172,7 +163,7 @@ impl Runtime {
             tracing::warn!(path = %path.display(), error = %err, "cannot cache a compiled component");
         }
         // SAFETY: `artifact` was just produced by this engine.
-        unsafe { Component::deserialize(&self.engine, &artifact) }.map_err(|err| format!("{err:#}"))
+        unsafe { Component::deserialize(&self.engine, &artifact) }.map_err(invalid)
     }
 
     /// A sandboxed store for one call that must end by `deadline` (its
@@ -227,32 +218,16 @@ impl Runtime {
     }
 
     /// The plugin's tool specs.
-    pub(crate) fn describe(&self, compiled: &Compiled, manifest: &Manifest) -> Result<Vec<Spec>, String> {
+    pub(crate) fn describe(&self, compiled: &Compiled, manifest: &Manifest) -> Result<Vec<Spec>, CallError> {
         // `describe` gets no capabilities at all.
         let setup = Setup { manifest, effective: &Arc::default(), recall: None, scope: &Scope::default() };
         let tool = format!("{}.describe", manifest.id);
         let started = Instant::now();
         let deadline = started + Duration::from_millis(manifest.budgets.wall_ms);
-        let mut store = self.store(&setup, &tool, deadline).map_err(|err| err.to_string())?;
-        let specs = compiled.pre.instantiate(&mut store).and_then(|plugin| plugin.call_describe(&mut store));
+        let mut store = self.store(&setup, &tool, deadline)?;
+        let specs = compiled.pre.instantiate(&mut store).and_then(|plugin| plugin.describe(&mut store));
         store.data().flush_output();
-        let specs = specs.map_err(|err| classify(err, &store, manifest, "describe", started).to_string())?;
-        Ok(specs
-            .into_iter()
-            .map(|s| Spec {
-                name: s.name,
-                title: s.title,
-                description: s.description,
-                input_schema: s.input_schema,
-                output_schema: s.output_schema,
-                annotations: Annotations {
-                    read_only: s.annotations.read_only,
-                    destructive: s.annotations.destructive,
-                    idempotent: s.annotations.idempotent,
-                    open_world: s.annotations.open_world,
-                },
-            })
-            .collect())
+        specs.map_err(|err| classify(err, &store, manifest, "describe", started))
     }
 
     /// Runs tool `local` (published as `name`) in a fresh store.
@@ -269,31 +244,29 @@ impl Runtime {
         let deadline = started + Duration::from_millis(manifest.budgets.wall_ms);
         let mut store = self.store(setup, name, deadline)?;
         let left = deadline.saturating_duration_since(Instant::now()).as_millis();
-        let context = types::CallContext {
+        let context = CallContext {
             request_id: format!("{:016x}", rand_id()),
             tenant: setup.scope.tenant.clone(),
             budget_ms: u64::try_from(left).unwrap_or(u64::MAX),
         };
-        let outcome = compiled
-            .pre
-            .instantiate(&mut store)
-            .and_then(|plugin| plugin.call_call(&mut store, &context, local, arguments));
+        let outcome =
+            compiled.pre.instantiate(&mut store).and_then(|plugin| plugin.call(&mut store, &context, local, arguments));
         store.data().flush_output();
         match outcome {
-            Ok(Ok(result)) if result.output.len() > RESULT_CAP => Err(CallError::Budget {
+            Ok(Ok(output)) if output.len() > RESULT_CAP => Err(CallError::Budget {
                 tool: name.to_owned(),
                 budget: "output_bytes".to_owned(),
                 limit: RESULT_CAP as u64,
-                used: result.output.len() as u64,
+                used: output.len() as u64,
             }),
-            Ok(Ok(result)) => Ok(result.output),
-            Ok(Err(types::ToolError::UnknownTool(tool))) => {
+            Ok(Ok(output)) => Ok(output),
+            Ok(Err(ToolFailure::UnknownTool(tool))) => {
                 Err(CallError::UnknownTool { tool: format!("{}.{tool}", manifest.id) })
             }
-            Ok(Err(types::ToolError::InvalidArguments(message))) => {
+            Ok(Err(ToolFailure::InvalidArguments(message))) => {
                 Err(CallError::ToolFailed { tool: name.to_owned(), kind: "invalid_arguments".to_owned(), message })
             }
-            Ok(Err(types::ToolError::Failed(message))) => {
+            Ok(Err(ToolFailure::Failed(message))) => {
                 Err(CallError::ToolFailed { tool: name.to_owned(), kind: "failed".to_owned(), message })
             }
             Err(err) => Err(classify(err, &store, manifest, name, started)),
@@ -318,11 +291,11 @@ impl Runtime {
         let started = Instant::now();
         let plugin =
             compiled.pre.instantiate(&mut store).map_err(|err| classify(err, &store, manifest, name, started))?;
-        let context = types::CallContext { request_id: "bench".to_owned(), tenant: None, budget_ms: 0 };
+        let context = CallContext { request_id: "bench".to_owned(), tenant: None, budget_ms: 0 };
         let mut times = Vec::with_capacity(calls);
         for _ in 0..calls {
             let started = Instant::now();
-            let outcome = plugin.call_call(&mut store, &context, local, arguments);
+            let outcome = plugin.call(&mut store, &context, local, arguments);
             times.push(started.elapsed());
             if let Err(err) = outcome {
                 return Err(classify(err, &store, manifest, name, started));
@@ -396,7 +369,7 @@ fn rand_id() -> u64 {
 }
 
 /// What one call's store holds.
-struct State {
+pub(crate) struct State {
     wasi: WasiCtx,
     table: ResourceTable,
     limiter: Limiter,
@@ -536,10 +509,11 @@ impl ResourceLimiter for Limiter {
     }
 }
 
-impl types::Host for State {}
-
-impl log::Host for State {
-    fn write(&mut self, level: log::Level, message: String) {
+/// The host functions of every contract version, in the host's terms (the
+/// adapters in [`crate::wit`] call these).
+impl State {
+    /// A log line from the guest: truncated, and dropped past the call's quota.
+    pub(crate) fn log(&mut self, level: LogLevel, message: String) {
         self.logged += 1;
         if self.logged > LOG_LINES {
             return;
@@ -547,39 +521,32 @@ impl log::Host for State {
         let message: String = message.chars().take(LOG_LINE).collect();
         let tool = &self.tool;
         match level {
-            log::Level::Trace => tracing::trace!(%tool, "{message}"),
-            log::Level::Debug => tracing::debug!(%tool, "{message}"),
-            log::Level::Info => tracing::info!(%tool, "{message}"),
-            log::Level::Warn => tracing::warn!(%tool, "{message}"),
-            log::Level::Error => tracing::error!(%tool, "{message}"),
+            LogLevel::Trace => tracing::trace!(%tool, "{message}"),
+            LogLevel::Debug => tracing::debug!(%tool, "{message}"),
+            LogLevel::Info => tracing::info!(%tool, "{message}"),
+            LogLevel::Warn => tracing::warn!(%tool, "{message}"),
+            LogLevel::Error => tracing::error!(%tool, "{message}"),
         }
     }
-}
 
-impl progress::Host for State {
-    fn report(&mut self, done: f64, total: Option<f64>, message: Option<String>) {
+    /// A progress report from the guest.
+    pub(crate) fn progress(&mut self, done: f64, total: Option<f64>, message: Option<String>) {
         tracing::debug!(tool = %self.tool, done, total, message = message.as_deref().unwrap_or(""), "plugin progress");
     }
-}
 
-impl memory::Host for State {
-    fn recall(&mut self, query: String, limit: u32) -> Result<Vec<memory::Hit>, String> {
+    /// Recall for the guest, if it holds the `memory` grant.
+    pub(crate) fn recall(&mut self, query: &str, limit: u32) -> Result<Vec<Hit>, String> {
         if !self.effective.memory {
             return Err("this plugin has no `memory` grant".to_owned());
         }
         let Some(recall) = &self.recall else {
             return Err("this daemon has no memory to recall from".to_owned());
         };
-        let hits = recall.recall(&self.scope, &query, limit.min(RECALL_LIMIT))?;
-        Ok(hits.into_iter().map(|hit| memory::Hit { text: hit.text, score: hit.score }).collect())
+        recall.recall(&self.scope, query, limit.min(RECALL_LIMIT))
     }
-}
 
-impl http::Host for State {
-    fn fetch(&mut self, request: http::Request) -> Result<http::Response, String> {
-        let request =
-            net::Request { method: request.method, url: request.url, headers: request.headers, body: request.body };
-        let response = net::fetch(&self.effective, &mut self.usage, request, self.deadline)?;
-        Ok(http::Response { status: response.status, headers: response.headers, body: response.body })
+    /// An HTTP request for the guest, if its grants allow it.
+    pub(crate) fn fetch(&mut self, request: net::Request) -> Result<net::Response, String> {
+        net::fetch(&self.effective, &mut self.usage, request, self.deadline)
     }
 }

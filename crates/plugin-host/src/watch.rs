@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, mpsc};
 use std::time::{Duration, SystemTime};
 
-use crate::PluginHost;
+use crate::{LoadError, PluginHost};
 
 /// What the watcher did.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -25,12 +25,13 @@ pub enum ReloadEvent {
         /// Its version.
         version: String,
     },
-    /// A changed folder did not load; the previous version (if any) serves on.
+    /// A changed folder did not load (or was held for approval); the
+    /// previous version (if any) serves on.
     Rejected {
         /// The folder.
         folder: PathBuf,
         /// Why.
-        error: String,
+        error: LoadError,
     },
     /// A plugin's folder disappeared and it was unloaded.
     Removed {
@@ -144,7 +145,7 @@ impl PluginHost {
                         }
                         Err(err) => {
                             tracing::warn!(folder = %folder.display(), error = %err, "new plugin version rejected; the previous one serves on");
-                            send(ReloadEvent::Rejected { folder: folder.clone(), error: err.to_string() });
+                            send(ReloadEvent::Rejected { folder: folder.clone(), error: err });
                         }
                     }
                 }

@@ -8,7 +8,10 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
 
 use engram_plugin_host::grants::Grants;
-use engram_plugin_host::{CallError, Hit, LoadError, PluginHost, Recall, Scope};
+use engram_plugin_host::{
+    ApproveError, CallError, ComponentError, Hit, LoadError, ManifestError, PluginHost, PrivateAddresses, Recall,
+    Revocation, Scope,
+};
 use serde_json::{Value, json};
 
 /// Builds and installs the plugins (fixtures included) once per test binary.
@@ -171,10 +174,27 @@ fn a_bad_plugin_is_reported_and_skipped_while_the_others_load() {
     // A description over the limit (descriptions reach the model verbatim).
     copy_dir(&installed().join("hostile-long"), &dir.path().join("hostile-long"));
     let report = host.load_dir(dir.path());
-    let long = report.failed.iter().find(|(folder, _)| folder.ends_with("hostile-long")).map(|(_, m)| m.as_str());
-    assert!(long.is_some_and(|m| m.contains("description longer than 4096")), "{long:?}");
-    let messages: Vec<&str> = report.failed.iter().map(|(_, m)| m.as_str()).collect();
+    let long = report.failed.iter().find(|(folder, _)| folder.ends_with("hostile-long")).map(|(_, e)| e);
+    assert!(
+        matches!(
+            long,
+            Some(LoadError::Component { problem: ComponentError::DescriptionTooLong { max: 4096, .. }, .. })
+        ),
+        "{long:?}"
+    );
+    assert!(long.is_some_and(|e| e.to_string().contains("description longer than 4096")), "{long:?}");
+    let errors: Vec<&LoadError> = report.failed.iter().map(|(_, e)| e).collect();
+    assert!(
+        errors.iter().any(|e| matches!(e, LoadError::Component { path, problem: ComponentError::Invalid { .. } }
+            if path.ends_with("broken/broken.wasm"))),
+        "{errors:?}"
+    );
+    let messages: Vec<String> = errors.iter().map(ToString::to_string).collect();
     assert!(messages.iter().any(|m| m.contains("broken.wasm") && m.contains("not a valid component")), "{messages:?}");
+    assert!(
+        errors.iter().any(|e| matches!(e, LoadError::Manifest(ManifestError::FolderName { id, .. }) if id == "calc2")),
+        "{errors:?}"
+    );
     assert!(messages.iter().any(|m| m.contains("named after the plugin's id")), "{messages:?}");
 }
 
@@ -190,7 +210,9 @@ fn a_version_failing_its_vectors_never_replaces_the_working_one() {
     let manifest = dir.path().join("calc/plugin.toml");
     let text = std::fs::read_to_string(&manifest).unwrap().replace("0.1.0", "0.2.0");
     std::fs::write(&manifest, text).unwrap();
-    let err = host.load(&dir.path().join("calc")).unwrap_err().to_string();
+    let err = host.load(&dir.path().join("calc")).unwrap_err();
+    assert!(matches!(&err, LoadError::TestVector { index: 0, tool, .. } if tool == "evaluate"), "{err:?}");
+    let err = err.to_string();
     assert!(err.contains("vectors.json") && err.contains("test vector 0"), "{err}");
     assert!(host.list_tools().iter().all(|t| t.version == "0.1.0"));
     assert_eq!(host.call_tool_blocking("calc.evaluate", &json!({"expression": "1+1"})).unwrap()["value"], "2");
@@ -264,7 +286,7 @@ fn hot_reload_swaps_versions_under_load_and_holds_back_a_broken_one() {
 
     let broken = r#"[{"tool": "evaluate", "arguments": {"expression": "1"}, "expected": {"value": "2"}}]"#;
     install_calc(dir.path(), "0.3.0", Some(broken));
-    assert!(matches!(next(), engram_plugin_host::ReloadEvent::Rejected { .. }));
+    assert!(matches!(next(), engram_plugin_host::ReloadEvent::Rejected { error: LoadError::TestVector { .. }, .. }));
     assert!(host.list_tools().iter().all(|t| t.version == "0.2.0"), "the broken 0.3.0 replaced 0.2.0");
 
     stop.store(true, Ordering::Relaxed);
@@ -368,7 +390,19 @@ fn grants_open_directories_hosts_and_memory_and_nothing_works_without_them() {
     let info = &host.plugins()[0];
     assert_eq!(info.missing.len(), 6, "{info:?}");
 
-    host.approve(&dir.path().join("hostile"), &BTreeMap::from([("data".to_owned(), data.clone())]), false).unwrap();
+    // Every requested directory must be mapped, to a real one, and only those.
+    let hostile = dir.path().join("hostile");
+    let refused = host.approve(&hostile, &BTreeMap::new(), PrivateAddresses::Refused).unwrap_err();
+    assert!(matches!(&refused, ApproveError::UnmappedDirectory { dir, .. } if dir == "data"), "{refused:?}");
+    assert!(refused.to_string().contains("--dir data=/absolute/path"), "{refused}");
+    let relative = BTreeMap::from([("data".to_owned(), PathBuf::from("data"))]);
+    let refused = host.approve(&hostile, &relative, PrivateAddresses::Refused).unwrap_err();
+    assert!(matches!(&refused, ApproveError::NotADirectory { dir, .. } if dir == "data"), "{refused:?}");
+    let extra = BTreeMap::from([("data".to_owned(), data.clone()), ("etc".to_owned(), PathBuf::from("/etc"))]);
+    let refused = host.approve(&hostile, &extra, PrivateAddresses::Refused).unwrap_err();
+    assert!(matches!(&refused, ApproveError::UnknownDirectory { dir, .. } if dir == "etc"), "{refused:?}");
+    let data_dir = BTreeMap::from([("data".to_owned(), data.clone())]);
+    host.approve(&hostile, &data_dir, PrivateAddresses::Refused).unwrap();
     assert!(host.reload(dir.path()).failed.is_empty());
     assert_eq!(call("write_file", json!({"path": "/data/out.txt", "text": "granted"})).unwrap(), "written");
     assert_eq!(std::fs::read_to_string(data.join("out.txt")).unwrap(), "granted");
@@ -387,7 +421,7 @@ fn grants_open_directories_hosts_and_memory_and_nothing_works_without_them() {
     assert_eq!(hits[0]["text"], "acme: note 0 on q");
 
     // A service on this machine needs `http_private`; metadata never opens.
-    host.approve(&dir.path().join("hostile"), &BTreeMap::from([("data".to_owned(), data.clone())]), true).unwrap();
+    host.approve(&dir.path().join("hostile"), &data_dir, PrivateAddresses::Allowed).unwrap();
     assert!(host.reload(dir.path()).failed.is_empty());
     assert_eq!(call("fetch", json!({"url": local})).unwrap(), json!({"status": 200, "body": "pong"}));
     let by_name = format!("http://localhost:{port}/");
@@ -396,7 +430,7 @@ fn grants_open_directories_hosts_and_memory_and_nothing_works_without_them() {
     failed_with(call("fetch", json!({"url": local, "times": 17})), "request quota");
 
     // Revoking applies at once, without a reload.
-    host.revoke("hostile", false, &[], &[]).unwrap();
+    host.revoke("hostile", &Revocation::All).unwrap();
     failed_with(call("write_file", json!({"path": "/data/out.txt", "text": "x"})), "");
     failed_with(call("fetch", json!({"url": local})), "no `http` grant");
     failed_with(call("recall", json!({"query": "q"})), "no `memory` grant");
@@ -447,7 +481,7 @@ fn an_upgrade_asking_for_more_or_rewording_a_tool_is_held_until_approved() {
     assert_eq!(version(), "0.1.0", "the approved version serves on");
     let held = host.plugins()[0].held.clone().expect("listed as held");
     assert_eq!(held.version, "0.2.0");
-    host.approve(&folder, &BTreeMap::new(), false).unwrap();
+    host.approve(&folder, &BTreeMap::new(), PrivateAddresses::Refused).unwrap();
     assert_eq!(host.load(&folder).unwrap().1, "0.2.0");
     assert!(host.plugins()[0].held.is_none());
     assert_eq!(host.plugins()[0].granted, ["http api.example.com"]);
@@ -456,6 +490,7 @@ fn an_upgrade_asking_for_more_or_rewording_a_tool_is_held_until_approved() {
     let reword = ("with fractions instead", "with fractions INSTEAD");
     upgrade_calc(dir.path(), "0.3.0", "http = [\"api.example.com\"]", Some(reword));
     let err = host.load(&folder).unwrap_err();
+    assert!(err.is_held(), "{err:?}");
     assert!(err.to_string().contains("changes the description of `calc.evaluate`"), "{err}");
     assert_eq!(version(), "0.2.0");
     // Narrowing is never held.

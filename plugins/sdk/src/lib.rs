@@ -62,12 +62,13 @@
 pub use engram_plugin_sdk_macros::plugin;
 pub use serde_json::{self, Value, json};
 
-/// The generated bindings of `wit/plugin.wit` (used by [`export_plugin!`]).
+/// The generated bindings of `wit/since_v0.1.0/plugin.wit`, the
+/// `engram:plugin@0.1.0` contract (used by [`export_plugin!`]).
 #[doc(hidden)]
 #[allow(clippy::too_many_arguments)] // generated code
 pub mod bindings {
     wit_bindgen::generate!({
-        path: "../../wit",
+        path: "../../wit/since_v0.1.0",
         world: "plugin",
         pub_export_macro: true,
         default_bindings_module: "engram_plugin_sdk::bindings",
