@@ -4,12 +4,9 @@
 use std::process::ExitCode;
 
 use anyhow::Context;
-use bytes::Bytes;
 use engram_config::Paths;
 use engram_plugin_host::grants::Grants;
 use engram_plugin_host::{Capability, LoadError, PrivateAddresses, Revocation};
-use http_body_util::{BodyExt, Full};
-use hyper_util::rt::TokioIo;
 use serde_json::Value;
 
 /// What `engram plugins` does.
@@ -355,31 +352,19 @@ fn test(folders: &[std::path::PathBuf]) -> anyhow::Result<ExitCode> {
     Ok(if failures == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE })
 }
 
-/// One HTTP/1.1 request over the daemon's Unix socket.
+/// One request to the daemon over its Unix socket, through the client.
 pub(crate) async fn request(
     paths: &Paths,
     method: &str,
     path: &str,
     body: Option<Value>,
 ) -> anyhow::Result<(hyper::StatusCode, Value)> {
-    let socket = &paths.socket;
-    let stream = tokio::net::UnixStream::connect(socket)
-        .await
-        .with_context(|| format!("no daemon answers on {}: start `engram serve` first", socket.display()))?;
-    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
-    tokio::spawn(connection);
-    let bytes = body.map(|b| Bytes::from(b.to_string())).unwrap_or_default();
-    let request = hyper::Request::builder()
-        .method(method)
-        .uri(path)
-        .header("host", "localhost")
-        .header("content-type", "application/json")
-        .body(Full::new(bytes))?;
-    let response = sender.send_request(request).await?;
-    let status = response.status();
-    let bytes = response.into_body().collect().await?.to_bytes();
-    let value = serde_json::from_slice(&bytes).with_context(|| format!("the daemon answered {status} without JSON"))?;
-    Ok((status, value))
+    let method = hyper::Method::from_bytes(method.as_bytes()).with_context(|| format!("bad method {method}"))?;
+    let reply = engram_client::Client::unix(&paths.socket).send(method, path, body).await?;
+    if reply.json.is_null() {
+        anyhow::bail!("the daemon answered {} without JSON", reply.status);
+    }
+    Ok((reply.status, reply.json))
 }
 
 #[cfg(test)]
