@@ -10,6 +10,10 @@ use hyper::client::conn::http1::{SendRequest, handshake};
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite};
 
+use self::stats::{Samples, Summary};
+
+pub(crate) mod stats;
+
 /// Which transport and connection reuse one series measures.
 #[derive(Debug, Clone, Copy)]
 enum Mode {
@@ -30,17 +34,8 @@ impl Mode {
 
 struct Series {
     mode: Mode,
-    latencies: Vec<Duration>,
+    latencies: Summary,
     wall: Duration,
-}
-
-impl Series {
-    fn quantile(&self, q: f64) -> Duration {
-        let mut sorted = self.latencies.clone();
-        sorted.sort_unstable();
-        let index = ((sorted.len() as f64 - 1.0) * q).round() as usize;
-        sorted.get(index).copied().unwrap_or_default()
-    }
 }
 
 /// `GET /healthz` `requests` times per mode against the running daemon,
@@ -109,6 +104,7 @@ async fn get(sender: &mut SendRequest<Empty<Bytes>>, target: &Target) -> anyhow:
 }
 
 async fn measure(mode: Mode, target: &Target, requests: usize, warmup: usize) -> anyhow::Result<Series> {
+    anyhow::ensure!(requests > 0, "--requests must be at least 1");
     let fresh = matches!(mode, Mode::UnixFresh);
     let mut sender = connect(target).await?;
     let mut latencies = Vec::with_capacity(requests);
@@ -123,6 +119,7 @@ async fn measure(mode: Mode, target: &Target, requests: usize, warmup: usize) ->
             latencies.push(t0.elapsed());
         }
     }
+    let latencies = Samples::new(latencies).summary().context("no request was measured")?;
     Ok(Series { mode, latencies, wall: started.elapsed() })
 }
 
@@ -136,17 +133,17 @@ fn print(series: &[Series], requests: usize) {
         "{:<30} {:>9} {:>9} {:>9} {:>9} {:>9} {:>12}",
         "mode", "p50", "p90", "p99", "max", "req/s", "p50 vs row 1"
     );
-    let base = series.first().map(|s| s.quantile(0.5)).unwrap_or_default();
+    let base = series.first().map(|s| s.latencies.p50).unwrap_or_default();
     for s in series {
-        let p50 = s.quantile(0.5);
-        let rate = s.latencies.len() as f64 / s.wall.as_secs_f64();
+        let p50 = s.latencies.p50;
+        let rate = s.latencies.n as f64 / s.wall.as_secs_f64();
         println!(
             "{:<30} {:>9} {:>9} {:>9} {:>9} {:>9.0} {:>11.2}x",
             s.mode.label(),
             micros(p50),
-            micros(s.quantile(0.9)),
-            micros(s.quantile(0.99)),
-            micros(s.quantile(1.0)),
+            micros(s.latencies.p90),
+            micros(s.latencies.p99),
+            micros(s.latencies.max),
             rate,
             p50.as_secs_f64() / base.as_secs_f64().max(f64::MIN_POSITIVE),
         );
@@ -291,17 +288,12 @@ fn synthetic_sentences(n: usize) -> Vec<String> {
         "without",
         "retraining",
     ];
-    let mut state: u64 = 0x9E37_79B9_7F4A_7C15;
-    let mut next = move || {
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        state
-    };
+    use rand::Rng;
+    let mut rng = stats::rng(0x9E37_79B9_7F4A_7C15);
     (0..n)
         .map(|_| {
-            let len = 4 + (next() % 37) as usize;
-            let mut words: Vec<&str> = (0..len).map(|_| WORDS[(next() % WORDS.len() as u64) as usize]).collect();
+            let len = rng.random_range(4..=40);
+            let mut words: Vec<&str> = (0..len).map(|_| WORDS[rng.random_range(0..WORDS.len())]).collect();
             if let Some(first) = words.first_mut()
                 && *first == "the"
             {
@@ -335,9 +327,9 @@ pub fn embed(loaded: &Loaded, paths: &Paths, args: &EmbedArgs) -> anyhow::Result
     for _ in 0..args.runs.max(1) {
         let started = Instant::now();
         ours = embedder.embed(&sentences)?;
-        times.push(started.elapsed().as_secs_f64());
+        times.push(started.elapsed());
     }
-    let our_seconds = median(&mut times);
+    let our_seconds = stats::median(times).context("no timed run")?.as_secs_f64();
 
     let python = peer_python(args.python.as_deref(), "embed")?;
     let work = tempfile_dir()?;
@@ -353,7 +345,9 @@ pub fn embed(loaded: &Loaded, paths: &Paths, args: &EmbedArgs) -> anyhow::Result
         .context("cannot run the sentence-transformers peer")?;
     anyhow::ensure!(status.success(), "the sentence-transformers peer failed");
     let peer: serde_json::Value = serde_json::from_slice(&std::fs::read(&output)?)?;
-    let peer_seconds = peer["seconds"].as_f64().context("peer reported no time")?;
+    let peer_times: Vec<f64> = serde_json::from_value(peer["times"].clone()).context("the peer reported no times")?;
+    let peer_times = peer_times.into_iter().map(stats::seconds).collect::<anyhow::Result<Vec<_>>>()?;
+    let peer_seconds = stats::median(peer_times).context("the peer reported no times")?.as_secs_f64();
     let peer_vectors: Vec<Vec<f32>> = serde_json::from_value(peer["vectors"].clone())?;
     let _ = std::fs::remove_dir_all(&work);
 
@@ -418,17 +412,19 @@ fn timed_passes(
 ) -> anyhow::Result<(f64, f64)> {
     pass(8)?;
     let (mut prefill, mut decode) = (Vec::new(), Vec::new());
-    for _ in 0..args.runs {
+    for _ in 0..args.runs.max(1) {
         let (p, d) = pass(args.decode_tokens)?;
-        prefill.push(p.as_secs_f64());
-        decode.push(d.as_secs_f64());
+        prefill.push(p);
+        decode.push(d);
     }
-    Ok((median(&mut prefill), median(&mut decode)))
+    medians(prefill, decode)
 }
 
-fn median(values: &mut [f64]) -> f64 {
-    values.sort_by(f64::total_cmp);
-    values.get(values.len() / 2).copied().unwrap_or(0.0)
+/// The median seconds of each series.
+fn medians(prefill: Vec<Duration>, decode: Vec<Duration>) -> anyhow::Result<(f64, f64)> {
+    let prefill = stats::median(prefill).context("no timed pass")?;
+    let decode = stats::median(decode).context("no timed pass")?;
+    Ok((prefill.as_secs_f64(), decode.as_secs_f64()))
 }
 
 /// `engram bench generate --gguf FILE`: Engram's speed alone on any GGUF.
@@ -510,7 +506,7 @@ pub fn generate(loaded: &Loaded, paths: &Paths, args: &GenerateBenchArgs) -> any
         .arg(scripts_dir().join("bench/generate_peer.py"))
         .args(["--gguf", &source.display().to_string(), "--tokens", &tokens.display().to_string()])
         .args(["--decode", &args.decode_tokens.to_string(), "--threads", &threads.to_string()])
-        .args(["--runs", &args.runs.to_string()])
+        .args(["--runs", &args.runs.max(1).to_string()])
         .stderr(std::process::Stdio::inherit())
         .output()
         .context("cannot run the llama.cpp peer")?;
@@ -518,9 +514,12 @@ pub fn generate(loaded: &Loaded, paths: &Paths, args: &GenerateBenchArgs) -> any
     anyhow::ensure!(output.status.success(), "the llama.cpp peer failed");
     let peer: serde_json::Value =
         serde_json::from_slice(&output.stdout).context("the llama.cpp peer printed no JSON")?;
-    let mut peer_prefill: Vec<f64> = serde_json::from_value(peer["prefill"].clone())?;
-    let mut peer_decode: Vec<f64> = serde_json::from_value(peer["decode"].clone())?;
-    let theirs = (median(&mut peer_prefill), median(&mut peer_decode));
+    let seconds = |key: &str| -> anyhow::Result<Vec<Duration>> {
+        let values: Vec<f64> = serde_json::from_value(peer[key].clone())
+            .with_context(|| format!("the llama.cpp peer reported no {key} times"))?;
+        values.into_iter().map(stats::seconds).collect()
+    };
+    let theirs = medians(seconds("prefill")?, seconds("decode")?)?;
 
     let p = args.prompt_tokens as f64;
     let d = args.decode_tokens as f64;
@@ -531,7 +530,7 @@ pub fn generate(loaded: &Loaded, paths: &Paths, args: &GenerateBenchArgs) -> any
         args.prompt_tokens,
         args.decode_tokens,
         threads,
-        args.runs
+        args.runs.max(1)
     );
     println!("{:<32} {:>14} {:>14} {:>14}", "engine", "prefill tok/s", "decode tok/s", "decode ratio");
     let label = format!("engram ({})", model.engine());

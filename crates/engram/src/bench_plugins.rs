@@ -10,6 +10,8 @@ use anyhow::Context;
 use engram_plugin_host::{CallError, PluginHost};
 use serde_json::json;
 
+use crate::bench::stats::Summary;
+
 /// Options of `engram bench plugins`.
 #[derive(Debug, clap::Args)]
 pub struct PluginsBenchArgs {
@@ -24,23 +26,17 @@ pub struct PluginsBenchArgs {
     pub runaway_budget_ms: u64,
 }
 
-fn quantile(sorted: &[Duration], q: f64) -> Duration {
-    let index = ((sorted.len().max(1) - 1) as f64 * q).round() as usize;
-    sorted.get(index).copied().unwrap_or_default()
-}
-
 fn micros(d: Duration) -> f64 {
     d.as_secs_f64() * 1e6
 }
 
-fn row(what: &str, mut times: Vec<Duration>, bar: &str) {
-    times.sort_unstable();
-    println!(
-        "{what:<44} {:>9.1} {:>9.1} {:>9.1}   {bar}",
-        micros(quantile(&times, 0.5)),
-        micros(quantile(&times, 0.99)),
-        micros(quantile(&times, 1.0))
-    );
+fn row(what: &str, times: Vec<Duration>, bar: &str) {
+    match Summary::of(times) {
+        Some(s) => {
+            println!("{what:<44} {:>9.1} {:>9.1} {:>9.1}   {bar}", micros(s.p50), micros(s.p99), micros(s.max))
+        }
+        None => println!("{what:<44} {:>9} {:>9} {:>9}   {bar}", "-", "-", "-"),
+    }
 }
 
 /// Builds and installs the plugins with fixtures into a temporary directory.
