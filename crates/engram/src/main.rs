@@ -8,6 +8,7 @@ mod doctor;
 mod generate;
 mod logging;
 mod models;
+mod plot;
 mod plugins;
 mod rag;
 mod serve;

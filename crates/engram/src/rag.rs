@@ -10,7 +10,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use engram_config::{Config, Loaded, Paths, VectorStoreKind};
 use engram_rag::certify::{CalibrateOptions, Certificate, ConformalSet, Question, ScoreFunction};
-use engram_rag::eval::{EvalOptions, RetrievalEval, coverage_svg, evaluate};
+use engram_rag::eval::{EvalOptions, RetrievalEval, evaluate};
 use engram_rag::qdrant_server::QdrantOptions;
 use engram_rag::{Filter, IngestReport, Mode, Progress, Rag, RagOptions, Target, VectorBackend};
 use engram_store::Store;
@@ -704,7 +704,7 @@ pub fn eval_retrieval(loaded: &Loaded, paths: &Paths, args: &EvalRetrievalArgs) 
     let options = EvalOptions { splits: args.splits, ..EvalOptions::default() };
     let report = evaluate(&rag, &beir, &collection, &options, &mut progress_bar("ingesting the corpus"))?;
     if let Some(plot) = &args.plot {
-        std::fs::write(plot, coverage_svg(&report.curve))
+        std::fs::write(plot, crate::plot::coverage_svg(&report.curve))
             .with_context(|| format!("cannot write {}", plot.display()))?;
     }
     if args.json {
