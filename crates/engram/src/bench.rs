@@ -213,21 +213,56 @@ fn threads(requested: usize) -> usize {
     if requested == 0 { std::thread::available_parallelism().map_or(1, usize::from) } else { requested }
 }
 
-pub(crate) fn scripts_dir() -> std::path::PathBuf {
-    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts")
+/// A script compiled into the binary, so that an installed `engram` benches
+/// without a source checkout: written to the bench's scratch directory
+/// when it runs.
+#[derive(Debug, Clone, Copy)]
+struct Script {
+    /// File name in the scratch directory.
+    name: &'static str,
+    text: &'static str,
 }
 
-/// The peer's python: given, or set up by `scripts/bench-peers WHICH`.
-fn peer_python(given: Option<&std::path::Path>, which: &str) -> anyhow::Result<std::path::PathBuf> {
+/// `scripts/bench-peers`: installs the peers into a private virtualenv.
+const BENCH_PEERS: Script = Script { name: "bench-peers", text: include_str!("../../../scripts/bench-peers") };
+/// `scripts/bench/embed_peer.py`: sentence-transformers.
+const EMBED_PEER: Script = Script { name: "embed_peer.py", text: include_str!("../../../scripts/bench/embed_peer.py") };
+/// `scripts/bench/generate_peer.py`: llama.cpp.
+const GENERATE_PEER: Script =
+    Script { name: "generate_peer.py", text: include_str!("../../../scripts/bench/generate_peer.py") };
+
+impl Script {
+    /// Writes the script into `dir`; its path.
+    fn unpack(self, dir: &std::path::Path) -> anyhow::Result<std::path::PathBuf> {
+        let path = dir.join(self.name);
+        std::fs::write(&path, self.text).with_context(|| format!("cannot write {}", path.display()))?;
+        Ok(path)
+    }
+}
+
+/// A scratch directory for one bench, removed when dropped.
+fn scratch_dir() -> anyhow::Result<tempfile::TempDir> {
+    tempfile::Builder::new().prefix("engram-bench-").tempdir().context("cannot create a scratch directory")
+}
+
+/// The peer's python: given, or set up by (the embedded copy of)
+/// `scripts/bench-peers WHICH`, run from `work`.
+fn peer_python(
+    given: Option<&std::path::Path>,
+    which: &str,
+    work: &std::path::Path,
+) -> anyhow::Result<std::path::PathBuf> {
     if let Some(path) = given {
         return Ok(path.to_path_buf());
     }
     eprintln!("setting up the {which} peer (scripts/bench-peers {which}; the first time takes minutes)...");
-    let output = std::process::Command::new(scripts_dir().join("bench-peers"))
+    let script = BENCH_PEERS.unpack(work)?;
+    let output = std::process::Command::new("bash")
+        .arg(&script)
         .arg(which)
         .stderr(std::process::Stdio::inherit())
         .output()
-        .context("cannot run scripts/bench-peers")?;
+        .context("cannot run bash for scripts/bench-peers")?;
     anyhow::ensure!(output.status.success(), "scripts/bench-peers {which} failed");
     Ok(std::path::PathBuf::from(String::from_utf8_lossy(&output.stdout).trim()))
 }
@@ -331,25 +366,29 @@ pub fn embed(loaded: &Loaded, paths: &Paths, args: &EmbedArgs) -> anyhow::Result
     }
     let our_seconds = stats::median(times).context("no timed run")?.as_secs_f64();
 
-    let python = peer_python(args.python.as_deref(), "embed")?;
-    let work = tempfile_dir()?;
-    let input = work.join("sentences.txt");
-    let output = work.join("vectors.json");
-    std::fs::write(&input, sentences.join("\n"))?;
+    let work = scratch_dir()?;
+    let python = peer_python(args.python.as_deref(), "embed", work.path())?;
+    let input = work.path().join("sentences.txt");
+    let output = work.path().join("vectors.json");
+    std::fs::write(&input, sentences.join("\n")).with_context(|| format!("cannot write {}", input.display()))?;
     let status = std::process::Command::new(&python)
-        .arg(scripts_dir().join("bench/embed_peer.py"))
+        .arg(EMBED_PEER.unpack(work.path())?)
         .args(["--model", &dir.display().to_string(), "--batch", &args.batch.to_string()])
         .args(["--threads", &threads.to_string(), "--sentences", &input.display().to_string()])
         .args(["--out", &output.display().to_string(), "--runs", &args.runs.max(1).to_string()])
         .status()
         .context("cannot run the sentence-transformers peer")?;
     anyhow::ensure!(status.success(), "the sentence-transformers peer failed");
-    let peer: serde_json::Value = serde_json::from_slice(&std::fs::read(&output)?)?;
+    let peer: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(&output).with_context(|| format!("the peer wrote no {}", output.display()))?,
+    )
+    .context("the sentence-transformers peer wrote no JSON")?;
     let peer_times: Vec<f64> = serde_json::from_value(peer["times"].clone()).context("the peer reported no times")?;
     let peer_times = peer_times.into_iter().map(stats::seconds).collect::<anyhow::Result<Vec<_>>>()?;
     let peer_seconds = stats::median(peer_times).context("the peer reported no times")?.as_secs_f64();
-    let peer_vectors: Vec<Vec<f32>> = serde_json::from_value(peer["vectors"].clone())?;
-    let _ = std::fs::remove_dir_all(&work);
+    let peer_vectors: Vec<Vec<f32>> =
+        serde_json::from_value(peer["vectors"].clone()).context("the peer reported no vectors")?;
+    drop(work);
 
     let cosines: Vec<f64> = ours.iter().zip(&peer_vectors).map(|(a, b)| cosine(a, b)).collect();
     let min = cosines.iter().copied().fold(f64::INFINITY, f64::min);
@@ -388,12 +427,6 @@ fn cosine(a: &[f32], b: &[f32]) -> f64 {
     let na: f64 = a.iter().map(|x| f64::from(*x).powi(2)).sum::<f64>().sqrt();
     let nb: f64 = b.iter().map(|x| f64::from(*x).powi(2)).sum::<f64>().sqrt();
     dot / (na * nb).max(f64::MIN_POSITIVE)
-}
-
-fn tempfile_dir() -> anyhow::Result<std::path::PathBuf> {
-    let dir = std::env::temp_dir().join(format!("engram-bench-{}", std::process::id()));
-    std::fs::create_dir_all(&dir)?;
-    Ok(dir)
 }
 
 const BENCH_TEXT: &str = "Memory lets a language model keep track of what was said many turns ago. \
@@ -498,19 +531,20 @@ pub fn generate(loaded: &Loaded, paths: &Paths, args: &GenerateBenchArgs) -> any
         return Ok(());
     }
 
-    let python = peer_python(args.python.as_deref(), "generate")?;
-    let work = tempfile_dir()?;
-    let tokens = work.join("tokens.json");
-    std::fs::write(&tokens, serde_json::to_vec(&prompt)?)?;
+    let work = scratch_dir()?;
+    let python = peer_python(args.python.as_deref(), "generate", work.path())?;
+    let tokens = work.path().join("tokens.json");
+    std::fs::write(&tokens, serde_json::to_vec(&prompt)?)
+        .with_context(|| format!("cannot write {}", tokens.display()))?;
     let output = std::process::Command::new(&python)
-        .arg(scripts_dir().join("bench/generate_peer.py"))
+        .arg(GENERATE_PEER.unpack(work.path())?)
         .args(["--gguf", &source.display().to_string(), "--tokens", &tokens.display().to_string()])
         .args(["--decode", &args.decode_tokens.to_string(), "--threads", &threads.to_string()])
         .args(["--runs", &args.runs.max(1).to_string()])
         .stderr(std::process::Stdio::inherit())
         .output()
         .context("cannot run the llama.cpp peer")?;
-    let _ = std::fs::remove_dir_all(&work);
+    drop(work);
     anyhow::ensure!(output.status.success(), "the llama.cpp peer failed");
     let peer: serde_json::Value =
         serde_json::from_slice(&output.stdout).context("the llama.cpp peer printed no JSON")?;
@@ -616,4 +650,25 @@ fn quality(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_peer_scripts_travel_inside_the_binary() {
+        let dir = scratch_dir().unwrap();
+        let path = dir.path().to_path_buf();
+        for (script, marker) in
+            [(BENCH_PEERS, "#!/usr/bin/env bash"), (EMBED_PEER, "sentence_transformers"), (GENERATE_PEER, "llama_cpp")]
+        {
+            let written = script.unpack(&path).unwrap();
+            assert_eq!(written, path.join(script.name));
+            assert_eq!(std::fs::read_to_string(&written).unwrap(), script.text);
+            assert!(script.text.contains(marker), "{}", script.name);
+        }
+        drop(dir);
+        assert!(!path.exists(), "the scratch directory is removed with its guard");
+    }
 }

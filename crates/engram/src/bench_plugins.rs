@@ -40,8 +40,15 @@ fn row(what: &str, times: Vec<Duration>, bar: &str) {
 }
 
 /// Builds and installs the plugins with fixtures into a temporary directory.
+/// The plugins are built from their sources, so this needs the checkout
+/// this binary was built from.
 fn install(dir: &Path) -> anyhow::Result<()> {
-    let script = crate::bench::scripts_dir().join("build-plugins");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/build-plugins");
+    anyhow::ensure!(
+        script.is_file(),
+        "`engram bench plugins` builds the plugins from the source checkout, and {} is not there",
+        script.display()
+    );
     let status = std::process::Command::new(&script)
         .arg("--with-fixtures")
         .arg(dir)
@@ -61,7 +68,11 @@ fn kib(field: &str) -> u64 {
 
 /// `engram bench plugins`.
 pub fn plugins(args: &PluginsBenchArgs) -> anyhow::Result<()> {
-    let dir: PathBuf = std::env::temp_dir().join(format!("engram-bench-plugins-{}", std::process::id()));
+    let scratch = tempfile::Builder::new()
+        .prefix("engram-bench-plugins-")
+        .tempdir()
+        .context("cannot create a scratch directory")?;
+    let dir: PathBuf = scratch.path().join("plugins");
     install(&dir)?;
     // The runaway series uses its own, shorter wall budget: a copy of the
     // hostile fixture under the id `runaway`.
@@ -192,6 +203,7 @@ pub fn plugins(args: &PluginsBenchArgs) -> anyhow::Result<()> {
     }
     let alive = host.call_unchecked("hostile.echo", r#"{"alive": true}"#).is_ok();
     println!("hostile suite: {blocked}/{} blocked; host still serving: {alive}", attacks.len() + 1);
-    let _ = std::fs::remove_dir_all(&dir);
+    drop(host);
+    drop(scratch);
     Ok(())
 }
