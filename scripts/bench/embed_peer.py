@@ -3,7 +3,8 @@
 
 Embeds the sentences of --sentences (one per line) with the model folder
 --model, batch --batch, --threads intra-op threads, after a warm-up, --runs
-times, and writes {"seconds": median, "vectors": [[...], ...]} to --out.
+times, and writes {"times": [s, ...], "vectors": [[...], ...], "torch": version}
+to --out (engram takes the median of the times with its own percentile helper).
 """
 import argparse
 import json
@@ -31,6 +32,5 @@ for _ in range(max(args.runs, 1)):
     start = time.perf_counter()
     vectors = model.encode(sentences, batch_size=args.batch, convert_to_numpy=True)
     times.append(time.perf_counter() - start)
-seconds = sorted(times)[len(times) // 2]
 with open(args.out, "w") as out:
-    json.dump({"seconds": seconds, "vectors": vectors.tolist(), "torch": torch.__version__}, out)
+    json.dump({"times": times, "vectors": vectors.tolist(), "torch": torch.__version__}, out)

@@ -10,6 +10,10 @@ use hyper::client::conn::http1::{SendRequest, handshake};
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite};
 
+use self::stats::{Samples, Summary};
+
+pub(crate) mod stats;
+
 /// Which transport and connection reuse one series measures.
 #[derive(Debug, Clone, Copy)]
 enum Mode {
@@ -30,17 +34,8 @@ impl Mode {
 
 struct Series {
     mode: Mode,
-    latencies: Vec<Duration>,
+    latencies: Summary,
     wall: Duration,
-}
-
-impl Series {
-    fn quantile(&self, q: f64) -> Duration {
-        let mut sorted = self.latencies.clone();
-        sorted.sort_unstable();
-        let index = ((sorted.len() as f64 - 1.0) * q).round() as usize;
-        sorted.get(index).copied().unwrap_or_default()
-    }
 }
 
 /// `GET /healthz` `requests` times per mode against the running daemon,
@@ -109,6 +104,7 @@ async fn get(sender: &mut SendRequest<Empty<Bytes>>, target: &Target) -> anyhow:
 }
 
 async fn measure(mode: Mode, target: &Target, requests: usize, warmup: usize) -> anyhow::Result<Series> {
+    anyhow::ensure!(requests > 0, "--requests must be at least 1");
     let fresh = matches!(mode, Mode::UnixFresh);
     let mut sender = connect(target).await?;
     let mut latencies = Vec::with_capacity(requests);
@@ -123,6 +119,7 @@ async fn measure(mode: Mode, target: &Target, requests: usize, warmup: usize) ->
             latencies.push(t0.elapsed());
         }
     }
+    let latencies = Samples::new(latencies).summary().context("no request was measured")?;
     Ok(Series { mode, latencies, wall: started.elapsed() })
 }
 
@@ -136,17 +133,17 @@ fn print(series: &[Series], requests: usize) {
         "{:<30} {:>9} {:>9} {:>9} {:>9} {:>9} {:>12}",
         "mode", "p50", "p90", "p99", "max", "req/s", "p50 vs row 1"
     );
-    let base = series.first().map(|s| s.quantile(0.5)).unwrap_or_default();
+    let base = series.first().map(|s| s.latencies.p50).unwrap_or_default();
     for s in series {
-        let p50 = s.quantile(0.5);
-        let rate = s.latencies.len() as f64 / s.wall.as_secs_f64();
+        let p50 = s.latencies.p50;
+        let rate = s.latencies.n as f64 / s.wall.as_secs_f64();
         println!(
             "{:<30} {:>9} {:>9} {:>9} {:>9} {:>9.0} {:>11.2}x",
             s.mode.label(),
             micros(p50),
-            micros(s.quantile(0.9)),
-            micros(s.quantile(0.99)),
-            micros(s.quantile(1.0)),
+            micros(s.latencies.p90),
+            micros(s.latencies.p99),
+            micros(s.latencies.max),
             rate,
             p50.as_secs_f64() / base.as_secs_f64().max(f64::MIN_POSITIVE),
         );
@@ -216,21 +213,56 @@ fn threads(requested: usize) -> usize {
     if requested == 0 { std::thread::available_parallelism().map_or(1, usize::from) } else { requested }
 }
 
-pub(crate) fn scripts_dir() -> std::path::PathBuf {
-    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts")
+/// A script compiled into the binary, so that an installed `engram` benches
+/// without a source checkout: written to the bench's scratch directory
+/// when it runs.
+#[derive(Debug, Clone, Copy)]
+struct Script {
+    /// File name in the scratch directory.
+    name: &'static str,
+    text: &'static str,
 }
 
-/// The peer's python: given, or set up by `scripts/bench-peers WHICH`.
-fn peer_python(given: Option<&std::path::Path>, which: &str) -> anyhow::Result<std::path::PathBuf> {
+/// `scripts/bench-peers`: installs the peers into a private virtualenv.
+const BENCH_PEERS: Script = Script { name: "bench-peers", text: include_str!("../../../scripts/bench-peers") };
+/// `scripts/bench/embed_peer.py`: sentence-transformers.
+const EMBED_PEER: Script = Script { name: "embed_peer.py", text: include_str!("../../../scripts/bench/embed_peer.py") };
+/// `scripts/bench/generate_peer.py`: llama.cpp.
+const GENERATE_PEER: Script =
+    Script { name: "generate_peer.py", text: include_str!("../../../scripts/bench/generate_peer.py") };
+
+impl Script {
+    /// Writes the script into `dir`; its path.
+    fn unpack(self, dir: &std::path::Path) -> anyhow::Result<std::path::PathBuf> {
+        let path = dir.join(self.name);
+        std::fs::write(&path, self.text).with_context(|| format!("cannot write {}", path.display()))?;
+        Ok(path)
+    }
+}
+
+/// A scratch directory for one bench, removed when dropped.
+fn scratch_dir() -> anyhow::Result<tempfile::TempDir> {
+    tempfile::Builder::new().prefix("engram-bench-").tempdir().context("cannot create a scratch directory")
+}
+
+/// The peer's python: given, or set up by (the embedded copy of)
+/// `scripts/bench-peers WHICH`, run from `work`.
+fn peer_python(
+    given: Option<&std::path::Path>,
+    which: &str,
+    work: &std::path::Path,
+) -> anyhow::Result<std::path::PathBuf> {
     if let Some(path) = given {
         return Ok(path.to_path_buf());
     }
     eprintln!("setting up the {which} peer (scripts/bench-peers {which}; the first time takes minutes)...");
-    let output = std::process::Command::new(scripts_dir().join("bench-peers"))
+    let script = BENCH_PEERS.unpack(work)?;
+    let output = std::process::Command::new("bash")
+        .arg(&script)
         .arg(which)
         .stderr(std::process::Stdio::inherit())
         .output()
-        .context("cannot run scripts/bench-peers")?;
+        .context("cannot run bash for scripts/bench-peers")?;
     anyhow::ensure!(output.status.success(), "scripts/bench-peers {which} failed");
     Ok(std::path::PathBuf::from(String::from_utf8_lossy(&output.stdout).trim()))
 }
@@ -291,17 +323,12 @@ fn synthetic_sentences(n: usize) -> Vec<String> {
         "without",
         "retraining",
     ];
-    let mut state: u64 = 0x9E37_79B9_7F4A_7C15;
-    let mut next = move || {
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        state
-    };
+    use rand::Rng;
+    let mut rng = stats::rng(0x9E37_79B9_7F4A_7C15);
     (0..n)
         .map(|_| {
-            let len = 4 + (next() % 37) as usize;
-            let mut words: Vec<&str> = (0..len).map(|_| WORDS[(next() % WORDS.len() as u64) as usize]).collect();
+            let len = rng.random_range(4..=40);
+            let mut words: Vec<&str> = (0..len).map(|_| WORDS[rng.random_range(0..WORDS.len())]).collect();
             if let Some(first) = words.first_mut()
                 && *first == "the"
             {
@@ -335,27 +362,33 @@ pub fn embed(loaded: &Loaded, paths: &Paths, args: &EmbedArgs) -> anyhow::Result
     for _ in 0..args.runs.max(1) {
         let started = Instant::now();
         ours = embedder.embed(&sentences)?;
-        times.push(started.elapsed().as_secs_f64());
+        times.push(started.elapsed());
     }
-    let our_seconds = median(&mut times);
+    let our_seconds = stats::median(times).context("no timed run")?.as_secs_f64();
 
-    let python = peer_python(args.python.as_deref(), "embed")?;
-    let work = tempfile_dir()?;
-    let input = work.join("sentences.txt");
-    let output = work.join("vectors.json");
-    std::fs::write(&input, sentences.join("\n"))?;
+    let work = scratch_dir()?;
+    let python = peer_python(args.python.as_deref(), "embed", work.path())?;
+    let input = work.path().join("sentences.txt");
+    let output = work.path().join("vectors.json");
+    std::fs::write(&input, sentences.join("\n")).with_context(|| format!("cannot write {}", input.display()))?;
     let status = std::process::Command::new(&python)
-        .arg(scripts_dir().join("bench/embed_peer.py"))
+        .arg(EMBED_PEER.unpack(work.path())?)
         .args(["--model", &dir.display().to_string(), "--batch", &args.batch.to_string()])
         .args(["--threads", &threads.to_string(), "--sentences", &input.display().to_string()])
         .args(["--out", &output.display().to_string(), "--runs", &args.runs.max(1).to_string()])
         .status()
         .context("cannot run the sentence-transformers peer")?;
     anyhow::ensure!(status.success(), "the sentence-transformers peer failed");
-    let peer: serde_json::Value = serde_json::from_slice(&std::fs::read(&output)?)?;
-    let peer_seconds = peer["seconds"].as_f64().context("peer reported no time")?;
-    let peer_vectors: Vec<Vec<f32>> = serde_json::from_value(peer["vectors"].clone())?;
-    let _ = std::fs::remove_dir_all(&work);
+    let peer: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(&output).with_context(|| format!("the peer wrote no {}", output.display()))?,
+    )
+    .context("the sentence-transformers peer wrote no JSON")?;
+    let peer_times: Vec<f64> = serde_json::from_value(peer["times"].clone()).context("the peer reported no times")?;
+    let peer_times = peer_times.into_iter().map(stats::seconds).collect::<anyhow::Result<Vec<_>>>()?;
+    let peer_seconds = stats::median(peer_times).context("the peer reported no times")?.as_secs_f64();
+    let peer_vectors: Vec<Vec<f32>> =
+        serde_json::from_value(peer["vectors"].clone()).context("the peer reported no vectors")?;
+    drop(work);
 
     let cosines: Vec<f64> = ours.iter().zip(&peer_vectors).map(|(a, b)| cosine(a, b)).collect();
     let min = cosines.iter().copied().fold(f64::INFINITY, f64::min);
@@ -396,12 +429,6 @@ fn cosine(a: &[f32], b: &[f32]) -> f64 {
     dot / (na * nb).max(f64::MIN_POSITIVE)
 }
 
-fn tempfile_dir() -> anyhow::Result<std::path::PathBuf> {
-    let dir = std::env::temp_dir().join(format!("engram-bench-{}", std::process::id()));
-    std::fs::create_dir_all(&dir)?;
-    Ok(dir)
-}
-
 const BENCH_TEXT: &str = "Memory lets a language model keep track of what was said many turns ago. \
 A compact summary holds the gist of the conversation, while verbatim episodes keep the exact words \
 that matter. When a question arrives, the assistant retrieves the episodes most related to it, adds \
@@ -418,17 +445,19 @@ fn timed_passes(
 ) -> anyhow::Result<(f64, f64)> {
     pass(8)?;
     let (mut prefill, mut decode) = (Vec::new(), Vec::new());
-    for _ in 0..args.runs {
+    for _ in 0..args.runs.max(1) {
         let (p, d) = pass(args.decode_tokens)?;
-        prefill.push(p.as_secs_f64());
-        decode.push(d.as_secs_f64());
+        prefill.push(p);
+        decode.push(d);
     }
-    Ok((median(&mut prefill), median(&mut decode)))
+    medians(prefill, decode)
 }
 
-fn median(values: &mut [f64]) -> f64 {
-    values.sort_by(f64::total_cmp);
-    values.get(values.len() / 2).copied().unwrap_or(0.0)
+/// The median seconds of each series.
+fn medians(prefill: Vec<Duration>, decode: Vec<Duration>) -> anyhow::Result<(f64, f64)> {
+    let prefill = stats::median(prefill).context("no timed pass")?;
+    let decode = stats::median(decode).context("no timed pass")?;
+    Ok((prefill.as_secs_f64(), decode.as_secs_f64()))
 }
 
 /// `engram bench generate --gguf FILE`: Engram's speed alone on any GGUF.
@@ -502,25 +531,29 @@ pub fn generate(loaded: &Loaded, paths: &Paths, args: &GenerateBenchArgs) -> any
         return Ok(());
     }
 
-    let python = peer_python(args.python.as_deref(), "generate")?;
-    let work = tempfile_dir()?;
-    let tokens = work.join("tokens.json");
-    std::fs::write(&tokens, serde_json::to_vec(&prompt)?)?;
+    let work = scratch_dir()?;
+    let python = peer_python(args.python.as_deref(), "generate", work.path())?;
+    let tokens = work.path().join("tokens.json");
+    std::fs::write(&tokens, serde_json::to_vec(&prompt)?)
+        .with_context(|| format!("cannot write {}", tokens.display()))?;
     let output = std::process::Command::new(&python)
-        .arg(scripts_dir().join("bench/generate_peer.py"))
+        .arg(GENERATE_PEER.unpack(work.path())?)
         .args(["--gguf", &source.display().to_string(), "--tokens", &tokens.display().to_string()])
         .args(["--decode", &args.decode_tokens.to_string(), "--threads", &threads.to_string()])
-        .args(["--runs", &args.runs.to_string()])
+        .args(["--runs", &args.runs.max(1).to_string()])
         .stderr(std::process::Stdio::inherit())
         .output()
         .context("cannot run the llama.cpp peer")?;
-    let _ = std::fs::remove_dir_all(&work);
+    drop(work);
     anyhow::ensure!(output.status.success(), "the llama.cpp peer failed");
     let peer: serde_json::Value =
         serde_json::from_slice(&output.stdout).context("the llama.cpp peer printed no JSON")?;
-    let mut peer_prefill: Vec<f64> = serde_json::from_value(peer["prefill"].clone())?;
-    let mut peer_decode: Vec<f64> = serde_json::from_value(peer["decode"].clone())?;
-    let theirs = (median(&mut peer_prefill), median(&mut peer_decode));
+    let seconds = |key: &str| -> anyhow::Result<Vec<Duration>> {
+        let values: Vec<f64> = serde_json::from_value(peer[key].clone())
+            .with_context(|| format!("the llama.cpp peer reported no {key} times"))?;
+        values.into_iter().map(stats::seconds).collect()
+    };
+    let theirs = medians(seconds("prefill")?, seconds("decode")?)?;
 
     let p = args.prompt_tokens as f64;
     let d = args.decode_tokens as f64;
@@ -531,7 +564,7 @@ pub fn generate(loaded: &Loaded, paths: &Paths, args: &GenerateBenchArgs) -> any
         args.prompt_tokens,
         args.decode_tokens,
         threads,
-        args.runs
+        args.runs.max(1)
     );
     println!("{:<32} {:>14} {:>14} {:>14}", "engine", "prefill tok/s", "decode tok/s", "decode ratio");
     let label = format!("engram ({})", model.engine());
@@ -617,4 +650,25 @@ fn quality(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_peer_scripts_travel_inside_the_binary() {
+        let dir = scratch_dir().unwrap();
+        let path = dir.path().to_path_buf();
+        for (script, marker) in
+            [(BENCH_PEERS, "#!/usr/bin/env bash"), (EMBED_PEER, "sentence_transformers"), (GENERATE_PEER, "llama_cpp")]
+        {
+            let written = script.unpack(&path).unwrap();
+            assert_eq!(written, path.join(script.name));
+            assert_eq!(std::fs::read_to_string(&written).unwrap(), script.text);
+            assert!(script.text.contains(marker), "{}", script.name);
+        }
+        drop(dir);
+        assert!(!path.exists(), "the scratch directory is removed with its guard");
+    }
 }

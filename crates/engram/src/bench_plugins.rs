@@ -10,6 +10,8 @@ use anyhow::Context;
 use engram_plugin_host::{CallError, PluginHost};
 use serde_json::json;
 
+use crate::bench::stats::Summary;
+
 /// Options of `engram bench plugins`.
 #[derive(Debug, clap::Args)]
 pub struct PluginsBenchArgs {
@@ -24,28 +26,29 @@ pub struct PluginsBenchArgs {
     pub runaway_budget_ms: u64,
 }
 
-fn quantile(sorted: &[Duration], q: f64) -> Duration {
-    let index = ((sorted.len().max(1) - 1) as f64 * q).round() as usize;
-    sorted.get(index).copied().unwrap_or_default()
-}
-
 fn micros(d: Duration) -> f64 {
     d.as_secs_f64() * 1e6
 }
 
-fn row(what: &str, mut times: Vec<Duration>, bar: &str) {
-    times.sort_unstable();
-    println!(
-        "{what:<44} {:>9.1} {:>9.1} {:>9.1}   {bar}",
-        micros(quantile(&times, 0.5)),
-        micros(quantile(&times, 0.99)),
-        micros(quantile(&times, 1.0))
-    );
+fn row(what: &str, times: Vec<Duration>, bar: &str) {
+    match Summary::of(times) {
+        Some(s) => {
+            println!("{what:<44} {:>9.1} {:>9.1} {:>9.1}   {bar}", micros(s.p50), micros(s.p99), micros(s.max))
+        }
+        None => println!("{what:<44} {:>9} {:>9} {:>9}   {bar}", "-", "-", "-"),
+    }
 }
 
 /// Builds and installs the plugins with fixtures into a temporary directory.
+/// The plugins are built from their sources, so this needs the checkout
+/// this binary was built from.
 fn install(dir: &Path) -> anyhow::Result<()> {
-    let script = crate::bench::scripts_dir().join("build-plugins");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/build-plugins");
+    anyhow::ensure!(
+        script.is_file(),
+        "`engram bench plugins` builds the plugins from the source checkout, and {} is not there",
+        script.display()
+    );
     let status = std::process::Command::new(&script)
         .arg("--with-fixtures")
         .arg(dir)
@@ -65,7 +68,11 @@ fn kib(field: &str) -> u64 {
 
 /// `engram bench plugins`.
 pub fn plugins(args: &PluginsBenchArgs) -> anyhow::Result<()> {
-    let dir: PathBuf = std::env::temp_dir().join(format!("engram-bench-plugins-{}", std::process::id()));
+    let scratch = tempfile::Builder::new()
+        .prefix("engram-bench-plugins-")
+        .tempdir()
+        .context("cannot create a scratch directory")?;
+    let dir: PathBuf = scratch.path().join("plugins");
     install(&dir)?;
     // The runaway series uses its own, shorter wall budget: a copy of the
     // hostile fixture under the id `runaway`.
@@ -196,6 +203,7 @@ pub fn plugins(args: &PluginsBenchArgs) -> anyhow::Result<()> {
     }
     let alive = host.call_unchecked("hostile.echo", r#"{"alive": true}"#).is_ok();
     println!("hostile suite: {blocked}/{} blocked; host still serving: {alive}", attacks.len() + 1);
-    let _ = std::fs::remove_dir_all(&dir);
+    drop(host);
+    drop(scratch);
     Ok(())
 }

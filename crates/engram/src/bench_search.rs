@@ -18,6 +18,10 @@ use engram_rag::chunk::Format;
 use engram_rag::engine::chunk_hash;
 use engram_rag::{Filter, Mode, NewDocument, Rag, RagOptions, Target};
 use engram_store::{Store, StoreOptions};
+use rand::Rng;
+use rand::rngs::StdRng;
+
+use crate::bench::stats::{self, Summary};
 
 /// Options of `engram bench search`.
 #[derive(Debug, clap::Args)]
@@ -37,26 +41,6 @@ pub struct SearchBenchArgs {
     pub k: usize,
 }
 
-/// A reproducible stream (xorshift64*).
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-
-    fn unit(&mut self) -> f64 {
-        (self.next() >> 11) as f64 / (1u64 << 53) as f64
-    }
-
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-}
-
 /// Pronounceable pseudo-words, ranked: word `r` is drawn with weight 1/(r+1).
 struct Vocabulary {
     words: Vec<String>,
@@ -64,16 +48,22 @@ struct Vocabulary {
 }
 
 impl Vocabulary {
-    fn new(size: usize, rng: &mut Rng) -> Self {
+    fn new(size: usize, rng: &mut StdRng) -> Self {
         const ONSETS: &[&str] =
             &["b", "c", "d", "f", "g", "l", "m", "n", "p", "r", "s", "t", "v", "z", "br", "st", "pl"];
         const VOWELS: &[&str] = &["a", "e", "i", "o", "u", "ai", "ou"];
         let mut seen = std::collections::HashSet::new();
         let mut words = Vec::with_capacity(size);
         while words.len() < size {
-            let syllables = 1 + rng.below(3);
+            let syllables = rng.random_range(1..=3);
             let word: String = (0..syllables)
-                .map(|_| format!("{}{}", ONSETS[rng.below(ONSETS.len())], VOWELS[rng.below(VOWELS.len())]))
+                .map(|_| {
+                    format!(
+                        "{}{}",
+                        ONSETS[rng.random_range(0..ONSETS.len())],
+                        VOWELS[rng.random_range(0..VOWELS.len())]
+                    )
+                })
                 .collect();
             if seen.insert(word.clone()) {
                 words.push(word);
@@ -89,14 +79,14 @@ impl Vocabulary {
         Self { words, cumulative }
     }
 
-    fn draw(&self, rng: &mut Rng) -> &str {
-        let target = rng.unit() * self.cumulative.last().copied().unwrap_or(1.0);
+    fn draw(&self, rng: &mut StdRng) -> &str {
+        let target = rng.random::<f64>() * self.cumulative.last().copied().unwrap_or(1.0);
         let index = self.cumulative.partition_point(|c| *c < target).min(self.words.len() - 1);
         &self.words[index]
     }
 
-    fn passage(&self, rng: &mut Rng) -> String {
-        let words = 20 + rng.below(30);
+    fn passage(&self, rng: &mut StdRng) -> String {
+        let words = rng.random_range(20..50);
         (0..words).map(|_| self.draw(rng)).collect::<Vec<_>>().join(" ")
     }
 }
@@ -116,13 +106,6 @@ fn one_chunk(text: &str, embedder: &engram_models::Embedder) -> String {
     }
 }
 
-fn quantile(sorted: &[Duration], q: f64) -> Duration {
-    if sorted.is_empty() {
-        return Duration::ZERO;
-    }
-    sorted[((sorted.len() as f64 * q).ceil() as usize).clamp(1, sorted.len()) - 1]
-}
-
 fn ms(d: Duration) -> String {
     format!("{:.1}", d.as_secs_f64() * 1000.0)
 }
@@ -131,7 +114,7 @@ fn ms(d: Duration) -> String {
 pub fn search(loaded: &Loaded, paths: &Paths, args: &SearchBenchArgs) -> anyhow::Result<()> {
     anyhow::ensure!(args.queries > 0 && args.embedded > 1, "--queries must be ≥ 1 and --embedded ≥ 2");
     let embedder = Arc::new(crate::models::load_embedder(&loaded.config, paths).context("cannot load the embedder")?);
-    let mut rng = Rng(0x5EED_1234_ABCD_0001);
+    let mut rng = stats::rng(0x5EED_1234_ABCD_0001);
     let vocabulary = Vocabulary::new(30_000, &mut rng);
     let dim = embedder.dim();
 
@@ -171,12 +154,12 @@ pub fn search(loaded: &Loaded, paths: &Paths, args: &SearchBenchArgs) -> anyhow:
             let mut docs = Vec::with_capacity(batch);
             let mut vectors = Vec::with_capacity(batch);
             for i in written..written + batch {
-                let (a, b) = (rng.below(base.len()), rng.below(base.len()));
+                let (a, b) = (rng.random_range(0..base.len()), rng.random_range(0..base.len()));
                 let text = one_chunk(&format!("{} {}", vocabulary.passage(&mut rng), base[a]), &embedder);
                 let mut vector: Vec<f32> = base_vectors[a]
                     .iter()
                     .zip(&base_vectors[b])
-                    .map(|(x, y)| 0.7 * x + 0.3 * y + 0.05 * (rng.unit() as f32 - 0.5))
+                    .map(|(x, y)| 0.7 * x + 0.3 * y + 0.05 * (rng.random::<f32>() - 0.5))
                     .collect();
                 let norm = vector.iter().map(|v| v * v).sum::<f32>().sqrt().max(f32::EPSILON);
                 vector.iter_mut().for_each(|v| *v /= norm);
@@ -206,7 +189,7 @@ pub fn search(loaded: &Loaded, paths: &Paths, args: &SearchBenchArgs) -> anyhow:
         );
         let queries: Vec<String> = (0..args.queries)
             .map(|_| {
-                let words = 3 + rng.below(5);
+                let words = rng.random_range(3..8);
                 (0..words).map(|_| vocabulary.draw(&mut rng).to_owned()).collect::<Vec<_>>().join(" ")
             })
             .collect();
@@ -223,7 +206,7 @@ pub fn search(loaded: &Loaded, paths: &Paths, args: &SearchBenchArgs) -> anyhow:
                 latencies.push(started.elapsed());
                 anyhow::ensure!(!hits.is_empty() || mode == Mode::Bm25, "no hits for {query:?}");
             }
-            latencies.sort_unstable();
+            let summary = Summary::of(latencies).context("no query was timed")?;
             let name = match mode {
                 Mode::Hybrid => "hybrid",
                 Mode::Bm25 => "bm25",
@@ -233,10 +216,10 @@ pub fn search(loaded: &Loaded, paths: &Paths, args: &SearchBenchArgs) -> anyhow:
                 "{:>8} {:>10} {:>9} {:>8} {:>8} {:>8}",
                 stats.chunks,
                 name,
-                latencies.len(),
-                ms(quantile(&latencies, 0.5)),
-                ms(quantile(&latencies, 0.95)),
-                ms(quantile(&latencies, 0.99))
+                summary.n,
+                ms(summary.p50),
+                ms(summary.p95),
+                ms(summary.p99)
             );
         }
     }

@@ -325,39 +325,38 @@ fn probe_remote(base_url: &str) -> Result<String, String> {
     })
 }
 
-/// Validates a safetensors file's header and that every tensor's bytes lie
-/// inside the file: (tensor count, file size).
+/// Validates a safetensors file's header with the `safetensors` crate (the
+/// parser candle loads it with: names, dtypes, shapes and contiguous
+/// offsets) and that the tensors' bytes are exactly the file's, reading
+/// the header only: (tensor count, file size).
 fn safetensors_summary(path: &Path) -> Result<(usize, u64), String> {
+    /// The crate's own limit on a header's size.
+    const MAX_HEADER: u64 = 100_000_000;
     let mut file = std::fs::File::open(path).map_err(|e| e.to_string())?;
     let size = file.metadata().map_err(|e| e.to_string())?.len();
+    // The format: an 8-byte little-endian header length, the JSON header,
+    // then the tensors' bytes.
     let mut len = [0u8; 8];
     file.read_exact(&mut len).map_err(|_| "shorter than a safetensors header".to_owned())?;
     let header_len = u64::from_le_bytes(len);
-    if header_len > 100 << 20 || 8 + header_len > size {
+    if header_len > MAX_HEADER || header_len.saturating_add(8) > size {
         return Err(format!("header length {header_len} does not fit the {size}-byte file"));
     }
-    let mut header = vec![0u8; header_len as usize];
+    let mut header = vec![0u8; usize::try_from(header_len).map_err(|e| e.to_string())?];
     file.read_exact(&mut header).map_err(|e| e.to_string())?;
-    let header: serde_json::Map<String, serde_json::Value> =
-        serde_json::from_slice(&header).map_err(|e| format!("header is not JSON: {e}"))?;
-    let data = size - 8 - header_len;
-    let mut tensors = 0;
-    for (name, entry) in &header {
-        if name == "__metadata__" {
-            continue;
-        }
-        let end = entry
-            .get("data_offsets")
-            .and_then(|o| o.get(1))
-            .and_then(serde_json::Value::as_u64)
-            .ok_or_else(|| format!("tensor {name} has no data_offsets"))?;
-        if end > data {
-            return Err(format!("tensor {name} ends at {end}, past the {data} data bytes (truncated file?)"));
-        }
-        tensors += 1;
-    }
+    let metadata: safetensors::tensor::Metadata =
+        serde_json::from_slice(&header).map_err(|e| format!("invalid safetensors header: {e}"))?;
+    let tensors = metadata.tensors().len();
     if tensors == 0 {
         return Err("holds no tensors".into());
+    }
+    let data = size - 8 - header_len;
+    let needed = metadata.data_len() as u64;
+    if needed > data {
+        return Err(format!("its tensors end at byte {needed}, past the {data} data bytes (truncated file?)"));
+    }
+    if needed < data {
+        return Err(format!("its tensors end at byte {needed}, before the last of the {data} data bytes"));
     }
     Ok((tensors, size))
 }
@@ -389,4 +388,82 @@ fn human_bytes(bytes: u64) -> String {
         unit += 1;
     }
     if unit == 0 { format!("{bytes} B") } else { format!("{value:.1} {}", UNITS[unit]) }
+}
+
+#[cfg(test)]
+mod tests {
+    use safetensors::{Dtype, tensor::TensorView};
+
+    use super::*;
+
+    /// A valid file of two tensors, written by the `safetensors` crate.
+    fn valid() -> Vec<u8> {
+        let weights: Vec<u8> = (0..24u8).collect(); // 2 × 3 f32
+        let bias = [0u8; 6]; // 3 f16
+        let tensors = [
+            ("bias", TensorView::new(Dtype::F16, vec![3], &bias).unwrap()),
+            ("weight", TensorView::new(Dtype::F32, vec![2, 3], &weights).unwrap()),
+        ];
+        let bytes = safetensors::serialize(tensors, None).unwrap();
+        assert!(safetensors::SafeTensors::deserialize(&bytes).is_ok());
+        bytes
+    }
+
+    fn summary_of(bytes: &[u8]) -> Result<(usize, u64), String> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("model.safetensors");
+        std::fs::write(&path, bytes).unwrap();
+        safetensors_summary(&path)
+    }
+
+    #[test]
+    fn a_valid_file_is_summarized() {
+        let bytes = valid();
+        assert_eq!(summary_of(&bytes), Ok((2, bytes.len() as u64)));
+    }
+
+    #[test]
+    fn a_truncated_file_is_named_as_such() {
+        let bytes = valid();
+        let err = summary_of(&bytes[..bytes.len() - 4]).unwrap_err();
+        assert!(err.contains("truncated"), "{err}");
+        // Cut inside the header.
+        let err = summary_of(&bytes[..20]).unwrap_err();
+        assert!(err.contains("does not fit"), "{err}");
+        let err = summary_of(&bytes[..5]).unwrap_err();
+        assert!(err.contains("shorter than a safetensors header"), "{err}");
+    }
+
+    #[test]
+    fn trailing_bytes_are_refused() {
+        let mut bytes = valid();
+        bytes.extend_from_slice(b"junk");
+        let err = summary_of(&bytes).unwrap_err();
+        assert!(err.contains("before the last"), "{err}");
+    }
+
+    #[test]
+    fn garbage_is_refused() {
+        let err = summary_of(b"this is not a safetensors file at all").unwrap_err();
+        assert!(err.contains("does not fit"), "{err}");
+        let mut bytes = 8u64.to_le_bytes().to_vec();
+        bytes.extend_from_slice(b"{{{{{{{{");
+        let err = summary_of(&bytes).unwrap_err();
+        assert!(err.contains("invalid safetensors header"), "{err}");
+        // JSON, but offsets that do not match the dtype and shape.
+        let header = br#"{"w":{"dtype":"F32","shape":[2],"data_offsets":[0,4]}}"#;
+        let mut bytes = (header.len() as u64).to_le_bytes().to_vec();
+        bytes.extend_from_slice(header);
+        bytes.extend_from_slice(&[0; 4]);
+        let err = summary_of(&bytes).unwrap_err();
+        assert!(err.contains("invalid safetensors header"), "{err}");
+    }
+
+    #[test]
+    fn an_empty_file_of_tensors_is_refused() {
+        let bytes = safetensors::serialize(Vec::<(&str, TensorView<'_>)>::new(), None).unwrap();
+        assert_eq!(summary_of(&bytes), Err("holds no tensors".to_owned()));
+        let err = safetensors_summary(Path::new("/nonexistent/model.safetensors")).unwrap_err();
+        assert!(!err.is_empty());
+    }
 }

@@ -8,6 +8,7 @@ mod connect;
 mod doctor;
 mod generate;
 mod logging;
+mod plot;
 mod plugins;
 mod rag;
 mod serve;

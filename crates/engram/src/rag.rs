@@ -9,7 +9,7 @@ use anyhow::Context;
 use engram_config::{Loaded, Paths};
 use engram_ops::{CollectionName, Operation, TenantId};
 use engram_rag::certify::{Question, ScoreFunction};
-use engram_rag::eval::{RetrievalEval, coverage_svg};
+use engram_rag::eval::RetrievalEval;
 use engram_rag::ops::{
     Calibrate, CalibrateProgress, Certificate, Certificates, CheckCertificate, Collections, Ingest, Search,
     SearchResponse,
@@ -491,7 +491,7 @@ pub fn eval_retrieval(loaded: &Loaded, paths: &Paths, args: &EvalRetrievalArgs) 
         &mut progress_bar("ingesting the corpus"),
     )?;
     if let Some(plot) = &args.plot {
-        std::fs::write(plot, coverage_svg(&report.curve))
+        std::fs::write(plot, crate::plot::coverage_svg(&report.curve))
             .with_context(|| format!("cannot write {}", plot.display()))?;
     }
     if args.json {

@@ -5,7 +5,6 @@
 //! document is in its set; a set's size counts documents).
 
 use std::collections::{HashMap, HashSet};
-use std::fmt::Write as _;
 
 use serde::Serialize;
 
@@ -279,77 +278,4 @@ fn split_coverage(
         p90_set: conformal::quantile(&sizes, 0.9),
         unbounded_splits,
     })
-}
-
-/// An SVG of empirical against target coverage, one line per score
-/// function, with the diagonal.
-pub fn coverage_svg(curve: &[ConformalRow]) -> String {
-    const W: f64 = 520.0;
-    const H: f64 = 420.0;
-    const M: f64 = 60.0;
-    let (lo, hi) = (0.45, 1.0);
-    let x = |v: f64| M + (v - lo) / (hi - lo) * (W - 2.0 * M);
-    let y = |v: f64| H - M - (v - lo) / (hi - lo) * (H - 2.0 * M);
-    let colors = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd"];
-    let mut svg = String::new();
-    let _ = writeln!(
-        svg,
-        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{H}" viewBox="0 0 {W} {H}" font-family="sans-serif" font-size="12">"#
-    );
-    let _ = writeln!(svg, r#"<rect width="{W}" height="{H}" fill="white"/>"#);
-    let _ = writeln!(
-        svg,
-        r##"<line x1="{}" y1="{}" x2="{}" y2="{}" stroke="#999" stroke-dasharray="4 4"/>"##,
-        x(lo),
-        y(lo),
-        x(hi),
-        y(hi)
-    );
-    for tick in [0.5, 0.6, 0.7, 0.8, 0.9, 1.0] {
-        let _ = writeln!(svg, r#"<text x="{}" y="{}" text-anchor="middle">{tick:.1}</text>"#, x(tick), H - M + 18.0);
-        let _ = writeln!(svg, r#"<text x="{}" y="{}" text-anchor="end">{tick:.1}</text>"#, M - 6.0, y(tick) + 4.0);
-    }
-    let _ = writeln!(
-        svg,
-        r##"<rect x="{M}" y="{M}" width="{}" height="{}" fill="none" stroke="#333"/>"##,
-        W - 2.0 * M,
-        H - 2.0 * M
-    );
-    let _ =
-        writeln!(svg, r#"<text x="{}" y="{}" text-anchor="middle">target coverage 1 − α</text>"#, W / 2.0, H - 18.0);
-    let _ = writeln!(
-        svg,
-        r#"<text x="16" y="{}" text-anchor="middle" transform="rotate(-90 16 {})">empirical coverage</text>"#,
-        H / 2.0,
-        H / 2.0
-    );
-    let mut functions: Vec<ScoreFunction> = Vec::new();
-    for row in curve {
-        if !functions.contains(&row.score_function) {
-            functions.push(row.score_function);
-        }
-    }
-    for (i, function) in functions.iter().enumerate() {
-        let color = colors[i % colors.len()];
-        let points: Vec<String> = curve
-            .iter()
-            .filter(|r| r.score_function == *function)
-            .map(|r| format!("{:.1},{:.1}", x(r.target), y(r.coverage.clamp(lo, hi))))
-            .collect();
-        let _ =
-            writeln!(svg, r#"<polyline points="{}" fill="none" stroke="{color}" stroke-width="2"/>"#, points.join(" "));
-        for point in &points {
-            let (px, py) = point.split_once(',').unwrap_or(("0", "0"));
-            let _ = writeln!(svg, r#"<circle cx="{px}" cy="{py}" r="3" fill="{color}"/>"#);
-        }
-        let _ = writeln!(
-            svg,
-            r#"<text x="{}" y="{}" fill="{color}">{}</text>"#,
-            M + 10.0,
-            M + 18.0 + 16.0 * i as f64,
-            function.as_str()
-        );
-    }
-    svg.push_str("</svg>\n");
-    svg
 }
