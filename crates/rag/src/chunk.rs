@@ -320,104 +320,298 @@ fn tail_start(text: &str, range: Range<usize>, tokens: usize, counter: &impl Tok
     spaces.get(lo).map_or(range.end, |at| range.start + at)
 }
 
-/// The text of an HTML document, with `h1`–`h6` turned into Markdown
-/// headings and block elements into paragraphs, so it chunks as Markdown.
-/// Scripts, styles and comments are dropped; entities are decoded.
+/// Elements whose content is not part of the page's text: scripts,
+/// styles, fallbacks, templates and the document's `<title>` (the only
+/// text-bearing element of `<head>` besides scripts and styles).
+const HTML_SKIPPED: &[&[u8]] =
+    &[b"script", b"style", b"noscript", b"template", b"title", b"iframe", b"noembed", b"noframes"];
+
+/// Elements that start and end a paragraph.
+const HTML_BLOCKS: &[&[u8]] = &[
+    b"address",
+    b"article",
+    b"aside",
+    b"blockquote",
+    b"body",
+    b"caption",
+    b"center",
+    b"dd",
+    b"details",
+    b"dialog",
+    b"div",
+    b"dl",
+    b"dt",
+    b"fieldset",
+    b"figcaption",
+    b"figure",
+    b"footer",
+    b"form",
+    b"header",
+    b"hgroup",
+    b"hr",
+    b"html",
+    b"li",
+    b"main",
+    b"nav",
+    b"ol",
+    b"p",
+    b"section",
+    b"summary",
+    b"table",
+    b"tbody",
+    b"tfoot",
+    b"thead",
+    b"tr",
+    b"ul",
+];
+
+/// The text of an HTML document as Markdown-like text, so it chunks as
+/// [`Format::Markdown`]: `h1`–`h6` become `#` headings (section
+/// boundaries), block elements paragraphs, `<pre>` a fenced code block
+/// (whitespace kept, never split), `<br>` and table cells line breaks.
+/// Other whitespace collapses as a browser would; scripts, styles,
+/// templates, the `<title>` and comments are dropped; character references
+/// (named, decimal, hex) are decoded and unknown ones left as written. A
+/// paragraph line that would read as a heading or a fence is escaped with
+/// `\`.
+///
+/// Tokenizing follows the WHATWG HTML standard (the `html5gum` crate), so
+/// any input, however malformed, yields some text. Chunk offsets of an HTML
+/// document are character offsets into this text (the text the chunker
+/// got), not into the HTML source.
 pub fn html_to_text(html: &str) -> String {
-    let mut out = String::with_capacity(html.len() / 2);
-    let mut rest = html;
-    while let Some(lt) = rest.find('<') {
-        out.push_str(&decode_entities(&rest[..lt]));
-        rest = &rest[lt..];
-        if let Some(after) = rest.strip_prefix("<!--") {
-            rest = after.find("-->").map_or("", |end| &after[end + 3..]);
-            continue;
-        }
-        let Some(gt) = rest.find('>') else {
-            break;
-        };
-        let tag = rest[1..gt].trim().to_ascii_lowercase();
-        rest = &rest[gt + 1..];
-        let name: String = tag.trim_start_matches('/').chars().take_while(|c| c.is_ascii_alphanumeric()).collect();
-        let closing = tag.starts_with('/');
-        match name.as_str() {
-            "script" | "style" | "noscript" | "template" if !closing => {
-                let end = format!("</{name}");
-                rest = rest.to_ascii_lowercase().find(&end).map_or("", |at| &rest[at..]);
-            }
-            "h1" | "h2" | "h3" | "h4" | "h5" | "h6" if !closing => {
-                let level = usize::from(name.as_bytes()[1] - b'0');
-                out.push_str("\n\n");
-                out.push_str(&"#".repeat(level));
-                out.push(' ');
-            }
-            "p" | "div" | "section" | "article" | "li" | "ul" | "ol" | "table" | "tr" | "pre" | "blockquote" | "h1"
-            | "h2" | "h3" | "h4" | "h5" | "h6" | "header" | "footer" | "main" | "nav" => out.push_str("\n\n"),
-            "br" | "td" | "th" => out.push('\n'),
-            _ => {}
+    let mut emitter = html5gum::DefaultEmitter::default();
+    // Switch to raw text after <script>, <style>, <title> …, as a browser's
+    // tree builder would, so their content is one string (`<p>` in a script
+    // is not a paragraph).
+    emitter.naively_switch_states(true);
+    let mut writer = HtmlText::default();
+    for token in html5gum::Tokenizer::new_with_emitter(html, emitter) {
+        let Ok(token) = token;
+        match token {
+            html5gum::Token::StartTag(tag) => writer.start(&tag.name),
+            html5gum::Token::EndTag(tag) => writer.end(&tag.name),
+            html5gum::Token::String(text) => writer.text(&String::from_utf8_lossy(&text.value)),
+            html5gum::Token::Comment(_) | html5gum::Token::Doctype(_) | html5gum::Token::Error(_) => {}
         }
     }
-    out.push_str(&decode_entities(rest));
-    // Collapse runs of blank lines and trailing spaces.
-    let mut text = String::with_capacity(out.len());
-    let mut blank = 0;
-    for line in out.lines() {
-        let line = line.split_whitespace().collect::<Vec<_>>().join(" ");
-        if line.is_empty() {
-            blank += 1;
-            continue;
-        }
-        if !text.is_empty() {
-            text.push_str(if blank > 0 { "\n\n" } else { "\n" });
-        }
-        blank = 0;
-        text.push_str(&line);
-    }
-    text
+    writer.finish()
 }
 
-fn decode_entities(text: &str) -> String {
-    if !text.contains('&') {
-        return text.to_owned();
-    }
-    let mut out = String::with_capacity(text.len());
-    let mut rest = text;
-    while let Some(amp) = rest.find('&') {
-        out.push_str(&rest[..amp]);
-        rest = &rest[amp..];
-        let Some(semi) = rest[..rest.len().min(12)].find(';') else {
-            out.push('&');
-            rest = &rest[1..];
-            continue;
-        };
-        let entity = &rest[1..semi];
-        let decoded = match entity {
-            "amp" => Some('&'),
-            "lt" => Some('<'),
-            "gt" => Some('>'),
-            "quot" => Some('"'),
-            "apos" | "#39" => Some('\''),
-            "nbsp" => Some(' '),
-            _ => entity
-                .strip_prefix("#x")
-                .or_else(|| entity.strip_prefix("#X"))
-                .and_then(|hex| u32::from_str_radix(hex, 16).ok())
-                .or_else(|| entity.strip_prefix('#').and_then(|dec| dec.parse().ok()))
-                .and_then(char::from_u32),
-        };
-        match decoded {
-            Some(c) => {
-                out.push(c);
-                rest = &rest[semi + 1..];
+/// Builds [`html_to_text`]'s output from the token stream.
+#[derive(Default)]
+struct HtmlText {
+    /// Finished blocks, separated by blank lines.
+    out: String,
+    /// The block being written: inline text, `\n` for line breaks.
+    block: String,
+    /// Whitespace was seen since the last character written.
+    space: bool,
+    /// The level of the open heading.
+    heading: Option<usize>,
+    /// Open `<pre>` elements (whitespace is kept inside).
+    pre: usize,
+    /// The next newline is the one HTML drops right after `<pre>`.
+    pre_start: bool,
+    /// Open skipped elements (their text is dropped).
+    skip: usize,
+}
+
+impl HtmlText {
+    /// A start tag. A browser ignores `/>` on elements that are not void
+    /// (`<script/>` still opens a script), and so does this.
+    fn start(&mut self, name: &[u8]) {
+        if HTML_SKIPPED.contains(&name) {
+            self.skip += 1;
+            return;
+        }
+        if self.skip > 0 {
+            return;
+        }
+        if let Some(level) = heading_level(name) {
+            if self.pre == 0 {
+                self.close_heading();
+                self.end_block();
+                self.heading = Some(level);
             }
-            None => {
-                out.push('&');
-                rest = &rest[1..];
+        } else if name == b"pre" || name == b"listing" {
+            if self.pre == 0 {
+                self.close_heading();
+                self.end_block();
+                self.pre_start = true;
             }
+            self.pre += 1;
+        } else if name == b"br" {
+            self.line_break(true);
+        } else if name == b"td" || name == b"th" {
+            self.line_break(false);
+        } else if HTML_BLOCKS.contains(&name) {
+            self.block_boundary();
         }
     }
-    out.push_str(rest);
-    out
+
+    fn end(&mut self, name: &[u8]) {
+        if HTML_SKIPPED.contains(&name) {
+            self.skip = self.skip.saturating_sub(1);
+            return;
+        }
+        if self.skip > 0 {
+            return;
+        }
+        if heading_level(name).is_some() {
+            if self.pre == 0 {
+                self.close_heading();
+            }
+        } else if name == b"pre" || name == b"listing" {
+            if self.pre > 0 {
+                self.pre -= 1;
+                if self.pre == 0 {
+                    self.close_pre();
+                }
+            }
+        } else if name == b"br" {
+            // `</br>` is a `<br>` to a browser.
+            self.line_break(true);
+        } else if HTML_BLOCKS.contains(&name) {
+            self.block_boundary();
+        }
+    }
+
+    fn text(&mut self, text: &str) {
+        if self.skip > 0 {
+            return;
+        }
+        if self.pre > 0 {
+            let text = if std::mem::take(&mut self.pre_start) { text.strip_prefix('\n').unwrap_or(text) } else { text };
+            self.block.push_str(text);
+            return;
+        }
+        for c in text.chars() {
+            if c.is_whitespace() {
+                self.space = true;
+                continue;
+            }
+            if std::mem::take(&mut self.space) && !self.block.is_empty() && !self.block.ends_with('\n') {
+                self.block.push(' ');
+            }
+            self.block.push(c);
+        }
+    }
+
+    /// `<br>` (`always`: also on an empty line) or a table cell.
+    fn line_break(&mut self, always: bool) {
+        self.space = false;
+        if self.pre > 0 {
+            self.pre_start = false;
+            if always || !(self.block.is_empty() || self.block.ends_with('\n')) {
+                self.block.push('\n');
+            }
+        } else if self.heading.is_some() {
+            self.space = true;
+        } else if !self.block.is_empty() && !self.block.ends_with('\n') {
+            self.block.push('\n');
+        }
+    }
+
+    /// The start or end of a block element.
+    fn block_boundary(&mut self) {
+        if self.pre > 0 {
+            self.line_break(false);
+        } else if self.heading.is_some() {
+            // A block inside a heading stays part of its one line.
+            self.space = true;
+        } else {
+            self.end_block();
+        }
+    }
+
+    /// Ends the paragraph being written.
+    fn end_block(&mut self) {
+        self.space = false;
+        let block = std::mem::take(&mut self.block);
+        let mut lines = block.lines().map(str::trim).filter(|line| !line.is_empty()).peekable();
+        if lines.peek().is_none() {
+            return;
+        }
+        self.separate();
+        for (i, line) in lines.enumerate() {
+            if i > 0 {
+                self.out.push('\n');
+            }
+            // Text that would read as Markdown structure is escaped.
+            let hashes = line.bytes().take_while(|b| *b == b'#').count();
+            let heading = (1..=6).contains(&hashes) && line.as_bytes().get(hashes).is_none_or(|b| *b == b' ');
+            if heading || line.starts_with("```") || line.starts_with("~~~") {
+                self.out.push('\\');
+            }
+            self.out.push_str(line);
+        }
+    }
+
+    fn close_heading(&mut self) {
+        let Some(level) = self.heading.take() else { return };
+        self.space = false;
+        let title = std::mem::take(&mut self.block);
+        let title = title.split_whitespace().collect::<Vec<_>>().join(" ");
+        if title.is_empty() {
+            return;
+        }
+        self.separate();
+        self.out.push_str(&"#".repeat(level));
+        self.out.push(' ');
+        self.out.push_str(&title);
+    }
+
+    fn close_pre(&mut self) {
+        self.pre_start = false;
+        self.space = false;
+        let code = std::mem::take(&mut self.block);
+        let code = code.trim_end();
+        // Drop leading blank lines, keep the first line's indentation.
+        let start = code.len() - code.trim_start().len();
+        let code = &code[code[..start].rfind('\n').map_or(0, |at| at + 1)..];
+        if code.trim().is_empty() {
+            return;
+        }
+        let opens = |marker: &str| code.lines().any(|line| line.trim_start().starts_with(marker));
+        self.separate();
+        match ["```", "~~~"].into_iter().find(|marker| !opens(marker)) {
+            Some(fence) => {
+                self.out.push_str(fence);
+                self.out.push('\n');
+                self.out.push_str(code);
+                self.out.push('\n');
+                self.out.push_str(fence);
+            }
+            // Both fences occur in the code: keep its lines, unfenced.
+            None => self.out.push_str(code),
+        }
+    }
+
+    /// A blank line before the next block, unless it is the first.
+    fn separate(&mut self) {
+        if !self.out.is_empty() {
+            self.out.push_str("\n\n");
+        }
+    }
+
+    fn finish(mut self) -> String {
+        self.close_heading();
+        if self.pre > 0 {
+            self.pre = 0;
+            self.close_pre();
+        }
+        self.end_block();
+        self.out
+    }
+}
+
+/// 1–6 for `h1`–`h6`.
+fn heading_level(name: &[u8]) -> Option<usize> {
+    match name {
+        [b'h', level @ b'1'..=b'6'] => Some(usize::from(level - b'0')),
+        _ => None,
+    }
 }
 
 #[cfg(test)]
@@ -499,6 +693,94 @@ mod tests {
         assert_eq!(text, "# Title & more\n\nFirst bold para.\n\n## Sub\n\none\n\ntwo é");
         let chunks = chunk(&text, Format::Markdown, opts(100, 0), &words);
         assert_eq!(chunks.last().unwrap().headings, ["Title & more", "Sub"]);
+    }
+
+    #[test]
+    fn html_entities_are_decoded_and_unknown_ones_kept() {
+        // An entity-like run whose first 12 bytes end inside a multi-byte character.
+        assert_eq!(html_to_text("&abcdefghijé"), "&abcdefghijé");
+        assert_eq!(html_to_text("<p>&abcdefghijé😀&</p>"), "&abcdefghijé😀&");
+        assert_eq!(
+            html_to_text("&lt;a&gt; &amp; &quot;q&quot; &apos;s&apos; caf&eacute; &hellip;"),
+            "<a> & \"q\" 's' café …"
+        );
+        assert_eq!(html_to_text("&#233; &#x00E9; &#X41; &#128512;"), "é é A 😀");
+        assert_eq!(html_to_text("AT&T &nosuch; &#xZZ; & alone"), "AT&T &nosuch; &#xZZ; & alone");
+        // A non-breaking space is whitespace like any other.
+        assert_eq!(html_to_text("a&nbsp;&nbsp;b"), "a b");
+    }
+
+    #[test]
+    fn nested_html_structure_becomes_sections() {
+        let html = "<body><main><article><header><h1>Guide <small>v2</small></h1></header>\
+                    <section><h2>Install</h2><div><p>Run\n   the\tinstaller.</p></div>\
+                    <h3>On <em>Linux</em></h3><p>Use apt.<br>Or snap.</p></section>\
+                    <section><h2>Use</h2><table><tr><th>Key</th><td>Value</td></tr></table></section>\
+                    </article></main></body>";
+        let text = html_to_text(html);
+        assert_eq!(
+            text,
+            "# Guide v2\n\n## Install\n\nRun the installer.\n\n### On Linux\n\nUse apt.\nOr snap.\n\n## Use\n\nKey\nValue"
+        );
+        let chunks = chunk(&text, Format::Markdown, opts(10, 0), &words);
+        let headings: Vec<Vec<&str>> = chunks.iter().map(|c| c.headings.iter().map(String::as_str).collect()).collect();
+        assert_eq!(
+            headings,
+            [
+                vec!["Guide v2"],
+                vec!["Guide v2", "Install"],
+                vec!["Guide v2", "Install", "On Linux"],
+                vec!["Guide v2", "Use"],
+            ]
+        );
+        // Offsets index the converted text (what the chunker was given).
+        for c in &chunks {
+            let by_chars: String = text.chars().skip(c.chars.start).take(c.chars.len()).collect();
+            assert_eq!(by_chars, c.text);
+        }
+    }
+
+    #[test]
+    fn html_code_blocks_are_fenced_and_kept_whole() {
+        let html = "<h1>Code</h1><pre>\n# a comment, not a heading\nfn main() {\n\n    run(&lt;T&gt;);\n}\n</pre>\
+                    <p># not a heading either</p><p>```</p>";
+        let text = html_to_text(html);
+        assert_eq!(
+            text,
+            "# Code\n\n```\n# a comment, not a heading\nfn main() {\n\n    run(<T>);\n}\n```\n\n\\# not a heading either\n\n\\```"
+        );
+        let chunks = chunk(&text, Format::Markdown, opts(100, 0), &words);
+        assert!(chunks.iter().all(|c| c.headings == ["Code"]), "{chunks:?}");
+        // Code that contains one fence marker gets the other.
+        assert_eq!(html_to_text("<pre>```\nx\n```</pre>"), "~~~\n```\nx\n```\n~~~");
+    }
+
+    #[test]
+    fn html_scripts_styles_and_head_are_dropped() {
+        let html = "<!DOCTYPE html><html><head><title>Tab title</title><meta charset=utf-8>\
+                    <style>h1 { color: red } /* <h1>no</h1> */</style>\
+                    <script>if (a < b && c > d) { document.write('<h1>no</h1>'); }</script></head>\
+                    <body><noscript><p>enable js</p></noscript><template><h2>tpl</h2></template>\
+                    <p>kept</p><script/>still script</script><p>after</p></body></html>";
+        assert_eq!(html_to_text(html), "kept\n\nafter");
+    }
+
+    #[test]
+    fn malformed_html_still_yields_text() {
+        assert_eq!(html_to_text("<p>unclosed <b>bold <i>both</p><p>next"), "unclosed bold both\n\nnext");
+        assert_eq!(html_to_text("<h2>open heading<p>then text"), "## open heading then text");
+        assert_eq!(html_to_text("a < b and c <d"), "a < b and c");
+        assert_eq!(html_to_text("</div></p>stray ends<"), "stray ends<");
+        assert_eq!(html_to_text("<!-- never closed <h1>x</h1>"), "");
+        assert_eq!(html_to_text("<script>never closed <p>x</p>"), "");
+        assert_eq!(html_to_text("<pre>  indented\n  code"), "```\n  indented\n  code\n```");
+        assert_eq!(html_to_text("<p attr=\"unterminated>text</p>"), "");
+        assert_eq!(html_to_text(""), "");
+        // Every prefix of a document with multi-byte text converts without a panic.
+        let doc = "<h1>Título &eacute;</h1><p>déjà &#x1F600; &bogusé😀</p>";
+        for (at, _) in doc.char_indices() {
+            let _ = html_to_text(&doc[..at]);
+        }
     }
 
     #[test]

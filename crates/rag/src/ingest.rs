@@ -54,9 +54,26 @@ pub struct Loaded {
     pub bytes: u64,
 }
 
-/// Walks `roots` (files or folders; hidden entries and build folders are
-/// not descended into, symlinked folders are not followed) for files of a
-/// known format up to `max_bytes`.
+/// Walks `roots` for files of a known format up to `max_bytes`.
+///
+/// A root that is a file is considered as it is (even if an ignore rule or
+/// its name would leave it out). Folders are walked with ripgrep's `ignore`
+/// crate, in file-name order:
+/// - hidden entries (names starting with `.`) and build folders
+///   (`node_modules`, `target`, `__pycache__`, `venv`) are not descended
+///   into or read;
+/// - paths matched by `.gitignore`, `.ignore` or `.git/info/exclude` rules
+///   (in the folder, below it, or in its parent folders; also outside a Git
+///   repository; the user's global Git excludes are not read) are left out;
+/// - symlinks to files are read, symlinked folders are not followed (a
+///   document is known by one path, and a walk never leaves its root), so a
+///   symlink loop cannot trap the walk.
+///
+/// Those three are left out silently; every other file or folder left out
+/// (unsupported type, too large, a symlinked folder, unreadable, a dangling
+/// or looping symlink) is in [`Discovery::skipped`] with a reason, and so is
+/// an ignore file with a rule that could not be applied (its other rules
+/// still are).
 pub fn discover(roots: &[PathBuf], max_bytes: u64) -> Discovery {
     let mut found = Discovery::default();
     for root in roots {
@@ -72,32 +89,75 @@ pub fn discover(roots: &[PathBuf], max_bytes: u64) -> Discovery {
 }
 
 fn walk(dir: &Path, max_bytes: u64, found: &mut Discovery) {
-    let entries = match std::fs::read_dir(dir) {
-        Ok(entries) => entries,
-        Err(err) => {
-            found.skipped.push(Skipped { path: dir.to_path_buf(), reason: format!("cannot list: {err}") });
-            return;
-        }
-    };
-    let mut entries: Vec<_> = entries.filter_map(Result::ok).collect();
-    entries.sort_by_key(std::fs::DirEntry::file_name);
-    for entry in entries {
-        let path = entry.path();
-        let name = entry.file_name();
-        let name = name.to_string_lossy();
-        let Ok(kind) = entry.file_type() else { continue };
-        if kind.is_dir() {
-            if !name.starts_with('.') && !IGNORED_DIRS.contains(&name.as_ref()) {
-                walk(&path, max_bytes, found);
+    let walker = ignore::WalkBuilder::new(dir)
+        .standard_filters(true)
+        // Ignore files apply in any folder, not only inside a Git repository.
+        .require_git(false)
+        // Per-user settings would make a walk differ between machines.
+        .git_global(false)
+        .follow_links(false)
+        .sort_by_file_name(|a, b| a.cmp(b))
+        .filter_entry(|entry| {
+            let build_dir = entry.file_type().is_some_and(|kind| kind.is_dir())
+                && entry.file_name().to_str().is_some_and(|name| IGNORED_DIRS.contains(&name));
+            entry.depth() == 0 || !build_dir
+        })
+        .build();
+    for entry in walker {
+        let entry = match entry {
+            Ok(entry) => entry,
+            Err(err) => {
+                let rules = err.is_partial();
+                found.skipped.push(walk_error(&err, dir, rules));
+                continue;
             }
-        } else if !name.starts_with('.') {
-            // Symlinks to files are read; symlinks to folders are not followed.
-            match std::fs::metadata(&path) {
-                Ok(meta) if meta.is_file() => consider(&path, meta.len(), max_bytes, found),
-                Ok(_) => {}
-                Err(err) => found.skipped.push(Skipped { path, reason: format!("cannot read: {err}") }),
-            }
+        };
+        // A folder whose ignore files could not all be read is still walked.
+        if let Some(err) = entry.error() {
+            found.skipped.push(walk_error(err, entry.path(), true));
         }
+        if entry.depth() == 0 || entry.file_type().is_some_and(|kind| kind.is_dir()) {
+            continue;
+        }
+        let path = entry.into_path();
+        // Symlinks are resolved here: a file is read, a folder is not followed.
+        match std::fs::metadata(&path) {
+            Ok(meta) if meta.is_file() => consider(&path, meta.len(), max_bytes, found),
+            Ok(meta) if meta.is_dir() => {
+                found.skipped.push(Skipped { path, reason: "symlinked folder (not followed)".to_owned() });
+            }
+            Ok(_) => found.skipped.push(Skipped { path, reason: "not a regular file".to_owned() }),
+            Err(err) => found.skipped.push(Skipped { path, reason: format!("cannot read: {err}") }),
+        }
+    }
+}
+
+/// What an error of the walk left out: the path it names (else `near`) and
+/// why (`rules`: an ignore file could not be read or parsed in full).
+fn walk_error(err: &ignore::Error, near: &Path, rules: bool) -> Skipped {
+    let path = error_path(err).unwrap_or(near).to_path_buf();
+    let cause = error_cause(err);
+    let reason =
+        if rules { format!("ignore rules only partly applied: {cause}") } else { format!("cannot read: {cause}") };
+    Skipped { path, reason }
+}
+
+/// The path an error of the walk is about.
+fn error_path(err: &ignore::Error) -> Option<&Path> {
+    match err {
+        ignore::Error::WithPath { path, .. } => Some(path),
+        ignore::Error::Loop { child, .. } => Some(child),
+        ignore::Error::WithDepth { err, .. } | ignore::Error::WithLineNumber { err, .. } => error_path(err),
+        ignore::Error::Partial(errs) => errs.iter().find_map(error_path),
+        _ => None,
+    }
+}
+
+/// An error of the walk without the path (the summary prints that).
+fn error_cause(err: &ignore::Error) -> String {
+    match err {
+        ignore::Error::WithPath { err, .. } | ignore::Error::WithDepth { err, .. } => error_cause(err),
+        other => other.to_string(),
     }
 }
 
@@ -173,6 +233,83 @@ mod tests {
         assert!(reasons.iter().any(|(n, r)| n == "huge.txt" && r.contains("too large")), "{reasons:?}");
         assert!(reasons.iter().any(|(n, r)| n == "photo.png" && r.contains("unsupported file type (.png)")));
         assert!(reasons.iter().any(|(n, r)| n == "missing" && r.contains("cannot read")));
+    }
+
+    fn relative(root: &Path, paths: impl IntoIterator<Item = PathBuf>) -> Vec<String> {
+        paths.into_iter().map(|p| p.strip_prefix(root).unwrap().display().to_string()).collect()
+    }
+
+    #[test]
+    fn gitignore_and_ignore_rules_leave_files_out() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        std::fs::create_dir_all(root.join("docs/generated")).unwrap();
+        std::fs::create_dir_all(root.join("docs/sub")).unwrap();
+        // Not a Git repository: the rules apply all the same.
+        std::fs::write(root.join("docs/.gitignore"), "generated/\n*.log\n!keep.log\n").unwrap();
+        std::fs::write(root.join("docs/sub/.ignore"), "draft.md\n").unwrap();
+        std::fs::write(root.join("docs/generated/api.md"), "# API").unwrap();
+        std::fs::write(root.join("docs/debug.log"), "noise").unwrap();
+        std::fs::write(root.join("docs/keep.log"), "kept by a negated rule").unwrap();
+        std::fs::write(root.join("docs/readme.md"), "# Readme").unwrap();
+        std::fs::write(root.join("docs/sub/draft.md"), "draft").unwrap();
+        std::fs::write(root.join("docs/sub/final.md"), "final").unwrap();
+
+        let found = discover(&[root.join("docs")], 1000);
+        let names = relative(root, found.sources.iter().map(|s| s.path.clone()));
+        assert_eq!(names, ["docs/keep.log", "docs/readme.md", "docs/sub/final.md"]);
+        // Ignored paths are left out silently, like hidden ones.
+        assert!(found.skipped.is_empty(), "{:?}", found.skipped);
+
+        // A rule that is not a valid glob is reported; the others still apply.
+        std::fs::write(root.join("docs/sub/.ignore"), "draft.md\nbad[z-a]\n").unwrap();
+        let found = discover(&[root.join("docs")], 1000);
+        let names = relative(root, found.sources.iter().map(|s| s.path.clone()));
+        assert_eq!(names, ["docs/keep.log", "docs/readme.md", "docs/sub/final.md"]);
+        let skipped: Vec<(String, &str)> =
+            found.skipped.iter().map(|s| (relative(root, [s.path.clone()]).remove(0), s.reason.as_str())).collect();
+        assert_eq!(skipped.len(), 1, "{skipped:?}");
+        assert_eq!(skipped[0].0, "docs/sub/.ignore");
+        assert!(skipped[0].1.starts_with("ignore rules only partly applied"), "{skipped:?}");
+
+        // A file named as a root is taken even if a rule matches it.
+        let found = discover(&[root.join("docs/debug.log")], 1000);
+        assert_eq!(relative(root, found.sources.iter().map(|s| s.path.clone())), ["docs/debug.log"]);
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn symlink_loops_end_and_symlinked_folders_are_reported() {
+        use std::os::unix::fs::symlink;
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        std::fs::create_dir_all(root.join("docs")).unwrap();
+        std::fs::write(root.join("docs/a.md"), "# A").unwrap();
+        std::fs::write(root.join("outside.md"), "# Outside").unwrap();
+        symlink(root.join("docs"), root.join("docs/loop")).unwrap(); // a folder containing itself
+        symlink("self.md", root.join("docs/self.md")).unwrap(); // a link to itself
+        symlink(root.join("nowhere.md"), root.join("docs/dangling.md")).unwrap();
+        symlink(root.join("outside.md"), root.join("docs/link.md")).unwrap();
+
+        let found = discover(&[root.join("docs")], 1000);
+        let names = relative(root, found.sources.iter().map(|s| s.path.clone()));
+        assert_eq!(names, ["docs/a.md", "docs/link.md"]);
+        let skipped: Vec<(String, &str)> = found
+            .skipped
+            .iter()
+            .map(|s| (s.path.strip_prefix(root).unwrap().display().to_string(), s.reason.as_str()))
+            .collect();
+        assert_eq!(skipped.len(), 3, "{skipped:?}");
+        assert_eq!(skipped[0].0, "docs/dangling.md");
+        assert!(skipped[0].1.starts_with("cannot read"), "{skipped:?}");
+        assert_eq!(skipped[1], ("docs/loop".to_owned(), "symlinked folder (not followed)"));
+        assert_eq!(skipped[2].0, "docs/self.md");
+        assert!(skipped[2].1.starts_with("cannot read"), "{skipped:?}");
+
+        // A symlinked folder given as a root is walked, once.
+        let found = discover(&[root.join("docs/loop")], 1000);
+        let names = relative(root, found.sources.iter().map(|s| s.path.clone()));
+        assert_eq!(names, ["docs/loop/a.md", "docs/loop/link.md"]);
     }
 
     #[test]

@@ -1,7 +1,7 @@
 use std::fmt;
 use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use rusqlite::{Connection, OpenFlags, OptionalExtension, TransactionBehavior, params};
@@ -17,6 +17,10 @@ const MIGRATIONS: &[&str] =
 pub const SCHEMA_VERSION: u32 = MIGRATIONS.len() as u32;
 
 const SQLITE_MAGIC: &[u8; 16] = b"SQLite format 3\0";
+
+/// Read-only connections a [`Store`] keeps at most: more concurrent reads
+/// than this wait for one of them to finish (never for a write).
+pub const MAX_READERS: usize = 8;
 
 /// A position in the change log. Sequence numbers strictly increase and are
 /// never reused.
@@ -139,7 +143,8 @@ pub enum Durability {
 pub struct StoreOptions {
     /// Sync level of commits.
     pub durability: Durability,
-    /// How long a write waits on a competing writer.
+    /// How long a write waits on a competing writer (and a read on the
+    /// rare locks a reader can meet, such as log recovery).
     pub busy_timeout: Duration,
 }
 
@@ -242,7 +247,13 @@ pub enum StoreError {
     },
 }
 
-/// The journal of record. Cheap to clone; clones share one connection.
+/// The journal of record. Cheap to clone; clones share its connections.
+///
+/// Writes go through one read-write connection, one transaction at a time.
+/// Reads ([`Store::read`], [`Store::changes_since`], [`Store::last_seq`],
+/// [`Store::stats`]) run on a small pool of read-only connections (up to
+/// [`MAX_READERS`], opened on demand): in write-ahead-log mode they see the
+/// last committed state and never wait for an open write transaction.
 ///
 /// All methods block on SQLite: call them from a blocking context
 /// (`tokio::task::spawn_blocking`), never directly on an async executor.
@@ -253,7 +264,95 @@ pub struct Store {
 
 struct Inner {
     path: PathBuf,
-    conn: Mutex<Connection>,
+    // Dropped before the writer, so the writer closes the file last and
+    // SQLite folds the write-ahead log back into it.
+    readers: Readers,
+    writer: Mutex<Connection>,
+}
+
+/// The pool of read-only connections: a tiny hand-rolled pool (a mutex, a
+/// condition variable, a cap) rather than `r2d2`, whose SQLite adapter
+/// trails our rusqlite version and which brings a thread pool of its own.
+struct Readers {
+    busy_timeout: Duration,
+    pool: Mutex<Pool>,
+    freed: Condvar,
+}
+
+#[derive(Default)]
+struct Pool {
+    idle: Vec<Connection>,
+    /// Connections open, idle or checked out.
+    open: usize,
+}
+
+impl Readers {
+    fn new(busy_timeout: Duration) -> Self {
+        Self { busy_timeout, pool: Mutex::new(Pool::default()), freed: Condvar::new() }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Pool> {
+        // The pool's state is a list and a count, consistent at every step.
+        self.pool.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// An idle connection, a new one while fewer than [`MAX_READERS`] are
+    /// open, or else the next one another read gives back.
+    fn checkout(&self, path: &Path) -> Result<Reader<'_>, StoreError> {
+        let mut pool = self.lock();
+        loop {
+            if let Some(conn) = pool.idle.pop() {
+                return Ok(Reader { readers: self, conn: Some(conn) });
+            }
+            if pool.open < MAX_READERS {
+                pool.open += 1;
+                drop(pool);
+                return match open_reader(path, self.busy_timeout) {
+                    Ok(conn) => Ok(Reader { readers: self, conn: Some(conn) }),
+                    Err(err) => {
+                        self.lock().open -= 1;
+                        self.freed.notify_one();
+                        Err(err)
+                    }
+                };
+            }
+            pool = self.freed.wait(pool).unwrap_or_else(PoisonError::into_inner);
+        }
+    }
+}
+
+/// A checked-out read-only connection; back to the pool on drop.
+struct Reader<'a> {
+    readers: &'a Readers,
+    conn: Option<Connection>,
+}
+
+impl Drop for Reader<'_> {
+    fn drop(&mut self) {
+        let Some(conn) = self.conn.take() else { return };
+        let mut pool = self.readers.lock();
+        // One left inside a transaction (it cannot be, short of a bug) is
+        // closed rather than handed to the next read.
+        if conn.is_autocommit() {
+            pool.idle.push(conn);
+        } else {
+            pool.open -= 1;
+            drop(conn);
+        }
+        drop(pool);
+        self.readers.freed.notify_one();
+    }
+}
+
+/// A read-only connection to the journal `Store::open` checked and
+/// migrated.
+fn open_reader(path: &Path, busy_timeout: Duration) -> Result<Connection, StoreError> {
+    let err = |source| sqlite(path, source);
+    let conn = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX)
+        .map_err(err)?;
+    conn.busy_timeout(busy_timeout).map_err(err)?;
+    conn.execute_batch("PRAGMA query_only = ON;").map_err(err)?;
+    Ok(conn)
 }
 
 impl fmt::Debug for Store {
@@ -322,7 +421,12 @@ impl Store {
         conn.execute_batch(&format!("PRAGMA synchronous = {sync}; PRAGMA foreign_keys = ON;")).map_err(err)?;
         let mut conn = conn;
         migrate(&mut conn, path)?;
-        Ok(Self { inner: Arc::new(Inner { path: path.to_path_buf(), conn: Mutex::new(conn) }) })
+        // Readers open only now, on a journal that passed every check above;
+        // the first one opens here so that a journal they cannot read fails
+        // the open, not the first search.
+        let readers = Readers::new(options.busy_timeout);
+        drop(readers.checkout(path)?);
+        Ok(Self { inner: Arc::new(Inner { path: path.to_path_buf(), readers, writer: Mutex::new(conn) }) })
     }
 
     /// Checks an existing journal without changing it (for `engram doctor`):
@@ -340,10 +444,27 @@ impl Store {
         &self.inner.path
     }
 
-    fn conn(&self) -> MutexGuard<'_, Connection> {
+    fn writer(&self) -> MutexGuard<'_, Connection> {
         // A panic while holding the lock cannot leave SQLite inconsistent (an
         // open transaction rolls back on drop), so a poisoned lock is usable.
-        self.inner.conn.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.inner.writer.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Runs `f` on a pooled read-only connection, inside one read
+    /// transaction: everything `f` queries comes from one snapshot, the
+    /// last state committed before its first query.
+    fn with_reader<T>(&self, f: impl FnOnce(&Connection) -> Result<T, StoreError>) -> Result<T, StoreError> {
+        let path = self.path();
+        let mut reader = self.inner.readers.checkout(path)?;
+        let Some(conn) = reader.conn.as_mut() else {
+            unreachable!("a checked-out reader holds its connection until dropped")
+        };
+        let tx =
+            conn.transaction_with_behavior(TransactionBehavior::Deferred).map_err(|source| sqlite(path, source))?;
+        let value = f(&tx)?;
+        // Ending a read-only transaction releases its snapshot; nothing to write.
+        tx.commit().map_err(|source| sqlite(path, source))?;
+        Ok(value)
     }
 
     /// Runs `f` in one immediate transaction and commits it; an error from
@@ -354,7 +475,7 @@ impl Store {
         E: From<StoreError>,
     {
         let path = self.path();
-        let mut conn = self.conn();
+        let mut conn = self.writer();
         let tx = conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .map_err(|source| E::from(sqlite(path, source)))?;
@@ -364,60 +485,64 @@ impl Store {
         Ok(value)
     }
 
-    /// Runs read-only queries on the journal's connection. Reads see every
-    /// committed write (one connection, so also this process's own).
+    /// Runs read-only queries on a read-only connection of its own, in one
+    /// read transaction: they see every write committed before the first
+    /// of them (this process's included) and nothing of a write still
+    /// open, for which they do not wait. A statement that writes fails.
     pub fn read<T>(&self, f: impl FnOnce(&Connection) -> rusqlite::Result<T>) -> Result<T, StoreError> {
-        let conn = self.conn();
-        f(&conn).map_err(|source| sqlite(self.path(), source))
+        self.with_reader(|conn| f(conn).map_err(|source| sqlite(self.path(), source)))
     }
 
     /// Up to `limit` changes with a sequence number above `after`, oldest first.
     pub fn changes_since(&self, after: Seq, limit: usize) -> Result<Vec<Change>, StoreError> {
-        let path = self.path();
-        let conn = self.conn();
-        let mut stmt = conn
-            .prepare_cached("SELECT seq, at_ms, entity, key, op FROM changes WHERE seq > ?1 ORDER BY seq LIMIT ?2")
-            .map_err(|source| sqlite(path, source))?;
-        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-        let rows = stmt
-            .query_map(params![after.0, limit], |row| {
-                Ok((row.get(0)?, row.get(1)?, row.get::<_, String>(2)?, row.get(3)?, row.get::<_, String>(4)?))
-            })
-            .map_err(|source| sqlite(path, source))?;
-        let mut out = Vec::new();
-        for row in rows {
-            let (seq, at_ms, entity, key, op) = row.map_err(|source| sqlite(path, source))?;
-            let corrupt = |what: &str| StoreError::Corrupt {
-                path: path.to_path_buf(),
-                detail: format!("change {seq} has an unknown {what}"),
-            };
-            let entity = Entity::parse(&entity).ok_or_else(|| corrupt("entity"))?;
-            let op = match op.as_str() {
-                "upsert" => Op::Upsert,
-                "delete" => Op::Delete,
-                _ => return Err(corrupt("op")),
-            };
-            out.push(Change { seq: Seq(seq), at_ms, entity, key, op });
-        }
-        Ok(out)
+        self.with_reader(|conn| changes_since(conn, self.path(), after, limit))
     }
 
     /// The highest sequence number ever assigned ([`Seq::ZERO`] if none).
     pub fn last_seq(&self) -> Result<Seq, StoreError> {
-        last_seq(&self.conn(), self.path())
+        self.with_reader(|conn| last_seq(conn, self.path()))
     }
 
     /// Size, schema version and last sequence.
     pub fn stats(&self) -> Result<StoreStats, StoreError> {
-        stats(&self.conn(), self.path())
+        self.with_reader(|conn| stats(conn, self.path()))
     }
 
     /// Folds the write-ahead log into the database file (on shutdown).
     pub fn checkpoint(&self) -> Result<(), StoreError> {
-        self.conn()
+        self.writer()
             .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
             .map_err(|source| sqlite(self.path(), source))
     }
+}
+
+/// Up to `limit` changes above `after`, oldest first.
+fn changes_since(conn: &Connection, path: &Path, after: Seq, limit: usize) -> Result<Vec<Change>, StoreError> {
+    let mut stmt = conn
+        .prepare_cached("SELECT seq, at_ms, entity, key, op FROM changes WHERE seq > ?1 ORDER BY seq LIMIT ?2")
+        .map_err(|source| sqlite(path, source))?;
+    let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+    let rows = stmt
+        .query_map(params![after.0, limit], |row| {
+            Ok((row.get(0)?, row.get(1)?, row.get::<_, String>(2)?, row.get(3)?, row.get::<_, String>(4)?))
+        })
+        .map_err(|source| sqlite(path, source))?;
+    let mut out = Vec::new();
+    for row in rows {
+        let (seq, at_ms, entity, key, op) = row.map_err(|source| sqlite(path, source))?;
+        let corrupt = |what: &str| StoreError::Corrupt {
+            path: path.to_path_buf(),
+            detail: format!("change {seq} has an unknown {what}"),
+        };
+        let entity = Entity::parse(&entity).ok_or_else(|| corrupt("entity"))?;
+        let op = match op.as_str() {
+            "upsert" => Op::Upsert,
+            "delete" => Op::Delete,
+            _ => return Err(corrupt("op")),
+        };
+        out.push(Change { seq: Seq(seq), at_ms, entity, key, op });
+    }
+    Ok(out)
 }
 
 /// Opens `path` and refuses anything that is not a healthy Engram journal

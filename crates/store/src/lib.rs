@@ -18,8 +18,8 @@
 mod journal;
 
 pub use journal::{
-    Change, Durability, Entity, JOURNAL_APPLICATION_ID, Op, SCHEMA_VERSION, Seq, Store, StoreError, StoreOptions,
-    StoreStats, WriteTx,
+    Change, Durability, Entity, JOURNAL_APPLICATION_ID, MAX_READERS, Op, SCHEMA_VERSION, Seq, Store, StoreError,
+    StoreOptions, StoreStats, WriteTx,
 };
 
 /// The SQLite binding, re-exported so feature crates write their own tables

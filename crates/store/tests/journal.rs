@@ -157,3 +157,97 @@ fn inspect_reads_without_creating() {
     let stats = Store::inspect(&path).unwrap().unwrap();
     assert_eq!(stats.last_seq, Seq(1));
 }
+
+/// Keys of all changes, oldest first, read through `Store::read`.
+fn keys(store: &Store) -> Vec<String> {
+    store
+        .read(|conn| {
+            let mut stmt = conn.prepare("SELECT key FROM changes ORDER BY seq")?;
+            stmt.query_map([], |row| row.get(0))?.collect()
+        })
+        .unwrap()
+}
+
+#[test]
+fn reads_do_not_wait_for_an_open_write_and_see_only_committed_state() {
+    use std::sync::mpsc;
+
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir.path().join("journal.sqlite3")).unwrap();
+    let committed = record(&store, "committed");
+
+    let (written, is_written) = mpsc::channel();
+    let (release, is_released) = mpsc::channel::<()>();
+    let writer = {
+        let store = store.clone();
+        std::thread::spawn(move || {
+            store.write(|tx| {
+                let seq = tx.record(Entity::Turn, "uncommitted", Op::Upsert)?;
+                written.send(seq).unwrap();
+                // The transaction stays open until the test says so.
+                is_released.recv().unwrap();
+                Ok::<_, StoreError>(seq)
+            })
+        })
+    };
+    let pending = is_written.recv().unwrap();
+
+    // The write cannot commit before `release` is sent, so each of these
+    // ran while it was open. They run on another thread so that a read that
+    // waited for the write would fail the test instead of hanging it.
+    let (answer, answered) = mpsc::channel();
+    let reader = {
+        let store = store.clone();
+        std::thread::spawn(move || {
+            let seen = (
+                keys(&store),
+                store.last_seq().unwrap(),
+                store.changes_since(Seq::ZERO, 10).unwrap().len(),
+                store.stats().unwrap().last_seq,
+            );
+            answer.send(seen).unwrap();
+        })
+    };
+    // Not a timing assertion: only a guard against a hang if reads block.
+    let seen = answered.recv_timeout(std::time::Duration::from_secs(60));
+    release.send(()).unwrap();
+    let seen = seen.expect("a read waited for the open write transaction");
+    assert_eq!(seen, (vec!["committed".to_owned()], committed, 1, committed));
+    reader.join().unwrap();
+
+    assert_eq!(writer.join().unwrap().unwrap(), pending);
+    assert_eq!(keys(&store), ["committed", "uncommitted"]);
+    assert_eq!(store.last_seq().unwrap(), pending);
+}
+
+#[test]
+fn reads_are_read_only_and_run_side_by_side() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir.path().join("journal.sqlite3")).unwrap();
+    record(&store, "a");
+    let err = store.read(|conn| conn.execute("DELETE FROM changes", [])).unwrap_err();
+    assert!(matches!(err, StoreError::Sqlite { .. }), "{err}");
+    assert_eq!(keys(&store), ["a"]);
+
+    // MAX_READERS reads can be inside `read` at once (each waits for all
+    // the others), and more reads than that queue up instead of failing.
+    let inside = std::sync::Arc::new(std::sync::Barrier::new(engram_store::MAX_READERS));
+    let threads: Vec<_> = (0..engram_store::MAX_READERS + 4)
+        .map(|i| {
+            let (store, inside) = (store.clone(), inside.clone());
+            std::thread::spawn(move || {
+                store
+                    .read(|conn| {
+                        if i < engram_store::MAX_READERS {
+                            inside.wait();
+                        }
+                        conn.query_row("SELECT count(*) FROM changes", [], |row| row.get::<_, i64>(0))
+                    })
+                    .unwrap()
+            })
+        })
+        .collect();
+    for thread in threads {
+        assert_eq!(thread.join().unwrap(), 1);
+    }
+}
