@@ -422,7 +422,7 @@ fn calibration_certifies_and_bad_inputs_are_refused() {
     assert_eq!(status.certificate.id, cert.id);
     assert_eq!(checked.n, 10);
     assert!(checked.coverage >= 0.9, "{checked:?}");
-    assert!(matches!(rag.check_certificate("cert-nope", &questions), Err(RagError::Invalid(_))));
+    assert!(matches!(rag.check_certificate("cert-nope", &questions), Err(RagError::NotFound(_))));
     assert!(matches!(rag.check_certificate(&cert.id, &[]), Err(RagError::Invalid(_))));
 
     let filter = Filter { collection: Some("science".into()), ..Filter::default() };
