@@ -1,5 +1,5 @@
 //! Operations as routes: decode the request (path parameters, query or JSON
-//! body) → [`Operation::validate`] → one service call → encode. Every
+//! body) → one service call (which validates it) → encode. Every
 //! feature's routes are built here, so decoding, validation and the error
 //! mapping are written once.
 
@@ -131,7 +131,7 @@ async fn decode<O: Operation>(request: Request) -> Result<O, ApiError> {
             json_request(&bytes, params)?
         }
     };
-    request.validate()?;
+    // Checked by the service, the one place every surface goes through.
     Ok(request)
 }
 

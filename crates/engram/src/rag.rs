@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use engram_config::{Loaded, Paths};
-use engram_ops::{CollectionName, Operation, TenantId};
+use engram_ops::{CollectionName, TenantId};
 use engram_rag::certify::{Question, ScoreFunction};
 use engram_rag::eval::RetrievalEval;
 use engram_rag::ops::{
@@ -355,8 +355,6 @@ pub fn calibrate(loaded: &Loaded, paths: &Paths, args: &CalibrateArgs) -> anyhow
         request.questions = Some(Question::read_jsonl(file)?);
         request.source = Some(file.display().to_string());
     }
-    // Refused here before a daemon's LLM spends minutes writing questions.
-    request.validate()?;
     let answer = crate::connect::run(loaded, paths, |client| async move {
         let mut bar = None;
         let answer = client

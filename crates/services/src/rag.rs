@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use engram_config::{Config, Paths, VectorStoreKind};
 use engram_models::Embedder;
-use engram_ops::Error;
+use engram_ops::{Error, Operation};
 use engram_rag::certify::CertificateStatus;
 use engram_rag::ops::{
     Calibrate, CalibrateProgress, CalibrateResponse, Certificate, CertificateCheck, Certificates, CertificatesResponse,
@@ -181,7 +181,7 @@ impl RagService {
         request: Ingest,
         mut progress: impl FnMut(&Progress) + Send + 'static,
     ) -> Result<IngestReport, Error> {
-        request.validate_op()?;
+        request.validate()?;
         let documents = request.inline_documents()?;
         let rag = self.engine().await?;
         blocking(move || {
@@ -200,7 +200,7 @@ impl RagService {
 
     /// [`Search`].
     pub async fn search(&self, request: Search) -> Result<SearchResponse, Error> {
-        request.validate_op()?;
+        request.validate()?;
         let rag = self.engine().await?;
         blocking(move || {
             let filter = request.filter();
@@ -247,7 +247,7 @@ impl RagService {
         request: Calibrate,
         progress: impl FnMut(&CalibrateProgress) + Send,
     ) -> Result<CalibrateResponse, Error> {
-        request.validate_op()?;
+        request.validate()?;
         let mut options = request.options();
         let rag = self.engine().await?;
         let (questions, source, generated) = match (request.questions, request.generate) {
@@ -259,7 +259,7 @@ impl RagService {
                 let generated = self.write_questions(&rag, &request.collection, n, request.seed, progress).await?;
                 (generated.questions.clone(), generated.source(request.seed), Some(generated))
             }
-            (None, None) => return Err(Error::invalid("give either `questions` or `generate`")),
+            (None, None) => return Err(Error::internal("a validated calibration has questions or `generate`")),
         };
         options.questions_from = source;
         let collection = request.collection.to_string();
@@ -295,7 +295,7 @@ impl RagService {
 
     /// [`CheckCertificate`].
     pub async fn check_certificate(&self, request: CheckCertificate) -> Result<CertificateCheck, Error> {
-        request.validate_op()?;
+        request.validate()?;
         let rag = self.engine().await?;
         blocking(move || {
             let (status, checked) = rag.check_certificate(&request.id, &request.questions)?;
@@ -311,16 +311,4 @@ async fn blocking<T: Send + 'static>(work: impl FnOnce() -> Result<T, RagError> 
         .await
         .map_err(|err| Error::internal(format!("retrieval panicked: {err}")))?
         .map_err(Error::from)
-}
-
-/// [`engram_ops::Operation::validate`] under a name that does not clash
-/// with inherent methods.
-trait ValidateOp {
-    fn validate_op(&self) -> Result<(), Error>;
-}
-
-impl<O: engram_ops::Operation> ValidateOp for O {
-    fn validate_op(&self) -> Result<(), Error> {
-        self.validate()
-    }
 }
