@@ -1,20 +1,19 @@
 //! Engram's HTTP surface: one axum application served on a Unix socket and,
 //! opt-in, a loopback TCP port guarded by a bearer token.
 //!
-//! [`router`] builds the application for one listener; [`server`] binds the
-//! listeners and runs the connection loop with its deadlines and drain.
+//! [`http`] is the infrastructure (listeners, connection loop, guard,
+//! limits, metrics) and knows no feature; `op` turns any typed operation
+//! into a route; each feature module (`health`, `openai`, `plugins`,
+//! `rag`) exports its routes, and [`router`] joins them.
 
-mod auth;
-mod error;
-mod metrics;
+mod app;
+mod health;
+pub mod http;
 mod op;
 mod openai;
 mod plugins;
 mod rag;
-mod routes;
-pub mod server;
 
-pub use auth::TcpGuard;
-pub use error::ApiError;
-pub use metrics::Metrics;
-pub use routes::{Access, AppState, HttpLimits, router};
+pub use app::{Access, AppState, router};
+pub use http::server;
+pub use http::{ApiError, HttpLimits, Metrics, TcpGuard};

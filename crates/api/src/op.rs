@@ -16,8 +16,8 @@ use axum::routing::{MethodRouter, get, post};
 use engram_ops::{Error, ErrorKind, Method, Operation, StreamLine, Streaming};
 use serde_json::Value;
 
-use crate::error::ApiError;
-use crate::routes::AppState;
+use crate::app::AppState;
+use crate::http::ApiError;
 
 /// The HTTP status of each kind of failure: the one place it is decided.
 pub(crate) fn status(kind: ErrorKind) -> StatusCode {

@@ -6,24 +6,33 @@ use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use axum::Json;
 use axum::extract::State;
 use axum::extract::rejection::JsonRejection;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
 use engram_models::{Event, FinishReason, GenerateRequest, Message, ModelError, Prompt, Role, SamplingParams};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use crate::error::ApiError;
-use crate::routes::AppState;
+use crate::app::AppState;
+use crate::http::ApiError;
 use engram_services::Models;
 
 /// Most inputs one `/v1/embeddings` call may embed.
 const MAX_EMBED_INPUTS: usize = 2048;
 /// Default completion budget when the request names none.
 const DEFAULT_MAX_TOKENS: usize = 512;
+
+/// `GET /v1/models`, `POST /v1/embeddings`, `POST /v1/chat/completions`.
+pub(crate) fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/v1/models", get(list_models))
+        .route("/v1/embeddings", post(embeddings))
+        .route("/v1/chat/completions", post(chat_completions))
+}
 
 fn models(state: &AppState) -> Result<&Models, ApiError> {
     state.models().ok_or_else(|| {
@@ -69,7 +78,7 @@ fn now() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
 
-pub(crate) async fn list_models(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
+async fn list_models(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
     let models = models(&state)?;
     let entry = |id: &str| json!({"id": id, "object": "model", "created": 0, "owned_by": "engram"});
     Ok(Json(json!({"object": "list", "data": [entry(&models.llm_id), entry(&models.embedder_id)]})))
@@ -84,7 +93,7 @@ pub(crate) struct EmbeddingsRequest {
     dimensions: Option<usize>,
 }
 
-pub(crate) async fn embeddings(
+async fn embeddings(
     State(state): State<AppState>,
     payload: Result<Json<EmbeddingsRequest>, JsonRejection>,
 ) -> Result<Json<Value>, ApiError> {
@@ -309,7 +318,7 @@ fn finish_reason(reason: FinishReason) -> &'static str {
     }
 }
 
-pub(crate) async fn chat_completions(
+async fn chat_completions(
     State(state): State<AppState>,
     payload: Result<Json<ChatRequest>, JsonRejection>,
 ) -> Result<Response, ApiError> {

@@ -1,17 +1,28 @@
 //! `/v1/plugins/*`: the plugin tools, listed and called over HTTP.
 
-use axum::Json;
 use axum::extract::State;
 use axum::extract::rejection::JsonRejection;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
 use engram_plugin_host::CallError;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use crate::error::ApiError;
+use crate::app::AppState;
+use crate::http::ApiError;
 use crate::openai::body;
-use crate::routes::AppState;
+
+/// `GET /v1/plugins`, `GET /v1/plugins/tools`, `POST /v1/plugins/call`,
+/// `POST /v1/plugins/reload`.
+pub(crate) fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/v1/plugins", get(list))
+        .route("/v1/plugins/tools", get(list_tools))
+        .route("/v1/plugins/call", post(call))
+        .route("/v1/plugins/reload", post(reload))
+}
 
 fn host(state: &AppState) -> Result<&std::sync::Arc<engram_plugin_host::PluginHost>, ApiError> {
     state.plugins().ok_or_else(|| {
@@ -20,7 +31,7 @@ fn host(state: &AppState) -> Result<&std::sync::Arc<engram_plugin_host::PluginHo
 }
 
 /// `GET /v1/plugins/tools`: every loaded tool with its schemas.
-pub(crate) async fn list_tools(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
+async fn list_tools(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
     Ok(Json(json!({ "tools": host(&state)?.list_tools() })))
 }
 
@@ -41,7 +52,7 @@ fn empty_object() -> Value {
 
 /// `POST /v1/plugins/call`: `{"tool", "result"}`, or an error whose
 /// `detail` is the structured [`CallError`].
-pub(crate) async fn call(State(state): State<AppState>, payload: Result<Json<CallRequest>, JsonRejection>) -> Response {
+async fn call(State(state): State<AppState>, payload: Result<Json<CallRequest>, JsonRejection>) -> Response {
     let request = match body(payload) {
         Ok(request) => request,
         Err(err) => return err.into_response(),
@@ -69,14 +80,14 @@ pub(crate) async fn call(State(state): State<AppState>, payload: Result<Json<Cal
 
 /// `GET /v1/plugins`: every plugin, loaded or held, with what it requests,
 /// holds and lacks.
-pub(crate) async fn list(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
+async fn list(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
     Ok(Json(json!({ "plugins": host(&state)?.plugins() })))
 }
 
 /// `POST /v1/plugins/reload`: rereads the grants and rescans the plugins
 /// directory now. Answers `{"loaded": [{id, version}], "failed": [{folder,
 /// error, detail}]}`, `detail` being the serialized `LoadError`.
-pub(crate) async fn reload(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
+async fn reload(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
     let host = host(&state)?.clone();
     let Some(dir) = state.plugins_dir().map(std::path::Path::to_path_buf) else {
         return Err(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "plugins_unavailable", "no plugins directory"));

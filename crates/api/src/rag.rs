@@ -4,8 +4,8 @@
 use axum::Router;
 use engram_rag::ops::{Calibrate, Certificate, Certificates, CheckCertificate, Collections, Ingest, Search};
 
+use crate::app::AppState;
 use crate::op::{route, streaming};
-use crate::routes::AppState;
 
 /// `POST /v1/ingest`, `POST /v1/search`, `GET /v1/collections`,
 /// `GET /v1/certificates[/{id}]`, `POST /v1/calibrate`,

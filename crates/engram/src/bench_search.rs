@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use engram_config::{Loaded, Paths};
 use engram_rag::chunk::Format;
-use engram_rag::engine::chunk_hash;
+use engram_rag::chunk_hash;
 use engram_rag::{Filter, Mode, NewDocument, Rag, RagOptions, Target};
 use engram_store::{Store, StoreOptions};
 use rand::Rng;

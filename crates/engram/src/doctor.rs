@@ -282,7 +282,7 @@ fn vector_store(loaded: &Loaded, paths: &Paths) -> Check {
             name,
             format!("qdrant-edge, embedded, under {}", engram_services::rag::index_dir(paths).display()),
         ),
-        engram_rag::VectorBackend::Qdrant(server) => match engram_rag::qdrant_server::QdrantStore::probe(server) {
+        engram_rag::VectorBackend::Qdrant(server) => match engram_index::QdrantIndex::probe(server) {
             Ok(version) => Check::pass(name, format!("{version} at {}", server.url)),
             Err(err) => Check::fail(
                 name,

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-use crate::metrics::Judgments;
+use engram_index::metrics::Judgments;
 
 /// Why a BEIR folder could not be read.
 #[derive(Debug, thiserror::Error)]

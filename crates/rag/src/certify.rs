@@ -24,8 +24,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::Filter;
 use crate::conformal::{self, Calibration, HeldOut, Threshold};
-use crate::engine::{Hit, Mode, Rag, RagError};
-use crate::fusion::{Fusion, fuse};
+use engram_index::{Fusion, fuse};
+
+use crate::{Hit, Mode, Rag, RagError};
 
 /// Share of a collection that may change before its certificates go stale.
 pub const STALE_SHARE: f64 = 0.10;

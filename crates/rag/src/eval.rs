@@ -13,9 +13,10 @@ use crate::beir::Beir;
 use crate::certify::{ScoreFunction, SplitMix};
 use crate::chunk::Format;
 use crate::conformal::{self, Threshold};
-use crate::engine::{IngestReport, NewDocument, Progress, Rag, RagError, Target};
-use crate::fusion::{Fusion, fuse};
-use crate::metrics::{Judgments, ndcg_at, recall_at, reciprocal_rank};
+use engram_index::metrics::{Judgments, ndcg_at, recall_at, reciprocal_rank};
+use engram_index::{Fusion, fuse};
+
+use crate::{IngestReport, NewDocument, Progress, Rag, RagError, Target};
 
 /// Levels the conformal table reports.
 pub const ALPHAS: [f64; 3] = [0.05, 0.1, 0.2];
@@ -156,7 +157,7 @@ pub fn evaluate(
         if !judged.values().any(|g| *g > 0) {
             continue;
         }
-        let mut lists = rag.lists(&query.text, &filter, crate::engine::Mode::Hybrid, RANK_DEPTH)?.into_iter();
+        let mut lists = rag.lists(&query.text, &filter, crate::Mode::Hybrid, RANK_DEPTH)?.into_iter();
         let bm25 = lists.next().unwrap_or_default();
         let dense = lists.next().unwrap_or_default();
         queries.push(QueryLists { judged: judged.clone(), bm25, dense });

@@ -1,27 +1,29 @@
-//! Engram's retrieval: structure-aware chunks, a BM25 index, and conformal
+//! Engram's retrieval: structure-aware chunks, ingestion into the journal,
+//! hybrid search over the engines of `engram-index`, and conformal
 //! thresholds that turn a retrieval score into a certified evidence set.
 //!
-//! The journal (engram-store) is the record; the indexes here are derived
-//! from it and can be rebuilt.
+//! The journal (engram-store) is the record; the indexes are derived from
+//! it and can be rebuilt.
 
 pub mod beir;
-pub mod bm25;
 pub mod certify;
 pub mod chunk;
+mod chunks;
 pub mod conformal;
-pub mod engine;
+mod engine;
+mod error;
 pub mod eval;
-pub mod fusion;
 pub mod ingest;
-pub mod metrics;
 pub mod ops;
-pub mod qdrant_server;
 pub mod questions;
-pub mod vector;
+mod write;
 
 use std::ops::Range;
 
-pub use engine::{Hit, IngestReport, Mode, NewDocument, Progress, Rag, RagError, RagOptions, Target, VectorBackend};
+pub use chunks::{INDEX_NAME, SCHEMA, chunk_hash};
+pub use engine::{CollectionInfo, Hit, Mode, Rag, RagOptions, RagStats, VectorBackend};
+pub use error::RagError;
+pub use write::{IngestReport, NewDocument, Progress, SkippedFile, Target};
 
 /// What a search is restricted to.
 #[derive(Debug, Clone, Default, PartialEq)]

@@ -8,9 +8,9 @@ use engram_ops::{CollectionName, Error, Method, Operation, Streaming, TenantId};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use crate::CollectionInfo;
 use crate::certify::{CalibrateOptions, CertificateStatus, ConformalSet, Question, ScoreFunction};
 use crate::chunk::Format;
-use crate::engine::CollectionInfo;
 use crate::questions::Generated;
 use crate::{Filter, Hit, IngestReport, Mode, NewDocument, Progress, Target};
 

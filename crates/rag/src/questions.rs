@@ -15,7 +15,7 @@
 use engram_models::{GenerateRequest, Llm, Message, ModelError, Prompt, Role, SamplingParams};
 
 use crate::certify::{Question, SplitMix};
-use crate::engine::{Rag, RagError};
+use crate::{Rag, RagError};
 
 /// Chunks with fewer words are not sampled.
 pub const MIN_WORDS: usize = 8;

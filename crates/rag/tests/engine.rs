@@ -7,10 +7,10 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::{Arc, OnceLock};
 
+use engram_index::{QdrantIndex, QdrantOptions};
 use engram_models::Embedder;
 use engram_rag::certify::{CalibrateOptions, Question, ScoreFunction};
 use engram_rag::chunk::Format;
-use engram_rag::qdrant_server::{QdrantOptions, QdrantStore};
 use engram_rag::{Filter, Mode, NewDocument, Rag, RagError, RagOptions, Target, VectorBackend};
 use engram_store::{Store, StoreOptions};
 
@@ -83,13 +83,13 @@ impl ServerCollection {
     }
 
     fn collection(&self) -> String {
-        self.options.collection(&embedder().name)
+        self.options.collection(engram_rag::INDEX_NAME, &embedder().name)
     }
 }
 
 impl Drop for ServerCollection {
     fn drop(&mut self) {
-        if let Err(err) = QdrantStore::drop_collection(&self.options, &self.collection()) {
+        if let Err(err) = QdrantIndex::drop_collection(&self.options, &self.collection()) {
             eprintln!("could not drop the test collection: {err}");
         }
     }
@@ -288,7 +288,7 @@ fn killed_between_journal_and_index_writes_catches_up_on_restart() {
     // The acknowledged documents are in the journal, not in the indexes.
     {
         let store = Store::open(&dir.path().join("journal.sqlite3"), &StoreOptions::default()).unwrap();
-        let bm25 = engram_rag::bm25::Bm25::open(&dir.path().join("index/bm25")).unwrap();
+        let bm25 = engram_index::Bm25::open(&dir.path().join("index/bm25"), engram_rag::SCHEMA).unwrap();
         let chunks: i64 = store.read(|c| c.query_row("SELECT count(*) FROM chunks", [], |r| r.get(0))).unwrap();
         assert_eq!((chunks, bm25.len()), (5, 0));
     }
@@ -322,7 +322,7 @@ fn qdrant_server_reindex_rebuilds_the_collection() {
         let doc = NewDocument::from_text("fjord", "Fjords are glacial valleys flooded by the sea.", Format::Text);
         rag.ingest_documents(&Target::collection("geo"), vec![doc], false, &mut |_| {}).unwrap();
         drop(rag);
-        QdrantStore::drop_collection(&server.options, &server.collection()).unwrap();
+        QdrantIndex::drop_collection(&server.options, &server.collection()).unwrap();
         let rag = open(dir.path(), server.rag_options());
         assert_eq!(assert_consistent(&rag, "geo").len(), 1);
         let hits = rag.search("glacial valleys", &Filter::default(), Mode::Dense, 1).unwrap();

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use engram_config::{Config, Paths, VectorStoreKind};
+use engram_index::QdrantOptions;
 use engram_models::Embedder;
 use engram_ops::{Error, Operation};
 use engram_rag::certify::CertificateStatus;
@@ -13,7 +14,6 @@ use engram_rag::ops::{
     Calibrate, CalibrateProgress, CalibrateResponse, Certificate, CertificateCheck, Certificates, CertificatesResponse,
     CheckCertificate, Collections, CollectionsResponse, Ingest, Search, SearchResponse,
 };
-use engram_rag::qdrant_server::QdrantOptions;
 use engram_rag::{IngestReport, Progress, Rag, RagError, RagOptions, VectorBackend};
 use engram_store::Store;
 
@@ -58,8 +58,8 @@ pub fn embedded_options(config: &Config) -> RagOptions {
         chunk: engram_rag::chunk::ChunkOptions { target_tokens: r.chunk_tokens, overlap_tokens: r.chunk_overlap },
         max_file_bytes: r.max_file_bytes,
         fusion: match r.fusion {
-            engram_config::FusionKind::Normalized => engram_rag::fusion::Fusion::Normalized { weights: [0.5, 0.5] },
-            engram_config::FusionKind::Rrf => engram_rag::fusion::Fusion::Rrf { k: 60.0 },
+            engram_config::FusionKind::Normalized => engram_index::Fusion::Normalized { weights: [0.5, 0.5] },
+            engram_config::FusionKind::Rrf => engram_index::Fusion::Rrf { k: 60.0 },
         },
         candidates: r.candidates,
         defer_indexing: false,
@@ -76,7 +76,7 @@ pub fn index_dir(paths: &Paths) -> PathBuf {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Reindexed {
     /// The engine's counts after the rebuild.
-    pub stats: engram_rag::engine::RagStats,
+    pub stats: engram_rag::RagStats,
     /// Wall time.
     pub elapsed: std::time::Duration,
 }

@@ -11,7 +11,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use subtle::ConstantTimeEq;
 
-use crate::error::ApiError;
+use super::ApiError;
 
 /// What the TCP listener checks on every request.
 #[derive(Clone)]

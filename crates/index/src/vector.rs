@@ -1,9 +1,10 @@
-//! The dense index: chunk embeddings behind one trait, [`VectorStore`],
-//! with the embedded backend, [`EdgeStore`] (qdrant-edge: Qdrant's engine
+//! The dense index: document embeddings behind one trait, [`VectorIndex`],
+//! with the embedded backend, [`EdgeIndex`] (qdrant-edge: Qdrant's engine
 //! in-process, no server); the server backend is
-//! [`crate::qdrant_server::QdrantStore`].
+//! [`crate::qdrant::QdrantIndex`]. Each point carries the filterable
+//! fields of its document's [`Schema`] as its payload.
 //!
-//! Like BM25 it is derived from the journal: [`VectorStore::commit`]
+//! Like BM25 it is derived from the journal: [`VectorIndex::commit`]
 //! flushes and then records the last journal sequence applied in a small
 //! file beside the shard, so a crash in between only makes the next start
 //! replay a few (idempotent) changes.
@@ -18,7 +19,7 @@ use qdrant_edge::{
 };
 use serde_json::json;
 
-use crate::Filter;
+use crate::document::{Condition, Document, FieldKind, Filter, Schema, Value};
 
 /// The vector's name inside the shard.
 const VECTOR: &str = "text";
@@ -44,72 +45,91 @@ fn err(context: impl Into<String>) -> impl FnOnce(&dyn std::fmt::Display) -> Vec
     move |message| VectorError { context, message: message.to_string() }
 }
 
-/// A chunk's embedding and the fields searches filter on.
+/// A document's embedding and the fields searches filter on.
 #[derive(Debug, Clone, PartialEq)]
-pub struct VectorPoint {
-    /// The chunk's id in the journal.
+pub struct Point {
+    /// The document's id in the journal.
     pub id: u64,
-    /// Its embedding (normalized or not: the store uses cosine).
+    /// Its embedding (normalized or not: the index uses cosine).
     pub vector: Vec<f32>,
-    /// Its collection.
-    pub collection: String,
-    /// Its tenant, if any.
-    pub tenant: Option<String>,
-    /// Its document's path.
-    pub path: String,
-    /// Its document's tags.
-    pub tags: Vec<String>,
-    /// When its document was ingested (Unix seconds).
-    pub time: i64,
+    /// Its filterable fields.
+    pub fields: Vec<(&'static str, Value)>,
 }
 
-impl VectorPoint {
-    /// The fields stored with the vector, as every backend names them.
-    pub fn payload(&self) -> serde_json::Map<String, serde_json::Value> {
-        let mut fields = serde_json::Map::new();
-        fields.insert("collection".into(), json!(self.collection));
-        fields.insert("tenant".into(), json!(self.tenant));
-        fields.insert("path".into(), json!(self.path));
-        fields.insert("tags".into(), json!(self.tags));
-        fields.insert("time".into(), json!(self.time));
-        fields
+impl Point {
+    /// `document`'s fields with `vector`.
+    pub fn new(document: &Document, vector: Vec<f32>) -> Self {
+        Self { id: document.id, vector, fields: document.fields.clone() }
+    }
+
+    /// The payload stored with the vector, as every backend names it: a
+    /// multi-valued field is an array, a single one a scalar, an absent
+    /// one missing.
+    pub fn payload(&self, schema: &Schema) -> serde_json::Map<String, serde_json::Value> {
+        let mut payload = serde_json::Map::new();
+        for field in schema.fields {
+            let mut values = self.fields.iter().filter(|(name, _)| *name == field.name).map(|(_, value)| match value {
+                Value::Keyword(text) => json!(text),
+                Value::Integer(number) => json!(number),
+            });
+            if field.multi {
+                payload.insert(field.name.to_owned(), serde_json::Value::Array(values.collect()));
+            } else if let Some(value) = values.next() {
+                payload.insert(field.name.to_owned(), value);
+            }
+        }
+        payload
     }
 }
 
-/// Where chunk embeddings live and are searched.
-pub trait VectorStore: Send + Sync {
+/// Where document embeddings live and are searched.
+pub trait VectorIndex: Send + Sync {
+    /// The fields its points carry.
+    fn schema(&self) -> &Schema;
     /// Adds or replaces points (by id).
-    fn upsert(&self, points: &[VectorPoint]) -> Result<(), VectorError>;
+    fn upsert(&self, points: &[Point]) -> Result<(), VectorError>;
     /// Removes points by id (missing ids are fine).
     fn delete(&self, ids: &[u64]) -> Result<(), VectorError>;
     /// Makes the changes durable, recording that the journal is applied up
     /// to `applied_seq`.
     fn commit(&self, applied_seq: u64) -> Result<(), VectorError>;
-    /// The last journal sequence committed (0 for a new store).
+    /// The last journal sequence committed (0 for a new index).
     fn applied_seq(&self) -> Result<u64, VectorError>;
     /// Points stored.
     fn len(&self) -> Result<u64, VectorError>;
-    /// Whether the store holds no point.
+    /// Whether the index holds no point.
     fn is_empty(&self) -> Result<bool, VectorError> {
         Ok(self.len()? == 0)
     }
-    /// The `k` points nearest to `vector` within `filter`: (chunk id,
-    /// cosine similarity), best first.
+    /// The `k` points nearest to `vector` within `filter`: (id, cosine
+    /// similarity), best first.
     fn search(&self, vector: &[f32], filter: &Filter, k: usize) -> Result<Vec<(u64, f32)>, VectorError>;
 }
 
-/// The embedded store: one qdrant-edge shard in a directory.
-pub struct EdgeStore {
+/// Checks `points` and `filter`-free inputs against `schema` (documents
+/// come from features, so a mistake is a bug worth a clear error).
+pub(crate) fn check_points(schema: &Schema, points: &[Point]) -> Result<(), VectorError> {
+    for point in points {
+        let document = Document { id: point.id, fields: point.fields.clone(), text: String::new() };
+        schema.check_document(&document).map_err(|e| VectorError::new("upserting", e))?;
+    }
+    Ok(())
+}
+
+/// The embedded index: one qdrant-edge shard in a directory.
+pub struct EdgeIndex {
     shard: EdgeShard,
     dir: PathBuf,
     dimension: usize,
+    schema: Schema,
 }
 
-impl EdgeStore {
+impl EdgeIndex {
     /// Opens the shard in `dir` (replaying its WAL), or creates one for
     /// `dimension`-sized vectors. A shard made for another dimension is
     /// refused.
-    pub fn open(dir: &Path, dimension: usize) -> Result<Self, VectorError> {
+    pub fn open(dir: &Path, schema: Schema, dimension: usize) -> Result<Self, VectorError> {
+        schema.check().map_err(|e| VectorError::new(format!("opening {}", dir.display()), e))?;
         let shard_dir = dir.join("shard");
         let shard = if shard_dir.join(qdrant_edge::WAL_PATH).exists() || shard_dir.join("edge_config.json").exists() {
             EdgeShard::load(&shard_dir, None).map_err(|e| err(format!("loading {}", shard_dir.display()))(&e))?
@@ -131,12 +151,14 @@ impl EdgeStore {
         }
         // Filtered search scans payloads without these (measured: 10x
         // slower at 100k points); creating an existing index is a no-op.
-        for (field, kind) in [
-            ("collection", PayloadSchemaType::Keyword),
-            ("tenant", PayloadSchemaType::Keyword),
-            ("tags", PayloadSchemaType::Keyword),
-            ("time", PayloadSchemaType::Integer),
-        ] {
+        // Prefix fields are matched by scanning: the shard's keyword index
+        // does not serve prefixes.
+        for field in schema.fields.iter().filter(|f| !f.prefix) {
+            let kind = match field.kind {
+                FieldKind::Keyword => PayloadSchemaType::Keyword,
+                FieldKind::Integer => PayloadSchemaType::Integer,
+            };
+            let field = field.name;
             let field_name: JsonPath =
                 field.parse().map_err(|()| err("indexing payloads")(&format!("bad field name {field}")))?;
             let operation = UpdateOperation::FieldIndexOperation(FieldIndexOperations::CreateIndex(CreateIndex {
@@ -145,43 +167,37 @@ impl EdgeStore {
             }));
             shard.update(operation).map_err(|e| err(format!("indexing the payload field {field}"))(&e))?;
         }
-        Ok(Self { shard, dir: dir.to_path_buf(), dimension })
-    }
-
-    fn payload(point: &VectorPoint) -> Payload {
-        Payload::from(point.payload())
+        Ok(Self { shard, dir: dir.to_path_buf(), dimension, schema })
     }
 }
 
 /// The qdrant filter for `filter` (`None` when it restricts nothing).
 fn edge_filter(filter: &Filter) -> Result<Option<qdrant_edge::Filter>, VectorError> {
-    let mut must = Vec::new();
-    if let Some(collection) = &filter.collection {
-        must.push(json!({"key": "collection", "match": {"value": collection}}));
-    }
-    if let Some(tenant) = &filter.tenant {
-        must.push(json!({"key": "tenant", "match": {"value": tenant}}));
-    }
-    if let Some(prefix) = &filter.path_prefix {
-        must.push(json!({"key": "path", "match": {"prefix": prefix}}));
-    }
-    for tag in &filter.tags {
-        must.push(json!({"key": "tags", "match": {"value": tag}}));
-    }
-    if let Some(time) = &filter.time {
-        must.push(json!({"key": "time", "range": {"gte": time.start, "lt": time.end}}));
-    }
-    if must.is_empty() {
+    if filter.is_empty() {
         return Ok(None);
     }
+    let must: Vec<serde_json::Value> = filter
+        .must
+        .iter()
+        .map(|condition| match condition {
+            Condition::Is { field, value } => json!({"key": field, "match": {"value": value}}),
+            Condition::Prefix { field, prefix } => json!({"key": field, "match": {"prefix": prefix}}),
+            Condition::Range { field, range } => json!({"key": field, "range": {"gte": range.start, "lt": range.end}}),
+        })
+        .collect();
     serde_json::from_value(json!({ "must": must })).map(Some).map_err(|e| err("building a filter")(&e))
 }
 
-impl VectorStore for EdgeStore {
-    fn upsert(&self, points: &[VectorPoint]) -> Result<(), VectorError> {
+impl VectorIndex for EdgeIndex {
+    fn schema(&self) -> &Schema {
+        &self.schema
+    }
+
+    fn upsert(&self, points: &[Point]) -> Result<(), VectorError> {
+        check_points(&self.schema, points)?;
         if let Some(bad) = points.iter().find(|p| p.vector.len() != self.dimension) {
             return Err(VectorError {
-                context: format!("upserting chunk {}", bad.id),
+                context: format!("upserting point {}", bad.id),
                 message: format!("a {}-dimensional vector in a {}-dimensional store", bad.vector.len(), self.dimension),
             });
         }
@@ -192,7 +208,7 @@ impl VectorStore for EdgeStore {
                 vector: VectorStructPersisted::from(VectorStructInternal::Named(
                     [(VECTOR.to_owned(), VectorInternal::from(point.vector.clone()))].into_iter().collect(),
                 )),
-                payload: Some(Self::payload(point)),
+                payload: Some(Payload::from(point.payload(&self.schema))),
             })
             .collect();
         let operation = UpdateOperation::PointOperation(PointOperations::UpsertPoints(
@@ -245,6 +261,7 @@ impl VectorStore for EdgeStore {
                 message: format!("a {}-dimensional query in a {}-dimensional store", vector.len(), self.dimension),
             });
         }
+        self.schema.check_filter(filter).map_err(|e| VectorError::new("searching", e))?;
         let query = QueryEnum::Nearest(NamedQuery::new(VectorInternal::from(vector.to_vec()), VECTOR));
         // Exact search: measured faster than building HNSW at these sizes
         // and never loses recall (see STACK.md).
@@ -265,88 +282,80 @@ impl VectorStore for EdgeStore {
     }
 }
 
-/// A 3-d point for the backends' tests (even ids belong to tenant "acme").
+/// The sample documents as 3-d points, for the backends' tests.
 #[cfg(test)]
-pub(crate) fn point(id: u64, vector: [f32; 3], collection: &str, path: &str, tags: &[&str], time: i64) -> VectorPoint {
-    VectorPoint {
-        id,
-        vector: vector.to_vec(),
-        collection: collection.into(),
-        tenant: id.is_multiple_of(2).then(|| "acme".to_owned()),
-        path: path.into(),
-        tags: tags.iter().map(|t| (*t).to_owned()).collect(),
-        time,
-    }
+pub(crate) fn sample_points() -> Vec<Point> {
+    let vectors = [[1.0, 0.0, 0.0], [0.9, 0.1, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]];
+    crate::document::sample::documents().iter().zip(vectors).map(|(doc, v)| Point::new(doc, v.to_vec())).collect()
 }
 
-/// The four points both backends' tests search and filter.
+/// Checks a backend against the sample points: nearest first with cosine
+/// scores, every sample filter, changes and the watermark surviving a
+/// reopen (`reopen` closes and opens the same index again).
 #[cfg(test)]
-pub(crate) fn sample_points() -> Vec<VectorPoint> {
-    vec![
-        point(1, [1.0, 0.0, 0.0], "docs", "/a/install.md", &["guide"], 100),
-        point(2, [0.9, 0.1, 0.0], "docs", "/a/usage.md", &["guide", "cli"], 200),
-        point(3, [0.0, 1.0, 0.0], "notes", "/b/todo.txt", &[], 300),
-        point(4, [0.0, 0.0, 1.0], "docs", "/b/cats.md", &["pets"], 400),
-    ]
+pub(crate) fn check_backend(
+    index: Box<dyn VectorIndex>,
+    reopen: &dyn Fn(Box<dyn VectorIndex>) -> Box<dyn VectorIndex>,
+) {
+    use crate::document::sample;
+    let sorted = |hits: Vec<(u64, f32)>| {
+        let mut ids: Vec<u64> = hits.into_iter().map(|(id, _)| id).collect();
+        ids.sort_unstable();
+        ids
+    };
+    assert_eq!((index.len().unwrap(), index.applied_seq().unwrap()), (0, 0));
+    index.upsert(&sample_points()).unwrap();
+    index.commit(9).unwrap();
+    assert_eq!((index.len().unwrap(), index.applied_seq().unwrap()), (4, 9));
+    let hits = index.search(&[2.0, 0.0, 0.0], &Filter::all(), 2).unwrap();
+    assert_eq!(hits.iter().map(|h| h.0).collect::<Vec<_>>(), [1, 2]);
+    assert!((hits[0].1 - 1.0).abs() < 1e-4, "{hits:?}");
+    for (filter, expected) in sample::filters() {
+        assert_eq!(sorted(index.search(&[1.0, 1.0, 1.0], &filter, 10).unwrap()), expected, "{filter:?}");
+    }
+    let err = index.search(&[1.0, 0.0], &Filter::all(), 2).unwrap_err().to_string();
+    assert!(err.contains("2-dimensional"), "{err}");
+    let err = index.search(&[1.0, 0.0, 0.0], &Filter::all().is("colour", "red"), 2).unwrap_err().to_string();
+    assert!(err.contains("undeclared"), "{err}");
+
+    let moved = sample::doc(1, "docs", "/a/install.md", &[], 100, "");
+    index.upsert(&[Point::new(&moved, vec![0.0, 1.0, 0.0])]).unwrap();
+    index.delete(&[4, 99]).unwrap();
+    index.commit(12).unwrap();
+    let index = reopen(index);
+    assert_eq!((index.len().unwrap(), index.applied_seq().unwrap()), (3, 12));
+    assert_eq!(sorted(index.search(&[0.0, 1.0, 0.0], &Filter::all(), 2).unwrap()), [1, 3]);
+    // The moved point lost its tags.
+    assert_eq!(sorted(index.search(&[0.0, 1.0, 0.0], &Filter::all().is("tags", "guide"), 10).unwrap()), [2]);
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn sample(dir: &Path) -> EdgeStore {
-        let store = EdgeStore::open(dir, 3).unwrap();
-        store.upsert(&sample_points()).unwrap();
-        store.commit(9).unwrap();
-        store
-    }
-
-    fn ids(hits: &[(u64, f32)]) -> Vec<u64> {
-        let mut ids: Vec<u64> = hits.iter().map(|(id, _)| *id).collect();
-        ids.sort_unstable();
-        ids
-    }
+    use crate::document::sample::SCHEMA;
 
     #[test]
-    fn nearest_points_come_first_with_cosine_scores() {
+    fn the_embedded_backend_searches_filters_and_survives_reopening() {
         let dir = tempfile::tempdir().unwrap();
-        let store = sample(dir.path());
-        let hits = store.search(&[2.0, 0.0, 0.0], &Filter::default(), 2).unwrap();
-        assert_eq!(hits.iter().map(|h| h.0).collect::<Vec<_>>(), [1, 2]);
-        assert!((hits[0].1 - 1.0).abs() < 1e-5, "{hits:?}");
-        assert_eq!((store.len().unwrap(), store.applied_seq().unwrap()), (4, 9));
-        let err = store.search(&[1.0, 0.0], &Filter::default(), 2).unwrap_err().to_string();
-        assert!(err.contains("2-dimensional query"), "{err}");
-    }
-
-    #[test]
-    fn filters_restrict_by_collection_tenant_path_tags_and_time() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = sample(dir.path());
-        let q = [1.0, 1.0, 1.0];
-        let all = |filter: Filter| ids(&store.search(&q, &filter, 10).unwrap());
-        assert_eq!(all(Filter { collection: Some("docs".into()), ..Filter::default() }), [1, 2, 4]);
-        assert_eq!(all(Filter { tenant: Some("acme".into()), ..Filter::default() }), [2, 4]);
-        assert_eq!(all(Filter { path_prefix: Some("/b/".into()), ..Filter::default() }), [3, 4]);
-        assert_eq!(all(Filter { tags: vec!["guide".into(), "cli".into()], ..Filter::default() }), [2]);
-        assert_eq!(all(Filter { time: Some(150..400), ..Filter::default() }), [2, 3]);
-    }
-
-    #[test]
-    fn changes_survive_reopening_and_a_wrong_dimension_is_refused() {
-        let dir = tempfile::tempdir().unwrap();
-        {
-            let store = sample(dir.path());
-            store.upsert(&[point(1, [0.0, 1.0, 0.0], "docs", "/a/install.md", &[], 100)]).unwrap();
-            store.delete(&[4, 99]).unwrap();
-            store.commit(12).unwrap();
-        }
-        let store = EdgeStore::open(dir.path(), 3).unwrap();
-        assert_eq!((store.len().unwrap(), store.applied_seq().unwrap()), (3, 12));
-        let hits = store.search(&[0.0, 1.0, 0.0], &Filter::default(), 2).unwrap();
-        assert_eq!(ids(&hits), [1, 3]);
-        drop(store);
-        let err = EdgeStore::open(dir.path(), 384).err().expect("refused").to_string();
+        let path = dir.path().to_path_buf();
+        let index = Box::new(EdgeIndex::open(&path, SCHEMA, 3).unwrap());
+        check_backend(index, &|index| {
+            drop(index);
+            Box::new(EdgeIndex::open(&path, SCHEMA, 3).unwrap())
+        });
+        let err = EdgeIndex::open(&path, SCHEMA, 384).err().expect("refused").to_string();
         assert!(err.contains("reindex"), "{err}");
+    }
+
+    #[test]
+    fn payloads_follow_the_schema() {
+        let point = &sample_points()[1];
+        let payload = serde_json::Value::Object(point.payload(&SCHEMA));
+        assert_eq!(
+            payload,
+            json!({"collection": "docs", "tenant": "acme", "path": "/a/usage.md", "tags": ["guide", "cli"], "time": 200})
+        );
+        let untenanted = serde_json::Value::Object(sample_points()[0].payload(&SCHEMA));
+        assert!(untenanted.get("tenant").is_none() && untenanted["tags"] == json!(["guide"]));
     }
 }

@@ -1,6 +1,6 @@
-//! The server backend of [`VectorStore`]: one collection on a Qdrant
+//! The server backend of [`VectorIndex`]: one collection on a Qdrant
 //! server or cluster, over gRPC (qdrant-client), for corpora past one
-//! machine.
+//! machine. Each kind of document (its [`Schema`]) has its own collection.
 //!
 //! The journal watermark lives in the collection itself, as the payload of
 //! a reserved point ([`META_ID`]) that every search and count excludes: a
@@ -17,7 +17,7 @@ use std::future::Future;
 use std::time::Duration;
 
 use qdrant_client::qdrant::{
-    Condition, CountPointsBuilder, CreateCollectionBuilder, CreateFieldIndexCollectionBuilder,
+    Condition as Condition_, CountPointsBuilder, CreateCollectionBuilder, CreateFieldIndexCollectionBuilder,
     DeleteFieldIndexCollectionBuilder, DeletePointsBuilder, Distance, FieldType, Filter as QdrantFilter,
     GetPointsBuilder, KeywordIndexParamsBuilder, PointStruct, PointsIdsList, Query, QueryPointsBuilder, Range,
     UpsertPointsBuilder, VectorParamsBuilder, WriteOrdering, WriteOrderingType, payload_index_params,
@@ -26,11 +26,11 @@ use qdrant_client::qdrant::{
 use qdrant_client::{Qdrant, QdrantError};
 use serde_json::json;
 
-use crate::Filter;
-use crate::vector::{VectorError, VectorPoint, VectorStore};
+use crate::document::{Condition, FieldKind, Filter, Schema};
+use crate::vector::{Point, VectorError, VectorIndex, check_points};
 
 /// The reserved point holding the journal watermark: a UUID, which no
-/// chunk id (a number) can collide with.
+/// document id (a number) can collide with.
 pub const META_ID: &str = "6a3b0c2e-9d1f-4e7a-8b5c-2f0d4e6a8c1b";
 /// The watermark's payload key.
 const APPLIED_KEY: &str = "engram_applied_seq";
@@ -49,7 +49,7 @@ pub struct QdrantOptions {
     pub url: String,
     /// API key, if the server wants one.
     pub api_key: Option<String>,
-    /// Collections are named `<prefix>-<embedder folder>`.
+    /// Collections are named `<prefix>-<index>-<embedder>`.
     pub collection_prefix: String,
     /// Per-request timeout.
     pub timeout: Duration,
@@ -67,36 +67,45 @@ impl std::fmt::Debug for QdrantOptions {
 }
 
 impl QdrantOptions {
-    /// The collection holding `embedder`'s vectors: the prefix, a dash and
-    /// the embedder's name with anything but letters, digits, `-` and `_`
-    /// replaced by `_`.
-    pub fn collection(&self, embedder: &str) -> String {
-        let name: String =
-            embedder.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '_' }).collect();
-        format!("{}-{name}", self.collection_prefix)
+    /// The collection holding `index`'s vectors made by `embedder`: the
+    /// prefix, the index name and the embedder's name, dash-separated, with
+    /// anything but letters, digits, `-` and `_` replaced by `_`.
+    pub fn collection(&self, index: &str, embedder: &str) -> String {
+        let clean = |name: &str| -> String {
+            name.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '_' }).collect()
+        };
+        format!("{}-{}-{}", self.collection_prefix, clean(index), clean(embedder))
     }
 }
 
-/// Chunk embeddings in a collection of a Qdrant server.
-pub struct QdrantStore {
+/// Document embeddings in a collection of a Qdrant server.
+pub struct QdrantIndex {
     client: Qdrant,
     runtime: Option<tokio::runtime::Runtime>,
     url: String,
     collection: String,
     dimension: usize,
+    schema: Schema,
     /// The server's `major.minor`, once checked.
     server: (u64, u64),
 }
 
-impl QdrantStore {
+impl QdrantIndex {
     /// Connects to the server and opens `collection`, creating it (cosine,
     /// `dimension`) with its payload indexes when missing. A collection of
     /// another dimension or layout is refused, as is a server older than
     /// 1.13, one that cannot be reached, or one that refuses the API key.
-    /// Path prefix filters need 1.19.
-    pub fn open(options: &QdrantOptions, collection: &str, dimension: usize) -> Result<Self, VectorError> {
+    /// Prefix filters need 1.19.
+    pub fn open(
+        options: &QdrantOptions,
+        collection: &str,
+        schema: Schema,
+        dimension: usize,
+    ) -> Result<Self, VectorError> {
+        schema.check().map_err(|e| VectorError::new(format!("opening {collection}"), e))?;
         let mut store = Self::connect(options, collection)?;
         store.dimension = dimension;
+        store.schema = schema;
         store.check_server()?;
         store.ensure_collection()?;
         Ok(store)
@@ -120,7 +129,7 @@ impl QdrantStore {
         let mut store = Self::connect(options, "")?;
         store.check_server()?;
         let (major, minor) = store.server;
-        let prefixes = if store.filters_path_prefixes() { "" } else { " (no path prefix filters before 1.19)" };
+        let prefixes = if store.filters_prefixes() { "" } else { " (no prefix filters before 1.19)" };
         Ok(format!("Qdrant {major}.{minor}{prefixes}"))
     }
 
@@ -156,6 +165,7 @@ impl QdrantStore {
             url: options.url.clone(),
             collection: collection.to_owned(),
             dimension: 0,
+            schema: Schema { fields: &[] },
             server: (0, 0),
         })
     }
@@ -200,8 +210,8 @@ impl QdrantStore {
         }
     }
 
-    /// Whether the server filters by path prefix (Qdrant 1.19 or newer).
-    pub fn filters_path_prefixes(&self) -> bool {
+    /// Whether the server filters by prefix (Qdrant 1.19 or newer).
+    pub fn filters_prefixes(&self) -> bool {
         self.server >= PREFIX_SERVER
     }
 
@@ -236,37 +246,33 @@ impl QdrantStore {
         }
         // Filtered search scans payloads without these; the tenant index
         // also groups each tenant's points together on disk.
-        let keyword =
-            |tenant: bool, prefix: bool| KeywordIndexParamsBuilder::default().is_tenant(tenant).prefix(prefix);
-        let indexes = [
-            ("collection", FieldType::Keyword, Some(keyword(false, false))),
-            ("tenant", FieldType::Keyword, Some(keyword(true, false))),
-            ("tags", FieldType::Keyword, Some(keyword(false, false))),
-            ("path", FieldType::Keyword, Some(keyword(false, true))),
-            ("time", FieldType::Integer, None),
-        ];
-        for (field, kind, params) in indexes {
-            if field == "path" && self.filters_path_prefixes() && info.payload_schema.contains_key(field) {
+        for field in self.schema.fields {
+            let name = field.name;
+            let (kind, params) = match field.kind {
+                FieldKind::Keyword => {
+                    let params = KeywordIndexParamsBuilder::default().is_tenant(field.tenant).prefix(field.prefix);
+                    (FieldType::Keyword, Some(params))
+                }
+                FieldKind::Integer => (FieldType::Integer, None),
+            };
+            if let Some(existing) = info.payload_schema.get(name) {
                 // Made before the server knew prefixes (it dropped the
                 // option): prefix filters would scan. Rebuild it.
                 let has_prefix = matches!(
-                    info.payload_schema.get(field).and_then(|s| s.params.as_ref()).and_then(|p| p.index_params.as_ref()),
+                    existing.params.as_ref().and_then(|p| p.index_params.as_ref()),
                     Some(payload_index_params::IndexParams::KeywordIndexParams(k)) if k.prefix.is_some()
                 );
-                if !has_prefix {
-                    let drop = DeleteFieldIndexCollectionBuilder::new(&self.collection, field).wait(true);
-                    self.run("rebuilding the path index", client.delete_field_index(drop))?;
-                } else {
+                if !(field.prefix && self.filters_prefixes() && !has_prefix) {
                     continue;
                 }
-            } else if info.payload_schema.contains_key(field) {
-                continue;
+                let drop = DeleteFieldIndexCollectionBuilder::new(&self.collection, name).wait(true);
+                self.run(&format!("rebuilding the index of {name}"), client.delete_field_index(drop))?;
             }
-            let mut request = CreateFieldIndexCollectionBuilder::new(&self.collection, field, kind).wait(true);
+            let mut request = CreateFieldIndexCollectionBuilder::new(&self.collection, name, kind).wait(true);
             if let Some(params) = params {
                 request = request.field_index_params(params);
             }
-            self.run(&format!("indexing the payload field {field}"), client.create_field_index(request))?;
+            self.run(&format!("indexing the payload field {name}"), client.create_field_index(request))?;
         }
         Ok(())
     }
@@ -286,7 +292,7 @@ impl QdrantStore {
     }
 }
 
-impl Drop for QdrantStore {
+impl Drop for QdrantIndex {
     fn drop(&mut self) {
         // Dropping a runtime blocks, which panics inside async code.
         if let Some(runtime) = self.runtime.take() {
@@ -328,35 +334,37 @@ fn ordering() -> WriteOrdering {
 
 /// The server filter for `filter`; it always leaves out the watermark point.
 fn server_filter(filter: &Filter) -> QdrantFilter {
-    let mut must = Vec::new();
-    if let Some(collection) = &filter.collection {
-        must.push(Condition::matches("collection", collection.clone()));
-    }
-    if let Some(tenant) = &filter.tenant {
-        must.push(Condition::matches("tenant", tenant.clone()));
-    }
-    if let Some(prefix) = &filter.path_prefix {
-        must.push(Condition::matches_prefix("path", prefix.clone()));
-    }
-    for tag in &filter.tags {
-        must.push(Condition::matches("tags", tag.clone()));
-    }
-    if let Some(time) = &filter.time {
-        let range = Range { gte: Some(time.start as f64), lt: Some(time.end as f64), ..Range::default() };
-        must.push(Condition::range("time", range));
-    }
-    QdrantFilter { must, must_not: vec![Condition::has_id([META_ID])], ..QdrantFilter::default() }
+    let must = filter
+        .must
+        .iter()
+        .map(|condition| match condition {
+            Condition::Is { field, value } => Condition_::matches(*field, value.clone()),
+            Condition::Prefix { field, prefix } => Condition_::matches_prefix(*field, prefix.clone()),
+            Condition::Range { field, range } => {
+                let range = Range { gte: Some(range.start as f64), lt: Some(range.end as f64), ..Range::default() };
+                Condition_::range(*field, range)
+            }
+        })
+        .collect();
+    QdrantFilter { must, must_not: vec![Condition_::has_id([META_ID])], ..QdrantFilter::default() }
 }
 
-impl VectorStore for QdrantStore {
-    fn upsert(&self, points: &[VectorPoint]) -> Result<(), VectorError> {
+impl VectorIndex for QdrantIndex {
+    fn schema(&self) -> &Schema {
+        &self.schema
+    }
+
+    fn upsert(&self, points: &[Point]) -> Result<(), VectorError> {
         if let Some(bad) = points.iter().find(|p| p.vector.len() != self.dimension) {
-            self.check_dimension(&format!("upserting chunk {}", bad.id), bad.vector.len())?;
+            self.check_dimension(&format!("upserting point {}", bad.id), bad.vector.len())?;
         }
+        check_points(&self.schema, points)?;
         for batch in points.chunks(UPSERT_BATCH) {
             let structs: Vec<PointStruct> = batch
                 .iter()
-                .map(|p| PointStruct::new(p.id, p.vector.clone(), qdrant_client::Payload::from(p.payload())))
+                .map(|p| {
+                    PointStruct::new(p.id, p.vector.clone(), qdrant_client::Payload::from(p.payload(&self.schema)))
+                })
                 .collect();
             let request = UpsertPointsBuilder::new(&self.collection, structs).wait(true).ordering(ordering());
             self.run(&format!("upserting {} points", batch.len()), self.client.upsert_points(request))?;
@@ -404,18 +412,20 @@ impl VectorStore for QdrantStore {
     }
 
     fn len(&self) -> Result<u64, VectorError> {
-        let request = CountPointsBuilder::new(&self.collection).filter(server_filter(&Filter::default())).exact(true);
+        let request = CountPointsBuilder::new(&self.collection).filter(server_filter(&Filter::all())).exact(true);
         let response = self.run("counting points", self.client.count(request))?;
         Ok(response.result.map_or(0, |r| r.count))
     }
 
     fn search(&self, vector: &[f32], filter: &Filter, k: usize) -> Result<Vec<(u64, f32)>, VectorError> {
         self.check_dimension("searching", vector.len())?;
-        if filter.path_prefix.is_some() && !self.filters_path_prefixes() {
+        self.schema.check_filter(filter).map_err(|e| VectorError::new("searching", e))?;
+        let prefix = filter.must.iter().any(|c| matches!(c, Condition::Prefix { .. }));
+        if prefix && !self.filters_prefixes() {
             return Err(VectorError::new(
                 format!("searching {} at {}", self.collection, self.url),
                 format!(
-                    "path prefix filters need Qdrant {}.{} or newer; the server runs {}.{}",
+                    "prefix filters need Qdrant {}.{} or newer; the server runs {}.{}",
                     PREFIX_SERVER.0, PREFIX_SERVER.1, self.server.0, self.server.1
                 ),
             ));
@@ -440,6 +450,8 @@ impl VectorStore for QdrantStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::document::sample::SCHEMA;
+    use crate::vector::check_backend;
 
     #[test]
     fn versions_parse_and_compare() {
@@ -460,27 +472,29 @@ mod tests {
             collection_prefix: "engram".into(),
             timeout: Duration::from_secs(1),
         };
-        assert_eq!(options.collection("all-MiniLM-L6-v2"), "engram-all-MiniLM-L6-v2");
-        assert_eq!(options.collection("bge small.en/v1"), "engram-bge_small_en_v1");
+        assert_eq!(options.collection("chunks", "all-MiniLM-L6-v2"), "engram-chunks-all-MiniLM-L6-v2");
+        assert_eq!(options.collection("turns", "bge small.en/v1"), "engram-turns-bge_small_en_v1");
         assert!(!format!("{options:?}").contains("s3cret"));
     }
 
     #[test]
     fn filters_carry_every_condition_and_exclude_the_watermark() {
-        let empty = server_filter(&Filter::default());
+        let empty = server_filter(&Filter::all());
         assert!(empty.must.is_empty());
-        assert_eq!(empty.must_not, vec![Condition::has_id([META_ID])]);
-        let full = server_filter(&Filter {
-            collection: Some("docs".into()),
-            tenant: Some("acme".into()),
-            path_prefix: Some("/a/".into()),
-            tags: vec!["guide".into(), "cli".into()],
-            time: Some(100..200),
-        });
+        assert_eq!(empty.must_not, vec![Condition_::has_id([META_ID])]);
+        let full = server_filter(
+            &Filter::all()
+                .is("collection", "docs")
+                .is("tenant", "acme")
+                .prefix("path", "/a/")
+                .is("tags", "guide")
+                .is("tags", "cli")
+                .range("time", 100..200),
+        );
         assert_eq!(full.must.len(), 6);
-        assert!(full.must.contains(&Condition::matches_prefix("path", "/a/".to_owned())));
+        assert!(full.must.contains(&Condition_::matches_prefix("path", "/a/".to_owned())));
         let range = Range { gte: Some(100.0), lt: Some(200.0), ..Range::default() };
-        assert!(full.must.contains(&Condition::range("time", range)));
+        assert!(full.must.contains(&Condition_::range("time", range)));
     }
 
     #[test]
@@ -491,11 +505,11 @@ mod tests {
             collection_prefix: "engram".into(),
             timeout: Duration::from_millis(500),
         };
-        let err = QdrantStore::open(&options, "engram-test", 3).err().expect("refused").to_string();
+        let err = QdrantIndex::open(&options, "engram-test", SCHEMA, 3).err().expect("refused").to_string();
         assert!(err.contains("reaching the server") && err.contains("127.0.0.1:9"), "{err}");
         // A key that cannot be sent is refused without being printed.
         let options = QdrantOptions { api_key: Some("s3cret key".into()), ..options };
-        let err = QdrantStore::probe(&options).expect_err("refused").to_string();
+        let err = QdrantIndex::probe(&options).expect_err("refused").to_string();
         assert!(err.contains("API key") && !err.contains("s3cret"), "{err}");
     }
 
@@ -519,67 +533,28 @@ mod tests {
         let Some(options) = server("a_server_collection_keeps_points_filters_and_its_watermark") else {
             return;
         };
-        let name = options.collection("unit");
+        let name = options.collection("unit", "test");
         struct Cleanup<'a>(&'a QdrantOptions, &'a str);
         impl Drop for Cleanup<'_> {
             fn drop(&mut self) {
-                let _ = QdrantStore::drop_collection(self.0, self.1);
+                let _ = QdrantIndex::drop_collection(self.0, self.1);
             }
         }
         let _cleanup = Cleanup(&options, &name);
 
-        let store = QdrantStore::open(&options, &name, 3).unwrap();
-        assert_eq!((store.len().unwrap(), store.applied_seq().unwrap()), (0, 0));
-        store.upsert(&crate::vector::sample_points()).unwrap();
-        store.commit(9).unwrap();
-        // The watermark point is neither counted nor found.
-        assert_eq!((store.len().unwrap(), store.applied_seq().unwrap()), (4, 9));
-        let hits = store.search(&[1.0, 0.0, 0.0], &Filter::default(), 10).unwrap();
-        let mut ids: Vec<u64> = hits.iter().map(|h| h.0).collect();
-        assert_eq!(ids[..2], [1, 2]);
-        assert!((hits[0].1 - 1.0).abs() < 1e-4, "{hits:?}");
-        ids.sort_unstable();
-        assert_eq!(ids, [1, 2, 3, 4]);
+        let index = QdrantIndex::open(&options, &name, SCHEMA, 3).unwrap();
+        assert!(index.filters_prefixes(), "the test server is 1.19");
+        // The watermark point is neither counted nor found (`check_backend`
+        // counts and searches everything).
+        check_backend(Box::new(index), &|index| {
+            drop(index);
+            Box::new(QdrantIndex::open(&options, &name, SCHEMA, 3).unwrap())
+        });
 
-        let q = [1.0, 1.0, 1.0];
-        let all = |filter: Filter| {
-            let mut ids: Vec<u64> = store.search(&q, &filter, 10).unwrap().into_iter().map(|h| h.0).collect();
-            ids.sort_unstable();
-            ids
-        };
-        assert_eq!(all(Filter { collection: Some("docs".into()), ..Filter::default() }), [1, 2, 4]);
-        assert_eq!(all(Filter { tenant: Some("acme".into()), ..Filter::default() }), [2, 4]);
-        if store.filters_path_prefixes() {
-            assert_eq!(all(Filter { path_prefix: Some("/b/".into()), ..Filter::default() }), [3, 4]);
-        } else {
-            let prefix = Filter { path_prefix: Some("/b/".into()), ..Filter::default() };
-            let err = store.search(&q, &prefix, 10).unwrap_err().to_string();
-            assert!(err.contains("need Qdrant 1.19"), "{err}");
-        }
-        assert_eq!(all(Filter { tags: vec!["guide".into(), "cli".into()], ..Filter::default() }), [2]);
-        assert_eq!(all(Filter { time: Some(150..400), ..Filter::default() }), [2, 3]);
-
-        store.upsert(&[crate::vector::point(1, [0.0, 1.0, 0.0], "docs", "/a/install.md", &[], 100)]).unwrap();
-        store.delete(&[4, 99]).unwrap();
-        store.commit(12).unwrap();
-        drop(store);
-        let store = QdrantStore::open(&options, &name, 3).unwrap();
-        assert_eq!((store.len().unwrap(), store.applied_seq().unwrap()), (3, 12));
-        assert_eq!(all_ids(&store.search(&[0.0, 1.0, 0.0], &Filter::default(), 2).unwrap()), [1, 3]);
-        let err = store.search(&[1.0, 0.0], &Filter::default(), 2).unwrap_err().to_string();
-        assert!(err.contains("2-dimensional"), "{err}");
-        drop(store);
-
-        let err = QdrantStore::open(&options, &name, 384).err().expect("refused").to_string();
+        let err = QdrantIndex::open(&options, &name, SCHEMA, 384).err().expect("refused").to_string();
         assert!(err.contains("3-dimensional") && err.contains("reindex"), "{err}");
-        QdrantStore::drop_collection(&options, &name).unwrap();
-        let store = QdrantStore::open(&options, &name, 384).unwrap();
-        assert_eq!((store.len().unwrap(), store.applied_seq().unwrap()), (0, 0));
-    }
-
-    fn all_ids(hits: &[(u64, f32)]) -> Vec<u64> {
-        let mut ids: Vec<u64> = hits.iter().map(|h| h.0).collect();
-        ids.sort_unstable();
-        ids
+        QdrantIndex::drop_collection(&options, &name).unwrap();
+        let index = QdrantIndex::open(&options, &name, SCHEMA, 384).unwrap();
+        assert_eq!((index.len().unwrap(), index.applied_seq().unwrap()), (0, 0));
     }
 }

@@ -1,0 +1,107 @@
+//! The application: the state handlers share, and the router that joins
+//! every feature's routes under the HTTP layers (limits, the TCP guard,
+//! metrics).
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, Request};
+use axum::http::StatusCode;
+use axum::middleware;
+use engram_services::{Models, Services};
+use engram_store::Store;
+
+use crate::http::{self, ApiError, HttpLimits, Metrics, TcpGuard};
+use crate::{health, openai, plugins, rag};
+
+/// Everything a request handler may need: the services and the metrics.
+/// Cheap to clone.
+#[derive(Clone)]
+pub struct AppState {
+    inner: Arc<StateInner>,
+}
+
+struct StateInner {
+    started: Instant,
+    metrics: Metrics,
+    services: Arc<Services>,
+}
+
+impl AppState {
+    /// State over `services`, with fresh metrics.
+    pub fn new(services: Arc<Services>) -> Self {
+        Self { inner: Arc::new(StateInner { started: Instant::now(), metrics: Metrics::new(), services }) }
+    }
+
+    /// The services.
+    pub fn services(&self) -> &Arc<Services> {
+        &self.inner.services
+    }
+
+    /// The plugins directory, if this daemon runs a plugin host.
+    pub fn plugins_dir(&self) -> Option<&std::path::Path> {
+        self.plugins().map(|_| self.inner.services.plugins_dir())
+    }
+
+    /// The plugin host, if this daemon runs one.
+    pub fn plugins(&self) -> Option<&Arc<engram_plugin_host::PluginHost>> {
+        self.inner.services.plugins()
+    }
+
+    /// The models.
+    pub fn models(&self) -> Option<&Models> {
+        Some(self.inner.services.models())
+    }
+
+    /// The journal.
+    pub fn store(&self) -> &Store {
+        self.inner.services.store()
+    }
+
+    /// The metrics registry.
+    pub fn metrics(&self) -> &Metrics {
+        &self.inner.metrics
+    }
+
+    /// Seconds since the state was made.
+    pub fn uptime(&self) -> f64 {
+        self.inner.started.elapsed().as_secs_f64()
+    }
+}
+
+/// Who a listener serves.
+#[derive(Debug, Clone)]
+pub enum Access {
+    /// The Unix socket: its file mode is the access control.
+    Local,
+    /// The loopback TCP port: every request passes the guard.
+    Tcp(TcpGuard),
+}
+
+/// The application for one listener.
+pub fn router(state: AppState, limits: HttpLimits, access: Access) -> Router {
+    let metrics = state.metrics().clone();
+    let mut app = Router::new()
+        .merge(health::routes())
+        .merge(openai::routes())
+        .merge(plugins::routes())
+        .merge(rag::routes())
+        .fallback(not_found)
+        .with_state(state)
+        .layer(DefaultBodyLimit::max(usize::try_from(limits.max_body_bytes).unwrap_or(usize::MAX)))
+        .layer(middleware::from_fn_with_state(limits, http::limits::limit_body));
+    if let Access::Tcp(guard) = access {
+        app = app.layer(middleware::from_fn_with_state(guard, http::auth::guard));
+    }
+    // Outermost, so refused requests are counted too.
+    app.layer(middleware::from_fn_with_state(metrics, http::metrics::track))
+}
+
+async fn not_found(request: Request) -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        "not_found",
+        format!("no route for {} {}", request.method(), request.uri().path()),
+    )
+}
