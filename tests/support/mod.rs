@@ -1,5 +1,6 @@
 //! Helpers for end-to-end tests: a sandboxed `engram` process on a temp data
-//! dir, and a real HTTP/1.1 client over its Unix socket or TCP port.
+//! dir, and the project's client (`engram-client`) over its Unix socket or
+//! TCP port.
 
 #![allow(dead_code)] // each test binary uses a different subset
 
@@ -8,10 +9,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use http_body_util::{BodyExt, Full};
+use engram_client::Client;
+use http_body_util::Full;
 use hyper::body::Bytes;
 use hyper::{Request, StatusCode};
-use hyper_util::rt::TokioIo;
 
 /// The binary under test.
 pub const BIN: &str = env!("CARGO_BIN_EXE_engram");
@@ -184,31 +185,25 @@ pub fn block_on<F: Future>(future: F) -> F::Output {
     tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime").block_on(future)
 }
 
-async fn send<S>(stream: S, request: Request<Full<Bytes>>) -> Reply
-where
-    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
-{
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.expect("handshake");
-    tokio::spawn(conn);
-    let response = sender.send_request(request).await.expect("send request");
-    let (parts, body) = response.into_parts();
-    let bytes = body.collect().await.expect("read body").to_bytes();
-    Reply { status: parts.status, headers: parts.headers, body: String::from_utf8_lossy(&bytes).into_owned() }
+fn reply(client: &Client, request: Request<Full<Bytes>>) -> Reply {
+    let raw = block_on(client.request(request)).unwrap_or_else(|e| panic!("request failed: {e}"));
+    Reply { status: raw.status, headers: raw.headers, body: raw.body }
 }
 
 /// `GET path` over the Unix socket.
 pub fn get_unix(socket: &Path, path: &str) -> Reply {
-    let request = Request::get(path).header("host", "localhost").body(Full::new(Bytes::new())).expect("request");
+    let request = Request::get(path).body(Full::new(Bytes::new())).expect("request");
     request_unix(socket, request)
 }
 
+/// `request` as it is over the Unix socket (a `Host` header added if missing).
 pub fn request_unix(socket: &Path, request: Request<Full<Bytes>>) -> Reply {
-    let socket = socket.to_path_buf();
-    block_on(async move { send(tokio::net::UnixStream::connect(&socket).await.expect("connect"), request).await })
+    reply(&Client::unix(socket), request)
 }
 
+/// `request` as it is over TCP: no token is added.
 pub fn request_tcp(addr: SocketAddr, request: Request<Full<Bytes>>) -> Reply {
-    block_on(async move { send(tokio::net::TcpStream::connect(addr).await.expect("connect"), request).await })
+    reply(&Client::tcp(addr, ""), request)
 }
 
 /// A loopback port that was free a moment ago.
@@ -237,7 +232,6 @@ pub fn models_dir() -> PathBuf {
 /// `METHOD path` with a JSON body over the Unix socket.
 pub fn post_json(socket: &Path, path: &str, body: &serde_json::Value) -> Reply {
     let request = Request::post(path)
-        .header("host", "localhost")
         .header("content-type", "application/json")
         .body(Full::new(Bytes::from(body.to_string())))
         .expect("request");

@@ -3,7 +3,6 @@
 //! metrics).
 
 use std::sync::Arc;
-use std::time::Instant;
 
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, Request};
@@ -23,7 +22,6 @@ pub struct AppState {
 }
 
 struct StateInner {
-    started: Instant,
     metrics: Metrics,
     services: Arc<Services>,
 }
@@ -31,7 +29,7 @@ struct StateInner {
 impl AppState {
     /// State over `services`, with fresh metrics.
     pub fn new(services: Arc<Services>) -> Self {
-        Self { inner: Arc::new(StateInner { started: Instant::now(), metrics: Metrics::new(), services }) }
+        Self { inner: Arc::new(StateInner { metrics: Metrics::new(), services }) }
     }
 
     /// The services.
@@ -62,11 +60,6 @@ impl AppState {
     /// The metrics registry.
     pub fn metrics(&self) -> &Metrics {
         &self.inner.metrics
-    }
-
-    /// Seconds since the state was made.
-    pub fn uptime(&self) -> f64 {
-        self.inner.started.elapsed().as_secs_f64()
     }
 }
 

@@ -19,11 +19,16 @@
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use engram_ops::{ErrorBody, Method, Operation, StreamLine, Streaming};
 use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt, Full};
+use hyper::body::Body as _;
+use hyper::client::conn::http1::SendRequest;
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use tower::util::BoxCloneSyncService;
@@ -75,11 +80,15 @@ pub enum ClientError {
     Request(engram_ops::Error),
 }
 
-/// A raw answer of [`Client::send`].
+/// A raw answer of [`Client::send`] or [`Client::request`].
 #[derive(Debug, Clone)]
 pub struct RawResponse {
     /// The status.
     pub status: StatusCode,
+    /// The headers.
+    pub headers: hyper::HeaderMap,
+    /// The body as text (lossy UTF-8).
+    pub body: String,
     /// The body as JSON (`null` when it is empty or not JSON).
     pub json: serde_json::Value,
 }
@@ -91,10 +100,16 @@ enum Transport {
     Local(LocalService),
 }
 
-/// A client of one Engram instance. Cheap to clone.
+/// An idle HTTP/1.1 connection kept for the next request.
+type Pool = Arc<Mutex<Option<SendRequest<Full<Bytes>>>>>;
+
+/// A client of one Engram instance. Cheap to clone; clones share the kept
+/// connection.
 #[derive(Clone)]
 pub struct Client {
     transport: Transport,
+    /// `None`: a new connection per request.
+    pool: Option<Pool>,
 }
 
 impl std::fmt::Debug for Client {
@@ -104,14 +119,24 @@ impl std::fmt::Debug for Client {
 }
 
 impl Client {
-    /// A client of the daemon listening on the Unix socket at `path`.
+    /// A client of the daemon listening on the Unix socket at `path`. It
+    /// keeps its connection open between requests (see
+    /// [`Client::fresh_connections`]).
     pub fn unix(path: impl AsRef<Path>) -> Self {
-        Self { transport: Transport::Unix(path.as_ref().to_path_buf()) }
+        Self { transport: Transport::Unix(path.as_ref().to_path_buf()), pool: Some(Pool::default()) }
     }
 
-    /// A client of the daemon's TCP port at `addr`, with its bearer token.
+    /// A client of the daemon's TCP port at `addr`, with its bearer token
+    /// (an empty token sends none).
     pub fn tcp(addr: SocketAddr, token: impl Into<String>) -> Self {
-        Self { transport: Transport::Tcp { addr, token: token.into() } }
+        Self { transport: Transport::Tcp { addr, token: token.into() }, pool: Some(Pool::default()) }
+    }
+
+    /// This client, opening a new connection for every request instead of
+    /// keeping one.
+    pub fn fresh_connections(mut self) -> Self {
+        self.pool = None;
+        self
     }
 
     /// A client of an in-process service (the daemon's router over
@@ -125,7 +150,7 @@ impl Client {
     {
         let service =
             service.map_response(|response: Response<B>| response.map(|body| body.map_err(Into::into).boxed_unsync()));
-        Self { transport: Transport::Local(BoxCloneSyncService::new(service)) }
+        Self { transport: Transport::Local(BoxCloneSyncService::new(service)), pool: None }
     }
 
     /// Whether something accepts connections where this client points (an
@@ -208,8 +233,14 @@ impl Client {
                     .map_err(|err| decode(&route, status, err))?
                 {
                     StreamLine::Progress(event) => on_event(event),
-                    StreamLine::Done(response) => return Ok(response),
-                    StreamLine::Error(error) => return Err(ClientError::Operation { status, error }),
+                    StreamLine::Done(response) => {
+                        finish(body).await;
+                        return Ok(response);
+                    }
+                    StreamLine::Error(error) => {
+                        finish(body).await;
+                        return Err(ClientError::Operation { status, error });
+                    }
                 }
             }
         }
@@ -224,11 +255,43 @@ impl Client {
         body: Option<serde_json::Value>,
     ) -> Result<RawResponse, ClientError> {
         let bytes = body.map(|b| Bytes::from(b.to_string())).unwrap_or_default();
-        let response = self.exchange(method, path, bytes).await?;
-        let status = response.status();
-        let bytes = self.collect(response).await?;
+        let request = self.build(method, path, bytes)?;
+        self.raw(request).await
+    }
+
+    /// Sends `request` as it is (for checks of the HTTP layer itself: odd
+    /// headers, a wrong token), adding only a `Host` header when it has
+    /// none, and, over TCP, the token when it has no `Authorization`.
+    pub async fn request(&self, mut request: Request<Full<Bytes>>) -> Result<RawResponse, ClientError> {
+        let headers = request.headers_mut();
+        if !headers.contains_key(hyper::header::HOST) {
+            headers.insert(hyper::header::HOST, self.host_header());
+        }
+        if let Transport::Tcp { token, .. } = &self.transport
+            && !token.is_empty()
+            && !headers.contains_key(hyper::header::AUTHORIZATION)
+            && let Ok(value) = hyper::header::HeaderValue::from_str(&format!("Bearer {token}"))
+        {
+            headers.insert(hyper::header::AUTHORIZATION, value);
+        }
+        self.raw(request).await
+    }
+
+    async fn raw(&self, request: Request<Full<Bytes>>) -> Result<RawResponse, ClientError> {
+        let response = self.dispatch(request).await?;
+        let (parts, body) = response.into_parts();
+        let bytes = self.collect(Response::from_parts(parts.clone(), body)).await?;
         let json = serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null);
-        Ok(RawResponse { status, json })
+        let body = String::from_utf8_lossy(&bytes).into_owned();
+        Ok(RawResponse { status: parts.status, headers: parts.headers, body, json })
+    }
+
+    fn host_header(&self) -> hyper::header::HeaderValue {
+        match &self.transport {
+            Transport::Tcp { addr, .. } => hyper::header::HeaderValue::from_str(&addr.to_string())
+                .unwrap_or(hyper::header::HeaderValue::from_static("localhost")),
+            _ => hyper::header::HeaderValue::from_static("localhost"),
+        }
     }
 
     async fn start<O: Operation>(&self, request: &O) -> Result<(String, Response<ResponseBody>), ClientError> {
@@ -264,51 +327,106 @@ impl Client {
         uri: &str,
         body: Bytes,
     ) -> Result<Response<ResponseBody>, ClientError> {
-        let host = match &self.transport {
-            Transport::Tcp { addr, .. } => addr.to_string(),
-            _ => "localhost".to_owned(),
-        };
+        let request = self.build(method, uri, body)?;
+        self.dispatch(request).await
+    }
+
+    /// A request to `uri` with the headers every call carries.
+    fn build(&self, method: hyper::Method, uri: &str, body: Bytes) -> Result<Request<Full<Bytes>>, ClientError> {
         let mut builder = Request::builder()
             .method(method)
             .uri(uri)
-            .header(hyper::header::HOST, host)
+            .header(hyper::header::HOST, self.host_header())
             .header(hyper::header::CONTENT_TYPE, "application/json");
-        if let Transport::Tcp { token, .. } = &self.transport {
+        if let Transport::Tcp { token, .. } = &self.transport
+            && !token.is_empty()
+        {
             builder = builder.header(hyper::header::AUTHORIZATION, format!("Bearer {token}"));
         }
-        let request = builder
+        builder
             .body(Full::new(body))
-            .map_err(|err| ClientError::Request(engram_ops::Error::invalid(format!("bad request {uri}: {err}"))))?;
+            .map_err(|err| ClientError::Request(engram_ops::Error::invalid(format!("bad request {uri}: {err}"))))
+    }
+
+    /// Sends `request` on the kept connection when it is idle, else on a
+    /// new one (kept afterwards, if this client keeps connections).
+    async fn dispatch(&self, request: Request<Full<Bytes>>) -> Result<Response<ResponseBody>, ClientError> {
+        if let Transport::Local(service) = &self.transport {
+            return match service.clone().oneshot(request).await {
+                Ok(response) => Ok(response),
+                Err(never) => match never {},
+            };
+        }
+        let mut kept = self.pool.as_ref().and_then(|pool| pool.lock().unwrap_or_else(|e| e.into_inner()).take());
+        let mut request = Some(request);
+        // Kept only after its last body was read, so it is ready at once
+        // unless the server closed it.
+        if let Some(sender) = kept.as_mut()
+            && sender.ready().await.is_ok()
+            && let Some(unsent) = request.take()
+        {
+            match sender.try_send_request(unsent).await {
+                Ok(response) => return Ok(self.keep(kept.take().expect("kept"), response)),
+                // The server closed the idle connection before reading the
+                // request: it was never sent, so sending it again is safe.
+                Err(mut failed) => match failed.take_message() {
+                    Some(unsent) => request = Some(unsent),
+                    None => return Err(self.transport_error(failed.into_error())),
+                },
+            }
+        }
+        let Some(request) = request else { return Err(self.transport_error("the request was lost")) };
+        let mut sender = self.connect().await?;
+        let response = sender.send_request(request).await.map_err(|err| self.transport_error(err))?;
+        Ok(self.keep(sender, response))
+    }
+
+    /// Boxes the response; when this client keeps connections, `sender`
+    /// goes back to the pool once the body has been read to its end.
+    fn keep(
+        &self,
+        sender: SendRequest<Full<Bytes>>,
+        response: Response<hyper::body::Incoming>,
+    ) -> Response<ResponseBody> {
+        let pool = self.pool.clone();
+        response.map(|inner| {
+            let mut body = PooledBody { inner, give_back: pool.map(|pool| (sender, pool)) };
+            if body.inner.is_end_stream() {
+                body.give_back();
+            }
+            body.map_err(Into::into).boxed_unsync()
+        })
+    }
+
+    /// A new HTTP/1.1 connection.
+    async fn connect(&self) -> Result<SendRequest<Full<Bytes>>, ClientError> {
         match &self.transport {
             Transport::Unix(path) => {
                 let stream = tokio::net::UnixStream::connect(path)
                     .await
                     .map_err(|source| ClientError::Connect { target: path.display().to_string(), source })?;
-                self.over(TokioIo::new(stream), request).await
+                self.handshake(TokioIo::new(stream)).await
             }
             Transport::Tcp { addr, .. } => {
                 let stream = tokio::net::TcpStream::connect(addr)
                     .await
                     .map_err(|source| ClientError::Connect { target: addr.to_string(), source })?;
-                self.over(TokioIo::new(stream), request).await
+                // Requests are small and latency-bound.
+                stream.set_nodelay(true).map_err(|err| self.transport_error(err))?;
+                self.handshake(TokioIo::new(stream)).await
             }
-            Transport::Local(service) => match service.clone().oneshot(request).await {
-                Ok(response) => Ok(response),
-                Err(never) => match never {},
-            },
+            Transport::Local(_) => Err(self.transport_error("an in-process client has no connection")),
         }
     }
 
-    /// One HTTP/1.1 exchange over a fresh connection.
-    async fn over<IO>(&self, io: IO, request: Request<Full<Bytes>>) -> Result<Response<ResponseBody>, ClientError>
+    async fn handshake<IO>(&self, io: IO) -> Result<SendRequest<Full<Bytes>>, ClientError>
     where
         IO: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
     {
-        let (mut sender, connection) =
+        let (sender, connection) =
             hyper::client::conn::http1::handshake(io).await.map_err(|err| self.transport_error(err))?;
         tokio::spawn(connection);
-        let response = sender.send_request(request).await.map_err(|err| self.transport_error(err))?;
-        Ok(response.map(|body| body.map_err(Into::into).boxed_unsync()))
+        Ok(sender)
     }
 
     async fn collect(&self, response: Response<ResponseBody>) -> Result<Bytes, ClientError> {
@@ -317,6 +435,52 @@ impl Client {
 
     fn transport_error(&self, err: impl std::fmt::Display) -> ClientError {
         ClientError::Transport { target: self.target(), message: err.to_string() }
+    }
+}
+
+/// Reads what follows a stream's last line (its end, normally), so the
+/// connection can serve the next request.
+async fn finish(mut body: ResponseBody) {
+    while let Some(Ok(_)) = body.frame().await {}
+}
+
+/// A response body that returns its connection to the pool when read to
+/// its end (a body dropped early, or failing, takes its connection with it).
+struct PooledBody {
+    inner: hyper::body::Incoming,
+    give_back: Option<(SendRequest<Full<Bytes>>, Pool)>,
+}
+
+impl PooledBody {
+    fn give_back(&mut self) {
+        if let Some((sender, pool)) = self.give_back.take() {
+            *pool.lock().unwrap_or_else(|e| e.into_inner()) = Some(sender);
+        }
+    }
+}
+
+impl hyper::body::Body for PooledBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<hyper::body::Frame<Bytes>, hyper::Error>>> {
+        let this = self.get_mut();
+        let polled = Pin::new(&mut this.inner).poll_frame(cx);
+        if matches!(polled, Poll::Ready(None)) {
+            this.give_back();
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.inner.size_hint()
     }
 }
 

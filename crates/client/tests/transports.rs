@@ -1,6 +1,9 @@
 //! The client against a real axum server over a Unix socket and in-process:
 //! typed calls, streamed events, and errors carried with their kind.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
 use axum::Json;
 use axum::body::Body;
 use axum::http::{StatusCode, header};
@@ -91,4 +94,75 @@ async fn calls_an_in_process_router() {
     let client = Client::in_process(app());
     assert!(client.is_in_process() && client.reachable().await);
     exercise(&client).await;
+}
+
+/// The server side of each open connection.
+type Connections = Arc<std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>>;
+
+/// Serves [`app`] on `listener`, counting connections; returns the
+/// connection tasks so a test can cut them.
+fn serve_counting(listener: tokio::net::UnixListener) -> (Arc<AtomicUsize>, Connections) {
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let connections = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let (count, tasks) = (accepted.clone(), connections.clone());
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            count.fetch_add(1, Ordering::SeqCst);
+            let service = hyper_util::service::TowerToHyperService::new(app());
+            let connection = hyper::server::conn::http1::Builder::new()
+                .serve_connection(hyper_util::rt::TokioIo::new(stream), service);
+            tasks.lock().unwrap().push(tokio::spawn(async move {
+                let _ = connection.await;
+            }));
+        }
+    });
+    (accepted, connections)
+}
+
+#[tokio::test]
+async fn one_connection_serves_many_calls_and_a_closed_one_is_replaced() {
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("engram.sock");
+    let (accepted, connections) = serve_counting(tokio::net::UnixListener::bind(&socket).unwrap());
+    let client = Client::unix(&socket);
+    exercise(&client).await;
+    exercise(&client.clone()).await;
+    assert_eq!(accepted.load(Ordering::SeqCst), 1, "clones share the kept connection");
+
+    // The server drops the idle connection: the next call opens another.
+    for task in connections.lock().unwrap().drain(..) {
+        task.abort();
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    assert_eq!(client.call(&Count { to: 5, stream: false }).await.unwrap(), 5);
+    assert_eq!(accepted.load(Ordering::SeqCst), 2);
+
+    let fresh = Client::unix(&socket).fresh_connections();
+    for _ in 0..3 {
+        assert_eq!(fresh.call(&Count { to: 1, stream: false }).await.unwrap(), 1);
+    }
+    assert_eq!(accepted.load(Ordering::SeqCst), 5);
+}
+
+#[tokio::test]
+async fn raw_requests_carry_their_own_headers() {
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("engram.sock");
+    let listener = tokio::net::UnixListener::bind(&socket).unwrap();
+    let echo = axum::Router::new().route(
+        "/echo",
+        axum::routing::get(|headers: axum::http::HeaderMap| async move {
+            let host = headers.get(header::HOST).and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned();
+            ([("x-seen-host", host.clone())], host)
+        }),
+    );
+    tokio::spawn(async move { axum::serve(listener, echo).await });
+    let client = Client::unix(&socket);
+    let empty = || http_body_util::Full::new(bytes::Bytes::new());
+    let plain = client.request(hyper::Request::get("/echo").body(empty()).unwrap()).await.unwrap();
+    assert_eq!((plain.status, plain.body.as_str()), (StatusCode::OK, "localhost"));
+    let own = hyper::Request::get("/echo").header("host", "evil.example").body(empty()).unwrap();
+    let own = client.request(own).await.unwrap();
+    assert_eq!(own.body, "evil.example");
+    assert_eq!(own.headers["x-seen-host"], "evil.example");
 }

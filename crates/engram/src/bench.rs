@@ -3,12 +3,9 @@
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
+use engram_client::Client;
 use engram_config::{Loaded, Paths};
-use http_body_util::{BodyExt, Empty};
-use hyper::body::Bytes;
-use hyper::client::conn::http1::{SendRequest, handshake};
-use hyper_util::rt::TokioIo;
-use tokio::io::{AsyncRead, AsyncWrite};
+use engram_services::health::Healthz;
 
 use self::stats::{Samples, Summary};
 
@@ -39,82 +36,37 @@ struct Series {
 }
 
 /// `GET /healthz` `requests` times per mode against the running daemon,
-/// after `warmup` unmeasured requests, and prints p50/p90/p99/max.
+/// through the project's client, after `warmup` unmeasured requests, and
+/// prints p50/p90/p99/max.
 pub fn healthz(loaded: &Loaded, paths: &Paths, requests: usize, warmup: usize) -> anyhow::Result<()> {
+    anyhow::ensure!(requests > 0, "--requests must be at least 1");
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     runtime.block_on(async {
-        let socket = &paths.socket;
-        tokio::net::UnixStream::connect(socket)
+        let unix = Client::unix(&paths.socket);
+        unix.call(&Healthz {})
             .await
-            .with_context(|| format!("no daemon answers on {}: start `engram serve` first", socket.display()))?;
-        let unix = Target::Unix(socket.clone());
+            .with_context(|| format!("no healthy daemon answers on {}", paths.socket.display()))?;
         let mut series = vec![
             measure(Mode::UnixKeepAlive, &unix, requests, warmup).await?,
-            measure(Mode::UnixFresh, &unix, requests, warmup).await?,
+            measure(Mode::UnixFresh, &unix.clone().fresh_connections(), requests, warmup).await?,
         ];
         if let Some(addr) = loaded.config.server.tcp {
             let token = std::fs::read_to_string(&paths.token_file)
                 .with_context(|| format!("cannot read the token from {}", paths.token_file.display()))?;
-            let target = Target::Tcp(addr, token.trim().to_owned());
-            series.push(measure(Mode::TcpKeepAlive, &target, requests, warmup).await?);
+            let tcp = Client::tcp(addr, token.trim());
+            series.push(measure(Mode::TcpKeepAlive, &tcp, requests, warmup).await?);
         }
         print(&series, requests);
         Ok(())
     })
 }
 
-enum Target {
-    Unix(std::path::PathBuf),
-    Tcp(std::net::SocketAddr, String),
-}
-
-async fn connect(target: &Target) -> anyhow::Result<SendRequest<Empty<Bytes>>> {
-    match target {
-        Target::Unix(path) => client(tokio::net::UnixStream::connect(path).await?).await,
-        Target::Tcp(addr, _) => {
-            let stream = tokio::net::TcpStream::connect(addr).await?;
-            stream.set_nodelay(true)?;
-            client(stream).await
-        }
-    }
-}
-
-async fn client<S>(stream: S) -> anyhow::Result<SendRequest<Empty<Bytes>>>
-where
-    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-{
-    let (sender, connection) = handshake(TokioIo::new(stream)).await?;
-    tokio::spawn(connection);
-    Ok(sender)
-}
-
-async fn get(sender: &mut SendRequest<Empty<Bytes>>, target: &Target) -> anyhow::Result<()> {
-    let mut request = hyper::Request::get("/healthz");
-    request = match target {
-        Target::Unix(_) => request.header("host", "localhost"),
-        Target::Tcp(addr, token) => {
-            request.header("host", addr.to_string()).header("authorization", format!("Bearer {token}"))
-        }
-    };
-    let response = sender.send_request(request.body(Empty::new())?).await?;
-    let status = response.status();
-    response.into_body().collect().await?;
-    anyhow::ensure!(status.is_success(), "/healthz answered {status}");
-    Ok(())
-}
-
-async fn measure(mode: Mode, target: &Target, requests: usize, warmup: usize) -> anyhow::Result<Series> {
-    anyhow::ensure!(requests > 0, "--requests must be at least 1");
-    let fresh = matches!(mode, Mode::UnixFresh);
-    let mut sender = connect(target).await?;
+async fn measure(mode: Mode, client: &Client, requests: usize, warmup: usize) -> anyhow::Result<Series> {
     let mut latencies = Vec::with_capacity(requests);
     let started = Instant::now();
     for i in 0..warmup + requests {
         let t0 = Instant::now();
-        if fresh {
-            sender = connect(target).await?;
-        }
-        get(&mut sender, target).await?;
+        client.call(&Healthz {}).await?;
         if i >= warmup {
             latencies.push(t0.elapsed());
         }

@@ -6,10 +6,15 @@ use std::path::Path;
 use std::process::ExitCode;
 use std::time::Duration;
 
+use engram_client::{Client, ClientError};
 use engram_config::{ConfigError, HostEnv, Loaded, Loader, Paths};
+use engram_services::health::{Health, Healthz};
 use serde::Serialize;
 
 use crate::cli::Cli;
+
+/// How long a probe of the daemon or a remote endpoint waits.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(3);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -166,18 +171,19 @@ fn socket(paths: &Paths) -> Check {
         );
     }
     match probe_daemon(path) {
-        Ok(status) if status.contains(" 200 ") => {
-            Check::pass("socket", format!("{}: a daemon is running and healthy", path.display()))
-        }
-        Ok(status) => Check::warn(
+        Ok(health) => Check::pass(
             "socket",
-            format!("{}: a daemon answered `{}`", path.display(), status.trim()),
+            format!("{}: a daemon is running and healthy (pid {}, {})", path.display(), health.pid, health.version),
+        ),
+        Err(ClientError::Operation { status, error }) => Check::warn(
+            "socket",
+            format!("{}: a daemon answered {status}: {}", path.display(), error.message),
             "see `engram serve` logs",
         ),
-        Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
+        Err(ClientError::Connect { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
             Check::pass("socket", format!("{} (no daemon running)", path.display()))
         }
-        Err(err) if err.kind() == std::io::ErrorKind::ConnectionRefused => {
+        Err(ClientError::Connect { source, .. }) if source.kind() == std::io::ErrorKind::ConnectionRefused => {
             Check::pass("socket", format!("{}: stale socket file, will be replaced on start", path.display()))
         }
         Err(err) => Check::fail(
@@ -188,15 +194,21 @@ fn socket(paths: &Paths) -> Check {
     }
 }
 
-/// `GET /healthz` over the socket; returns the status line.
-fn probe_daemon(path: &Path) -> std::io::Result<String> {
-    let mut stream = std::os::unix::net::UnixStream::connect(path)?;
-    stream.set_read_timeout(Some(Duration::from_secs(3)))?;
-    stream.write_all(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")?;
-    let mut response = Vec::new();
-    stream.take(64 * 1024).read_to_end(&mut response)?;
-    let text = String::from_utf8_lossy(&response);
-    Ok(text.lines().next().unwrap_or_default().to_owned() + " ")
+/// The daemon's health over its socket, within 3 s.
+fn probe_daemon(path: &Path) -> Result<Health, ClientError> {
+    let client = Client::unix(path);
+    block_on(async {
+        tokio::time::timeout(PROBE_TIMEOUT, client.call(&Healthz {})).await.unwrap_or_else(|_| {
+            Err(ClientError::Transport { target: path.display().to_string(), message: "no answer within 3 s".into() })
+        })
+    })
+}
+
+fn block_on<F: std::future::Future>(future: F) -> F::Output {
+    match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(runtime) => runtime.block_on(future),
+        Err(err) => panic!("cannot start a runtime for the probe: {err}"),
+    }
 }
 
 fn tcp(loaded: &Loaded, paths: &Paths) -> Check {
@@ -248,7 +260,7 @@ fn llm(loaded: &Loaded, paths: &Paths) -> Check {
     let llm = &loaded.config.models.llm;
     if llm.backend == engram_config::LlmBackend::Openai {
         let url = llm.base_url.clone().unwrap_or_default();
-        return match probe_remote(&url) {
+        return match block_on(engram_models::RemoteLlm::probe(&url, PROBE_TIMEOUT)) {
             Ok(status) => Check::pass(name, format!("remote {url}: GET /models answered {status}")),
             Err(err) => {
                 Check::fail(name, format!("remote {url}: {err}"), "start the server, or fix models.llm.base_url")
@@ -291,38 +303,6 @@ fn vector_store(loaded: &Loaded, paths: &Paths) -> Check {
             ),
         },
     }
-}
-
-/// `GET {base_url}/models` with a short timeout, for the remote backend.
-fn probe_remote(base_url: &str) -> Result<String, String> {
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| e.to_string())?;
-    runtime.block_on(async {
-        let url = format!("{}/models", base_url.trim_end_matches('/'));
-        let uri: hyper::Uri = url.parse().map_err(|e| format!("bad URL: {e}"))?;
-        let host = uri.host().ok_or("the URL has no host")?.to_owned();
-        let port = uri.port_u16().unwrap_or(if uri.scheme_str() == Some("https") { 443 } else { 80 });
-        if uri.scheme_str() == Some("https") {
-            return Ok("not probed (https)".to_owned());
-        }
-        let connect = tokio::net::TcpStream::connect((host.as_str(), port));
-        let stream = tokio::time::timeout(Duration::from_secs(3), connect)
-            .await
-            .map_err(|_| "no answer within 3 s".to_owned())?
-            .map_err(|e| e.to_string())?;
-        let (mut sender, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
-            .await
-            .map_err(|e| e.to_string())?;
-        tokio::spawn(conn);
-        let request = hyper::Request::get(uri.path())
-            .header("host", format!("{host}:{port}"))
-            .body(http_body_util::Empty::<hyper::body::Bytes>::new())
-            .map_err(|e| e.to_string())?;
-        let response = tokio::time::timeout(Duration::from_secs(3), sender.send_request(request))
-            .await
-            .map_err(|_| "no answer within 3 s".to_owned())?
-            .map_err(|e| e.to_string())?;
-        Ok(response.status().to_string())
-    })
 }
 
 /// Validates a safetensors file's header with the `safetensors` crate (the

@@ -149,6 +149,19 @@ impl RemoteLlm {
         Ok(Self { client, options })
     }
 
+    /// `GET {base_url}/models` within `timeout`: the answer's status, or
+    /// why there was none (`engram doctor`).
+    pub async fn probe(base_url: &str, timeout: Duration) -> Result<reqwest::StatusCode, ModelError> {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let url = format!("{}/models", base_url.trim_end_matches('/'));
+        let client = reqwest::Client::builder()
+            .timeout(timeout)
+            .build()
+            .map_err(|err| remote_err(base_url, format!("cannot build the HTTP client: {err}"), None))?;
+        let response = client.get(&url).send().await.map_err(|err| remote_err(&url, error_chain(&err), None))?;
+        Ok(response.status())
+    }
+
     /// The model name.
     pub fn model(&self) -> &str {
         &self.options.model

@@ -11,6 +11,7 @@
 //! Features never call each other; where an operation needs two (questions
 //! an LLM writes for a retrieval calibration), the composition lives here.
 
+pub mod health;
 mod lazy;
 mod lock;
 pub mod models;
@@ -18,7 +19,7 @@ pub mod rag;
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use engram_config::{Config, Paths, Synchronous};
 use engram_store::{Durability, Store, StoreOptions};
@@ -84,6 +85,7 @@ pub struct Services {
     models: Arc<Models>,
     rag: RagService,
     plugins: Option<Arc<engram_plugin_host::PluginHost>>,
+    opened: Instant,
     _lock: DataDirLock,
 }
 
@@ -96,7 +98,16 @@ impl Services {
         let store = Store::open(&paths.journal, &store_options(config))?;
         let models = Arc::new(models::configured(config, paths));
         let rag = RagService::new(config, paths, &store, models.clone());
-        Ok(Self { config: config.clone(), paths: paths.clone(), store, models, rag, plugins: None, _lock: lock })
+        Ok(Self {
+            config: config.clone(),
+            paths: paths.clone(),
+            store,
+            models,
+            rag,
+            plugins: None,
+            opened: Instant::now(),
+            _lock: lock,
+        })
     }
 
     /// The same services with a plugin host. Call before sharing them.
@@ -118,6 +129,11 @@ impl Services {
                 tracing::error!(error = %err, "retrieval unavailable");
             }
         });
+    }
+
+    /// How long ago these services opened.
+    pub fn uptime(&self) -> Duration {
+        self.opened.elapsed()
     }
 
     /// The effective configuration.

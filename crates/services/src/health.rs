@@ -1,0 +1,112 @@
+//! The daemon's health: whether it answers and its journal is readable,
+//! for `engram doctor`, `engram bench healthz` and supervisors.
+
+use engram_ops::{Method, Operation};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::Services;
+
+/// `GET /healthz`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct Healthz {}
+
+impl Operation for Healthz {
+    const METHOD: Method = Method::Get;
+    const ROUTE: &'static str = "/healthz";
+    type Response = Health;
+}
+
+/// Whether a part works.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    /// It works.
+    Ok,
+    /// The daemon answers but a part does not (HTTP 503).
+    Degraded,
+    /// The part failed.
+    Error,
+}
+
+/// What `/healthz` answers.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct Health {
+    /// `ok`, or `degraded` when the journal cannot be read.
+    pub status: Status,
+    /// The daemon's version.
+    pub version: String,
+    /// Its process id.
+    pub pid: u32,
+    /// Seconds since the services opened.
+    pub uptime_seconds: f64,
+    /// The journal.
+    pub store: StoreHealth,
+}
+
+/// The journal's state.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct StoreHealth {
+    /// `ok` or `error`.
+    pub status: Status,
+    /// The journal file.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+    /// Its schema version.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schema_version: Option<u32>,
+    /// The last change sequence number.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_seq: Option<i64>,
+    /// Its size on disk.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub size_bytes: Option<u64>,
+    /// The SQLite library's version.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sqlite_version: Option<String>,
+    /// Why it failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+impl StoreHealth {
+    fn failed(error: String) -> Self {
+        Self {
+            status: Status::Error,
+            path: None,
+            schema_version: None,
+            last_seq: None,
+            size_bytes: None,
+            sqlite_version: None,
+            error: Some(error),
+        }
+    }
+}
+
+impl Services {
+    /// The daemon's health (reads the journal's statistics off the async
+    /// threads).
+    pub async fn health(&self, _request: Healthz) -> Health {
+        let store = self.store.clone();
+        let store = match tokio::task::spawn_blocking(move || store.stats()).await {
+            Ok(Ok(stats)) => StoreHealth {
+                status: Status::Ok,
+                path: Some(stats.path.display().to_string()),
+                schema_version: Some(stats.schema_version),
+                last_seq: Some(stats.last_seq.0),
+                size_bytes: Some(stats.size_bytes),
+                sqlite_version: Some(stats.sqlite_version.to_owned()),
+                error: None,
+            },
+            Ok(Err(err)) => StoreHealth::failed(err.to_string()),
+            Err(err) => StoreHealth::failed(format!("the journal check did not finish: {err}")),
+        };
+        Health {
+            status: if store.status == Status::Ok { Status::Ok } else { Status::Degraded },
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+            pid: std::process::id(),
+            uptime_seconds: self.uptime().as_secs_f64(),
+            store,
+        }
+    }
+}
