@@ -163,13 +163,9 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Bench { target: BenchTarget::Generate(args) } if args.threads > 0 => args.threads,
         _ => loaded.config.models.threads,
     };
-    if threads > 0 && std::env::var_os("CANDLE_NUM_THREADS").is_none() {
-        // candle's quantized kernels run on its own global pool, sized once
-        // from this variable; set it so `models.threads` bounds that pool too.
-        // SAFETY: no other thread exists yet (config loading is
-        // single-threaded; runtimes and pools start below).
-        unsafe { std::env::set_var("CANDLE_NUM_THREADS", threads.to_string()) };
-    }
+    // So `models.threads` bounds candle's own pool too; no other thread
+    // exists yet (config loading is single-threaded; runtimes start below).
+    engram_models::limit_candle_threads(threads);
     match cli.command {
         Command::Serve => {
             let paths = resolve_paths(&loaded, &env)?;

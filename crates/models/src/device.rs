@@ -49,3 +49,41 @@ pub fn inference_pool(threads: usize, name: &'static str) -> Result<rayon::Threa
         .build()
         .map_err(|err| ModelError::Inference(format!("cannot start the {name} thread pool: {err}")))
 }
+
+/// Bounds candle's own CPU pool (its quantized kernels run there, sized
+/// once from `CANDLE_NUM_THREADS`) to `threads`, unless the variable is
+/// already set. Only while this process has one thread: setting the
+/// environment beside other threads is undefined behaviour, so it then
+/// returns `false` and changes nothing.
+pub fn limit_candle_threads(threads: usize) -> bool {
+    if threads == 0 || std::env::var_os("CANDLE_NUM_THREADS").is_some() || !single_threaded() {
+        return false;
+    }
+    // SAFETY: this process has exactly one thread (checked just above, and
+    // only this thread could start another), so nothing reads the
+    // environment concurrently.
+    #[allow(unsafe_code)]
+    unsafe {
+        std::env::set_var("CANDLE_NUM_THREADS", threads.to_string())
+    };
+    true
+}
+
+/// Whether the process has exactly one thread (Linux `/proc`; elsewhere
+/// unknown, so `false`).
+fn single_threaded() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .is_ok_and(|status| status.lines().any(|line| line.strip_prefix("Threads:").is_some_and(|n| n.trim() == "1")))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_thread_variable_is_left_alone_beside_other_threads() {
+        // The test harness runs this on a thread of its own.
+        let before = std::env::var_os("CANDLE_NUM_THREADS");
+        assert!(!super::single_threaded());
+        assert!(!super::limit_candle_threads(3));
+        assert_eq!(std::env::var_os("CANDLE_NUM_THREADS"), before);
+    }
+}

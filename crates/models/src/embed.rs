@@ -118,6 +118,7 @@ impl Embedder {
         }
         // SAFETY: the file is mapped read-only; Engram never writes model files
         // while they are loaded (fetch-models replaces folders by rename).
+        #[allow(unsafe_code)]
         let vb = unsafe { VarBuilder::from_mmaped_safetensors(&[&weights], DType::F32, device) }
             .map_err(|err| ModelError::bad_file(&weights, format!("not a readable safetensors file: {err}")))?;
         let model = Bert::load(vb, &config)

@@ -7,6 +7,9 @@
 //! caller's rayon pool, and compute attention on packed (unpadded) rows.
 //! They are CPU-only custom ops; other devices use candle's own ops.
 
+// SIMD kernels: every unsafe block states the CPU features and bounds it relies on.
+#![allow(unsafe_code)]
+
 use candle_core::{CpuStorage, CustomOp1, InplaceOp1, InplaceOp2, Layout, Result, Shape, bail};
 use candle_transformers::models::bert::HiddenAct;
 use rayon::prelude::*;

@@ -26,7 +26,7 @@ mod source;
 mod template;
 mod tokenizer;
 
-pub use device::{inference_pool, open_device};
+pub use device::{inference_pool, limit_candle_threads, open_device};
 pub use embed::{Embedder, Pooling};
 pub use error::ModelError;
 pub use gguf::{fast_variant, open as open_gguf};

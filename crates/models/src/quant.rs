@@ -6,6 +6,9 @@
 //! each block's dot product is integer arithmetic and two multiplies. The
 //! AVX2 kernels are chosen at run time; portable ones are the reference.
 
+// SIMD kernels: every unsafe block states the CPU features and bounds it relies on.
+#![allow(unsafe_code)]
+
 use candle_core::quantized::GgmlDType;
 use half::f16;
 use rayon::prelude::*;

@@ -98,6 +98,7 @@ impl Runtime {
                 let param = libc::sched_param { sched_priority: 1 };
                 // SAFETY: `pthread_self()` is this live thread and `param`
                 // a valid sched_param; failure only leaves the policy as is.
+                #[allow(unsafe_code)]
                 let fifo = unsafe { libc::pthread_setschedparam(libc::pthread_self(), libc::SCHED_FIFO, &param) };
                 if fifo != 0 {
                     let _ = rustix::process::setpriority_process(Some(rustix::thread::gettid()), -10);
@@ -148,7 +149,9 @@ impl Runtime {
             // are written only below, by this engine configuration (its
             // compatibility hash is in the name), and renamed into place
             // whole.
-            match unsafe { Component::deserialize_file(&self.engine, &path) } {
+            #[allow(unsafe_code)]
+            let cached = unsafe { Component::deserialize_file(&self.engine, &path) };
+            match cached {
                 Ok(component) => return Ok(component),
                 Err(err) => tracing::warn!(path = %path.display(), error = %err, "recompiling a bad cached component"),
             }
@@ -163,7 +166,9 @@ impl Runtime {
             tracing::warn!(path = %path.display(), error = %err, "cannot cache a compiled component");
         }
         // SAFETY: `artifact` was just produced by this engine.
-        unsafe { Component::deserialize(&self.engine, &artifact) }.map_err(invalid)
+        #[allow(unsafe_code)]
+        let component = unsafe { Component::deserialize(&self.engine, &artifact) };
+        component.map_err(invalid)
     }
 
     /// A sandboxed store for one call that must end by `deadline` (its

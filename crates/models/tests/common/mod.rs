@@ -21,10 +21,12 @@ fn require(path: PathBuf) -> PathBuf {
     path
 }
 
+/// The default LLM: SmolLM2-135M-Instruct, Q4_1.
 pub fn smollm2() -> PathBuf {
     require(models_dir().join("SmolLM2-135M-Instruct").join("SmolLM2-135M-Instruct.Q4_1.gguf"))
 }
 
+/// The default embedder's folder: all-MiniLM-L6-v2.
 pub fn minilm() -> PathBuf {
     require(models_dir().join("all-MiniLM-L6-v2"))
 }
