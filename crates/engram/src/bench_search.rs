@@ -130,7 +130,7 @@ pub fn search(loaded: &Loaded, paths: &Paths, args: &SearchBenchArgs) -> anyhow:
             .enumerate()
             .map(|(i, t)| NewDocument::from_text(format!("base-{i}"), t.clone(), Format::Text))
             .collect();
-        let report = rag.ingest_documents(&Target::collection("bench"), docs, false, &mut |_| {})?;
+        let report = rag.ingest_documents(&Target::collection("bench")?, docs, false, &mut |_| {})?;
         println!(
             "ingest, embedding included: {} chunks in {:.1}s = {:.1} chunks/s ({} embedded)",
             report.chunks_written,
@@ -167,7 +167,7 @@ pub fn search(loaded: &Loaded, paths: &Paths, args: &SearchBenchArgs) -> anyhow:
                 docs.push(NewDocument::from_text(format!("doc-{i}"), text, Format::Text));
             }
             rag.put_embeddings(&vectors)?;
-            rag.ingest_documents(&Target::collection("bench"), docs, false, &mut |_| {})?;
+            rag.ingest_documents(&Target::collection("bench")?, docs, false, &mut |_| {})?;
             written += batch;
         }
         let journaled = started.elapsed();
@@ -193,7 +193,7 @@ pub fn search(loaded: &Loaded, paths: &Paths, args: &SearchBenchArgs) -> anyhow:
                 (0..words).map(|_| vocabulary.draw(&mut rng).to_owned()).collect::<Vec<_>>().join(" ")
             })
             .collect();
-        let filter = Filter { collection: Some("bench".into()), ..Filter::default() };
+        let filter = Filter::collection("bench")?;
         for mode in [Mode::Hybrid, Mode::Bm25, Mode::Dense] {
             // Warm caches and the query path first.
             for query in queries.iter().take(10) {

@@ -18,15 +18,14 @@
 
 use std::collections::{HashMap, HashSet};
 
+use engram_index::{Fusion, fuse};
+use engram_ops::CollectionName;
 use engram_store::rusqlite::{OptionalExtension, params};
 use engram_store::{Entity, Op};
 use serde::{Deserialize, Serialize};
 
-use crate::Filter;
 use crate::conformal::{self, Calibration, HeldOut, Threshold};
-use engram_index::{Fusion, fuse};
-
-use crate::{Hit, Mode, Rag, RagError};
+use crate::{ChunkId, Filter, Hit, Mode, Rag, RagError};
 
 /// Share of a collection that may change before its certificates go stale.
 pub const STALE_SHARE: f64 = 0.10;
@@ -73,16 +72,16 @@ impl ScoreFunction {
 
     /// Scores the candidates of the BM25 and dense lists (each best first),
     /// best first.
-    pub fn score(self, bm25: &[(u64, f32)], dense: &[(u64, f32)]) -> Vec<(u64, f64)> {
-        let mut out: Vec<(u64, f64)> = match self {
+    pub fn score(self, bm25: &[(ChunkId, f32)], dense: &[(ChunkId, f32)]) -> Vec<(ChunkId, f64)> {
+        let mut out: Vec<(ChunkId, f64)> = match self {
             Self::Dense => {
-                let mut scores: HashMap<u64, f64> = bm25.iter().map(|(id, _)| (*id, -1.0)).collect();
+                let mut scores: HashMap<ChunkId, f64> = bm25.iter().map(|(id, _)| (*id, -1.0)).collect();
                 scores.extend(dense.iter().map(|(id, s)| (*id, f64::from(*s))));
                 scores.into_iter().collect()
             }
             Self::HybridScaled => {
                 let best = bm25.iter().map(|(_, s)| f64::from(*s)).fold(0.0_f64, f64::max);
-                let mut scores: HashMap<u64, f64> = HashMap::new();
+                let mut scores: HashMap<ChunkId, f64> = HashMap::new();
                 for (id, s) in bm25 {
                     let scaled = if best > 0.0 { f64::from(*s) / best } else { 0.0 };
                     *scores.entry(*id).or_default() += 0.5 * scaled;
@@ -107,7 +106,7 @@ pub struct Question {
     pub question: String,
     /// Chunk ids whose retrieval counts as finding the evidence.
     #[serde(default)]
-    pub gold: Vec<u64>,
+    pub gold: Vec<ChunkId>,
     /// Document paths: any chunk of these documents counts as evidence.
     #[serde(default)]
     pub gold_paths: Vec<String>,
@@ -252,18 +251,23 @@ impl SplitMix {
 }
 
 /// Nonconformity of the best-scoring gold candidate (`+∞` if none was found).
-pub fn nonconformity(scored: &[(u64, f64)], is_gold: impl Fn(u64) -> bool) -> f64 {
+pub fn nonconformity(scored: &[(ChunkId, f64)], is_gold: impl Fn(ChunkId) -> bool) -> f64 {
     scored.iter().find(|(id, _)| is_gold(*id)).map_or(f64::INFINITY, |(_, s)| -s)
 }
 
 /// Candidates the threshold admits.
-pub fn set_size(scored: &[(u64, f64)], threshold: Threshold) -> usize {
+pub fn set_size(scored: &[(ChunkId, f64)], threshold: Threshold) -> usize {
     scored.iter().filter(|(_, s)| threshold.admits(-s)).count()
 }
 
 impl Rag {
     /// Scores `query`'s candidates in `collection` with `function`, best first.
-    pub fn scored(&self, query: &str, filter: &Filter, function: ScoreFunction) -> Result<Vec<(u64, f64)>, RagError> {
+    pub fn scored(
+        &self,
+        query: &str,
+        filter: &Filter,
+        function: ScoreFunction,
+    ) -> Result<Vec<(ChunkId, f64)>, RagError> {
         let lists = self.lists(query, filter, Mode::Hybrid, self.options().candidates)?;
         let (bm25, dense) = match &lists[..] {
             [bm25, dense] => (bm25.as_slice(), dense.as_slice()),
@@ -288,7 +292,7 @@ impl Rag {
             return Err(RagError::Invalid("no calibration questions".to_owned()));
         }
         let golds = self.resolve_golds(collection, questions)?;
-        let filter = Filter { collection: Some(collection.to_owned()), ..Filter::default() };
+        let filter = Filter::collection(collection)?;
         let mut scores = Vec::with_capacity(questions.len());
         for (q, gold) in questions.iter().zip(&golds) {
             let scored = self.scored(&q.question, &filter, options.score_function)?;
@@ -341,16 +345,16 @@ impl Rag {
     /// Each question's gold chunks (its ids and the chunks of its paths);
     /// an unknown id or path, or a question without text or gold, is an
     /// error naming the question's line.
-    fn resolve_golds(&self, collection: &str, questions: &[Question]) -> Result<Vec<HashSet<u64>>, RagError> {
+    fn resolve_golds(&self, collection: &str, questions: &[Question]) -> Result<Vec<HashSet<ChunkId>>, RagError> {
         let chunks = self.chunk_ids(collection)?;
-        let ids: HashSet<u64> = chunks.iter().map(|(id, _)| *id).collect();
-        let mut by_path: HashMap<&str, Vec<u64>> = HashMap::new();
+        let ids: HashSet<ChunkId> = chunks.iter().map(|(id, _)| *id).collect();
+        let mut by_path: HashMap<&str, Vec<ChunkId>> = HashMap::new();
         for (id, path) in &chunks {
             by_path.entry(path.as_str()).or_default().push(*id);
         }
-        let mut golds: Vec<HashSet<u64>> = Vec::with_capacity(questions.len());
+        let mut golds: Vec<HashSet<ChunkId>> = Vec::with_capacity(questions.len());
         for (i, q) in questions.iter().enumerate() {
-            let mut gold: HashSet<u64> = HashSet::new();
+            let mut gold: HashSet<ChunkId> = HashSet::new();
             for id in &q.gold {
                 if !ids.contains(id) {
                     return Err(RagError::Invalid(format!(
@@ -395,7 +399,7 @@ impl Rag {
             return Err(RagError::Invalid("no questions to check the certificate on".to_owned()));
         }
         let golds = self.resolve_golds(&cert.collection, questions)?;
-        let filter = Filter { collection: Some(cert.collection.clone()), ..Filter::default() };
+        let filter = Filter::collection(&cert.collection)?;
         let mut rows = Vec::with_capacity(questions.len());
         for (q, gold) in questions.iter().zip(&golds) {
             let scored = self.scored(&q.question, &filter, cert.score_function)?;
@@ -466,7 +470,7 @@ impl Rag {
         if !(alpha > 0.0 && alpha < 1.0) {
             return Err(RagError::Invalid(format!("alpha must be strictly between 0 and 1, got {alpha}")));
         }
-        let collection = filter.collection.as_deref().ok_or_else(|| {
+        let collection = filter.collection.as_ref().map(CollectionName::as_str).ok_or_else(|| {
             RagError::Invalid("a search at a level alpha needs a collection (certificates are per collection)".into())
         })?;
         let all = self.certificates(Some(collection))?;
@@ -488,7 +492,7 @@ impl Rag {
         };
         let cert = &status.certificate;
         let scored = self.scored(query, filter, cert.score_function)?;
-        let admitted: Vec<(u64, f64)> =
+        let admitted: Vec<(ChunkId, f64)> =
             scored.into_iter().filter(|(_, s)| cert.calibration.threshold.admits(-s)).collect();
         let set_size = admitted.len();
         let mut hits = self.hydrate(&admitted[..admitted.len().min(max_chunks)])?;

@@ -11,6 +11,27 @@ use engram_store::{Entity, Store};
 
 use crate::Filter;
 
+/// A chunk's id: its row in the journal, what a hit cites and a gold set
+/// names.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize, schemars::JsonSchema,
+)]
+#[serde(transparent)]
+pub struct ChunkId(pub u64);
+
+impl ChunkId {
+    /// The journal row id (row ids are positive `i64`s, so this is exact).
+    pub fn row(self) -> i64 {
+        self.0 as i64
+    }
+}
+
+impl std::fmt::Display for ChunkId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
 /// The chunks' index name (a Qdrant server collection is named after it).
 pub const INDEX_NAME: &str = "chunks";
 
@@ -30,10 +51,10 @@ impl Filter {
     pub fn to_index(&self) -> engram_index::Filter {
         let mut filter = engram_index::Filter::all();
         if let Some(collection) = &self.collection {
-            filter = filter.is("collection", collection.clone());
+            filter = filter.is("collection", collection.as_str());
         }
         if let Some(tenant) = &self.tenant {
-            filter = filter.is("tenant", tenant.clone());
+            filter = filter.is("tenant", tenant.as_str());
         }
         if let Some(prefix) = &self.path_prefix {
             filter = filter.prefix("path", prefix.clone());

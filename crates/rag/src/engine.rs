@@ -15,12 +15,12 @@ use engram_store::Store;
 use engram_store::rusqlite::{OptionalExtension, params};
 use serde::{Deserialize, Serialize};
 
-use crate::Filter;
 use crate::chunk::ChunkOptions;
 #[cfg(doc)]
 use crate::chunks::chunk_hash;
 use crate::chunks::{ChunkSource, INDEX_NAME, ModelEmbed, SCHEMA};
 use crate::error::RagError;
+use crate::{ChunkId, Filter};
 
 /// Tunables of ingestion and search.
 #[derive(Debug, Clone)]
@@ -93,7 +93,7 @@ impl Mode {
 #[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize, schemars::JsonSchema)]
 pub struct Hit {
     /// The chunk's id.
-    pub chunk_id: u64,
+    pub chunk_id: ChunkId,
     /// Its score under the search's mode (higher is better).
     pub score: f64,
     /// Its collection.
@@ -212,14 +212,14 @@ impl Rag {
     }
 
     /// Raw ranked lists: (chunk id, score) best first, up to `k` each.
-    pub fn ranked(&self, query: &str, filter: &Filter, mode: Mode, k: usize) -> Result<Vec<(u64, f64)>, RagError> {
+    pub fn ranked(&self, query: &str, filter: &Filter, mode: Mode, k: usize) -> Result<Vec<(ChunkId, f64)>, RagError> {
         let lists = self.lists(query, filter, mode, k.max(self.options.candidates))?;
         let fused = match mode {
             Mode::Bm25 | Mode::Dense => {
                 lists.into_iter().next().unwrap_or_default().into_iter().map(|(id, s)| (id, f64::from(s))).collect()
             }
             Mode::Hybrid => {
-                let refs: Vec<&[(u64, f32)]> = lists.iter().map(Vec::as_slice).collect();
+                let refs: Vec<&[(ChunkId, f32)]> = lists.iter().map(Vec::as_slice).collect();
                 fuse(&refs, self.options.fusion)
             }
         };
@@ -227,14 +227,21 @@ impl Rag {
     }
 
     /// The BM25 and/or dense candidate lists for `query`.
-    pub fn lists(&self, query: &str, filter: &Filter, mode: Mode, k: usize) -> Result<Vec<Vec<(u64, f32)>>, RagError> {
+    pub fn lists(
+        &self,
+        query: &str,
+        filter: &Filter,
+        mode: Mode,
+        k: usize,
+    ) -> Result<Vec<Vec<(ChunkId, f32)>>, RagError> {
         let mut lists = Vec::with_capacity(2);
         if mode != Mode::Dense {
-            lists.push(self.index.bm25().search(query, &filter.to_index(), k)?);
+            lists.push(chunk_ids(self.index.bm25().search(query, &filter.to_index(), k)?));
         }
         if mode != Mode::Bm25 {
             let vector = self.embedder.embed(&[query])?.pop().unwrap_or_default();
-            lists.push(self.index.vectors().search(&vector, &filter.to_index(), k).map_err(IndexError::from)?);
+            let hits = self.index.vectors().search(&vector, &filter.to_index(), k).map_err(IndexError::from)?;
+            lists.push(chunk_ids(hits));
         }
         Ok(lists)
     }
@@ -248,7 +255,7 @@ impl Rag {
 
     /// Turns (chunk id, score) pairs into hits, in order; ids no longer in
     /// the journal are dropped.
-    pub fn hydrate(&self, ranked: &[(u64, f64)]) -> Result<Vec<Hit>, RagError> {
+    pub fn hydrate(&self, ranked: &[(ChunkId, f64)]) -> Result<Vec<Hit>, RagError> {
         Ok(self.store.read(|conn| {
             let mut stmt = conn.prepare_cached(
                 "SELECT d.collection, d.path, c.char_start, c.char_end, c.headings, c.text \
@@ -257,7 +264,7 @@ impl Rag {
             let mut hits = Vec::with_capacity(ranked.len());
             for &(id, score) in ranked {
                 let hit = stmt
-                    .query_row(params![id as i64], |row| {
+                    .query_row(params![id.row()], |row| {
                         let headings: String = row.get(4)?;
                         Ok(Hit {
                             chunk_id: id,
@@ -277,13 +284,13 @@ impl Rag {
     }
 
     /// Document path of each chunk id (for document-level evaluation).
-    pub fn chunk_paths(&self, ids: &[u64]) -> Result<HashMap<u64, String>, RagError> {
+    pub fn chunk_paths(&self, ids: &[ChunkId]) -> Result<HashMap<ChunkId, String>, RagError> {
         Ok(self.store.read(|conn| {
             let mut stmt = conn
                 .prepare_cached("SELECT d.path FROM chunks c JOIN documents d ON d.id = c.document WHERE c.id = ?1")?;
             let mut out = HashMap::with_capacity(ids.len());
             for id in ids {
-                if let Some(path) = stmt.query_row(params![*id as i64], |row| row.get(0)).optional()? {
+                if let Some(path) = stmt.query_row(params![id.row()], |row| row.get(0)).optional()? {
                     out.insert(*id, path);
                 }
             }
@@ -354,20 +361,28 @@ impl Rag {
 
     /// Chunk ids per document path of a collection (for calibration data
     /// and tests).
-    pub fn chunk_ids(&self, collection: &str) -> Result<Vec<(u64, String)>, RagError> {
+    pub fn chunk_ids(&self, collection: &str) -> Result<Vec<(ChunkId, String)>, RagError> {
         Ok(self.store.read(|conn| {
             let mut stmt = conn.prepare_cached(
                 "SELECT c.id, d.path FROM chunks c JOIN documents d ON d.id = c.document \
                  WHERE d.collection = ?1 ORDER BY c.id",
             )?;
-            let rows = stmt.query_map(params![collection], |row| Ok((row.get::<_, i64>(0)? as u64, row.get(1)?)))?;
+            let rows =
+                stmt.query_map(params![collection], |row| Ok((ChunkId(row.get::<_, i64>(0)? as u64), row.get(1)?)))?;
             rows.collect()
         })?)
     }
 
     /// The ids in each index (for consistency checks).
-    pub fn index_ids(&self, filter: &Filter) -> Result<(HashSet<u64>, HashSet<u64>), RagError> {
+    pub fn index_ids(&self, filter: &Filter) -> Result<(HashSet<ChunkId>, HashSet<ChunkId>), RagError> {
         let n = self.stats()?.chunks as usize + 16;
-        Ok(self.index.ids(&filter.to_index(), n)?)
+        let (bm25, dense) = self.index.ids(&filter.to_index(), n)?;
+        let chunks = |ids: HashSet<u64>| ids.into_iter().map(ChunkId).collect();
+        Ok((chunks(bm25), chunks(dense)))
     }
+}
+
+/// An engine's (document id, score) list as chunk ids.
+fn chunk_ids(hits: Vec<(u64, f32)>) -> Vec<(ChunkId, f32)> {
+    hits.into_iter().map(|(id, score)| (ChunkId(id), score)).collect()
 }

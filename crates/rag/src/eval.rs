@@ -6,17 +6,15 @@
 
 use std::collections::{HashMap, HashSet};
 
+use engram_index::metrics::{Judgments, ndcg_at, recall_at, reciprocal_rank};
+use engram_index::{Fusion, fuse};
 use serde::Serialize;
 
-use crate::Filter;
 use crate::beir::Beir;
 use crate::certify::{ScoreFunction, SplitMix};
 use crate::chunk::Format;
 use crate::conformal::{self, Threshold};
-use engram_index::metrics::{Judgments, ndcg_at, recall_at, reciprocal_rank};
-use engram_index::{Fusion, fuse};
-
-use crate::{IngestReport, NewDocument, Progress, Rag, RagError, Target};
+use crate::{ChunkId, Filter, IngestReport, NewDocument, Progress, Rag, RagError, Target};
 
 /// Levels the conformal table reports.
 pub const ALPHAS: [f64; 3] = [0.05, 0.1, 0.2];
@@ -108,12 +106,12 @@ pub struct RetrievalEval {
 /// One query's candidates, at document level where it matters.
 struct QueryLists {
     judged: Judgments,
-    bm25: Vec<(u64, f32)>,
-    dense: Vec<(u64, f32)>,
+    bm25: Vec<(ChunkId, f32)>,
+    dense: Vec<(ChunkId, f32)>,
 }
 
 /// Best score per document, best first.
-fn by_document(scored: &[(u64, f64)], paths: &HashMap<u64, String>) -> Vec<(String, f64)> {
+fn by_document(scored: &[(ChunkId, f64)], paths: &HashMap<ChunkId, String>) -> Vec<(String, f64)> {
     let mut seen = HashSet::new();
     let mut out = Vec::new();
     for (id, score) in scored {
@@ -126,7 +124,7 @@ fn by_document(scored: &[(u64, f64)], paths: &HashMap<u64, String>) -> Vec<(Stri
     out
 }
 
-fn as_f64(list: &[(u64, f32)]) -> Vec<(u64, f64)> {
+fn as_f64(list: &[(ChunkId, f32)]) -> Vec<(ChunkId, f64)> {
     list.iter().map(|(id, s)| (*id, f64::from(*s))).collect()
 }
 
@@ -147,8 +145,8 @@ pub fn evaluate(
             NewDocument::from_text(doc.id.clone(), text, Format::Text)
         })
         .collect();
-    let ingest = rag.ingest_documents(&Target::collection(collection), documents, true, progress)?;
-    let filter = Filter { collection: Some(collection.to_owned()), ..Filter::default() };
+    let ingest = rag.ingest_documents(&Target::collection(collection)?, documents, true, progress)?;
+    let filter = Filter::collection(collection)?;
 
     let started = std::time::Instant::now();
     let mut queries = Vec::with_capacity(beir.queries.len());
@@ -163,7 +161,7 @@ pub fn evaluate(
         queries.push(QueryLists { judged: judged.clone(), bm25, dense });
     }
     let search_seconds = started.elapsed().as_secs_f64();
-    let ids: Vec<u64> = queries
+    let ids: Vec<ChunkId> = queries
         .iter()
         .flat_map(|q| q.bm25.iter().chain(&q.dense).map(|(id, _)| *id))
         .collect::<HashSet<_>>()
@@ -172,7 +170,7 @@ pub fn evaluate(
     let paths = rag.chunk_paths(&ids)?;
 
     // Ranking metrics per retriever.
-    type Ranker = fn(&QueryLists) -> Vec<(u64, f64)>;
+    type Ranker = fn(&QueryLists) -> Vec<(ChunkId, f64)>;
     let rankers: [(&str, Ranker); 4] = [
         ("bm25", |q| as_f64(&q.bm25)),
         ("dense", |q| as_f64(&q.dense)),
@@ -203,7 +201,7 @@ pub fn evaluate(
         let scored: Vec<(f64, Vec<f64>)> = queries
             .iter()
             .map(|q| {
-                let depth = |list: &[(u64, f32)]| list.len().min(candidates);
+                let depth = |list: &[(ChunkId, f32)]| list.len().min(candidates);
                 let chunks = function.score(&q.bm25[..depth(&q.bm25)], &q.dense[..depth(&q.dense)]);
                 let docs = by_document(&chunks, &paths);
                 let gold = docs

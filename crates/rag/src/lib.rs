@@ -13,14 +13,16 @@ pub mod conformal;
 mod engine;
 mod error;
 pub mod eval;
-pub mod ingest;
+mod ingest;
 pub mod ops;
 pub mod questions;
 mod write;
 
 use std::ops::Range;
 
-pub use chunks::{INDEX_NAME, SCHEMA, chunk_hash};
+use engram_ops::{CollectionName, TenantId};
+
+pub use chunks::{ChunkId, INDEX_NAME, SCHEMA, chunk_hash};
 pub use engine::{CollectionInfo, Hit, Mode, Rag, RagOptions, RagStats, VectorBackend};
 pub use error::RagError;
 pub use write::{IngestReport, NewDocument, Progress, SkippedFile, Target};
@@ -29,13 +31,21 @@ pub use write::{IngestReport, NewDocument, Progress, SkippedFile, Target};
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Filter {
     /// Only this collection.
-    pub collection: Option<String>,
+    pub collection: Option<CollectionName>,
     /// Only this tenant.
-    pub tenant: Option<String>,
+    pub tenant: Option<TenantId>,
     /// Only documents whose path starts with this.
     pub path_prefix: Option<String>,
     /// Only documents carrying every one of these tags.
     pub tags: Vec<String>,
     /// Only documents ingested in this range of Unix seconds.
     pub time: Option<Range<i64>>,
+}
+
+impl Filter {
+    /// Only the collection named `name`; an invalid name is refused.
+    pub fn collection(name: &str) -> Result<Self, RagError> {
+        let collection = CollectionName::new(name).map_err(|err| RagError::Invalid(err.to_string()))?;
+        Ok(Self { collection: Some(collection), ..Self::default() })
+    }
 }

@@ -60,10 +60,7 @@ pub struct Ingest {
 impl Ingest {
     /// Where the documents go.
     pub fn target(&self) -> Target {
-        Target {
-            collection: self.collection.to_string(),
-            tenant: self.tenant.as_ref().map(ToString::to_string).unwrap_or_default(),
-        }
+        Target { collection: self.collection.clone(), tenant: self.tenant.clone() }
     }
 
     /// The inline documents, tagged, with their formats read.
@@ -181,8 +178,8 @@ impl Search {
     /// What the search is restricted to.
     pub fn filter(&self) -> Filter {
         Filter {
-            collection: self.collection.as_ref().map(ToString::to_string),
-            tenant: self.tenant.as_ref().map(ToString::to_string),
+            collection: self.collection.clone(),
+            tenant: self.tenant.clone(),
             path_prefix: self.path_prefix.clone(),
             tags: self.tags.clone(),
             time: self.time.map(|[from, to]| from..to),
@@ -523,7 +520,7 @@ mod tests {
         let ok =
             ingest(serde_json::json!({"collection": "c", "tenant": "t", "documents": [{"path": "a", "text": "b"}]}))
                 .unwrap();
-        assert_eq!(ok.target(), Target { collection: "c".into(), tenant: "t".into() });
+        assert_eq!(ok.target(), Target { collection: "c".parse().unwrap(), tenant: Some("t".parse().unwrap()) });
 
         let calibrate = |json: serde_json::Value| -> Result<Calibrate, String> {
             let calibrate: Calibrate = serde_json::from_value(json).map_err(|e| e.to_string())?;

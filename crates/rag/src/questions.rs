@@ -15,7 +15,7 @@
 use engram_models::{GenerateRequest, Llm, Message, ModelError, Prompt, Role, SamplingParams};
 
 use crate::certify::{Question, SplitMix};
-use crate::{Rag, RagError};
+use crate::{ChunkId, Rag, RagError};
 
 /// Chunks with fewer words are not sampled.
 pub const MIN_WORDS: usize = 8;
@@ -28,7 +28,7 @@ pub const MAX_QUESTION_TOKENS: usize = 64;
 #[derive(Debug, Clone, PartialEq)]
 pub struct SampledChunk {
     /// Its id (the gold chunk).
-    pub id: u64,
+    pub id: ChunkId,
     /// Its document's path.
     pub path: String,
     /// Its text.
@@ -48,11 +48,11 @@ impl Rag {
         if n == 0 {
             return Ok(Vec::new());
         }
-        let mut ids: Vec<u64> = self.chunk_ids(collection)?.into_iter().map(|(id, _)| id).collect();
+        let mut ids: Vec<ChunkId> = self.chunk_ids(collection)?.into_iter().map(|(id, _)| id).collect();
         SplitMix(seed).shuffle(&mut ids);
         let mut sampled = Vec::with_capacity(n.min(ids.len()));
         for batch in ids.chunks(256) {
-            let ranked: Vec<(u64, f64)> = batch.iter().map(|id| (*id, 0.0)).collect();
+            let ranked: Vec<(ChunkId, f64)> = batch.iter().map(|id| (*id, 0.0)).collect();
             for hit in self.hydrate(&ranked)? {
                 if hit.text.split_whitespace().count() >= MIN_WORDS {
                     sampled.push(SampledChunk { id: hit.chunk_id, path: hit.path, text: hit.text });

@@ -15,6 +15,8 @@ use engram_store::{Entity, Op, StoreError, WriteTx};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use engram_ops::{CollectionName, TenantId};
+
 use crate::chunk::{Format, chunk};
 use crate::chunks::indexed_text;
 use crate::engine::Rag;
@@ -54,15 +56,22 @@ impl NewDocument {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Target {
     /// The collection (created on first use).
-    pub collection: String,
-    /// The tenant ("" for none).
-    pub tenant: String,
+    pub collection: CollectionName,
+    /// The tenant, if any.
+    pub tenant: Option<TenantId>,
 }
 
 impl Target {
-    /// A collection without a tenant.
-    pub fn collection(name: &str) -> Self {
-        Self { collection: name.to_owned(), tenant: String::new() }
+    /// The collection named `name`, without a tenant; an invalid name is
+    /// refused.
+    pub fn collection(name: &str) -> Result<Self, RagError> {
+        let collection = CollectionName::new(name).map_err(|err| RagError::Invalid(err.to_string()))?;
+        Ok(Self { collection, tenant: None })
+    }
+
+    /// The tenant as the journal stores it ("" for none).
+    fn tenant_key(&self) -> &str {
+        self.tenant.as_ref().map_or("", TenantId::as_str)
     }
 }
 
@@ -140,17 +149,6 @@ impl From<Skipped> for SkippedFile {
     }
 }
 
-/// Checks a target's names (see [`engram_ops::CollectionName`] and
-/// [`engram_ops::TenantId`]); the tenant may be empty (none).
-fn check_target(target: &Target) -> Result<(), RagError> {
-    let invalid = |err: engram_ops::InvalidId| RagError::Invalid(err.to_string());
-    engram_ops::CollectionName::new(target.collection.as_str()).map_err(invalid)?;
-    if !target.tenant.is_empty() {
-        engram_ops::TenantId::new(target.tenant.as_str()).map_err(invalid)?;
-    }
-    Ok(())
-}
-
 /// A chunk prepared for the journal.
 struct Prepared {
     ordinal: usize,
@@ -214,7 +212,7 @@ impl Rag {
             .collect();
         self.delete_documents(target, &vanished, &mut report)?;
         self.index_now()?;
-        report.collection = target.collection.clone();
+        report.collection = target.collection.to_string();
         report.skipped = skipped;
         report.seconds = started.elapsed().as_secs_f64();
         Ok(report)
@@ -249,7 +247,7 @@ impl Rag {
             self.delete_documents(target, &gone, &mut report)?;
         }
         self.index_now()?;
-        report.collection = target.collection.clone();
+        report.collection = target.collection.to_string();
         report.seconds = started.elapsed().as_secs_f64();
         Ok(report)
     }
@@ -273,7 +271,7 @@ impl Rag {
     fn document_paths(&self, target: &Target) -> Result<Vec<String>, RagError> {
         Ok(self.store.read(|conn| {
             let mut stmt = conn.prepare_cached("SELECT path FROM documents WHERE collection = ?1 AND tenant = ?2")?;
-            let rows = stmt.query_map(params![target.collection, target.tenant], |row| row.get(0))?;
+            let rows = stmt.query_map(params![target.collection.as_str(), target.tenant_key()], |row| row.get(0))?;
             rows.collect::<Result<Vec<String>, _>>()
         })?)
     }
@@ -285,7 +283,6 @@ impl Rag {
         documents: Vec<NewDocument>,
         report: &mut IngestReport,
     ) -> Result<(), RagError> {
-        check_target(target)?;
         // Which documents changed?
         let existing: Vec<Option<(i64, String)>> = self.store.read(|conn| {
             let mut stmt = conn
@@ -293,7 +290,7 @@ impl Rag {
             documents
                 .iter()
                 .map(|doc| {
-                    stmt.query_row(params![target.collection, target.tenant, doc.path], |row| {
+                    stmt.query_row(params![target.collection.as_str(), target.tenant_key(), doc.path], |row| {
                         Ok((row.get(0)?, row.get(1)?))
                     })
                     .optional()
@@ -352,7 +349,7 @@ impl Rag {
         let time = now_secs();
         self.store.write(|tx| -> Result<(), RagError> {
             let sql = |e| RagError::sql_error(&self.store, e);
-            ensure_collection(tx, &target.collection).map_err(sql)?;
+            ensure_collection(tx, target.collection.as_str()).map_err(sql)?;
             for ((hash, _), vector) in missing.iter().zip(&vectors) {
                 cache.put_in(tx, hash, vector)?;
             }
@@ -378,8 +375,8 @@ impl Rag {
                                 "INSERT INTO documents (collection, tenant, path, format, hash, bytes, tags, ingested_at) \
                                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
                                 params![
-                                    target.collection,
-                                    target.tenant,
+                                    target.collection.as_str(),
+                                    target.tenant_key(),
                                     document.path,
                                     document.format.as_str(),
                                     document.hash,
@@ -418,7 +415,7 @@ impl Rag {
                     written += 1;
                 }
             }
-            count_changes(tx, &target.collection, written, removed).map_err(sql)?;
+            count_changes(tx, target.collection.as_str(), written, removed).map_err(sql)?;
             report.chunks_written += written;
             report.chunks_removed += removed;
             Ok(())
@@ -437,7 +434,7 @@ impl Rag {
                     .sql()
                     .query_row(
                         "SELECT id FROM documents WHERE collection = ?1 AND tenant = ?2 AND path = ?3",
-                        params![target.collection, target.tenant, path],
+                        params![target.collection.as_str(), target.tenant_key(), path],
                         |row| row.get(0),
                     )
                     .optional()
@@ -448,7 +445,7 @@ impl Rag {
                 tx.record(Entity::Document, &id.to_string(), Op::Delete)?;
                 report.deleted += 1;
             }
-            count_changes(tx, &target.collection, 0, removed).map_err(sql)?;
+            count_changes(tx, target.collection.as_str(), 0, removed).map_err(sql)?;
             report.chunks_removed += removed;
             Ok(())
         })

@@ -11,7 +11,7 @@ use engram_index::{QdrantIndex, QdrantOptions};
 use engram_models::Embedder;
 use engram_rag::certify::{CalibrateOptions, Question, ScoreFunction};
 use engram_rag::chunk::Format;
-use engram_rag::{Filter, Mode, NewDocument, Rag, RagError, RagOptions, Target, VectorBackend};
+use engram_rag::{ChunkId, Filter, Mode, NewDocument, Rag, RagError, RagOptions, Target, VectorBackend};
 use engram_store::{Store, StoreOptions};
 
 include!("../../models/tests/common/mod.rs");
@@ -33,9 +33,9 @@ fn open(dir: &Path, options: RagOptions) -> Rag {
 }
 
 /// Journal, BM25 and vector store hold exactly the same chunk ids.
-fn assert_consistent(rag: &Rag, collection: &str) -> HashSet<u64> {
-    let journal: HashSet<u64> = rag.chunk_ids(collection).unwrap().into_iter().map(|(id, _)| id).collect();
-    let filter = Filter { collection: Some(collection.to_owned()), ..Filter::default() };
+fn assert_consistent(rag: &Rag, collection: &str) -> HashSet<ChunkId> {
+    let journal: HashSet<ChunkId> = rag.chunk_ids(collection).unwrap().into_iter().map(|(id, _)| id).collect();
+    let filter = Filter::collection(collection).unwrap();
     let (bm25, dense) = rag.index_ids(&filter).unwrap();
     assert_eq!(bm25, journal, "BM25 disagrees with the journal");
     assert_eq!(dense, journal, "the vector store disagrees with the journal");
@@ -115,7 +115,7 @@ fn reingest_scenario(options: RagOptions) {
     write(&docs.join("sub/rust.rs"), "/// Adds two numbers.\nfn add(a: i32, b: i32) -> i32 {\n    a + b\n}\n");
     write(&docs.join("photo.png"), "\u{0}\u{1}binary");
     let rag = open(dir.path(), options);
-    let target = Target::collection("notes");
+    let target = Target::collection("notes").unwrap();
     let roots = vec![docs.clone()];
 
     let first = rag.ingest_paths(&target, &roots, &[], &mut |_| {}).unwrap();
@@ -187,9 +187,9 @@ fn filters_scenario(options: RagOptions) {
         d.tags = tags.iter().map(|t| (*t).to_owned()).collect();
         d
     };
-    let a = Target::collection("biology");
-    let b = Target { collection: "biology".into(), tenant: "acme".into() };
-    let c = Target::collection("chemistry");
+    let a = Target::collection("biology").unwrap();
+    let b = Target { tenant: Some("acme".parse().unwrap()), ..Target::collection("biology").unwrap() };
+    let c = Target::collection("chemistry").unwrap();
     rag.ingest_documents(&a, vec![doc("/lab/x.txt", &["cell"]), doc("/notes/y.txt", &[])], false, &mut |_| {}).unwrap();
     rag.ingest_documents(&b, vec![doc("/lab/z.txt", &["cell"])], false, &mut |_| {}).unwrap();
     rag.ingest_documents(&c, vec![doc("/lab/w.txt", &["cell"])], false, &mut |_| {}).unwrap();
@@ -206,9 +206,9 @@ fn filters_scenario(options: RagOptions) {
         all
     };
     let set = |items: &[&str]| items.iter().map(|s| (*s).to_owned()).collect::<HashSet<_>>();
-    let by_collection = Filter { collection: Some("biology".into()), ..Filter::default() };
+    let by_collection = Filter::collection("biology").unwrap();
     assert_eq!(paths(by_collection.clone()), set(&["/lab/x.txt", "/notes/y.txt", "/lab/z.txt"]));
-    assert_eq!(paths(Filter { tenant: Some("acme".into()), ..Filter::default() }), set(&["/lab/z.txt"]));
+    assert_eq!(paths(Filter { tenant: Some("acme".parse().unwrap()), ..Filter::default() }), set(&["/lab/z.txt"]));
     let by_prefix = Filter { path_prefix: Some("/lab/".into()), ..by_collection.clone() };
     match rag.search("powerhouse of the cell", &by_prefix, Mode::Dense, 10) {
         Err(err) if err.to_string().contains("need Qdrant 1.19") => {
@@ -236,7 +236,7 @@ const CRASH_PHASE_ENV: &str = "ENGRAM_TEST_RAG_CRASH_PHASE";
 fn crash_child_process() {
     let (Ok(dir), Ok(phase)) = (std::env::var(CRASH_ENV), std::env::var(CRASH_PHASE_ENV)) else { return };
     let dir = PathBuf::from(dir);
-    let target = Target::collection("crash");
+    let target = Target::collection("crash").unwrap();
     let deferred = phase == "deferred";
     let rag = open(&dir, RagOptions { defer_indexing: deferred, ..RagOptions::default() });
     for i in 0..100_000 {
@@ -320,7 +320,7 @@ fn qdrant_server_reindex_rebuilds_the_collection() {
         let dir = tempfile::tempdir().unwrap();
         let rag = open(dir.path(), server.rag_options());
         let doc = NewDocument::from_text("fjord", "Fjords are glacial valleys flooded by the sea.", Format::Text);
-        rag.ingest_documents(&Target::collection("geo"), vec![doc], false, &mut |_| {}).unwrap();
+        rag.ingest_documents(&Target::collection("geo").unwrap(), vec![doc], false, &mut |_| {}).unwrap();
         drop(rag);
         QdrantIndex::drop_collection(&server.options, &server.collection()).unwrap();
         let rag = open(dir.path(), server.rag_options());
@@ -332,7 +332,7 @@ fn qdrant_server_reindex_rebuilds_the_collection() {
 
 fn reindex_scenario(options: RagOptions) {
     let dir = tempfile::tempdir().unwrap();
-    let target = Target::collection("docs");
+    let target = Target::collection("docs").unwrap();
     let ids = {
         let rag = open(dir.path(), options.clone());
         let docs = (0..6)
@@ -377,7 +377,7 @@ fn calibration_certifies_and_bad_inputs_are_refused() {
     // An empty (unknown) collection.
     let err = rag.calibrate("science", &[], &options).unwrap_err();
     assert!(err.to_string().contains("nothing has been ingested"), "{err}");
-    rag.ingest_documents(&Target::collection("science"), docs, false, &mut |_| {}).unwrap();
+    rag.ingest_documents(&Target::collection("science").unwrap(), docs, false, &mut |_| {}).unwrap();
     let ids = rag.chunk_ids("science").unwrap();
     let questions: Vec<Question> = [
         "What makes magma erupt?",
@@ -401,7 +401,7 @@ fn calibration_certifies_and_bad_inputs_are_refused() {
         assert!(err.to_string().contains("alpha must be strictly between 0 and 1"), "{err}");
     }
     let mut unknown = questions.clone();
-    unknown[3].gold = vec![999_999];
+    unknown[3].gold = vec![ChunkId(999_999)];
     let err = rag.calibrate("science", &unknown, &options).unwrap_err();
     assert!(err.to_string().contains("question 4 names chunk 999999"), "{err}");
     let mut unknown_path = questions.clone();
@@ -425,7 +425,7 @@ fn calibration_certifies_and_bad_inputs_are_refused() {
     assert!(matches!(rag.check_certificate("cert-nope", &questions), Err(RagError::NotFound(_))));
     assert!(matches!(rag.check_certificate(&cert.id, &[]), Err(RagError::Invalid(_))));
 
-    let filter = Filter { collection: Some("science".into()), ..Filter::default() };
+    let filter = Filter::collection("science").unwrap();
     let set = rag.conformal_search("Why does bread rise?", &filter, 0.2, 50, None).unwrap();
     assert_eq!(set.certificate, cert.id);
     assert_eq!(set.coverage_guarantee, Some(0.8));
@@ -460,7 +460,7 @@ fn calibration_certifies_and_bad_inputs_are_refused() {
     // Changing more than a tenth of the collection makes it stale.
     let more =
         (0..3).map(|i| NewDocument::from_text(format!("new{i}"), format!("New fact {i}."), Format::Text)).collect();
-    rag.ingest_documents(&Target::collection("science"), more, false, &mut |_| {}).unwrap();
+    rag.ingest_documents(&Target::collection("science").unwrap(), more, false, &mut |_| {}).unwrap();
     let listed = rag.certificates(Some("science")).unwrap();
     assert!(listed[0].stale && listed[0].changes_since == 3, "{listed:?}");
     let stale = rag.conformal_search("Why does bread rise?", &filter, 0.2, 50, None).unwrap();
@@ -481,11 +481,11 @@ fn sampled_chunks_are_distinct_reproducible_and_long_enough_to_ask_about() {
             NewDocument::from_text(format!("d{i}"), text, Format::Text)
         })
         .collect();
-    rag.ingest_documents(&Target::collection("ice"), docs, false, &mut |_| {}).unwrap();
+    rag.ingest_documents(&Target::collection("ice").unwrap(), docs, false, &mut |_| {}).unwrap();
     let first = rag.sample_chunks("ice", 5, 7).unwrap();
     assert_eq!(first, rag.sample_chunks("ice", 5, 7).unwrap(), "the same seed draws the same chunks");
     assert_ne!(first, rag.sample_chunks("ice", 5, 8).unwrap());
-    let ids: HashSet<u64> = first.iter().map(|c| c.id).collect();
+    let ids: HashSet<ChunkId> = first.iter().map(|c| c.id).collect();
     assert_eq!(ids.len(), 5);
     let all = rag.sample_chunks("ice", 100, 1).unwrap();
     assert_eq!(all.len(), 8, "the 4 short chunks are passed over");
