@@ -5,7 +5,6 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use engram_config::Paths;
-use engram_plugin_host::grants::Grants;
 use engram_plugin_host::{Capability, LoadError, PrivateAddresses, Revocation};
 use serde_json::Value;
 
@@ -72,48 +71,13 @@ pub enum PluginsCommand {
     },
 }
 
-/// The grants file at `paths.grants_file` with the configuration's
-/// `[plugins.grants.*]` added.
-pub fn open_grants(config: &engram_config::Config, paths: &Paths) -> anyhow::Result<Grants> {
-    use engram_plugin_host::grants::{FileGrant, Grant};
-    use engram_plugin_host::manifest::FileMode;
-    let home = std::env::var_os("HOME").map(std::path::PathBuf::from);
-    let declared = config
-        .plugins
-        .grants
-        .iter()
-        .map(|(id, declared)| {
-            let mut grant = Grant::none();
-            grant.memory = declared.memory;
-            grant.http.clone_from(&declared.http);
-            grant.http_private = declared.http_private;
-            grant.http_requests = declared.http_requests.unwrap_or(grant.http_requests);
-            grant.http_bytes = declared.http_bytes.unwrap_or(grant.http_bytes);
-            for (name, dir) in &declared.files {
-                let path = match (dir.path.strip_prefix("~"), &home) {
-                    (Ok(rest), Some(home)) => home.join(rest),
-                    _ => dir.path.clone(),
-                };
-                let mode = match dir.mode {
-                    engram_config::DirMode::Read => FileMode::Read,
-                    engram_config::DirMode::Write => FileMode::Write,
-                };
-                grant.files.insert(name.clone(), FileGrant { path, mode });
-            }
-            (id.clone(), grant)
-        })
-        .collect();
-    let grants = Grants::open(paths.grants_file.clone())?;
-    Ok(grants.with_config(declared))
-}
-
 /// Runs `engram plugins …` against the daemon on `paths.socket`.
 pub fn run(config: &engram_config::Config, paths: &Paths, command: PluginsCommand) -> anyhow::Result<ExitCode> {
     let command = match command {
         PluginsCommand::Test { folders } => return test(&folders),
         PluginsCommand::Grant { id, dirs, http_private } => return grant(config, paths, &id, &dirs, http_private),
         PluginsCommand::Revoke { id, memory, http, dirs } => {
-            let grants = open_grants(config, paths)?;
+            let grants = engram_services::plugins::grants(config, paths)?;
             grants.revoke(&id, &revocation(memory, http, dirs))?;
             println!("{id} now holds: {}", describe_grant(&grants.get(&id)));
             if let Some(declared) = grants.from_config(&id) {
@@ -278,7 +242,7 @@ fn grant(
         let (name, path) = dir.split_once('=').with_context(|| format!("--dir {dir}: write NAME=/absolute/path"))?;
         mapped.insert(name.to_owned(), std::path::PathBuf::from(path));
     }
-    let grants = open_grants(config, paths)?;
+    let grants = engram_services::plugins::grants(config, paths)?;
     let host = engram_plugin_host::PluginHost::with_grants(Some(paths.cache_dir.join("plugins")), grants)?;
     let private = if http_private { PrivateAddresses::Allowed } else { PrivateAddresses::Refused };
     let grant = host.approve(&folder, &mapped, private)?;

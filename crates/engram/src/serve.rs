@@ -27,7 +27,10 @@ async fn serve(loaded: &Loaded, paths: &Paths) -> anyhow::Result<()> {
     let services = tokio::task::spawn_blocking(move || Services::open(&owned_config, &owned_paths))
         .await
         .context("opening the data directory panicked")??;
-    let plugins = load_plugins(config, paths).await?;
+    let (owned_config, owned_paths) = (config.clone(), paths.clone());
+    let plugins = tokio::task::spawn_blocking(move || engram_services::plugins::open_host(&owned_config, &owned_paths))
+        .await
+        .context("loading plugins panicked")??;
     // Hot reload for as long as the daemon runs.
     let _watcher = plugins
         .watch(paths.plugins_dir.clone(), Duration::from_millis(500), None)
@@ -106,30 +109,4 @@ fn shutdown_signal() -> anyhow::Result<impl Future<Output = ()>> {
             std::process::exit(130);
         });
     })
-}
-
-/// Starts the plugin host with the operator's grants and loads every plugin
-/// in the plugins directory (compiled components are cached under the cache
-/// dir); a plugin that does not load is reported and skipped. A grants file
-/// that does not parse stops the start: running with no grants would
-/// silently break the plugins that need them.
-async fn load_plugins(
-    config: &engram_config::Config,
-    paths: &Paths,
-) -> anyhow::Result<std::sync::Arc<engram_plugin_host::PluginHost>> {
-    let (dir, cache) = (paths.plugins_dir.clone(), paths.cache_dir.join("plugins"));
-    let grants = crate::plugins::open_grants(config, paths)?;
-    tokio::task::spawn_blocking(move || {
-        let host = engram_plugin_host::PluginHost::with_grants(Some(cache), grants)?;
-        let report = host.load_dir(&dir);
-        for (id, version) in &report.loaded {
-            tracing::info!(plugin = %id, %version, "plugin ready");
-        }
-        if !report.failed.is_empty() {
-            tracing::warn!(failed = report.failed.len(), dir = %dir.display(), "some plugins did not load");
-        }
-        Ok(std::sync::Arc::new(host))
-    })
-    .await
-    .context("loading plugins panicked")?
 }

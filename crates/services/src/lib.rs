@@ -15,6 +15,7 @@ pub mod health;
 mod lazy;
 mod lock;
 pub mod models;
+pub mod plugins;
 pub mod rag;
 
 use std::path::PathBuf;

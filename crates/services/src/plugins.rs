@@ -1,0 +1,72 @@
+//! The plugin host as the configuration describes it: the operator's
+//! grants (the grants file plus `[plugins.grants.*]`) and the plugins
+//! directory, with compiled components cached under the cache directory.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use engram_config::{Config, DirMode, Paths};
+use engram_plugin_host::GrantsError;
+use engram_plugin_host::grants::{FileGrant, Grant, Grants};
+use engram_plugin_host::manifest::FileMode;
+use engram_plugin_host::{HostError, PluginHost};
+
+/// The grants file at `paths.grants_file` with the configuration's
+/// `[plugins.grants.*]` added.
+pub fn grants(config: &Config, paths: &Paths) -> Result<Grants, GrantsError> {
+    let home = std::env::var_os("HOME").map(PathBuf::from);
+    let declared = config
+        .plugins
+        .grants
+        .iter()
+        .map(|(id, declared)| {
+            let mut grant = Grant::none();
+            grant.memory = declared.memory;
+            grant.http.clone_from(&declared.http);
+            grant.http_private = declared.http_private;
+            grant.http_requests = declared.http_requests.unwrap_or(grant.http_requests);
+            grant.http_bytes = declared.http_bytes.unwrap_or(grant.http_bytes);
+            for (name, dir) in &declared.files {
+                let path = match (dir.path.strip_prefix("~"), &home) {
+                    (Ok(rest), Some(home)) => home.join(rest),
+                    _ => dir.path.clone(),
+                };
+                let mode = match dir.mode {
+                    DirMode::Read => FileMode::Read,
+                    DirMode::Write => FileMode::Write,
+                };
+                grant.files.insert(name.clone(), FileGrant { path, mode });
+            }
+            (id.clone(), grant)
+        })
+        .collect();
+    Ok(Grants::open(paths.grants_file.clone())?.with_config(declared))
+}
+
+/// Why the plugin host could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum PluginsError {
+    /// The grants file does not parse: running with no grants would
+    /// silently break the plugins that need them.
+    #[error(transparent)]
+    Grants(#[from] GrantsError),
+    /// The host could not start (its engine or cache).
+    #[error(transparent)]
+    Host(#[from] HostError),
+}
+
+/// Starts the plugin host with the operator's grants and loads every plugin
+/// in the plugins directory (blocking: compiling components takes a while);
+/// a plugin that does not load is reported, logged and skipped.
+pub fn open_host(config: &Config, paths: &Paths) -> Result<Arc<PluginHost>, PluginsError> {
+    let (dir, cache) = (paths.plugins_dir.clone(), paths.cache_dir.join("plugins"));
+    let host = PluginHost::with_grants(Some(cache), grants(config, paths)?)?;
+    let report = host.load_dir(&dir);
+    for (id, version) in &report.loaded {
+        tracing::info!(plugin = %id, %version, "plugin ready");
+    }
+    if !report.failed.is_empty() {
+        tracing::warn!(failed = report.failed.len(), dir = %dir.display(), "some plugins did not load");
+    }
+    Ok(Arc::new(host))
+}
