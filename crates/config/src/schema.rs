@@ -183,7 +183,8 @@ pub struct QdrantServer {
     pub url: String,
     /// File holding the API key; `None` sends none.
     pub api_key_file: Option<PathBuf>,
-    /// Chunks go to the collection `<collection_prefix>-<embedder folder>`.
+    /// Chunks go to the collection `<collection_prefix>-chunks-<embedder folder>`
+    /// (each indexed feature has its own).
     pub collection_prefix: String,
     /// Per-request timeout, in ms.
     pub timeout_ms: u64,
