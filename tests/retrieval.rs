@@ -293,7 +293,10 @@ fn daemon_serves_ingest_search_and_certificates_over_http() {
         (json!({"collection": "bad name!", "documents": []}), "not a valid name"),
         (json!({"collection": "facts"}), "give `paths`"),
         (json!({"collection": "facts", "paths": ["relative/dir"]}), "must be absolute"),
-        (json!({"collection": "facts", "documents": [{"path": "a", "text": "b", "format": "pdf"}]}), "unknown format"),
+        (
+            json!({"collection": "facts", "documents": [{"path": "a", "text": "b", "format": "pdf"}]}),
+            "unknown variant `pdf`",
+        ),
     ] {
         let reply = post_json(socket, "/v1/ingest", &body);
         assert_eq!(reply.status, StatusCode::UNPROCESSABLE_ENTITY, "{body}: {}", reply.body);

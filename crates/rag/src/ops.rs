@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::CollectionInfo;
 use crate::certify::{CalibrateOptions, CertificateStatus, ConformalSet, Question, ScoreFunction};
-use crate::chunk::Format;
+use crate::chunk::{Format, html_to_text};
 use crate::questions::Generated;
 use crate::{Filter, Hit, IngestReport, Mode, NewDocument, Progress, Target};
 
@@ -27,9 +27,23 @@ pub struct InlineDocument {
     pub path: String,
     /// Its text.
     pub text: String,
-    /// `markdown`, `text` (the default), `code` or `html`.
+    /// How the text is structured (text by default).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub format: Option<String>,
+    pub format: Option<InlineFormat>,
+}
+
+/// The structure of an inline document.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum InlineFormat {
+    /// Markdown: `#` headings, blank-line paragraphs, fenced code.
+    Markdown,
+    /// Plain text: blank-line paragraphs.
+    Text,
+    /// Source code: top-level items separated by blank lines.
+    Code,
+    /// HTML, converted to Markdown-like text first (as `.html` files are).
+    Html,
 }
 
 /// `POST /v1/ingest`: files and folders (read by the daemon) and inline
@@ -63,20 +77,19 @@ impl Ingest {
         Target { collection: self.collection.clone(), tenant: self.tenant.clone() }
     }
 
-    /// The inline documents, tagged, with their formats read.
-    pub fn inline_documents(&self) -> Result<Vec<NewDocument>, Error> {
+    /// The inline documents, tagged, HTML converted to text.
+    pub fn inline_documents(&self) -> Vec<NewDocument> {
         self.documents
             .iter()
             .map(|doc| {
-                let format = match doc.format.as_deref() {
-                    None => Format::Text,
-                    Some(name) => Format::from_name(name).ok_or_else(|| {
-                        Error::invalid(format!("unknown format {name:?}: use markdown, text, code or html"))
-                    })?,
+                let mut document = match doc.format.unwrap_or(InlineFormat::Text) {
+                    InlineFormat::Markdown => NewDocument::from_text(&doc.path, &doc.text, Format::Markdown),
+                    InlineFormat::Text => NewDocument::from_text(&doc.path, &doc.text, Format::Text),
+                    InlineFormat::Code => NewDocument::from_text(&doc.path, &doc.text, Format::Code),
+                    InlineFormat::Html => NewDocument::from_text(&doc.path, html_to_text(&doc.text), Format::Markdown),
                 };
-                let mut document = NewDocument::from_text(doc.path.clone(), doc.text.clone(), format);
                 document.tags = self.tags.clone();
-                Ok(document)
+                document
             })
             .collect()
     }
@@ -97,7 +110,7 @@ impl Operation for Ingest {
                 relative.display()
             )));
         }
-        self.inline_documents().map(drop)
+        Ok(())
     }
 }
 
@@ -516,7 +529,16 @@ mod tests {
         assert!(ingest(serde_json::json!({"collection": "c", "paths": ["rel"]})).unwrap_err().contains("absolute"));
         let bad_format =
             serde_json::json!({"collection": "c", "documents": [{"path": "a", "text": "b", "format": "pdf"}]});
-        assert!(ingest(bad_format).unwrap_err().contains("unknown format"));
+        // serde names the accepted formats.
+        let err = ingest(bad_format).unwrap_err();
+        assert!(err.contains("unknown variant `pdf`") && err.contains("html"), "{err}");
+        let html = serde_json::json!({"collection": "c", "documents": [
+            {"path": "p.html", "text": "<h1>Tea</h1><p>Green &amp; black</p>", "format": "html"}
+        ]});
+        let documents = ingest(html).unwrap().inline_documents();
+        assert_eq!(documents[0].format, Format::Markdown);
+        assert!(documents[0].text.contains("Tea") && documents[0].text.contains("Green & black"), "{documents:?}");
+        assert!(!documents[0].text.contains('<'), "{documents:?}");
         let ok =
             ingest(serde_json::json!({"collection": "c", "tenant": "t", "documents": [{"path": "a", "text": "b"}]}))
                 .unwrap();

@@ -182,7 +182,7 @@ impl RagService {
         mut progress: impl FnMut(&Progress) + Send + 'static,
     ) -> Result<IngestReport, Error> {
         request.validate()?;
-        let documents = request.inline_documents()?;
+        let documents = request.inline_documents();
         let rag = self.engine().await?;
         blocking(move || {
             let target = request.target();
