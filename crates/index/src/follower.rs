@@ -139,11 +139,13 @@ impl Follower {
             self.bm25.delete(&deletes);
             self.vectors.delete(&deletes)?;
             if !documents.is_empty() {
+                // BM25 first: tantivy indexes on its own thread, which then
+                // overlaps with the embeddings and the vector upsert.
+                self.bm25.upsert(&documents)?;
                 let texts: Vec<&str> = documents.iter().map(|d| d.text.as_str()).collect();
                 let vectors = self.cache.vectors(&texts)?;
                 let points: Vec<Point> = documents.iter().zip(vectors).map(|(d, v)| Point::new(d, v)).collect();
                 self.vectors.upsert(&points)?;
-                self.bm25.upsert(&documents)?;
             }
             // Vectors first: if the process dies between the two commits,
             // BM25's older watermark makes the next start replay the batch.
