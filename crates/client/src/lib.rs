@@ -390,7 +390,7 @@ impl Client {
     ) -> Response<ResponseBody> {
         let pool = self.pool.clone();
         response.map(|inner| {
-            let mut body = PooledBody { inner, give_back: pool.map(|pool| (sender, pool)) };
+            let mut body = PooledBody { inner, sender: Some(sender), pool };
             if body.inner.is_end_stream() {
                 body.give_back();
             }
@@ -448,12 +448,16 @@ async fn finish(mut body: ResponseBody) {
 /// its end (a body dropped early, or failing, takes its connection with it).
 struct PooledBody {
     inner: hyper::body::Incoming,
-    give_back: Option<(SendRequest<Full<Bytes>>, Pool)>,
+    /// The connection's sender, held until the body ends (dropping it
+    /// earlier makes the connection close mid-response).
+    sender: Option<SendRequest<Full<Bytes>>>,
+    /// Where it goes then, if this client keeps connections.
+    pool: Option<Pool>,
 }
 
 impl PooledBody {
     fn give_back(&mut self) {
-        if let Some((sender, pool)) = self.give_back.take() {
+        if let (Some(sender), Some(pool)) = (self.sender.take(), &self.pool) {
             *pool.lock().unwrap_or_else(|e| e.into_inner()) = Some(sender);
         }
     }

@@ -73,6 +73,9 @@ pub trait Operation: Serialize + DeserializeOwned + JsonSchema + Send + Sync + '
     /// The concrete path of this request: [`Self::ROUTE`] with each
     /// `{name}` replaced by the request's field `name`, percent-encoded.
     fn path(&self) -> Result<String, Error> {
+        if !Self::ROUTE.contains('{') {
+            return Ok(Self::ROUTE.to_owned());
+        }
         fill_route(Self::ROUTE, &serde_json::to_value(self).map_err(Error::internal)?)
     }
 }
