@@ -179,8 +179,12 @@ fn a_daemon_without_its_models_answers_503_naming_the_file() {
     assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE, "{}", reply.body);
     let message = reply.json()["error"]["message"].as_str().unwrap().to_owned();
     assert!(message.contains("SmolLM2-135M-Instruct.Q4_1.gguf"), "{message}");
-    // Health is unaffected.
-    assert_eq!(get_unix(&daemon.socket, "/healthz").status, StatusCode::OK);
+    // Health is unaffected, and says which part failed and why.
+    let health = get_unix(&daemon.socket, "/healthz");
+    assert_eq!(health.status, StatusCode::OK);
+    let llm = &health.json()["parts"]["llm"];
+    assert_eq!(llm["state"], "failed", "{}", health.body);
+    assert!(llm["error"].as_str().unwrap().contains("SmolLM2-135M-Instruct.Q4_1.gguf"), "{}", health.body);
 }
 
 fn tcp_daemon(sandbox: &Sandbox) -> (Daemon, u16, String) {

@@ -171,10 +171,24 @@ fn socket(paths: &Paths) -> Check {
         );
     }
     match probe_daemon(path) {
-        Ok(health) => Check::pass(
-            "socket",
-            format!("{}: a daemon is running and healthy (pid {}, {})", path.display(), health.pid, health.version),
-        ),
+        Ok(health) => {
+            let failed: Vec<String> = health
+                .parts
+                .failed()
+                .into_iter()
+                .map(|(part, error)| format!("; its {part} failed: {error}"))
+                .collect();
+            Check::pass(
+                "socket",
+                format!(
+                    "{}: a daemon is running and healthy (pid {}, {}){}",
+                    path.display(),
+                    health.pid,
+                    health.version,
+                    failed.concat()
+                ),
+            )
+        }
         Err(ClientError::Operation { status, error }) => Check::warn(
             "socket",
             format!("{}: a daemon answered {status}: {}", path.display(), error.message),

@@ -5,7 +5,7 @@ use engram_ops::{Method, Operation};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::Services;
+use crate::{LoadState, Services};
 
 /// `GET /healthz`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
@@ -42,6 +42,60 @@ pub struct Health {
     pub uptime_seconds: f64,
     /// The journal.
     pub store: StoreHealth,
+    /// The parts that load in the background, each under the one retry
+    /// policy ([`crate::Lazy`]): a failed one keeps its reason here until
+    /// the next attempt, while the daemon serves everything else.
+    pub parts: Parts,
+}
+
+/// The background-loaded parts.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct Parts {
+    /// The configured LLM.
+    pub llm: Part,
+    /// The embedder.
+    pub embedder: Part,
+    /// Retrieval's indexes.
+    pub retrieval: Part,
+}
+
+/// Where one background-loaded part stands.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(tag = "state", rename_all = "snake_case")]
+pub enum Part {
+    /// Not loaded yet, or loading now.
+    Pending,
+    /// Loaded.
+    Ready,
+    /// The last attempt failed; the next request after the retry delay
+    /// tries again.
+    Failed {
+        /// Why.
+        error: String,
+    },
+}
+
+impl From<LoadState> for Part {
+    fn from(state: LoadState) -> Self {
+        match state {
+            LoadState::Pending => Self::Pending,
+            LoadState::Ready => Self::Ready,
+            LoadState::Failed(error) => Self::Failed { error },
+        }
+    }
+}
+
+impl Parts {
+    /// The failed parts, by name, with their reasons.
+    pub fn failed(&self) -> Vec<(&'static str, &str)> {
+        [("llm", &self.llm), ("embedder", &self.embedder), ("retrieval", &self.retrieval)]
+            .into_iter()
+            .filter_map(|(name, part)| match part {
+                Part::Failed { error } => Some((name, error.as_str())),
+                _ => None,
+            })
+            .collect()
+    }
 }
 
 /// The journal's state.
@@ -107,6 +161,11 @@ impl Services {
             pid: std::process::id(),
             uptime_seconds: self.uptime().as_secs_f64(),
             store,
+            parts: Parts {
+                llm: self.models.llm.state().into(),
+                embedder: self.models.embedder.state().into(),
+                retrieval: self.rag.state().into(),
+            },
         }
     }
 }
