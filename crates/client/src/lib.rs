@@ -22,6 +22,7 @@ use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use engram_ops::{ErrorBody, Method, Operation, StreamLine, Streaming};
@@ -100,8 +101,14 @@ enum Transport {
     Local(LocalService),
 }
 
-/// An idle HTTP/1.1 connection kept for the next request.
-type Pool = Arc<Mutex<Option<SendRequest<Full<Bytes>>>>>;
+/// An idle HTTP/1.1 connection kept for the next request, and since when.
+type Pool = Arc<Mutex<Option<(SendRequest<Full<Bytes>>, Instant)>>>;
+
+/// How long an idle connection is reused. The daemon closes connections
+/// that stay silent past its header deadline (10 s by default); a request
+/// written just as that close happens cannot be recovered, so connections
+/// are retired well before.
+const IDLE_REUSE: Duration = Duration::from_secs(4);
 
 /// A client of one Engram instance. Cheap to clone; clones share the kept
 /// connection.
@@ -357,7 +364,12 @@ impl Client {
                 Err(never) => match never {},
             };
         }
-        let mut kept = self.pool.as_ref().and_then(|pool| pool.lock().unwrap_or_else(|e| e.into_inner()).take());
+        let mut kept = self
+            .pool
+            .as_ref()
+            .and_then(|pool| pool.lock().unwrap_or_else(|e| e.into_inner()).take())
+            .filter(|(_, idle_since)| idle_since.elapsed() < IDLE_REUSE)
+            .map(|(sender, _)| sender);
         let mut request = Some(request);
         // Kept only after its last body was read, so it is ready at once
         // unless the server closed it.
@@ -458,7 +470,7 @@ struct PooledBody {
 impl PooledBody {
     fn give_back(&mut self) {
         if let (Some(sender), Some(pool)) = (self.sender.take(), &self.pool) {
-            *pool.lock().unwrap_or_else(|e| e.into_inner()) = Some(sender);
+            *pool.lock().unwrap_or_else(|e| e.into_inner()) = Some((sender, Instant::now()));
         }
     }
 }

@@ -471,7 +471,7 @@ pub fn generate(loaded: &Loaded, paths: &Paths, args: &GenerateBenchArgs) -> any
     let ours = pool.install(|| timed_passes(args, |decode| model.bench_pass(&prompt, decode)))?;
     // The candle engine on the same file, for comparison, when ours is native.
     let candle = if model.engine() == "native" {
-        let mut candle = engram_models::LocalModel::load(&source, &local_options(config, paths, false, true)?)?;
+        let mut candle = engram_models::LocalModel::load(&source, &candle_options(config, paths, CandlePath::Q8Copy)?)?;
         let times = pool.install(|| timed_passes(args, |decode| candle.bench_pass(&prompt, decode)))?;
         Some((candle.loaded.clone(), times))
     } else {
@@ -542,18 +542,26 @@ pub fn generate(loaded: &Loaded, paths: &Paths, args: &GenerateBenchArgs) -> any
     Ok(())
 }
 
-fn local_options(
+/// Which of candle's paths a comparison loads a model on.
+#[derive(Debug, Clone, Copy)]
+enum CandlePath {
+    /// Every tensor type as stored (slow for Q4_1/Q5: the reference).
+    Exact,
+    /// Q4_1/Q5 tensors converted once to a cached Q8_0 copy.
+    Q8Copy,
+}
+
+/// The configured options, on candle's `path` (never the native engine).
+fn candle_options(
     config: &engram_config::Config,
     paths: &Paths,
-    native_cpu: bool,
-    convert_slow_types: bool,
+    path: CandlePath,
 ) -> anyhow::Result<engram_models::LocalOptions> {
+    let options = engram_services::models::local_options(config, paths)?;
     Ok(engram_models::LocalOptions {
-        device: engram_models::open_device(&config.models.device)?,
-        context_tokens: config.models.llm.context_tokens,
-        cache_dir: paths.cache_dir.join("models"),
-        convert_slow_types,
-        native_cpu,
+        native_cpu: false,
+        convert_slow_types: matches!(path, CandlePath::Q8Copy),
+        ..options
     })
 }
 
@@ -567,8 +575,8 @@ fn quality(
     model: &mut engram_models::LocalModel,
     source: &std::path::Path,
 ) -> anyhow::Result<()> {
-    let mut reference = engram_models::LocalModel::load(source, &local_options(config, paths, false, false)?)?;
-    let converted = engram_models::LocalModel::load(source, &local_options(config, paths, false, true)?)?;
+    let mut reference = engram_models::LocalModel::load(source, &candle_options(config, paths, CandlePath::Exact)?)?;
+    let converted = engram_models::LocalModel::load(source, &candle_options(config, paths, CandlePath::Q8Copy)?)?;
     let mut converted = (converted.loaded != source).then_some(converted);
     let mut variants = vec![(format!("engram ({})", model.engine()), model)];
     if let Some(converted) = converted.as_mut() {

@@ -16,7 +16,7 @@ use anyhow::Context;
 use engram_config::{Loaded, Paths};
 use engram_rag::chunk::Format;
 use engram_rag::chunk_hash;
-use engram_rag::{Filter, Mode, NewDocument, Rag, RagOptions, Target};
+use engram_rag::{Filter, Mode, NewDocument, Rag, RagOptions, Target, Unlisted};
 use engram_store::{Store, StoreOptions};
 use rand::Rng;
 use rand::rngs::StdRng;
@@ -130,7 +130,7 @@ pub fn search(loaded: &Loaded, paths: &Paths, args: &SearchBenchArgs) -> anyhow:
             .enumerate()
             .map(|(i, t)| NewDocument::from_text(format!("base-{i}"), t.clone(), Format::Text))
             .collect();
-        let report = rag.ingest_documents(&Target::collection("bench")?, docs, false, &mut |_| {})?;
+        let report = rag.ingest_documents(&Target::collection("bench")?, docs, Unlisted::Keep, &mut |_| {})?;
         println!(
             "ingest, embedding included: {} chunks in {:.1}s = {:.1} chunks/s ({} embedded)",
             report.chunks_written,
@@ -167,7 +167,7 @@ pub fn search(loaded: &Loaded, paths: &Paths, args: &SearchBenchArgs) -> anyhow:
                 docs.push(NewDocument::from_text(format!("doc-{i}"), text, Format::Text));
             }
             rag.put_embeddings(&vectors)?;
-            rag.ingest_documents(&Target::collection("bench")?, docs, false, &mut |_| {})?;
+            rag.ingest_documents(&Target::collection("bench")?, docs, Unlisted::Keep, &mut |_| {})?;
             written += batch;
         }
         let journaled = started.elapsed();

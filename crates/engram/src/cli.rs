@@ -165,7 +165,12 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     };
     // So `models.threads` bounds candle's own pool too; no other thread
     // exists yet (config loading is single-threaded; runtimes start below).
-    engram_models::limit_candle_threads(threads);
+    if !engram_models::limit_candle_threads(threads) && threads > 0 && std::env::var_os("CANDLE_NUM_THREADS").is_none()
+    {
+        eprintln!(
+            "engram: models.threads cannot bound candle's own pool here; set CANDLE_NUM_THREADS={threads} to do so"
+        );
+    }
     match cli.command {
         Command::Serve => {
             let paths = resolve_paths(&loaded, &env)?;

@@ -200,6 +200,13 @@ fn socket(paths: &Paths) -> Check {
         Err(ClientError::Connect { source, .. }) if source.kind() == std::io::ErrorKind::ConnectionRefused => {
             Check::pass("socket", format!("{}: stale socket file, will be replaced on start", path.display()))
         }
+        // Something answers, but not as this version's daemon does: stuck,
+        // or a daemon of another version.
+        Err(err @ (ClientError::Transport { .. } | ClientError::Decode { .. })) => Check::warn(
+            "socket",
+            format!("{}: {err}", path.display()),
+            "restart the daemon (`engram serve`); it may be of another version",
+        ),
         Err(err) => Check::fail(
             "socket",
             format!("{}: {err}", path.display()),

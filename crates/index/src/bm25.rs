@@ -91,6 +91,8 @@ pub fn english_analyzer() -> TextAnalyzer {
 impl Bm25 {
     /// Opens the index in `dir`, creating it if the directory is empty.
     pub fn open(dir: &Path, schema: Schema) -> Result<Self, IndexError> {
+        // Before tantivy sees it: its schema builder panics on a repeated name.
+        schema.check()?;
         std::fs::create_dir_all(dir)
             .map_err(|err| ctx(format!("creating {}", dir.display()))(tantivy::TantivyError::from(err)))?;
         let directory = tantivy::directory::MmapDirectory::open(dir)
@@ -106,6 +108,7 @@ impl Bm25 {
 
     /// An index in memory (tests, benchmarks).
     pub fn in_memory(schema: Schema) -> Result<Self, IndexError> {
+        schema.check()?;
         Self::with_index(Index::create_in_ram(layout(&schema).0), schema)
     }
 
@@ -335,5 +338,9 @@ mod tests {
         let other = OTHER;
         let err = Bm25::open(dir.path(), other).err().expect("refused").to_string();
         assert!(err.contains("reindex"), "{err}");
+        // A bad schema is an error, not a panic in tantivy's schema builder.
+        const TWICE: Schema = Schema { fields: &[crate::Field::keyword("a"), crate::Field::keyword("a")] };
+        assert!(Bm25::in_memory(TWICE).is_err());
+        assert!(Bm25::open(&dir.path().join("other"), TWICE).is_err());
     }
 }

@@ -3,7 +3,7 @@
 //! reindexing or indexing the same text in another feature never embeds it
 //! twice with the same model.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use engram_store::rusqlite::{OptionalExtension, params};
@@ -54,14 +54,19 @@ impl EmbeddingCache {
         &self.embed
     }
 
-    /// The cached vectors among `hashes`.
+    /// The cached vectors among `hashes`. A stored vector of another size
+    /// (a model folder replaced under the same name) counts as missing, so
+    /// it is embedded again and overwritten.
     pub fn get(&self, hashes: &[&str]) -> Result<HashMap<String, Vec<f32>>, IndexError> {
         let model = self.embed.model();
+        let bytes = self.embed.dimension() * 4;
         Ok(self.store.read(|conn| {
             let mut stmt = conn.prepare_cached("SELECT vector FROM embeddings WHERE hash = ?1 AND model = ?2")?;
             let mut found = HashMap::new();
             for hash in hashes {
-                if let Some(blob) = stmt.query_row(params![hash, model], |r| r.get::<_, Vec<u8>>(0)).optional()? {
+                if let Some(blob) = stmt.query_row(params![hash, model], |r| r.get::<_, Vec<u8>>(0)).optional()?
+                    && blob.len() == bytes
+                {
                     found.insert((*hash).to_owned(), from_blob(&blob));
                 }
             }
@@ -69,12 +74,15 @@ impl EmbeddingCache {
         })?)
     }
 
-    /// Which of `hashes` are cached (without reading the vectors).
+    /// Which of `hashes` are cached at the model's size (without reading
+    /// the vectors).
     pub fn contains(&self, hashes: &[&str]) -> Result<Vec<bool>, IndexError> {
         let model = self.embed.model();
+        let bytes = (self.embed.dimension() * 4) as i64;
         Ok(self.store.read(|conn| {
-            let mut stmt = conn.prepare_cached("SELECT 1 FROM embeddings WHERE hash = ?1 AND model = ?2")?;
-            hashes.iter().map(|hash| stmt.exists(params![hash, model])).collect()
+            let mut stmt =
+                conn.prepare_cached("SELECT 1 FROM embeddings WHERE hash = ?1 AND model = ?2 AND length(vector) = ?3")?;
+            hashes.iter().map(|hash| stmt.exists(params![hash, model, bytes])).collect()
         })?)
     }
 
@@ -117,8 +125,9 @@ impl EmbeddingCache {
         let keys: Vec<&str> = hashes.iter().map(String::as_str).collect();
         let mut found = self.get(&keys)?;
         let mut missing: Vec<(&str, &str)> = Vec::new();
+        let mut seen = HashSet::new();
         for (hash, text) in keys.iter().zip(texts) {
-            if !found.contains_key(*hash) && !missing.iter().any(|(h, _)| h == hash) {
+            if !found.contains_key(*hash) && seen.insert(*hash) {
                 missing.push((hash, text));
             }
         }

@@ -392,6 +392,31 @@ mod tests {
     }
 
     #[test]
+    fn a_cached_vector_of_another_size_is_embedded_again() {
+        let world = World::new();
+        let follower = world.follower();
+        let hash = crate::text_hash("resized words");
+        // What a model folder replaced under the same name would have left.
+        world
+            .store
+            .write(|tx| {
+                tx.sql()
+                    .execute(
+                        "INSERT INTO embeddings (hash, model, vector) VALUES (?1, 'letters-8', ?2)",
+                        params![hash, vec![0_u8; 12]],
+                    )
+                    .map_err(sqlite)
+            })
+            .unwrap();
+        assert_eq!(follower.embeddings().contains(&[&hash]).unwrap(), [false]);
+        world.note(1, Some("resized words"));
+        follower.catch_up().unwrap();
+        assert_eq!(world.embed.embedded.load(Ordering::SeqCst), 1);
+        assert_eq!(follower.embeddings().get(&[&hash]).unwrap()[&hash].len(), 8);
+        assert_eq!(follower.progress().unwrap().vector_documents, 1);
+    }
+
+    #[test]
     fn indexes_of_different_schemas_are_refused() {
         let world = World::new();
         let bm25 = Bm25::in_memory(Schema { fields: &[] }).unwrap();

@@ -76,6 +76,14 @@ impl QdrantOptions {
         };
         format!("{}-{}-{}", self.collection_prefix, clean(index), clean(embedder))
     }
+
+    /// The name retrieval's collection had before each index had its own
+    /// (`<prefix>-<embedder>`); `engram reindex` drops it.
+    pub fn legacy_collection(&self, embedder: &str) -> String {
+        let name: String =
+            embedder.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '_' }).collect();
+        format!("{}-{name}", self.collection_prefix)
+    }
 }
 
 /// Document embeddings in a collection of a Qdrant server.
@@ -391,8 +399,9 @@ impl VectorIndex for QdrantIndex {
             *first = 1.0;
         }
         let payload = qdrant_client::Payload::from(HashMap::from([(APPLIED_KEY.to_owned(), json!(applied_seq))]));
-        let request =
-            UpsertPointsBuilder::new(&self.collection, vec![PointStruct::new(META_ID, marker, payload)]).wait(true);
+        let request = UpsertPointsBuilder::new(&self.collection, vec![PointStruct::new(META_ID, marker, payload)])
+            .wait(true)
+            .ordering(ordering());
         self.run("recording the journal watermark", self.client.upsert_points(request))?;
         Ok(())
     }
@@ -474,6 +483,7 @@ mod tests {
         };
         assert_eq!(options.collection("chunks", "all-MiniLM-L6-v2"), "engram-chunks-all-MiniLM-L6-v2");
         assert_eq!(options.collection("turns", "bge small.en/v1"), "engram-turns-bge_small_en_v1");
+        assert_eq!(options.legacy_collection("bge small.en/v1"), "engram-bge_small_en_v1");
         assert!(!format!("{options:?}").contains("s3cret"));
     }
 

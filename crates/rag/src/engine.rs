@@ -185,7 +185,10 @@ impl Rag {
             }
         }
         if let VectorBackend::Qdrant(server) = &options.vectors {
-            QdrantIndex::drop_collection(server, &server.collection(INDEX_NAME, embedder)).map_err(IndexError::from)?;
+            // Also the collection's name from before each index had its own.
+            for collection in [server.collection(INDEX_NAME, embedder), server.legacy_collection(embedder)] {
+                QdrantIndex::drop_collection(server, &collection).map_err(IndexError::from)?;
+            }
         }
         Ok(())
     }

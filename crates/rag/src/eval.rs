@@ -14,7 +14,7 @@ use crate::beir::Beir;
 use crate::certify::{ScoreFunction, SplitMix};
 use crate::chunk::Format;
 use crate::conformal::{self, Threshold};
-use crate::{ChunkId, Filter, IngestReport, NewDocument, Progress, Rag, RagError, Target};
+use crate::{ChunkId, Filter, IngestReport, NewDocument, Progress, Rag, RagError, Target, Unlisted};
 
 /// Levels the conformal table reports.
 pub const ALPHAS: [f64; 3] = [0.05, 0.1, 0.2];
@@ -145,7 +145,7 @@ pub fn evaluate(
             NewDocument::from_text(doc.id.clone(), text, Format::Text)
         })
         .collect();
-    let ingest = rag.ingest_documents(&Target::collection(collection)?, documents, true, progress)?;
+    let ingest = rag.ingest_documents(&Target::collection(collection)?, documents, Unlisted::Delete, progress)?;
     let filter = Filter::collection(collection)?;
 
     let started = std::time::Instant::now();

@@ -86,7 +86,11 @@ impl Ingest {
                     InlineFormat::Markdown => NewDocument::from_text(&doc.path, &doc.text, Format::Markdown),
                     InlineFormat::Text => NewDocument::from_text(&doc.path, &doc.text, Format::Text),
                     InlineFormat::Code => NewDocument::from_text(&doc.path, &doc.text, Format::Code),
-                    InlineFormat::Html => NewDocument::from_text(&doc.path, html_to_text(&doc.text), Format::Markdown),
+                    InlineFormat::Html => NewDocument {
+                        // The size of the original, as for files.
+                        bytes: doc.text.len() as u64,
+                        ..NewDocument::from_text(&doc.path, html_to_text(&doc.text), Format::Markdown)
+                    },
                 };
                 document.tags = self.tags.clone();
                 document

@@ -52,6 +52,16 @@ impl NewDocument {
     }
 }
 
+/// What an ingest of listed documents does to the target's documents that
+/// it does not list.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unlisted {
+    /// They stay (adding to a collection).
+    Keep,
+    /// They are deleted: the target holds exactly the listed documents.
+    Delete,
+}
+
 /// Where ingested documents go.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Target {
@@ -218,14 +228,13 @@ impl Rag {
         Ok(report)
     }
 
-    /// Ingests documents given as text (an API call, a BEIR corpus). With
-    /// `replace_all`, documents of the collection not in `documents` are
-    /// deleted, making the collection exactly this set.
+    /// Ingests documents given as text (an API call, a BEIR corpus);
+    /// `unlisted` says what happens to the target's other documents.
     pub fn ingest_documents(
         &self,
         target: &Target,
         documents: Vec<NewDocument>,
-        replace_all: bool,
+        unlisted: Unlisted,
         progress: &mut dyn FnMut(&Progress),
     ) -> Result<IngestReport, RagError> {
         let started = Instant::now();
@@ -241,7 +250,7 @@ impl Rag {
             self.write_documents(target, batch, &mut report)?;
             progress(&Progress::Documents { done, total });
         }
-        if replace_all {
+        if unlisted == Unlisted::Delete {
             let gone: Vec<String> =
                 self.document_paths(target)?.into_iter().filter(|path| !present.contains(path)).collect();
             self.delete_documents(target, &gone, &mut report)?;

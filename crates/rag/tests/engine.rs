@@ -11,7 +11,7 @@ use engram_index::{QdrantIndex, QdrantOptions};
 use engram_models::Embedder;
 use engram_rag::certify::{CalibrateOptions, Question, ScoreFunction};
 use engram_rag::chunk::Format;
-use engram_rag::{ChunkId, Filter, Mode, NewDocument, Rag, RagError, RagOptions, Target, VectorBackend};
+use engram_rag::{ChunkId, Filter, Mode, NewDocument, Rag, RagError, RagOptions, Target, Unlisted, VectorBackend};
 use engram_store::{Store, StoreOptions};
 
 include!("../../models/tests/common/mod.rs");
@@ -190,9 +190,10 @@ fn filters_scenario(options: RagOptions) {
     let a = Target::collection("biology").unwrap();
     let b = Target { tenant: Some("acme".parse().unwrap()), ..Target::collection("biology").unwrap() };
     let c = Target::collection("chemistry").unwrap();
-    rag.ingest_documents(&a, vec![doc("/lab/x.txt", &["cell"]), doc("/notes/y.txt", &[])], false, &mut |_| {}).unwrap();
-    rag.ingest_documents(&b, vec![doc("/lab/z.txt", &["cell"])], false, &mut |_| {}).unwrap();
-    rag.ingest_documents(&c, vec![doc("/lab/w.txt", &["cell"])], false, &mut |_| {}).unwrap();
+    rag.ingest_documents(&a, vec![doc("/lab/x.txt", &["cell"]), doc("/notes/y.txt", &[])], Unlisted::Keep, &mut |_| {})
+        .unwrap();
+    rag.ingest_documents(&b, vec![doc("/lab/z.txt", &["cell"])], Unlisted::Keep, &mut |_| {}).unwrap();
+    rag.ingest_documents(&c, vec![doc("/lab/w.txt", &["cell"])], Unlisted::Keep, &mut |_| {}).unwrap();
     let paths = |filter: Filter| -> HashSet<String> {
         let mut all = HashSet::new();
         for mode in [Mode::Bm25, Mode::Dense, Mode::Hybrid] {
@@ -242,7 +243,7 @@ fn crash_child_process() {
     for i in 0..100_000 {
         let name = format!("{phase}-{i}");
         let doc = NewDocument::from_text(&name, format!("The {phase} note number {i} is about comets."), Format::Text);
-        rag.ingest_documents(&target, vec![doc], false, &mut |_| {}).unwrap();
+        rag.ingest_documents(&target, vec![doc], Unlisted::Keep, &mut |_| {}).unwrap();
         // Straight to the pipe: libtest captures `println!` even with --nocapture.
         let mut out = std::io::stdout().lock();
         writeln!(out, "ack {name}").and_then(|()| out.flush()).unwrap();
@@ -320,7 +321,7 @@ fn qdrant_server_reindex_rebuilds_the_collection() {
         let dir = tempfile::tempdir().unwrap();
         let rag = open(dir.path(), server.rag_options());
         let doc = NewDocument::from_text("fjord", "Fjords are glacial valleys flooded by the sea.", Format::Text);
-        rag.ingest_documents(&Target::collection("geo").unwrap(), vec![doc], false, &mut |_| {}).unwrap();
+        rag.ingest_documents(&Target::collection("geo").unwrap(), vec![doc], Unlisted::Keep, &mut |_| {}).unwrap();
         drop(rag);
         QdrantIndex::drop_collection(&server.options, &server.collection()).unwrap();
         let rag = open(dir.path(), server.rag_options());
@@ -340,7 +341,7 @@ fn reindex_scenario(options: RagOptions) {
                 NewDocument::from_text(format!("d{i}"), format!("Document {i} on glaciers and ice."), Format::Text)
             })
             .collect();
-        rag.ingest_documents(&target, docs, false, &mut |_| {}).unwrap();
+        rag.ingest_documents(&target, docs, Unlisted::Keep, &mut |_| {}).unwrap();
         assert_consistent(&rag, "docs")
     };
     Rag::wipe_indexes(&dir.path().join("index"), &embedder().name, &options).unwrap();
@@ -377,7 +378,7 @@ fn calibration_certifies_and_bad_inputs_are_refused() {
     // An empty (unknown) collection.
     let err = rag.calibrate("science", &[], &options).unwrap_err();
     assert!(err.to_string().contains("nothing has been ingested"), "{err}");
-    rag.ingest_documents(&Target::collection("science").unwrap(), docs, false, &mut |_| {}).unwrap();
+    rag.ingest_documents(&Target::collection("science").unwrap(), docs, Unlisted::Keep, &mut |_| {}).unwrap();
     let ids = rag.chunk_ids("science").unwrap();
     let questions: Vec<Question> = [
         "What makes magma erupt?",
@@ -460,7 +461,7 @@ fn calibration_certifies_and_bad_inputs_are_refused() {
     // Changing more than a tenth of the collection makes it stale.
     let more =
         (0..3).map(|i| NewDocument::from_text(format!("new{i}"), format!("New fact {i}."), Format::Text)).collect();
-    rag.ingest_documents(&Target::collection("science").unwrap(), more, false, &mut |_| {}).unwrap();
+    rag.ingest_documents(&Target::collection("science").unwrap(), more, Unlisted::Keep, &mut |_| {}).unwrap();
     let listed = rag.certificates(Some("science")).unwrap();
     assert!(listed[0].stale && listed[0].changes_since == 3, "{listed:?}");
     let stale = rag.conformal_search("Why does bread rise?", &filter, 0.2, 50, None).unwrap();
@@ -481,7 +482,7 @@ fn sampled_chunks_are_distinct_reproducible_and_long_enough_to_ask_about() {
             NewDocument::from_text(format!("d{i}"), text, Format::Text)
         })
         .collect();
-    rag.ingest_documents(&Target::collection("ice").unwrap(), docs, false, &mut |_| {}).unwrap();
+    rag.ingest_documents(&Target::collection("ice").unwrap(), docs, Unlisted::Keep, &mut |_| {}).unwrap();
     let first = rag.sample_chunks("ice", 5, 7).unwrap();
     assert_eq!(first, rag.sample_chunks("ice", 5, 7).unwrap(), "the same seed draws the same chunks");
     assert_ne!(first, rag.sample_chunks("ice", 5, 8).unwrap());

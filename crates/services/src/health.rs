@@ -44,12 +44,14 @@ pub struct Health {
     pub store: StoreHealth,
     /// The parts that load in the background, each under the one retry
     /// policy ([`crate::Lazy`]): a failed one keeps its reason here until
-    /// the next attempt, while the daemon serves everything else.
+    /// the next attempt, while the daemon serves everything else. (Absent
+    /// from daemons before 0.1's health parts: read as all pending.)
+    #[serde(default)]
     pub parts: Parts,
 }
 
 /// The background-loaded parts.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct Parts {
     /// The configured LLM.
     pub llm: Part,
@@ -60,10 +62,11 @@ pub struct Parts {
 }
 
 /// Where one background-loaded part stands.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(tag = "state", rename_all = "snake_case")]
 pub enum Part {
     /// Not loaded yet, or loading now.
+    #[default]
     Pending,
     /// Loaded.
     Ready,

@@ -21,17 +21,21 @@ pub fn resolve(source: &str, paths: &Paths) -> Result<PathBuf, ModelError> {
     }
 }
 
-/// Loads the local GGUF model the configuration names.
-pub fn load_local(config: &Config, paths: &Paths) -> Result<LocalModel, ModelError> {
-    let path = resolve(&config.models.llm.source, paths)?;
-    let options = LocalOptions {
+/// How the configuration says to load a local GGUF model.
+pub fn local_options(config: &Config, paths: &Paths) -> Result<LocalOptions, ModelError> {
+    Ok(LocalOptions {
         device: open_device(&config.models.device)?,
         context_tokens: config.models.llm.context_tokens,
         cache_dir: paths.cache_dir.join("models"),
         convert_slow_types: true,
         native_cpu: config.models.llm.cpu_engine == engram_config::CpuEngine::Native,
-    };
-    LocalModel::load(&path, &options)
+    })
+}
+
+/// Loads the local GGUF model the configuration names.
+pub fn load_local(config: &Config, paths: &Paths) -> Result<LocalModel, ModelError> {
+    let path = resolve(&config.models.llm.source, paths)?;
+    LocalModel::load(&path, &local_options(config, paths)?)
 }
 
 /// The remote generator the configuration names.

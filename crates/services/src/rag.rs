@@ -14,7 +14,7 @@ use engram_rag::ops::{
     Calibrate, CalibrateProgress, CalibrateResponse, Certificate, CertificateCheck, Certificates, CertificatesResponse,
     CheckCertificate, Collections, CollectionsResponse, Ingest, Search, SearchResponse,
 };
-use engram_rag::{IngestReport, Progress, Rag, RagError, RagOptions, VectorBackend};
+use engram_rag::{IngestReport, Progress, Rag, RagError, RagOptions, Unlisted, VectorBackend};
 use engram_store::Store;
 
 use crate::lazy::Lazy;
@@ -191,7 +191,7 @@ impl RagService {
                 report.merge(rag.ingest_paths(&target, &request.paths, &request.tags, &mut progress)?);
             }
             if !documents.is_empty() {
-                report.merge(rag.ingest_documents(&target, documents, false, &mut progress)?);
+                report.merge(rag.ingest_documents(&target, documents, Unlisted::Keep, &mut progress)?);
             }
             Ok(report)
         })
