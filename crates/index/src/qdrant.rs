@@ -71,19 +71,19 @@ impl QdrantOptions {
     /// prefix, the index name and the embedder's name, dash-separated, with
     /// anything but letters, digits, `-` and `_` replaced by `_`.
     pub fn collection(&self, index: &str, embedder: &str) -> String {
-        let clean = |name: &str| -> String {
-            name.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '_' }).collect()
-        };
         format!("{}-{}-{}", self.collection_prefix, clean(index), clean(embedder))
     }
 
     /// The name retrieval's collection had before each index had its own
     /// (`<prefix>-<embedder>`); `engram reindex` drops it.
     pub fn legacy_collection(&self, embedder: &str) -> String {
-        let name: String =
-            embedder.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '_' }).collect();
-        format!("{}-{name}", self.collection_prefix)
+        format!("{}-{}", self.collection_prefix, clean(embedder))
     }
+}
+
+/// `name` with anything but letters, digits, `-` and `_` replaced by `_`.
+fn clean(name: &str) -> String {
+    name.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '_' }).collect()
 }
 
 /// Document embeddings in a collection of a Qdrant server.
