@@ -12,7 +12,7 @@ use engram_services::{Models, Services};
 use engram_store::Store;
 
 use crate::http::{self, ApiError, HttpLimits, Metrics, TcpGuard};
-use crate::{health, openai, plugins, rag};
+use crate::{health, mcp, openai, plugins, rag};
 
 /// Everything a request handler may need: the services and the metrics.
 /// Cheap to clone.
@@ -75,18 +75,23 @@ pub enum Access {
 /// The application for one listener.
 pub fn router(state: AppState, limits: HttpLimits, access: Access) -> Router {
     let metrics = state.metrics().clone();
+    let mcp = mcp::service(state.clone(), limits.max_body_bytes);
     let mut app = Router::new()
         .merge(health::routes())
         .merge(openai::routes())
         .merge(plugins::routes())
         .merge(rag::routes())
+        .route_service(mcp::PATH, mcp)
         .fallback(not_found)
         .with_state(state)
         .layer(DefaultBodyLimit::max(usize::try_from(limits.max_body_bytes).unwrap_or(usize::MAX)))
         .layer(middleware::from_fn_with_state(limits, http::limits::limit_body));
-    if let Access::Tcp(guard) = access {
-        app = app.layer(middleware::from_fn_with_state(guard, http::auth::guard));
-    }
+    app = match access {
+        // The socket's file mode admits only its owner: the operator.
+        Access::Local => app.layer(axum::Extension(engram_ops::Caller::Operator)),
+        // The guard names the caller its token belongs to.
+        Access::Tcp(guard) => app.layer(middleware::from_fn_with_state(guard, http::auth::guard)),
+    };
     // Outermost, so refused requests are counted too.
     app.layer(middleware::from_fn_with_state(metrics, http::metrics::track))
 }

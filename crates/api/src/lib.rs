@@ -9,6 +9,7 @@
 mod app;
 mod health;
 pub mod http;
+mod mcp;
 mod op;
 mod openai;
 mod plugins;
@@ -17,3 +18,4 @@ mod rag;
 pub use app::{Access, AppState, router};
 pub use http::server;
 pub use http::{ApiError, HttpLimits, Metrics, TcpGuard};
+pub use mcp::PATH as MCP_PATH;

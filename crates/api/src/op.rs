@@ -5,6 +5,7 @@
 
 use std::collections::HashMap;
 use std::future::Future;
+use std::ops::ControlFlow;
 
 use axum::Json;
 use axum::Router;
@@ -13,7 +14,7 @@ use axum::extract::{RawPathParams, Request, State};
 use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use axum::routing::{MethodRouter, get, post};
-use engram_ops::{Error, ErrorKind, Method, Operation, StreamLine, Streaming};
+use engram_ops::{Caller, Error, ErrorKind, Method, Operation, StreamLine, Streaming};
 use serde_json::Value;
 
 use crate::app::AppState;
@@ -24,6 +25,7 @@ pub(crate) fn status(kind: ErrorKind) -> StatusCode {
     match kind {
         ErrorKind::Invalid => StatusCode::UNPROCESSABLE_ENTITY,
         ErrorKind::NotFound => StatusCode::NOT_FOUND,
+        ErrorKind::Forbidden => StatusCode::FORBIDDEN,
         ErrorKind::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
         ErrorKind::Corrupt | ErrorKind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
     }
@@ -34,6 +36,10 @@ impl From<Error> for ApiError {
         ApiError::new(status(err.kind), err.kind.code(), err.message)
     }
 }
+
+/// Progress reporting as a streaming handler receives it: each event,
+/// answered with whether the caller still wants the work done.
+pub(crate) type Progress<O> = Box<dyn FnMut(&<O as Streaming>::Event) -> ControlFlow<()> + Send>;
 
 /// A route for operation `O`, answered by `handler`.
 pub(crate) fn route<O, F, Fut>(handler: F) -> Router<AppState>
@@ -53,17 +59,17 @@ where
 /// A route for a [`Streaming`] operation: with `stream: true` it answers
 /// NDJSON progress events and a final `done` (or `error`) line, else one
 /// JSON response. The handler reports events through the callback it is
-/// given.
+/// given; over HTTP the work always runs to its end.
 pub(crate) fn streaming<O, F, Fut>(handler: F) -> Router<AppState>
 where
     O: Streaming,
-    F: Fn(AppState, O, Box<dyn FnMut(&O::Event) + Send>) -> Fut + Clone + Send + Sync + 'static,
+    F: Fn(AppState, O, Progress<O>) -> Fut + Clone + Send + Sync + 'static,
     Fut: Future<Output = Result<O::Response, Error>> + Send + 'static,
 {
     let serve = move |State(state): State<AppState>, request: Request| async move {
         let request: O = decode(request).await?;
         if !request.streams() {
-            let response = handler(state, request, Box::new(|_| {})).await?;
+            let response = handler(state, request, Box::new(|_| ControlFlow::Continue(()))).await?;
             return Ok::<_, ApiError>(Json(response).into_response());
         }
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<String>();
@@ -71,6 +77,7 @@ where
         let report = move |event: &O::Event| {
             let line = StreamLine::<&O::Event, ()>::Progress(event).to_json();
             let _ = events.send(format!("{line}\n"));
+            ControlFlow::Continue(())
         };
         let work = handler(state, request, Box::new(report));
         // The work finishes even if the client goes away: a half-done
@@ -90,6 +97,11 @@ where
     Router::new().route(O::ROUTE, method::<_, _>(O::METHOD, serve))
 }
 
+/// The caller the listener's guard established for this request.
+pub(crate) fn caller(extensions: &axum::http::Extensions) -> Result<Caller, Error> {
+    extensions.get::<Caller>().cloned().ok_or_else(|| Error::internal("the listener established no caller"))
+}
+
 fn method<H, T>(method: Method, handler: H) -> MethodRouter<AppState>
 where
     H: axum::handler::Handler<T, AppState>,
@@ -102,9 +114,10 @@ where
 }
 
 /// Reads an operation's request: path parameters plus the query string
-/// (GET) or the JSON body (POST), then checks it.
+/// (GET) or the JSON body (POST), authorized for the caller.
 async fn decode<O: Operation>(request: Request) -> Result<O, ApiError> {
     let (mut parts, body) = request.into_parts();
+    let caller = caller(&parts.extensions)?;
     let mut params = HashMap::new();
     if engram_ops::route_params(O::ROUTE).next().is_some() {
         let raw = <RawPathParams as axum::extract::FromRequestParts<()>>::from_request_parts(&mut parts, &())
@@ -112,7 +125,7 @@ async fn decode<O: Operation>(request: Request) -> Result<O, ApiError> {
             .map_err(|rejection| ApiError::new(StatusCode::BAD_REQUEST, "invalid_request", rejection.body_text()))?;
         params.extend(raw.iter().map(|(name, value)| (name.to_owned(), value.to_owned())));
     }
-    let request: O = match O::METHOD {
+    let mut request: O = match O::METHOD {
         Method::Get => {
             let mut pairs: Vec<(String, String)> = serde_urlencoded::from_str(parts.uri.query().unwrap_or_default())
                 .map_err(|err| invalid(format!("bad query string: {err}")))?;
@@ -131,6 +144,7 @@ async fn decode<O: Operation>(request: Request) -> Result<O, ApiError> {
             json_request(&bytes, params)?
         }
     };
+    request.authorize(&caller)?;
     // Checked by the service, the one place every surface goes through.
     Ok(request)
 }

@@ -32,6 +32,10 @@ impl Streaming for Count {
     fn streams(&self) -> bool {
         self.stream
     }
+    fn advance(event: &serde_json::Value) -> engram_ops::Advance {
+        let done = event["n"].as_u64().unwrap_or(0);
+        engram_ops::Advance { done, total: None, message: format!("counted {done}") }
+    }
 }
 
 async fn count(Json(request): Json<Count>) -> axum::response::Response {

@@ -130,7 +130,8 @@ pub fn search(loaded: &Loaded, paths: &Paths, args: &SearchBenchArgs) -> anyhow:
             .enumerate()
             .map(|(i, t)| NewDocument::from_text(format!("base-{i}"), t.clone(), Format::Text))
             .collect();
-        let report = rag.ingest_documents(&Target::collection("bench")?, docs, Unlisted::Keep, &mut |_| {})?;
+        let report =
+            rag.ingest_documents(&Target::collection("bench")?, docs, Unlisted::Keep, &mut engram_rag::no_progress)?;
         println!(
             "ingest, embedding included: {} chunks in {:.1}s = {:.1} chunks/s ({} embedded)",
             report.chunks_written,
@@ -167,7 +168,7 @@ pub fn search(loaded: &Loaded, paths: &Paths, args: &SearchBenchArgs) -> anyhow:
                 docs.push(NewDocument::from_text(format!("doc-{i}"), text, Format::Text));
             }
             rag.put_embeddings(&vectors)?;
-            rag.ingest_documents(&Target::collection("bench")?, docs, Unlisted::Keep, &mut |_| {})?;
+            rag.ingest_documents(&Target::collection("bench")?, docs, Unlisted::Keep, &mut engram_rag::no_progress)?;
             written += batch;
         }
         let journaled = started.elapsed();

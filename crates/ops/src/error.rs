@@ -11,6 +11,9 @@ pub enum ErrorKind {
     Invalid,
     /// What the request names does not exist.
     NotFound,
+    /// The caller may not do this (a tenant asking for another tenant's
+    /// data, or for an operator's action).
+    Forbidden,
     /// A part this operation needs (a model, a server, an index) cannot
     /// serve now; the same request may work later.
     Unavailable,
@@ -22,11 +25,12 @@ pub enum ErrorKind {
 
 impl ErrorKind {
     /// The stable code in error bodies: `invalid_request`, `not_found`,
-    /// `unavailable`, `corrupt` or `internal`.
+    /// `forbidden`, `unavailable`, `corrupt` or `internal`.
     pub fn code(self) -> &'static str {
         match self {
             Self::Invalid => "invalid_request",
             Self::NotFound => "not_found",
+            Self::Forbidden => "forbidden",
             Self::Unavailable => "unavailable",
             Self::Corrupt => "corrupt",
             Self::Internal => "internal",
@@ -36,7 +40,7 @@ impl ErrorKind {
     /// The kind `code` names, if it is one of the codes above (a surface
     /// may answer codes of its own, such as `bad_token`).
     pub fn from_code(code: &str) -> Option<Self> {
-        [Self::Invalid, Self::NotFound, Self::Unavailable, Self::Corrupt, Self::Internal]
+        [Self::Invalid, Self::NotFound, Self::Forbidden, Self::Unavailable, Self::Corrupt, Self::Internal]
             .into_iter()
             .find(|kind| kind.code() == code)
     }
@@ -67,6 +71,11 @@ impl Error {
     /// What the request names does not exist.
     pub fn not_found(message: impl Into<String>) -> Self {
         Self::new(ErrorKind::NotFound, message)
+    }
+
+    /// The caller may not do this.
+    pub fn forbidden(message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::Forbidden, message)
     }
 
     /// A needed part cannot serve now.

@@ -36,15 +36,19 @@
 //! assert_eq!(Ping { times: 11 }.validate().unwrap_err().kind, ErrorKind::Invalid);
 //! ```
 
+mod access;
 mod error;
 mod ids;
+mod tool;
 
 use schemars::JsonSchema;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+pub use access::{Audience, Caller};
 pub use error::{Error, ErrorBody, ErrorDetail, ErrorKind};
 pub use ids::{CollectionName, InvalidId, TenantId};
+pub use tool::{Hints, Tool, valid_tool_name};
 
 /// How an operation travels over HTTP.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -64,6 +68,15 @@ pub trait Operation: Serialize + DeserializeOwned + JsonSchema + Send + Sync + '
     const ROUTE: &'static str;
     /// What a successful call answers.
     type Response: Serialize + DeserializeOwned + JsonSchema + Send + 'static;
+    /// Who may call it (default: only the operator).
+    const AUDIENCE: Audience<Self> = Audience::Operator;
+
+    /// Checks that `caller` may make this request, and scopes it to the
+    /// caller's tenant where the operation has one. Every surface calls
+    /// this with the caller its transport established.
+    fn authorize(&mut self, caller: &Caller) -> Result<(), Error> {
+        access::authorize(self, caller)
+    }
 
     /// Checks the request's values beyond what its types say.
     fn validate(&self) -> Result<(), Error> {
@@ -89,6 +102,20 @@ pub trait Streaming: Operation {
 
     /// Whether the caller asked for the event stream.
     fn streams(&self) -> bool;
+
+    /// How far the work is, by `event` (for progress notifications).
+    fn advance(event: &Self::Event) -> Advance;
+}
+
+/// How far a streaming operation's work is.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Advance {
+    /// Units done; never decreases over one call.
+    pub done: u64,
+    /// Units in all, when known.
+    pub total: Option<u64>,
+    /// What is being done, for a person.
+    pub message: String,
 }
 
 /// One line of a streamed answer.

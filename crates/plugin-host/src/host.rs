@@ -51,6 +51,9 @@ pub struct PluginHost {
     pub(crate) held: RwLock<BTreeMap<String, (Manifest, HeldVersion)>>,
     pub(crate) grants: Grants,
     pub(crate) recall: RwLock<Option<Arc<dyn Recall>>>,
+    /// Bumped whenever the published tools change (a version loaded or
+    /// unloaded), so surfaces can tell their clients.
+    pub(crate) generation: tokio::sync::watch::Sender<u64>,
 }
 
 impl PluginHost {
@@ -68,12 +71,23 @@ impl PluginHost {
             held: RwLock::new(BTreeMap::new()),
             grants,
             recall: RwLock::new(None),
+            generation: tokio::sync::watch::Sender::new(0),
         })
     }
 
     /// The grants in force.
     pub fn grants(&self) -> &Grants {
         &self.grants
+    }
+
+    /// Tells the receiver each time the published tools change (the value
+    /// is a counter; only changes matter).
+    pub fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.generation.subscribe()
+    }
+
+    fn tools_changed(&self) {
+        self.generation.send_modify(|generation| *generation += 1);
     }
 
     /// Where plugins with the `memory` grant recall from.
@@ -145,7 +159,11 @@ impl PluginHost {
         let key = (id, loaded.manifest.version.clone());
         tracing::info!(plugin = %key.0, version = %key.1, tools = loaded.tools.len(), sha256 = %loaded.sha256, "plugin loaded");
         self.held.write().unwrap_or_else(|e| e.into_inner()).remove(&key.0);
-        self.plugins.write().unwrap_or_else(|e| e.into_inner()).insert(key.0.clone(), Arc::new(loaded));
+        let digests = loaded.digests.clone();
+        let previous = self.plugins.write().unwrap_or_else(|e| e.into_inner()).insert(key.0.clone(), Arc::new(loaded));
+        if previous.is_none_or(|previous| previous.digests != digests) {
+            self.tools_changed();
+        }
         Ok(key)
     }
 
@@ -177,7 +195,11 @@ impl PluginHost {
     /// Unloads plugin `id`; calls in flight finish. Whether it was loaded.
     pub fn unload(&self, id: &str) -> bool {
         self.held.write().unwrap_or_else(|e| e.into_inner()).remove(id);
-        self.plugins.write().unwrap_or_else(|e| e.into_inner()).remove(id).is_some()
+        let removed = self.plugins.write().unwrap_or_else(|e| e.into_inner()).remove(id).is_some();
+        if removed {
+            self.tools_changed();
+        }
+        removed
     }
 
     /// Every tool of every loaded plugin, by name.

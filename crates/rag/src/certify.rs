@@ -222,6 +222,10 @@ pub struct ConformalSet {
     pub stale: bool,
     /// `1 − α` when the guarantee holds, else `null`.
     pub coverage_guarantee: Option<f64>,
+    /// Whom the guarantee is for: it is a probability over questions
+    /// drawn like the certificate's calibration questions, about this
+    /// collection, not a promise about any one question.
+    pub population: String,
     /// Chunks in the full set, before any cap.
     pub set_size: usize,
     /// The chunks returned, best first.
@@ -521,6 +525,10 @@ impl Rag {
             truncated,
             stale: status.stale,
             coverage_guarantee: holds.then_some(1.0 - cert.calibration.alpha),
+            population: format!(
+                "questions drawn like the calibration questions ({}) about collection `{}`",
+                cert.questions_from, cert.collection
+            ),
             set_size,
             hits,
         })

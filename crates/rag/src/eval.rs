@@ -145,7 +145,10 @@ pub fn evaluate(
             NewDocument::from_text(doc.id.clone(), text, Format::Text)
         })
         .collect();
-    let ingest = rag.ingest_documents(&Target::collection(collection)?, documents, Unlisted::Delete, progress)?;
+    let ingest = rag.ingest_documents(&Target::collection(collection)?, documents, Unlisted::Delete, &mut |event| {
+        progress(event);
+        std::ops::ControlFlow::Continue(())
+    })?;
     let filter = Filter::collection(collection)?;
 
     let started = std::time::Instant::now();

@@ -25,7 +25,7 @@ use engram_ops::{CollectionName, TenantId};
 pub use chunks::{ChunkId, INDEX_NAME, SCHEMA, chunk_hash};
 pub use engine::{CollectionInfo, Hit, Mode, Rag, RagOptions, RagStats, VectorBackend};
 pub use error::RagError;
-pub use write::{IngestReport, NewDocument, Progress, SkippedFile, Target, Unlisted};
+pub use write::{IngestReport, NewDocument, Progress, SkippedFile, Target, Unlisted, no_progress};
 
 /// What a search is restricted to.
 #[derive(Debug, Clone, Default, PartialEq)]

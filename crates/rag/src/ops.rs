@@ -4,7 +4,7 @@
 
 use std::path::PathBuf;
 
-use engram_ops::{CollectionName, Error, Method, Operation, Streaming, TenantId};
+use engram_ops::{Advance, Audience, CollectionName, Error, Hints, Method, Operation, Streaming, TenantId, Tool};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
@@ -103,6 +103,7 @@ impl Operation for Ingest {
     const METHOD: Method = Method::Post;
     const ROUTE: &'static str = "/v1/ingest";
     type Response = IngestReport;
+    const AUDIENCE: Audience<Self> = Audience::Tenant(|request| &mut request.tenant);
 
     fn validate(&self) -> Result<(), Error> {
         if self.paths.is_empty() && self.documents.is_empty() {
@@ -124,6 +125,23 @@ impl Streaming for Ingest {
     fn streams(&self) -> bool {
         self.stream
     }
+
+    fn advance(event: &Progress) -> Advance {
+        let (done, total) = match *event {
+            Progress::Started { total } => (0, total),
+            Progress::Documents { done, total } => (done, total),
+        };
+        Advance { done: done as u64, total: Some(total as u64), message: format!("{done} of {total} documents") }
+    }
+}
+
+impl Tool for Ingest {
+    const NAME: &'static str = "rag_ingest";
+    const TITLE: &'static str = "Ingest documents";
+    // Re-ingesting unchanged documents is a no-op; a folder given again
+    // deletes the files gone from it, and paths reach the filesystem.
+    const HINTS: Hints = Hints { read_only: false, destructive: true, idempotent: true, open_world: true };
+    const HIDDEN: &'static [&'static str] = &["tenant", "stream"];
 }
 
 fn default_k() -> usize {
@@ -208,6 +226,7 @@ impl Operation for Search {
     const METHOD: Method = Method::Post;
     const ROUTE: &'static str = "/v1/search";
     type Response = SearchResponse;
+    const AUDIENCE: Audience<Self> = Audience::Tenant(|request| &mut request.tenant);
 
     fn validate(&self) -> Result<(), Error> {
         if self.query.trim().is_empty() {
@@ -223,6 +242,13 @@ impl Operation for Search {
         }
         Ok(())
     }
+}
+
+impl Tool for Search {
+    const NAME: &'static str = "rag_search";
+    const TITLE: &'static str = "Search the collections (certified with alpha)";
+    const HINTS: Hints = Hints::READ;
+    const HIDDEN: &'static [&'static str] = &["tenant"];
 }
 
 /// What [`Search`] answers.
@@ -266,6 +292,13 @@ impl Operation for Collections {
     const METHOD: Method = Method::Get;
     const ROUTE: &'static str = "/v1/collections";
     type Response = CollectionsResponse;
+    const AUDIENCE: Audience<Self> = Audience::Anyone;
+}
+
+impl Tool for Collections {
+    const NAME: &'static str = "rag_collections";
+    const TITLE: &'static str = "List collections";
+    const HINTS: Hints = Hints::READ;
 }
 
 /// `GET /v1/certificates`: certificates, newest first, with whether each
@@ -289,6 +322,7 @@ impl Operation for Certificates {
     const METHOD: Method = Method::Get;
     const ROUTE: &'static str = "/v1/certificates";
     type Response = CertificatesResponse;
+    const AUDIENCE: Audience<Self> = Audience::Anyone;
 }
 
 /// `GET /v1/certificates/{id}`: one certificate and whether it still holds.
@@ -303,6 +337,7 @@ impl Operation for Certificate {
     const METHOD: Method = Method::Get;
     const ROUTE: &'static str = "/v1/certificates/{id}";
     type Response = CertificateStatus;
+    const AUDIENCE: Audience<Self> = Audience::Anyone;
 }
 
 fn default_alpha() -> f64 {
@@ -407,6 +442,23 @@ impl Streaming for Calibrate {
     fn streams(&self) -> bool {
         self.stream
     }
+
+    fn advance(event: &CalibrateProgress) -> Advance {
+        let CalibrateProgress::Questions { done, total } = *event;
+        Advance {
+            done: done as u64,
+            total: Some(total as u64),
+            message: format!("{done} of {total} questions written"),
+        }
+    }
+}
+
+impl Tool for Calibrate {
+    const NAME: &'static str = "rag_calibrate";
+    const TITLE: &'static str = "Calibrate a collection's coverage certificate";
+    // Adds a certificate; searches at that level then use the newest one.
+    const HINTS: Hints = Hints { read_only: false, destructive: false, idempotent: false, open_world: false };
+    const HIDDEN: &'static [&'static str] = &["stream"];
 }
 
 /// What [`Calibrate`] reports while the LLM writes questions.

@@ -6,6 +6,7 @@
 //! number. The indexes follow the log ([`engram_index::Follower`]).
 
 use std::collections::HashSet;
+use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
@@ -126,6 +127,11 @@ pub struct IngestReport {
     pub skipped: Vec<SkippedFile>,
     /// Wall time in seconds.
     pub seconds: f64,
+    /// The caller stopped the ingest: the batches reported before it are
+    /// written (each in its own transaction), the rest are not, and no
+    /// vanished file was deleted.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub cancelled: bool,
 }
 
 impl IngestReport {
@@ -141,7 +147,13 @@ impl IngestReport {
         self.embedded += other.embedded;
         self.skipped.extend(other.skipped);
         self.seconds += other.seconds;
+        self.cancelled |= other.cancelled;
     }
+}
+
+/// A progress callback for callers that never stop an ingest.
+pub fn no_progress(_: &Progress) -> ControlFlow<()> {
+    ControlFlow::Continue(())
 }
 
 /// A file left out of an ingest.
@@ -176,13 +188,15 @@ impl Rag {
     /// chunked, embedded and journaled; unchanged ones skipped; files that
     /// were ingested from under these roots before and are gone now are
     /// deleted from the journal and every index. Unreadable, binary and
-    /// oversized files are skipped with a reason.
+    /// oversized files are skipped with a reason. When `progress` answers
+    /// `Break`, the ingest stops after the batch it reported (see
+    /// [`IngestReport::cancelled`]).
     pub fn ingest_paths(
         &self,
         target: &Target,
         roots: &[PathBuf],
         tags: &[String],
-        progress: &mut dyn FnMut(&Progress),
+        progress: &mut dyn FnMut(&Progress) -> ControlFlow<()>,
     ) -> Result<IngestReport, RagError> {
         let roots: Vec<PathBuf> =
             roots.iter().map(|root| std::path::absolute(root).unwrap_or_else(|_| root.clone())).collect();
@@ -190,10 +204,15 @@ impl Rag {
         let found = discover(&roots, self.options.max_file_bytes);
         let mut skipped: Vec<SkippedFile> = found.skipped.into_iter().map(SkippedFile::from).collect();
         let mut present: HashSet<String> = skipped.iter().map(|s| s.path.clone()).collect();
-        progress(&Progress::Started { total: found.sources.len() });
-        let mut report = IngestReport::default();
+        let mut report = IngestReport {
+            cancelled: progress(&Progress::Started { total: found.sources.len() }).is_break(),
+            ..IngestReport::default()
+        };
         let total = found.sources.len();
         for (index, batch) in found.sources.chunks(INGEST_BATCH).enumerate() {
+            if report.cancelled {
+                break;
+            }
             let mut documents = Vec::with_capacity(batch.len());
             for source in batch {
                 let path = source.path.display().to_string();
@@ -211,10 +230,12 @@ impl Rag {
                 }
             }
             self.write_documents(target, documents, &mut report)?;
-            progress(&Progress::Documents { done: (index * INGEST_BATCH + batch.len()).min(total), total });
+            let done = (index * INGEST_BATCH + batch.len()).min(total);
+            report.cancelled = progress(&Progress::Documents { done, total }).is_break();
         }
-        // Vanished: under one of the roots, and neither found nor skipped.
-        let known = self.document_paths(target)?;
+        // Vanished: under one of the roots, and neither found nor skipped
+        // (a stopped ingest never looked at the rest, so deletes nothing).
+        let known = if report.cancelled { Vec::new() } else { self.document_paths(target)? };
         let vanished: Vec<String> = known
             .into_iter()
             .filter(|path| !present.contains(path))
@@ -229,28 +250,31 @@ impl Rag {
     }
 
     /// Ingests documents given as text (an API call, a BEIR corpus);
-    /// `unlisted` says what happens to the target's other documents.
+    /// `unlisted` says what happens to the target's other documents;
+    /// `progress` stops it as for [`Rag::ingest_paths`].
     pub fn ingest_documents(
         &self,
         target: &Target,
         documents: Vec<NewDocument>,
         unlisted: Unlisted,
-        progress: &mut dyn FnMut(&Progress),
+        progress: &mut dyn FnMut(&Progress) -> ControlFlow<()>,
     ) -> Result<IngestReport, RagError> {
         let started = Instant::now();
         let total = documents.len();
-        progress(&Progress::Started { total });
         let present: HashSet<String> = documents.iter().map(|d| d.path.clone()).collect();
-        let mut report = IngestReport::default();
+        let mut report = IngestReport {
+            cancelled: progress(&Progress::Started { total }).is_break(),
+            ..IngestReport::default()
+        };
         let mut done = 0;
         let mut documents = documents.into_iter().peekable();
-        while documents.peek().is_some() {
+        while documents.peek().is_some() && !report.cancelled {
             let batch: Vec<NewDocument> = documents.by_ref().take(INGEST_BATCH).collect();
             done += batch.len();
             self.write_documents(target, batch, &mut report)?;
-            progress(&Progress::Documents { done, total });
+            report.cancelled = progress(&Progress::Documents { done, total }).is_break();
         }
-        if unlisted == Unlisted::Delete {
+        if unlisted == Unlisted::Delete && !report.cancelled {
             let gone: Vec<String> =
                 self.document_paths(target)?.into_iter().filter(|path| !present.contains(path)).collect();
             self.delete_documents(target, &gone, &mut report)?;

@@ -118,14 +118,14 @@ fn reingest_scenario(options: RagOptions) {
     let target = Target::collection("notes").unwrap();
     let roots = vec![docs.clone()];
 
-    let first = rag.ingest_paths(&target, &roots, &[], &mut |_| {}).unwrap();
+    let first = rag.ingest_paths(&target, &roots, &[], &mut engram_rag::no_progress).unwrap();
     assert_eq!((first.added, first.updated, first.unchanged, first.deleted), (3, 0, 0, 0));
     assert!(first.skipped.iter().any(|s| s.path.ends_with("photo.png") && s.reason.contains("unsupported")));
     let ids = assert_consistent(&rag, "notes");
     assert_eq!(ids.len(), 3);
 
     // Nothing changed: nothing written, nothing embedded.
-    let again = rag.ingest_paths(&target, &roots, &[], &mut |_| {}).unwrap();
+    let again = rag.ingest_paths(&target, &roots, &[], &mut engram_rag::no_progress).unwrap();
     assert_eq!((again.added, again.updated, again.unchanged, again.embedded), (0, 0, 3, 0));
     assert_eq!(assert_consistent(&rag, "notes"), ids);
 
@@ -133,7 +133,7 @@ fn reingest_scenario(options: RagOptions) {
     write(&docs.join("tides.md"), "# Tides\n\nSpring tides happen at new and full moon.\n");
     std::fs::remove_file(docs.join("bees.txt")).unwrap();
     std::fs::rename(docs.join("sub/rust.rs"), docs.join("sub/add.rs")).unwrap();
-    let third = rag.ingest_paths(&target, &roots, &[], &mut |_| {}).unwrap();
+    let third = rag.ingest_paths(&target, &roots, &[], &mut engram_rag::no_progress).unwrap();
     assert_eq!((third.added, third.updated, third.deleted), (1, 1, 2), "{third:?}");
     // The renamed file's text was embedded before: only the edit is new.
     assert_eq!(third.embedded, 1);
@@ -156,11 +156,11 @@ fn reingest_scenario(options: RagOptions) {
     // roots' documents are not touched by an ingest of one root.
     let other = dir.path().join("other");
     write(&other.join("a.md"), "Alpha document about volcanoes.\n");
-    rag.ingest_paths(&target, std::slice::from_ref(&other), &[], &mut |_| {}).unwrap();
+    rag.ingest_paths(&target, std::slice::from_ref(&other), &[], &mut engram_rag::no_progress).unwrap();
     let before = paths_of(&rag, "notes");
     assert_eq!(before.len(), 3);
     std::fs::remove_dir_all(&docs).unwrap();
-    let gone = rag.ingest_paths(&target, &roots, &[], &mut |_| {}).unwrap();
+    let gone = rag.ingest_paths(&target, &roots, &[], &mut engram_rag::no_progress).unwrap();
     assert_eq!(gone.deleted, 2);
     assert_eq!(paths_of(&rag, "notes").len(), 1);
     assert_consistent(&rag, "notes");
@@ -190,10 +190,15 @@ fn filters_scenario(options: RagOptions) {
     let a = Target::collection("biology").unwrap();
     let b = Target { tenant: Some("acme".parse().unwrap()), ..Target::collection("biology").unwrap() };
     let c = Target::collection("chemistry").unwrap();
-    rag.ingest_documents(&a, vec![doc("/lab/x.txt", &["cell"]), doc("/notes/y.txt", &[])], Unlisted::Keep, &mut |_| {})
-        .unwrap();
-    rag.ingest_documents(&b, vec![doc("/lab/z.txt", &["cell"])], Unlisted::Keep, &mut |_| {}).unwrap();
-    rag.ingest_documents(&c, vec![doc("/lab/w.txt", &["cell"])], Unlisted::Keep, &mut |_| {}).unwrap();
+    rag.ingest_documents(
+        &a,
+        vec![doc("/lab/x.txt", &["cell"]), doc("/notes/y.txt", &[])],
+        Unlisted::Keep,
+        &mut engram_rag::no_progress,
+    )
+    .unwrap();
+    rag.ingest_documents(&b, vec![doc("/lab/z.txt", &["cell"])], Unlisted::Keep, &mut engram_rag::no_progress).unwrap();
+    rag.ingest_documents(&c, vec![doc("/lab/w.txt", &["cell"])], Unlisted::Keep, &mut engram_rag::no_progress).unwrap();
     let paths = |filter: Filter| -> HashSet<String> {
         let mut all = HashSet::new();
         for mode in [Mode::Bm25, Mode::Dense, Mode::Hybrid] {
@@ -243,7 +248,7 @@ fn crash_child_process() {
     for i in 0..100_000 {
         let name = format!("{phase}-{i}");
         let doc = NewDocument::from_text(&name, format!("The {phase} note number {i} is about comets."), Format::Text);
-        rag.ingest_documents(&target, vec![doc], Unlisted::Keep, &mut |_| {}).unwrap();
+        rag.ingest_documents(&target, vec![doc], Unlisted::Keep, &mut engram_rag::no_progress).unwrap();
         // Straight to the pipe: libtest captures `println!` even with --nocapture.
         let mut out = std::io::stdout().lock();
         writeln!(out, "ack {name}").and_then(|()| out.flush()).unwrap();
@@ -321,7 +326,13 @@ fn qdrant_server_reindex_rebuilds_the_collection() {
         let dir = tempfile::tempdir().unwrap();
         let rag = open(dir.path(), server.rag_options());
         let doc = NewDocument::from_text("fjord", "Fjords are glacial valleys flooded by the sea.", Format::Text);
-        rag.ingest_documents(&Target::collection("geo").unwrap(), vec![doc], Unlisted::Keep, &mut |_| {}).unwrap();
+        rag.ingest_documents(
+            &Target::collection("geo").unwrap(),
+            vec![doc],
+            Unlisted::Keep,
+            &mut engram_rag::no_progress,
+        )
+        .unwrap();
         drop(rag);
         QdrantIndex::drop_collection(&server.options, &server.collection()).unwrap();
         let rag = open(dir.path(), server.rag_options());
@@ -341,7 +352,7 @@ fn reindex_scenario(options: RagOptions) {
                 NewDocument::from_text(format!("d{i}"), format!("Document {i} on glaciers and ice."), Format::Text)
             })
             .collect();
-        rag.ingest_documents(&target, docs, Unlisted::Keep, &mut |_| {}).unwrap();
+        rag.ingest_documents(&target, docs, Unlisted::Keep, &mut engram_rag::no_progress).unwrap();
         assert_consistent(&rag, "docs")
     };
     Rag::wipe_indexes(&dir.path().join("index"), &embedder().name, &options).unwrap();
@@ -378,7 +389,8 @@ fn calibration_certifies_and_bad_inputs_are_refused() {
     // An empty (unknown) collection.
     let err = rag.calibrate("science", &[], &options).unwrap_err();
     assert!(err.to_string().contains("nothing has been ingested"), "{err}");
-    rag.ingest_documents(&Target::collection("science").unwrap(), docs, Unlisted::Keep, &mut |_| {}).unwrap();
+    rag.ingest_documents(&Target::collection("science").unwrap(), docs, Unlisted::Keep, &mut engram_rag::no_progress)
+        .unwrap();
     let ids = rag.chunk_ids("science").unwrap();
     let questions: Vec<Question> = [
         "What makes magma erupt?",
@@ -461,7 +473,8 @@ fn calibration_certifies_and_bad_inputs_are_refused() {
     // Changing more than a tenth of the collection makes it stale.
     let more =
         (0..3).map(|i| NewDocument::from_text(format!("new{i}"), format!("New fact {i}."), Format::Text)).collect();
-    rag.ingest_documents(&Target::collection("science").unwrap(), more, Unlisted::Keep, &mut |_| {}).unwrap();
+    rag.ingest_documents(&Target::collection("science").unwrap(), more, Unlisted::Keep, &mut engram_rag::no_progress)
+        .unwrap();
     let listed = rag.certificates(Some("science")).unwrap();
     assert!(listed[0].stale && listed[0].changes_since == 3, "{listed:?}");
     let stale = rag.conformal_search("Why does bread rise?", &filter, 0.2, 50, None).unwrap();
@@ -482,7 +495,8 @@ fn sampled_chunks_are_distinct_reproducible_and_long_enough_to_ask_about() {
             NewDocument::from_text(format!("d{i}"), text, Format::Text)
         })
         .collect();
-    rag.ingest_documents(&Target::collection("ice").unwrap(), docs, Unlisted::Keep, &mut |_| {}).unwrap();
+    rag.ingest_documents(&Target::collection("ice").unwrap(), docs, Unlisted::Keep, &mut engram_rag::no_progress)
+        .unwrap();
     let first = rag.sample_chunks("ice", 5, 7).unwrap();
     assert_eq!(first, rag.sample_chunks("ice", 5, 7).unwrap(), "the same seed draws the same chunks");
     assert_ne!(first, rag.sample_chunks("ice", 5, 8).unwrap());

@@ -15,6 +15,7 @@ impl Operation for Healthz {
     const METHOD: Method = Method::Get;
     const ROUTE: &'static str = "/healthz";
     type Response = Health;
+    const AUDIENCE: engram_ops::Audience<Self> = engram_ops::Audience::Anyone;
 }
 
 /// Whether a part works.

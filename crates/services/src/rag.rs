@@ -2,6 +2,7 @@
 //! (under the one retry policy), `[retrieval]` mapped to its options, and
 //! one method per operation of [`engram_rag::ops`].
 
+use std::ops::ControlFlow;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -175,11 +176,12 @@ impl RagService {
         self.engine.get_with(embedder).await.cloned().map_err(unavailable)
     }
 
-    /// [`Ingest`]: reports progress through `progress` as it goes.
+    /// [`Ingest`]: reports progress through `progress` as it goes, and
+    /// stops after the batch in hand when it answers `Break`.
     pub async fn ingest(
         &self,
         request: Ingest,
-        mut progress: impl FnMut(&Progress) + Send + 'static,
+        mut progress: impl FnMut(&Progress) -> ControlFlow<()> + Send + 'static,
     ) -> Result<IngestReport, Error> {
         request.validate()?;
         let documents = request.inline_documents();
@@ -190,7 +192,7 @@ impl RagService {
             if !request.paths.is_empty() {
                 report.merge(rag.ingest_paths(&target, &request.paths, &request.tags, &mut progress)?);
             }
-            if !documents.is_empty() {
+            if !documents.is_empty() && !report.cancelled {
                 report.merge(rag.ingest_documents(&target, documents, Unlisted::Keep, &mut progress)?);
             }
             Ok(report)

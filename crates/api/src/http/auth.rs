@@ -1,14 +1,20 @@
 //! Access control for the TCP listener: loopback Host, allowed Origin,
-//! bearer token. The Unix socket needs none of it: its 0600 mode is the
-//! access control.
+//! bearer token. The token says who calls: the operator's token
+//! (`server.token_file`) or a tenant's (`<tenant>.token` in the tenant
+//! tokens folder, made by `engram tenant token NAME`). The Unix socket needs
+//! none of it: its 0600 mode is the access control, and its callers are the
+//! operator.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
 
 use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use engram_ops::{Caller, TenantId};
 use subtle::ConstantTimeEq;
 
 use super::ApiError;
@@ -23,6 +29,69 @@ struct GuardInner {
     token: String,
     hosts: Vec<String>,
     origins: Vec<String>,
+    tenants: Option<TenantTokens>,
+}
+
+/// Tenants' tokens, read from their folder again whenever it changes.
+struct TenantTokens {
+    dir: PathBuf,
+    read: Mutex<TokenSnapshot>,
+}
+
+/// The tokens as read when the folder had modification time `modified`.
+#[derive(Default)]
+struct TokenSnapshot {
+    modified: Option<SystemTime>,
+    tokens: Vec<(TenantId, String)>,
+}
+
+impl TenantTokens {
+    /// The tenant whose token `presented` is.
+    fn find(&self, presented: &str) -> Option<TenantId> {
+        let modified = std::fs::metadata(&self.dir).and_then(|m| m.modified()).ok();
+        let mut read = self.read.lock().unwrap_or_else(|e| e.into_inner());
+        if read.modified != modified || modified.is_none() {
+            *read = TokenSnapshot { modified, tokens: read_tenant_tokens(&self.dir) };
+        }
+        // Compare with every token, so timing says nothing of which matched.
+        let mut found = None;
+        for (tenant, token) in &read.tokens {
+            if bool::from(presented.as_bytes().ct_eq(token.as_bytes())) {
+                found = Some(tenant.clone());
+            }
+        }
+        found
+    }
+}
+
+/// `<tenant>.token` files in `dir`: only private ones (mode 0600) holding
+/// at least 16 characters count; others are logged and ignored.
+fn read_tenant_tokens(dir: &Path) -> Vec<(TenantId, String)> {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let mut tokens = Vec::new();
+    for path in entries.filter_map(Result::ok).map(|entry| entry.path()) {
+        let Some(name) = path.file_name().and_then(|n| n.to_str()).and_then(|n| n.strip_suffix(".token")) else {
+            continue;
+        };
+        let Ok(tenant) = name.parse::<TenantId>() else {
+            tracing::warn!(file = %path.display(), "ignoring a tenant token file whose name is not a tenant id");
+            continue;
+        };
+        match std::fs::metadata(&path) {
+            Ok(meta) if meta.mode() & 0o077 != 0 => {
+                tracing::warn!(file = %path.display(), "ignoring a tenant token file others can read (chmod 600 it)");
+            }
+            Ok(_) => match std::fs::read_to_string(&path) {
+                Ok(token) if token.trim().len() >= 16 => tokens.push((tenant, token.trim().to_owned())),
+                _ => tracing::warn!(file = %path.display(), "ignoring an unreadable or short tenant token file"),
+            },
+            Err(_) => {}
+        }
+    }
+    tokens
 }
 
 impl std::fmt::Debug for TcpGuard {
@@ -43,10 +112,22 @@ impl TcpGuard {
                 [format!("{host}:{port}"), host]
             })
             .collect();
-        Self { inner: Arc::new(GuardInner { token, hosts, origins }) }
+        Self { inner: Arc::new(GuardInner { token, hosts, origins, tenants: None }) }
     }
 
-    fn check(&self, headers: &HeaderMap) -> Result<(), ApiError> {
+    /// Also accepts tenants' tokens from `dir` (`<tenant>.token` files,
+    /// reread whenever the folder changes); each authenticates its tenant.
+    pub fn with_tenant_tokens(self, dir: PathBuf) -> Self {
+        let inner = GuardInner {
+            token: self.inner.token.clone(),
+            hosts: self.inner.hosts.clone(),
+            origins: self.inner.origins.clone(),
+            tenants: Some(TenantTokens { dir, read: Mutex::default() }),
+        };
+        Self { inner: Arc::new(inner) }
+    }
+
+    fn check(&self, headers: &HeaderMap) -> Result<Caller, ApiError> {
         let host = headers.get(header::HOST).and_then(|h| h.to_str().ok()).unwrap_or_default();
         if !self.inner.hosts.iter().any(|allowed| allowed.eq_ignore_ascii_case(host)) {
             return Err(ApiError::new(
@@ -71,8 +152,11 @@ impl TcpGuard {
             .and_then(|h| h.strip_prefix("Bearer "))
             .map(str::trim);
         match presented {
-            Some(token) if bool::from(token.as_bytes().ct_eq(self.inner.token.as_bytes())) => Ok(()),
-            Some(_) => Err(ApiError::new(StatusCode::UNAUTHORIZED, "bad_token", "the bearer token is wrong")),
+            Some(token) if bool::from(token.as_bytes().ct_eq(self.inner.token.as_bytes())) => Ok(Caller::Operator),
+            Some(token) => match self.inner.tenants.as_ref().and_then(|tenants| tenants.find(token)) {
+                Some(tenant) => Ok(Caller::Tenant(tenant)),
+                None => Err(ApiError::new(StatusCode::UNAUTHORIZED, "bad_token", "the bearer token is wrong")),
+            },
             None => Err(ApiError::new(
                 StatusCode::UNAUTHORIZED,
                 "missing_token",
@@ -82,10 +166,14 @@ impl TcpGuard {
     }
 }
 
-/// Middleware enforcing a [`TcpGuard`].
-pub(crate) async fn guard(State(guard): State<TcpGuard>, request: Request, next: Next) -> Response {
+/// Middleware enforcing a [`TcpGuard`]: the request goes on with the
+/// [`Caller`] its token names.
+pub(crate) async fn guard(State(guard): State<TcpGuard>, mut request: Request, next: Next) -> Response {
     match guard.check(request.headers()) {
-        Ok(()) => next.run(request).await,
+        Ok(caller) => {
+            request.extensions_mut().insert(caller);
+            next.run(request).await
+        }
         Err(err) => {
             let unauthorized = err.status == StatusCode::UNAUTHORIZED;
             let mut response = err.into_response();
@@ -114,7 +202,7 @@ mod tests {
         let guard =
             TcpGuard::new("127.0.0.1:8765".parse().unwrap(), "s3cret".into(), vec!["http://localhost:3000".into()]);
         let ok = [("host", "127.0.0.1:8765"), ("authorization", "Bearer s3cret")];
-        assert!(guard.check(&headers(&ok)).is_ok());
+        assert_eq!(guard.check(&headers(&ok)).unwrap(), Caller::Operator);
         assert!(guard.check(&headers(&[("host", "localhost:8765"), ("authorization", "Bearer s3cret")])).is_ok());
         let status = |pairs: &[(&'static str, &str)]| guard.check(&headers(pairs)).unwrap_err().status;
         assert_eq!(
@@ -134,5 +222,32 @@ mod tests {
         let allowed =
             [("host", "127.0.0.1:8765"), ("authorization", "Bearer s3cret"), ("origin", "http://localhost:3000")];
         assert!(guard.check(&headers(&allowed)).is_ok());
+    }
+
+    #[test]
+    fn tenant_tokens_name_their_tenant_and_are_reread() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let write = |name: &str, token: &str, mode: u32| {
+            let path = dir.path().join(name);
+            std::fs::write(&path, token).unwrap();
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
+        };
+        write("alice.token", "alice-token-0123456789\n", 0o600);
+        write("bob.token", "bob-token-0123456789", 0o644);
+        let guard = TcpGuard::new("127.0.0.1:1".parse().unwrap(), "operator-token".into(), Vec::new())
+            .with_tenant_tokens(dir.path().to_path_buf());
+        let check = |token: &str| {
+            let bearer = format!("Bearer {token}");
+            guard.check(&headers(&[("host", "127.0.0.1:1"), ("authorization", &bearer)]))
+        };
+        assert_eq!(check("operator-token").unwrap(), Caller::Operator);
+        assert_eq!(check("alice-token-0123456789").unwrap(), Caller::Tenant("alice".parse().unwrap()));
+        // Readable by others: ignored.
+        assert_eq!(check("bob-token-0123456789").unwrap_err().status, StatusCode::UNAUTHORIZED);
+        // A token added later counts without a restart.
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        write("carol.token", "carol-token-0123456789", 0o600);
+        assert_eq!(check("carol-token-0123456789").unwrap(), Caller::Tenant("carol".parse().unwrap()));
     }
 }

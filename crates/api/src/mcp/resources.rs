@@ -1,0 +1,187 @@
+//! Resources (collections, their certificates, plugin manifests) and
+//! prompts (a question wrapped with certified evidence), each read through
+//! the same operations and handlers as the HTTP routes.
+
+use std::fmt::Write as _;
+
+use engram_ops::{Caller, Error, Operation};
+use engram_rag::ops::{Certificate, Certificates, Collections, Search, SearchResponse};
+use rmcp::model::{
+    GetPromptResult, JsonObject, Prompt, PromptArgument, PromptMessage, ReadResourceResult, Resource, ResourceContents,
+    ResourceTemplate, Role,
+};
+use serde::Serialize;
+
+use crate::app::AppState;
+use crate::rag;
+
+const COLLECTIONS: &str = "engram://collections";
+const CERTIFICATES: &str = "engram://certificates/";
+const PLUGINS: &str = "engram://plugins/";
+const JSON: &str = "application/json";
+
+/// Runs operation `O` for `caller` through `handler`.
+async fn run<O: Operation, Fut>(
+    state: &AppState,
+    caller: &Caller,
+    mut request: O,
+    handler: impl FnOnce(AppState, O) -> Fut,
+) -> Result<O::Response, Error>
+where
+    Fut: std::future::Future<Output = Result<O::Response, Error>>,
+{
+    request.authorize(caller)?;
+    handler(state.clone(), request).await
+}
+
+/// Every concrete resource: the collections list, each certificate, each
+/// plugin.
+pub(crate) async fn list(state: &AppState, caller: &Caller) -> Result<Vec<Resource>, Error> {
+    let mut resources = vec![
+        Resource::new(COLLECTIONS, "collections")
+            .with_title("Collections")
+            .with_description("Every collection with its documents, chunks and change count")
+            .with_mime_type(JSON),
+    ];
+    let certificates = run(state, caller, Certificates::default(), rag::certificates).await?;
+    for status in certificates.certificates {
+        let cert = &status.certificate;
+        let claim = if status.stale { "stale".to_owned() } else { format!("1 - {} coverage", cert.calibration.alpha) };
+        resources.push(
+            Resource::new(format!("{CERTIFICATES}{}", cert.id), cert.id.clone())
+                .with_description(format!("Coverage certificate of collection `{}` ({claim})", cert.collection))
+                .with_mime_type(JSON),
+        );
+    }
+    if let Some(host) = state.plugins() {
+        for plugin in host.plugins() {
+            resources.push(
+                Resource::new(format!("{PLUGINS}{}", plugin.id), plugin.id.clone())
+                    .with_description(format!("Plugin `{}`: its tools, capabilities and grants", plugin.id))
+                    .with_mime_type(JSON),
+            );
+        }
+    }
+    Ok(resources)
+}
+
+/// The parameterized resources.
+pub(crate) fn templates() -> Vec<ResourceTemplate> {
+    vec![
+        ResourceTemplate::new(format!("{CERTIFICATES}{{id}}"), "certificate")
+            .with_description("A coverage certificate and whether it still holds")
+            .with_mime_type(JSON),
+        ResourceTemplate::new(format!("{PLUGINS}{{id}}"), "plugin")
+            .with_description("A plugin's manifest: tools with their schemas, capabilities requested and granted")
+            .with_mime_type(JSON),
+    ]
+}
+
+/// Reads resource `uri`.
+pub(crate) async fn read(state: &AppState, caller: &Caller, uri: &str) -> Result<ReadResourceResult, Error> {
+    let text = if uri == COLLECTIONS {
+        json(&run(state, caller, Collections::default(), rag::collections).await?)?
+    } else if let Some(id) = uri.strip_prefix(CERTIFICATES) {
+        json(&run(state, caller, Certificate { id: id.to_owned() }, rag::certificate).await?)?
+    } else if let Some(id) = uri.strip_prefix(PLUGINS) {
+        let host = state.plugins().ok_or_else(|| Error::unavailable("this daemon runs no plugin host"))?;
+        let plugin = host
+            .plugins()
+            .into_iter()
+            .find(|plugin| plugin.id == id)
+            .ok_or_else(|| Error::not_found(format!("no plugin `{id}`")))?;
+        let tools: Vec<_> = host.list_tools().into_iter().filter(|tool| tool.plugin == id).collect();
+        json(&serde_json::json!({ "plugin": plugin, "tools": tools }))?
+    } else {
+        return Err(Error::not_found(format!("no resource {uri}")));
+    };
+    Ok(ReadResourceResult::new(vec![ResourceContents::text(text, uri).with_mime_type(JSON)]))
+}
+
+fn json(value: &impl Serialize) -> Result<String, Error> {
+    serde_json::to_string_pretty(value).map_err(Error::internal)
+}
+
+const CITE: &str = "cite_evidence";
+
+/// The prompts.
+pub(crate) fn prompts() -> Vec<Prompt> {
+    let arguments = vec![
+        PromptArgument::new("question").with_description("The question to answer").with_required(true),
+        PromptArgument::new("collection")
+            .with_description("A calibrated collection to take evidence from")
+            .with_required(true),
+        PromptArgument::new("alpha")
+            .with_description(
+                "Miscoverage level in (0, 1); the evidence is in the set with probability >= 1 - alpha (default 0.1)",
+            )
+            .with_required(false),
+    ];
+    vec![
+        Prompt::new(
+            CITE,
+            Some("A question wrapped with Engram's certified evidence from a collection, to answer with citations"),
+            Some(arguments),
+        )
+        .with_title("Answer with certified evidence"),
+    ]
+}
+
+/// Renders prompt `name` with `arguments`.
+pub(crate) async fn prompt(
+    state: &AppState,
+    caller: &Caller,
+    name: &str,
+    arguments: JsonObject,
+) -> Result<GetPromptResult, Error> {
+    if name != CITE {
+        return Err(Error::invalid(format!("no prompt named `{name}`")));
+    }
+    let text = |key: &str| arguments.get(key).and_then(|v| v.as_str().map(str::to_owned).or(Some(v.to_string())));
+    let question = text("question").ok_or_else(|| Error::invalid("`question` is required"))?;
+    let collection = text("collection").ok_or_else(|| Error::invalid("`collection` is required"))?;
+    let alpha = match text("alpha") {
+        Some(alpha) => {
+            alpha.trim().parse::<f64>().map_err(|_| Error::invalid(format!("`alpha` is not a number: {alpha}")))?
+        }
+        None => 0.1,
+    };
+    let mut search = Search::new(question.clone());
+    search.collection = Some(collection.parse().map_err(|err| Error::invalid(format!("`collection`: {err}")))?);
+    search.alpha = Some(alpha);
+    let SearchResponse::Certified(set) = run(state, caller, search, rag::search).await? else {
+        return Err(Error::internal("a search with alpha answered without a certificate"));
+    };
+    let mut body = String::new();
+    let _ =
+        writeln!(body, "Answer the question using only the evidence below, and cite each claim as [n] with its path.");
+    let _ = writeln!(body, "\nQuestion: {question}\n");
+    match set.coverage_guarantee {
+        Some(coverage) => {
+            let _ = writeln!(
+                body,
+                "Evidence: certificate {} guarantees that, with probability at least {coverage}, every passage needed is \
+                 among these {} (for {}).",
+                set.certificate,
+                set.hits.len(),
+                set.population
+            );
+        }
+        None => {
+            let why = if set.stale { "the certificate is stale" } else { "the set was cut short" };
+            let _ = writeln!(body, "Evidence (no coverage guarantee: {why}; certificate {}):", set.certificate);
+        }
+    }
+    for (n, hit) in set.hits.iter().enumerate() {
+        let _ =
+            writeln!(body, "\n[{}] {} (characters {}-{})\n{}", n + 1, hit.path, hit.chars[0], hit.chars[1], hit.text);
+    }
+    if set.hits.is_empty() {
+        let _ = writeln!(
+            body,
+            "\n(No passage passed the certificate's threshold: say that the collection does not answer it.)"
+        );
+    }
+    Ok(GetPromptResult::new(vec![PromptMessage::new_text(Role::User, body)])
+        .with_description(format!("{question} — with certified evidence from `{collection}`")))
+}
