@@ -75,7 +75,9 @@ pub enum Access {
 /// The application for one listener.
 pub fn router(state: AppState, limits: HttpLimits, access: Access) -> Router {
     let metrics = state.metrics().clone();
-    let mcp = mcp::service(state.clone(), limits.max_body_bytes);
+    let mcp = tower::ServiceBuilder::new()
+        .layer(middleware::from_fn(mcp::envelope::check))
+        .service(mcp::service(state.clone(), limits.max_body_bytes));
     let mut app = Router::new()
         .merge(health::routes())
         .merge(openai::routes())

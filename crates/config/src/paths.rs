@@ -46,6 +46,8 @@ pub struct Paths {
     pub socket: PathBuf,
     /// The bearer-token file for TCP.
     pub token_file: PathBuf,
+    /// Tenants' TCP tokens: one `<tenant>.token` file each.
+    pub tenant_tokens_dir: PathBuf,
     /// The models directory.
     pub models_dir: PathBuf,
     /// The plugins directory (one folder per plugin).
@@ -150,6 +152,7 @@ impl Paths {
             cache_dir: data_dir.join("cache"),
             journal: data_dir.join("journal.sqlite3"),
             lock_file: data_dir.join("engram.lock"),
+            tenant_tokens_dir: data_dir.join("tenant-tokens"),
             data_dir,
             socket,
             token_file,

@@ -101,6 +101,11 @@ pub enum Command {
         #[command(subcommand)]
         command: crate::plugins::PluginsCommand,
     },
+    /// Tenants' bearer tokens for the TCP listener (no daemon needed).
+    Tenant {
+        #[command(subcommand)]
+        command: crate::tenant::TenantCommand,
+    },
     /// Measure Engram against its peers (and a running daemon's latency).
     Bench {
         #[command(subcommand)]
@@ -246,6 +251,9 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             crate::rag::eval_retrieval(&loaded, &resolve_paths(&loaded, &env)?, &args)?;
             Ok(ExitCode::SUCCESS)
         }
+        Command::Tenant { command } => {
+            crate::tenant::run(&resolve_paths(&loaded, &env)?, command).map(|()| ExitCode::SUCCESS)
+        }
         Command::Plugins { command } => crate::plugins::run(&loaded.config, &resolve_paths(&loaded, &env)?, command),
         Command::Version { .. } => unreachable!("handled above"),
     }
@@ -323,6 +331,7 @@ fn print_paths(paths: &Paths, json: bool) {
         ("lock_file", &paths.lock_file),
         ("socket", &paths.socket),
         ("token_file", &paths.token_file),
+        ("tenant_tokens_dir", &paths.tenant_tokens_dir),
         ("models_dir", &paths.models_dir),
         ("plugins_dir", &paths.plugins_dir),
         ("grants_file", &paths.grants_file),
@@ -336,7 +345,7 @@ fn print_paths(paths: &Paths, json: bool) {
         println!("{}", serde_json::Value::Object(map));
     } else {
         for (name, path) in rows {
-            println!("{name:<10}  {}", path.display());
+            println!("{name:<17}  {}", path.display());
         }
     }
 }

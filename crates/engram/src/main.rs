@@ -12,6 +12,7 @@ mod plot;
 mod plugins;
 mod rag;
 mod serve;
+mod tenant;
 
 use engram_services::models;
 

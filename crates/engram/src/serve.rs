@@ -51,7 +51,8 @@ async fn serve(loaded: &Loaded, paths: &Paths) -> anyhow::Result<()> {
         let token = server::load_or_create_token(&paths.token_file)?;
         let tcp = server::bind_tcp(addr).await?;
         let bound = tcp.local_addr().context("cannot read the TCP listener's address")?;
-        let guard = TcpGuard::new(bound, token, config.server.allowed_origins.clone());
+        let guard = TcpGuard::new(bound, token, config.server.allowed_origins.clone())
+            .with_tenant_tokens(paths.tenant_tokens_dir.clone());
         listeners.push(Listener::Tcp(tcp, engram_api::router(state.clone(), http, Access::Tcp(guard))));
         tcp_addr = Some(bound);
     }

@@ -262,10 +262,8 @@ impl Rag {
         let started = Instant::now();
         let total = documents.len();
         let present: HashSet<String> = documents.iter().map(|d| d.path.clone()).collect();
-        let mut report = IngestReport {
-            cancelled: progress(&Progress::Started { total }).is_break(),
-            ..IngestReport::default()
-        };
+        let mut report =
+            IngestReport { cancelled: progress(&Progress::Started { total }).is_break(), ..IngestReport::default() };
         let mut done = 0;
         let mut documents = documents.into_iter().peekable();
         while documents.peek().is_some() && !report.cancelled {

@@ -32,15 +32,15 @@ pub(crate) async fn limit_body(State(limits): State<HttpLimits>, request: Reques
     if let Some(length) = declared
         && length > limits.max_body_bytes
     {
-        return ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "body_too_large",
-            format!(
-                "the request body is {length} bytes; the limit is {} (server.max_body_bytes)",
-                limits.max_body_bytes
-            ),
-        )
-        .into_response();
+        let detail = format!(
+            "the request body is {length} bytes; the limit is {} (server.max_body_bytes)",
+            limits.max_body_bytes
+        );
+        // MCP clients match errors to requests: theirs is a JSON-RPC error.
+        if request.uri().path() == crate::mcp::PATH {
+            return crate::mcp::envelope::too_large(&detail);
+        }
+        return ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "body_too_large", detail).into_response();
     }
     let max = usize::try_from(limits.max_body_bytes).unwrap_or(usize::MAX);
     let request = request.map(|body| {

@@ -5,6 +5,7 @@
 //! caller (operator or tenant) comes from the transport, never from a
 //! tool argument. `engram mcp-stdio` bridges stdio clients to it.
 
+pub(crate) mod envelope;
 mod resources;
 pub(crate) mod tools;
 
