@@ -37,6 +37,9 @@ use tower::{Service, ServiceExt};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 type ResponseBody = UnsyncBoxBody<Bytes, BoxError>;
+
+/// The body of a response from [`Client::open`], read frame by frame.
+pub type StreamingBody = ResponseBody;
 type LocalService = BoxCloneSyncService<Request<Full<Bytes>>, Response<ResponseBody>, Infallible>;
 
 /// Why a call did not get an answer from the operation.
@@ -269,7 +272,20 @@ impl Client {
     /// Sends `request` as it is (for checks of the HTTP layer itself: odd
     /// headers, a wrong token), adding only a `Host` header when it has
     /// none, and, over TCP, the token when it has no `Authorization`.
-    pub async fn request(&self, mut request: Request<Full<Bytes>>) -> Result<RawResponse, ClientError> {
+    pub async fn request(&self, request: Request<Full<Bytes>>) -> Result<RawResponse, ClientError> {
+        self.raw(self.complete(request)).await
+    }
+
+    /// Sends `request` like [`Client::request`] and returns as soon as the
+    /// headers arrive, with the body still streaming (server-sent events,
+    /// NDJSON). Concurrent streams each get a connection of their own.
+    pub async fn open(&self, request: Request<Full<Bytes>>) -> Result<Response<StreamingBody>, ClientError> {
+        self.dispatch(self.complete(request)).await
+    }
+
+    /// Adds a `Host` header when `request` has none and, over TCP, the token
+    /// when it has no `Authorization`.
+    fn complete(&self, mut request: Request<Full<Bytes>>) -> Request<Full<Bytes>> {
         let headers = request.headers_mut();
         if !headers.contains_key(hyper::header::HOST) {
             headers.insert(hyper::header::HOST, self.host_header());
@@ -281,7 +297,7 @@ impl Client {
         {
             headers.insert(hyper::header::AUTHORIZATION, value);
         }
-        self.raw(request).await
+        request
     }
 
     async fn raw(&self, request: Request<Full<Bytes>>) -> Result<RawResponse, ClientError> {

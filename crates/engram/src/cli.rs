@@ -101,6 +101,9 @@ pub enum Command {
         #[command(subcommand)]
         command: crate::plugins::PluginsCommand,
     },
+    /// Bridge an MCP client on stdio (an IDE) to the daemon's `/mcp`,
+    /// starting the daemon in the background when none runs.
+    McpStdio(crate::mcp_stdio::McpStdioArgs),
     /// Tenants' bearer tokens for the TCP listener (no daemon needed).
     Tenant {
         #[command(subcommand)]
@@ -249,6 +252,28 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Eval { target: crate::rag::EvalTarget::Retrieval(args) } => {
             crate::rag::eval_retrieval(&loaded, &resolve_paths(&loaded, &env)?, &args)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::McpStdio(args) => {
+            let paths = resolve_paths(&loaded, &env)?;
+            let launch = (!args.no_start)
+                .then(|| -> anyhow::Result<_> {
+                    let mut global_args = Vec::new();
+                    if let Some(config) = &cli.config {
+                        global_args.extend(["--config".into(), config.clone().into_os_string()]);
+                    }
+                    if let Some(dir) = &cli.data_dir {
+                        global_args.extend(["--data-dir".into(), dir.clone().into_os_string()]);
+                    }
+                    Ok(crate::mcp_stdio::Launch {
+                        exe: std::env::current_exe().context("cannot find this executable to start the daemon")?,
+                        global_args,
+                        log: paths.data_dir.join("engram-serve.log"),
+                    })
+                })
+                .transpose()?;
+            let max = usize::try_from(loaded.config.server.max_body_bytes).unwrap_or(usize::MAX);
+            crate::mcp_stdio::run(paths.socket.clone(), launch, max)?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Tenant { command } => {

@@ -8,6 +8,7 @@ mod connect;
 mod doctor;
 mod generate;
 mod logging;
+mod mcp_stdio;
 mod plot;
 mod plugins;
 mod rag;
