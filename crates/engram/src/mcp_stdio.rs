@@ -307,7 +307,7 @@ impl Bridge {
             self.send(message);
         };
         let outcome = if is_event_stream(&response) {
-            read_events(response.into_body(), &mut on_message).await
+            read_events(response.into_body(), &mut on_message).await.map_err(|broke| self.stopped(&broke))
         } else {
             match response.into_body().collect().await {
                 Ok(body) => {
@@ -336,10 +336,18 @@ impl Bridge {
         if answered || self.lock_cancelled().remove(&id.to_string()) {
             return;
         }
-        let message = outcome.err().unwrap_or_else(|| {
-            "Engram's daemon stopped before answering (was it killed?); the next request starts it again".to_owned()
-        });
+        let message = outcome.err().unwrap_or_else(|| self.stopped("its answer ended early"));
         self.reply(id, code::DAEMON, message);
+    }
+
+    /// Says that the daemon went away mid-answer, and what happens next.
+    fn stopped(&self, detail: &str) -> String {
+        let next = if self.launch.is_some() {
+            "the next request starts it again"
+        } else {
+            "start it again with `engram serve`"
+        };
+        format!("Engram's daemon stopped before answering ({detail}); {next}")
     }
 
     /// Opens the session again after the daemon forgot `epoch`'s: replays
@@ -584,7 +592,7 @@ async fn read_events(mut body: StreamingBody, on_message: &mut impl FnMut(Value)
     loop {
         match body.frame().await {
             None => return Ok(()),
-            Some(Err(err)) => return Err(format!("the daemon's event stream broke off: {err}")),
+            Some(Err(err)) => return Err(format!("its event stream broke off: {err}")),
             Some(Ok(frame)) => {
                 if let Ok(data) = frame.into_data() {
                     for payload in parser.push(&data) {

@@ -1,0 +1,428 @@
+//! The MCP surface end to end: a real daemon with the real default models
+//! and plugins built from `plugins/`, driven over streamable HTTP and
+//! through `engram mcp-stdio` by real clients nobody here wrote (the Python
+//! `mcp` SDK and the MCP Inspector CLI), and at the protocol level for the
+//! properties those clients hide (tenant isolation, errors, the bridge's
+//! stdout, a daemon killed under a live session).
+
+mod support;
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, ChildStdout, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use http_body_util::Full;
+use hyper::Request;
+use hyper::body::Bytes;
+use serde_json::{Value, json};
+use support::Sandbox;
+
+/// The eight one-line documents the retrieval tests use, with a question each.
+const TOPICS: [(&str, &str, &str); 8] = [
+    ("volcano.md", "Volcanoes erupt when magma rises through the crust.", "What makes magma erupt?"),
+    ("whale.md", "Blue whales are the largest animals that ever lived.", "Which animal is the biggest ever?"),
+    ("piano.txt", "A piano makes sound when hammers strike its strings.", "How does a piano produce sound?"),
+    ("desert.txt", "The Sahara is the largest hot desert on Earth.", "Where is the largest hot desert?"),
+    ("vaccine.md", "Vaccines train the immune system to recognise a pathogen.", "How do vaccines work?"),
+    ("glacier.txt", "Glaciers form where snow accumulates faster than it melts.", "How are glaciers formed?"),
+    ("bread.md", "Yeast makes bread rise by releasing carbon dioxide.", "Why does bread rise?"),
+    ("comet.txt", "Comets grow tails of gas and dust near the Sun.", "Why do comets have tails?"),
+];
+
+/// The plugins built from `plugins/`, copied without `template` (dropped in
+/// later, to see `list_changed`), into a folder of the sandbox.
+fn plugins_without_template(sandbox: &Sandbox) -> (PathBuf, PathBuf) {
+    let built = support::plugins_dir();
+    let dir = sandbox.path().join("plugins");
+    for entry in std::fs::read_dir(built).unwrap() {
+        let entry = entry.unwrap();
+        if entry.file_name() != "template" {
+            copy_dir(&entry.path(), &dir.join(entry.file_name()));
+        }
+    }
+    (dir, built.join("template"))
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &to.join(entry.file_name()));
+        } else {
+            std::fs::copy(entry.path(), to.join(entry.file_name())).unwrap();
+        }
+    }
+}
+
+/// Environment of a daemon with the default models, `plugins` and TCP on `port`.
+fn daemon_env(plugins: &Path, port: u16) -> Vec<(&'static str, String)> {
+    vec![
+        ("ENGRAM_MODELS__DIR", support::models_dir().display().to_string()),
+        ("ENGRAM_PLUGINS__DIR", plugins.display().to_string()),
+        ("ENGRAM_SERVER__TCP", format!("127.0.0.1:{port}")),
+    ]
+}
+
+fn as_refs<'a>(env: &'a [(&'static str, String)]) -> Vec<(&'static str, &'a str)> {
+    env.iter().map(|(k, v)| (*k, v.as_str())).collect()
+}
+
+/// A minimal MCP client over HTTP for protocol-level checks: it speaks the
+/// 2025-11-25 session protocol and reads JSON or server-sent events.
+struct RawMcp {
+    addr: SocketAddr,
+    token: String,
+    session: Option<String>,
+}
+
+impl RawMcp {
+    fn open(addr: SocketAddr, token: &str) -> Self {
+        let mut mcp = Self { addr, token: token.to_owned(), session: None };
+        let (headers, answer) = mcp.post_with_headers(&json!({"jsonrpc": "2.0", "id": 0, "method": "initialize",
+            "params": {"protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "raw", "version": "1"}}}));
+        assert_eq!(answer[0]["result"]["protocolVersion"], "2025-11-25", "{answer:?}");
+        mcp.session = Some(headers["mcp-session-id"].to_str().unwrap().to_owned());
+        mcp.post(&json!({"jsonrpc": "2.0", "method": "notifications/initialized"}));
+        mcp
+    }
+
+    fn post_with_headers(&self, message: &Value) -> (hyper::HeaderMap, Vec<Value>) {
+        let mut request = Request::post("/mcp")
+            .header("content-type", "application/json")
+            .header("accept", "application/json, text/event-stream")
+            .header("authorization", format!("Bearer {}", self.token));
+        if let Some(session) = &self.session {
+            request = request.header("mcp-session-id", session).header("mcp-protocol-version", "2025-11-25");
+        }
+        let reply = support::request_tcp(self.addr, request.body(Full::new(Bytes::from(message.to_string()))).unwrap());
+        let messages = if reply.body.trim_start().starts_with('{') {
+            vec![reply.json()]
+        } else {
+            reply
+                .body
+                .lines()
+                .filter_map(|line| line.strip_prefix("data:"))
+                .filter_map(|data| serde_json::from_str(data.trim()).ok())
+                .collect()
+        };
+        (reply.headers, messages)
+    }
+
+    fn post(&self, message: &Value) -> Vec<Value> {
+        self.post_with_headers(message).1
+    }
+
+    /// Calls tool `name` and returns its result (or the JSON-RPC error).
+    fn call(&self, name: &str, arguments: Value) -> Value {
+        let answer =
+            self.post(&json!({"jsonrpc": "2.0", "id": 9, "method": "tools/call", "params": {"name": name, "arguments": arguments}}));
+        let last = answer.last().cloned().unwrap_or_default();
+        if last["error"].is_object() { last } else { last["result"].clone() }
+    }
+
+    fn tool_names(&self) -> Vec<String> {
+        let answer = self.post(&json!({"jsonrpc": "2.0", "id": 8, "method": "tools/list"}));
+        answer[0]["result"]["tools"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t["name"].as_str().unwrap().to_owned())
+            .collect()
+    }
+}
+
+/// The operator's TCP token (written as the TCP listener starts, just
+/// after the socket answers).
+fn operator_token(sandbox: &Sandbox) -> String {
+    let file = sandbox.data_dir().join("http.token");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Ok(token) = std::fs::read_to_string(&file)
+            && token.trim().len() >= 16
+        {
+            return token.trim().to_owned();
+        }
+        assert!(Instant::now() < deadline, "no token in {}", file.display());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn tenant_token(sandbox: &Sandbox, tenant: &str) -> String {
+    let output = sandbox.run(&["tenant", "token", tenant], &[]);
+    assert!(output.status.success(), "{output:?}");
+    String::from_utf8(output.stdout).unwrap().trim().to_owned()
+}
+
+#[test]
+fn tenants_come_from_their_tokens_and_never_see_each_other() {
+    let sandbox = Sandbox::new();
+    let (plugins, _) = plugins_without_template(&sandbox);
+    let port = support::free_port();
+    let env = daemon_env(&plugins, port);
+    let _daemon = sandbox.start(&as_refs(&env));
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let (ada, bob) = (tenant_token(&sandbox, "ada"), tenant_token(&sandbox, "bob"));
+    assert_ne!(ada, bob);
+    let (ada, bob) = (RawMcp::open(addr, &ada), RawMcp::open(addr, &bob));
+
+    // A tenant sees its own tools, not the operator's.
+    let names = ada.tool_names();
+    assert!(names.contains(&"rag_search".to_owned()) && names.contains(&"rag_ingest".to_owned()), "{names:?}");
+    assert!(!names.contains(&"rag_calibrate".to_owned()), "{names:?}");
+
+    let doc = json!({"path": "secret.md", "text": "The vault code of Ada is 7781 and nobody else may read it."});
+    let ingested = ada.call("rag_ingest", json!({"collection": "notes", "documents": [doc]}));
+    assert_eq!(ingested["structuredContent"]["added"], 1, "{ingested}");
+    let found = ada.call("rag_search", json!({"query": "vault code", "collection": "notes", "mode": "bm25"}));
+    assert_eq!(found["structuredContent"]["hits"][0]["path"], "secret.md", "{found}");
+    let hidden = bob.call("rag_search", json!({"query": "vault code", "collection": "notes", "mode": "bm25"}));
+    assert_eq!(hidden["structuredContent"]["hits"], json!([]), "{hidden}");
+
+    // The tenant is never an argument a model could forge.
+    let forged = bob.call("rag_search", json!({"query": "vault code", "collection": "notes", "tenant": "ada"}));
+    assert_eq!(forged["isError"], true, "{forged}");
+    assert!(forged["content"][0]["text"].as_str().unwrap().contains("the connection decides it"), "{forged}");
+    let forbidden = bob.call("rag_calibrate", json!({"collection": "notes", "generate": 2}));
+    assert!(forbidden.to_string().contains("is for the operator"), "{forbidden}");
+
+    // A revoked token stops working at once.
+    let output = sandbox.run(&["tenant", "revoke", "bob"], &[]);
+    assert!(output.status.success(), "{output:?}");
+    let request = Request::post("/mcp")
+        .header("content-type", "application/json")
+        .header("accept", "application/json, text/event-stream")
+        .header("authorization", format!("Bearer {}", bob.token))
+        .body(Full::new(Bytes::from(json!({"jsonrpc": "2.0", "id": 1, "method": "ping"}).to_string())))
+        .unwrap();
+    assert_eq!(support::request_tcp(addr, request).status, hyper::StatusCode::UNAUTHORIZED);
+}
+
+#[test]
+fn bad_messages_get_json_rpc_errors_and_the_session_survives() {
+    let sandbox = Sandbox::new();
+    let (plugins, _) = plugins_without_template(&sandbox);
+    let port = support::free_port();
+    let mut env = daemon_env(&plugins, port);
+    env.push(("ENGRAM_SERVER__MAX_BODY_BYTES", "65536".into()));
+    let _daemon = sandbox.start(&as_refs(&env));
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let mcp = RawMcp::open(addr, &operator_token(&sandbox));
+
+    let send_raw = |body: String| {
+        let request = Request::post("/mcp")
+            .header("content-type", "application/json")
+            .header("accept", "application/json, text/event-stream")
+            .header("authorization", format!("Bearer {}", mcp.token))
+            .header("mcp-session-id", mcp.session.as_deref().unwrap())
+            .header("mcp-protocol-version", "2025-11-25")
+            .body(Full::new(Bytes::from(body)))
+            .unwrap();
+        support::request_tcp(addr, request)
+    };
+    for (body, code) in [
+        ("{\"jsonrpc\": \"2.0\", \"id\": 1, \"method\"".to_owned(), -32700),
+        ("[]".to_owned(), -32600),
+        (json!({"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": 3}).to_string(), -32602),
+        (
+            json!({"jsonrpc": "2.0", "id": 3, "method": "tools/call", "params": {"name": "x".repeat(70_000)}})
+                .to_string(),
+            -32600,
+        ),
+    ] {
+        let reply = send_raw(body.clone());
+        assert!(reply.status.is_client_error(), "{}: {}", &body[..40.min(body.len())], reply.status);
+        assert_eq!(reply.json()["error"]["code"], code, "{}", reply.body);
+    }
+    let unknown = mcp.post(&json!({"jsonrpc": "2.0", "id": 4, "method": "engram/nonsense"}));
+    assert_eq!(unknown[0]["error"]["code"], -32601, "{unknown:?}");
+
+    // Arguments that break the tool's schema never reach the guest.
+    let invalid = mcp.call("calc__evaluate", json!({"expression": 42}));
+    assert_eq!(invalid["isError"], true, "{invalid}");
+    assert!(invalid["content"][0]["text"].as_str().unwrap().contains("invalid arguments"), "{invalid}");
+    // A guest past its budget is a tool error naming the budget.
+    let spun = mcp.call("hostile__spin", json!({}));
+    assert_eq!(spun["isError"], true, "{spun}");
+    assert!(spun["content"][0]["text"].as_str().unwrap().contains("wall_ms budget: limit 200"), "{spun}");
+    // Management actions are never tools.
+    let names = mcp.tool_names();
+    assert!(names.iter().all(|n| !n.contains("grant") && !n.contains("revoke") && !n.contains("tenant")), "{names:?}");
+
+    // After all that, the same session still serves.
+    let fine = mcp.call("calc__evaluate", json!({"expression": "6*7"}));
+    assert_eq!(fine["structuredContent"]["value"], "42", "{fine}");
+}
+
+/// `engram mcp-stdio` as an IDE runs it: a child with piped stdio whose
+/// stdout lines are collected by a thread.
+struct Bridge {
+    child: Child,
+    stdin: ChildStdin,
+    lines: mpsc::Receiver<String>,
+}
+
+impl Bridge {
+    fn start(sandbox: &Sandbox, env: &[(&str, &str)]) -> Self {
+        let mut command = sandbox.command(&["mcp-stdio"]);
+        command.envs(env.iter().copied()).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
+        let mut child = command.spawn().expect("spawn engram mcp-stdio");
+        let stdin = child.stdin.take().unwrap();
+        let stdout: ChildStdout = child.stdout.take().unwrap();
+        let (sender, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if sender.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Self { child, stdin, lines }
+    }
+
+    fn send(&mut self, line: &str) {
+        self.stdin.write_all(line.as_bytes()).unwrap();
+        self.stdin.write_all(b"\n").unwrap();
+        self.stdin.flush().unwrap();
+    }
+
+    /// The next message on stdout, which must be JSON-RPC.
+    fn next(&self, limit: Duration) -> Value {
+        let line = self.lines.recv_timeout(limit).expect("a message from the bridge");
+        let message: Value = serde_json::from_str(&line).unwrap_or_else(|e| panic!("not JSON on stdout ({e}): {line}"));
+        assert_eq!(message["jsonrpc"], "2.0", "{line}");
+        message
+    }
+
+    /// The answer to request `id`, skipping notifications.
+    fn answer(&self, id: u64, limit: Duration) -> Value {
+        let deadline = Instant::now() + limit;
+        loop {
+            let message = self.next(deadline.saturating_duration_since(Instant::now()));
+            if message["id"] == id {
+                return message;
+            }
+        }
+    }
+
+    fn initialize(&mut self) {
+        self.send(
+            &json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {"protocolVersion": "2025-11-25",
+            "capabilities": {}, "clientInfo": {"name": "e2e", "version": "1"}}})
+            .to_string(),
+        );
+        let answer = self.answer(1, Duration::from_secs(120));
+        assert_eq!(answer["result"]["serverInfo"]["name"], "engram", "{answer}");
+        self.send(r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#);
+    }
+}
+
+impl Drop for Bridge {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The pid of the daemon answering on the sandbox's socket.
+fn daemon_pid(sandbox: &Sandbox) -> i32 {
+    support::get_unix(&sandbox.socket(), "/healthz").json()["pid"].as_i64().unwrap() as i32
+}
+
+fn kill_daemon(sandbox: &Sandbox) {
+    let pid = daemon_pid(sandbox);
+    let pid = rustix::process::Pid::from_raw(pid).unwrap();
+    rustix::process::kill_process(pid, rustix::process::Signal::KILL).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::os::unix::net::UnixStream::connect(sandbox.socket()).is_ok() {
+        assert!(Instant::now() < deadline, "the killed daemon still answers");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn the_stdio_bridge_starts_the_daemon_writes_only_json_rpc_and_survives_its_death() {
+    let sandbox = Sandbox::new();
+    let (plugins, _) = plugins_without_template(&sandbox);
+    let plugins = plugins.display().to_string();
+    let models = support::models_dir().display().to_string();
+    // A daemon that logs everything: none of it may reach the bridge's stdout.
+    let env = [
+        ("ENGRAM_MODELS__DIR", models.as_str()),
+        ("ENGRAM_PLUGINS__DIR", plugins.as_str()),
+        ("RUST_LOG", "trace"),
+        ("ENGRAM_SERVER__MAX_BODY_BYTES", "65536"),
+    ];
+    let mut bridge = Bridge::start(&sandbox, &env);
+    bridge.initialize();
+    let log = sandbox.data_dir().join("engram-serve.log");
+    assert!(std::fs::metadata(&log).map(|m| m.len() > 0).unwrap_or(false), "the started daemon logs to its file");
+
+    // Fuzz: garbage, truncated, oversized and valid lines, interleaved.
+    let mut seed = 0x9e37_79b9_7f4a_7c15_u64;
+    let mut next = || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    };
+    let valid = json!({"jsonrpc": "2.0", "id": 0, "method": "tools/call",
+        "params": {"name": "calc__evaluate", "arguments": {"expression": "1+1"}}})
+    .to_string();
+    let mut expected = Vec::new();
+    for i in 0..120u64 {
+        let line = match next() % 6 {
+            0 => valid.replacen("\"id\":0", &format!("\"id\":{}", 1000 + i), 1),
+            1 => valid[..(next() as usize % valid.len())].to_owned(),
+            2 => (0..(next() % 200)).map(|_| char::from(b' ' + (next() % 95) as u8)).collect(),
+            3 => format!(
+                "{{\"jsonrpc\":\"2.0\",\"id\":{},\"method\":\"ping\",\"params\":{{\"pad\":\"{}\"}}}}",
+                1000 + i,
+                "x".repeat(70_000)
+            ),
+            4 => format!(
+                "{{\"jsonrpc\":\"2.0\",\"id\":{},\"method\":\"tools/call\",\"params\":{}}}",
+                1000 + i,
+                next() % 9
+            ),
+            _ => format!("{{\"jsonrpc\":\"2.0\",\"id\":{},\"method\":\"ping\"}}", 1000 + i),
+        };
+        // Complete requests under the size limit are answered by id.
+        if line.contains(&format!("\"id\":{}", 1000 + i)) && line.len() < 65_536 {
+            expected.push(1000 + i);
+        }
+        bridge.send(&line);
+    }
+    bridge.send(r#"{"jsonrpc":"2.0","id":99,"method":"ping"}"#);
+    // Every line on stdout parses as JSON-RPC (checked in `next`), and every
+    // complete request with an id is answered, by a result or an error.
+    let mut answered = std::collections::BTreeSet::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !expected.iter().all(|id| answered.contains(id)) || !answered.contains(&99) {
+        let message = bridge.next(deadline.saturating_duration_since(Instant::now()));
+        if let Some(id) = message["id"].as_u64() {
+            answered.insert(id);
+        }
+    }
+
+    // Kill the daemon under a call in flight: the client hears why.
+    bridge.send(
+        &json!({"jsonrpc": "2.0", "id": 7, "method": "tools/call",
+        "params": {"name": "hostile__spin", "arguments": {}}})
+        .to_string(),
+    );
+    std::thread::sleep(Duration::from_millis(50));
+    kill_daemon(&sandbox);
+    let died = bridge.answer(7, Duration::from_secs(30));
+    let said = died.to_string();
+    assert!(said.contains("stopped before answering") || said.contains("wall_ms"), "{died}");
+    // The next call starts a daemon and reopens the session transparently.
+    bridge.send(&valid.replacen("\"id\":0", "\"id\":8", 1));
+    let again = bridge.answer(8, Duration::from_secs(120));
+    assert_eq!(again["result"]["structuredContent"]["value"], "2", "{again}");
+    kill_daemon(&sandbox);
+}
