@@ -142,6 +142,9 @@ pub enum BenchTarget {
     Generate(crate::bench::GenerateBenchArgs),
     /// The plugin host's call overheads, budgets and hostile suite.
     Plugins(crate::bench_plugins::PluginsBenchArgs),
+    /// MCP `tools/call` round trips of a no-op plugin tool over HTTP and
+    /// stdio vs the plain HTTP route, and a soak of concurrent sessions.
+    Mcp(crate::bench_mcp::McpBenchArgs),
     /// Hybrid search latency at 10k and 100k chunks, and ingest throughput.
     Search(crate::bench_search::SearchBenchArgs),
 }
@@ -220,6 +223,10 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Bench { target: BenchTarget::Plugins(args) } => {
             crate::bench_plugins::plugins(&args)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Bench { target: BenchTarget::Mcp(args) } => {
+            crate::bench_mcp::mcp(&loaded, &resolve_paths(&loaded, &env)?, &args)?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Bench { target: BenchTarget::Healthz { requests, warmup } } => {

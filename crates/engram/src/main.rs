@@ -1,6 +1,7 @@
 //! `engram`: the daemon and its command-line interface.
 
 mod bench;
+mod bench_mcp;
 mod bench_plugins;
 mod bench_search;
 mod cli;

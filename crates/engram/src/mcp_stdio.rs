@@ -587,7 +587,7 @@ fn content_type(response: &Response<StreamingBody>) -> &str {
 /// Hands each JSON message of a server-sent event stream to `on_message`
 /// until it ends. Events without data (the transport's priming events) and
 /// data that is not JSON are skipped.
-async fn read_events(mut body: StreamingBody, on_message: &mut impl FnMut(Value)) -> Result<(), String> {
+pub(crate) async fn read_events(mut body: StreamingBody, on_message: &mut impl FnMut(Value)) -> Result<(), String> {
     let mut parser = EventParser::default();
     loop {
         match body.frame().await {
