@@ -426,3 +426,104 @@ fn the_stdio_bridge_starts_the_daemon_writes_only_json_rpc_and_survives_its_deat
     assert_eq!(again["result"]["structuredContent"]["value"], "2", "{again}");
     kill_daemon(&sandbox);
 }
+
+/// Reads server-sent events from `body` until `stop` says so or it ends;
+/// returns every JSON message seen.
+async fn read_sse(body: &mut engram_client::StreamingBody, mut stop: impl FnMut(&Value) -> bool) -> Vec<Value> {
+    use http_body_util::BodyExt;
+    let (mut pending, mut seen) = (String::new(), Vec::new());
+    while let Some(Ok(frame)) = body.frame().await {
+        let Ok(data) = frame.into_data() else { continue };
+        pending.push_str(&String::from_utf8_lossy(&data));
+        while let Some(end) = pending.find('\n') {
+            let line: String = pending.drain(..=end).collect();
+            if let Some(Ok(message)) = line.strip_prefix("data:").map(|d| serde_json::from_str::<Value>(d.trim())) {
+                let done = stop(&message);
+                seen.push(message);
+                if done {
+                    return seen;
+                }
+            }
+        }
+    }
+    seen
+}
+
+#[test]
+fn a_cancelled_ingest_stops_after_its_batch_and_leaves_a_consistent_journal() {
+    let sandbox = Sandbox::new();
+    let (plugins, _) = plugins_without_template(&sandbox);
+    let port = support::free_port();
+    let env = daemon_env(&plugins, port);
+    let _daemon = sandbox.start(&as_refs(&env));
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let mcp = RawMcp::open(addr, &operator_token(&sandbox));
+    let session = mcp.session.clone().unwrap();
+
+    const TOTAL: usize = 3000;
+    let documents: Vec<Value> = (0..TOTAL)
+        .map(|i| json!({"path": format!("doc-{i:05}.md"), "text": format!("Record {i}: the parcel numbered {i} left depot {} on a rainy morning.", i % 17)}))
+        .collect();
+    let ingest = json!({"jsonrpc": "2.0", "id": 21, "method": "tools/call", "params": {"name": "rag_ingest",
+        "arguments": {"collection": "parcels", "documents": documents}, "_meta": {"progressToken": "ingest-1"}}});
+    let client = engram_client::Client::tcp(addr, mcp.token.clone());
+    let post = |message: &Value| {
+        Request::post("/mcp")
+            .header("content-type", "application/json")
+            .header("accept", "application/json, text/event-stream")
+            .header("mcp-session-id", &session)
+            .header("mcp-protocol-version", "2025-11-25")
+            .body(Full::new(Bytes::from(message.to_string())))
+            .unwrap()
+    };
+    let (progress, after) = support::block_on(async {
+        let response = client.open(post(&ingest)).await.unwrap();
+        let mut body = response.into_body();
+        // The first progress notification after the first batch: cancel.
+        let progress = read_sse(&mut body, |m| {
+            m["method"] == "notifications/progress" && m["params"]["progress"].as_f64().unwrap_or(0.0) > 0.0
+        })
+        .await;
+        let cancel = json!({"jsonrpc": "2.0", "method": "notifications/cancelled",
+            "params": {"requestId": 21, "reason": "the user changed their mind"}});
+        let accepted = client.clone().fresh_connections().open(post(&cancel)).await.unwrap();
+        assert!(accepted.status().is_success(), "{}", accepted.status());
+        let after = read_sse(&mut body, |_| false).await;
+        (progress, after)
+    });
+    let last = progress.last().unwrap();
+    assert_eq!(last["params"]["progressToken"], "ingest-1", "{progress:?}");
+    assert_eq!(last["params"]["total"].as_f64(), Some(TOTAL as f64), "{last}");
+    // A cancelled request gets no answer (MCP: the receiver stays silent).
+    assert!(after.iter().all(|m| m["id"] != 21 || m["error"].is_object()), "{after:?}");
+
+    // The ingest stopped early; what it wrote is whole: every document it
+    // recorded has its chunk, and ingesting again completes the rest.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let partial = loop {
+        let listed = mcp.call("rag_collections", json!({}));
+        let collections = listed["structuredContent"]["collections"].as_array().cloned().unwrap_or_default();
+        let parcels = collections.iter().find(|c| c["name"] == "parcels").cloned();
+        // Wait for the batch in flight at the cancellation to commit.
+        std::thread::sleep(Duration::from_millis(500));
+        let again = mcp.call("rag_collections", json!({}));
+        if parcels.is_some() && again == listed {
+            break parcels.unwrap();
+        }
+        assert!(Instant::now() < deadline, "{listed}");
+    };
+    let written = partial["documents"].as_u64().unwrap() as usize;
+    assert!(written > 0 && written < TOTAL, "{partial}");
+    assert_eq!(partial["chunks"], partial["documents"], "{partial}");
+
+    let documents: Vec<Value> = (0..TOTAL)
+        .map(|i| json!({"path": format!("doc-{i:05}.md"), "text": format!("Record {i}: the parcel numbered {i} left depot {} on a rainy morning.", i % 17)}))
+        .collect();
+    let report = mcp.call("rag_ingest", json!({"collection": "parcels", "documents": documents}));
+    let report = &report["structuredContent"];
+    assert_eq!(report["added"].as_u64().unwrap() as usize, TOTAL - written, "{report}");
+    assert_eq!(report["unchanged"].as_u64().unwrap() as usize, written, "{report}");
+    let found = mcp
+        .call("rag_search", json!({"query": "parcel numbered 2999", "collection": "parcels", "mode": "bm25", "k": 1}));
+    assert_eq!(found["structuredContent"]["hits"][0]["path"], "doc-02999.md", "{found}");
+}
