@@ -20,18 +20,6 @@ use hyper::body::Bytes;
 use serde_json::{Value, json};
 use support::Sandbox;
 
-/// The eight one-line documents the retrieval tests use, with a question each.
-const TOPICS: [(&str, &str, &str); 8] = [
-    ("volcano.md", "Volcanoes erupt when magma rises through the crust.", "What makes magma erupt?"),
-    ("whale.md", "Blue whales are the largest animals that ever lived.", "Which animal is the biggest ever?"),
-    ("piano.txt", "A piano makes sound when hammers strike its strings.", "How does a piano produce sound?"),
-    ("desert.txt", "The Sahara is the largest hot desert on Earth.", "Where is the largest hot desert?"),
-    ("vaccine.md", "Vaccines train the immune system to recognise a pathogen.", "How do vaccines work?"),
-    ("glacier.txt", "Glaciers form where snow accumulates faster than it melts.", "How are glaciers formed?"),
-    ("bread.md", "Yeast makes bread rise by releasing carbon dioxide.", "Why does bread rise?"),
-    ("comet.txt", "Comets grow tails of gas and dust near the Sun.", "Why do comets have tails?"),
-];
-
 /// The plugins built from `plugins/`, copied without `template` (dropped in
 /// later, to see `list_changed`), into a folder of the sandbox.
 fn plugins_without_template(sandbox: &Sandbox) -> (PathBuf, PathBuf) {
@@ -526,4 +514,147 @@ fn a_cancelled_ingest_stops_after_its_batch_and_leaves_a_consistent_journal() {
     let found = mcp
         .call("rag_search", json!({"query": "parcel numbered 2999", "collection": "parcels", "mode": "bm25", "k": 1}));
     assert_eq!(found["structuredContent"]["hits"][0]["path"], "doc-02999.md", "{found}");
+}
+
+/// A Python with the `mcp` SDK (scripts/test installs it).
+fn python_with_mcp() -> String {
+    let python = std::env::var("ENGRAM_TEST_PYTHON").unwrap_or_else(|_| "python3".into());
+    let probe = std::process::Command::new(&python).args(["-c", "import mcp"]).output();
+    assert!(
+        probe.as_ref().is_ok_and(|o| o.status.success()),
+        "{python} cannot import mcp: scripts/test installs it (or set ENGRAM_TEST_PYTHON)"
+    );
+    python
+}
+
+#[test]
+fn the_python_sdk_works_over_stdio_and_http_in_both_protocol_versions() {
+    let python = python_with_mcp();
+    let sandbox = Sandbox::new();
+    let (plugins, template) = plugins_without_template(&sandbox);
+    let port = support::free_port();
+    let env = daemon_env(&plugins, port);
+    let _daemon = sandbox.start(&as_refs(&env));
+    let token = operator_token(&sandbox);
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/mcp_sdk_client.py");
+    let url = format!("http://127.0.0.1:{port}/mcp");
+    for transport in ["http", "stdio"] {
+        for mode in ["legacy", "2026-07-28"] {
+            let collection = format!("facts-{transport}-{}", &mode[..4]);
+            // The bridge runs in the sandbox's environment, like `sandbox.command`.
+            let mut command = sandbox.command(&[]);
+            let bridge_env: Vec<(String, String)> = command
+                .get_envs()
+                .filter_map(|(k, v)| Some((k.to_str()?.to_owned(), v?.to_str()?.to_owned())))
+                .collect();
+            command = std::process::Command::new(&python);
+            command
+                .arg(&script)
+                .args(["--transport", transport, "--mode", mode, "--url", &url, "--token", &token])
+                .arg("--engram")
+                .arg(support::BIN)
+                .arg("--data-dir")
+                .arg(sandbox.data_dir())
+                .arg("--plugins")
+                .arg(&plugins)
+                .arg("--template")
+                .arg(&template)
+                .args(["--collection", &collection])
+                .envs(bridge_env)
+                .envs(env.iter().map(|(k, v)| (*k, v.as_str())));
+            let output = command.output().expect("run the mcp SDK client");
+            let stderr = String::from_utf8_lossy(&output.stderr);
+            assert!(output.status.success(), "{transport} {mode}: {stderr}");
+            let summary: Value = serde_json::from_slice(&output.stdout).unwrap_or_else(|e| {
+                panic!("{transport} {mode}: no summary ({e}): {}", String::from_utf8_lossy(&output.stdout))
+            });
+            let what = format!("{transport} {mode}: {summary}");
+            let version = if mode == "legacy" { "2025-11-25" } else { mode };
+            assert_eq!(summary["protocol_version"], version, "{what}");
+            assert_eq!(summary["plugin_value"], "1024/3", "{what}");
+            assert_eq!(summary["ingested"], 8, "{what}");
+            let progress = summary["progress"].as_array().unwrap();
+            assert!(progress.last().is_some_and(|p| p[0] == 8.0 && p[1] == 8.0), "{what}");
+            let certified = &summary["certified"];
+            assert_eq!(certified["certificate"], certified["calibrated"], "{what}");
+            assert_eq!(certified["coverage_guarantee"], 0.8, "{what}");
+            assert!(certified["population"].as_str().unwrap().contains(&collection), "{what}");
+            assert!(certified["paths"].as_array().unwrap().contains(&json!("bread.md")), "{what}");
+            assert_eq!(summary["cancelled"], true, "{what}");
+            assert!(summary["resources"].as_array().unwrap().contains(&json!("engram://collections")), "{what}");
+            assert_eq!(
+                (&summary["collections_resource"], &summary["prompt_cites"]),
+                (&json!(true), &json!(true)),
+                "{what}"
+            );
+            assert_eq!(summary["list_changed"], true, "{what}");
+            assert!(summary["greeting"].as_str().unwrap().contains("Hello, Ada!"), "{what}");
+            assert!(!stderr.contains("Session termination failed"), "{what}: {stderr}");
+        }
+    }
+}
+
+/// The MCP Inspector's CLI (Node 22), installed by scripts/test.
+fn inspector() -> (String, String) {
+    let node = std::env::var("ENGRAM_TEST_NODE").expect("ENGRAM_TEST_NODE: scripts/test installs Node 22");
+    let modules = std::env::var("ENGRAM_TEST_NODE_MODULES").expect("ENGRAM_TEST_NODE_MODULES: set by scripts/test");
+    let cli = Path::new(&modules).join("@modelcontextprotocol/inspector/clients/launcher/build/index.js");
+    assert!(cli.is_file(), "{} is missing: scripts/test installs the inspector", cli.display());
+    (node, cli.display().to_string())
+}
+
+#[test]
+fn the_mcp_inspector_cli_lists_and_calls_tools_over_http_and_stdio() {
+    let (node, cli) = inspector();
+    let sandbox = Sandbox::new();
+    let (plugins, _) = plugins_without_template(&sandbox);
+    let port = support::free_port();
+    let env = daemon_env(&plugins, port);
+    let _daemon = sandbox.start(&as_refs(&env));
+    let token = operator_token(&sandbox);
+    let url = format!("http://127.0.0.1:{port}/mcp");
+    let header = format!("Authorization: Bearer {token}");
+    let data_dir = sandbox.data_dir().display().to_string();
+    let http: Vec<String> = ["--server-url", &url, "--header", &header].map(String::from).to_vec();
+    // The inspector, like IDEs, gives a stdio server a trimmed environment
+    // plus what its configuration sets (`-e`): the sandbox's here.
+    let mut stdio: Vec<String> = Vec::new();
+    let sandbox_env = [
+        ("HOME", sandbox.path().join("home").display().to_string()),
+        ("XDG_RUNTIME_DIR", sandbox.path().join("run").display().to_string()),
+    ];
+    for (key, value) in sandbox_env.iter().map(|(k, v)| (*k, v.clone())).chain(env.iter().map(|(k, v)| (*k, v.clone())))
+    {
+        stdio.extend(["-e".to_owned(), format!("{key}={value}")]);
+    }
+    stdio.extend(["--", support::BIN, "mcp-stdio", "--data-dir", &data_dir].map(String::from));
+    for (name, target) in [("http", &http), ("stdio", &stdio)] {
+        let run = |method: &[&str]| {
+            let mut command = sandbox.command(&[]);
+            let envs: Vec<(String, String)> = command
+                .get_envs()
+                .filter_map(|(k, v)| Some((k.to_str()?.to_owned(), v?.to_str()?.to_owned())))
+                .collect();
+            command = std::process::Command::new(&node);
+            command.arg(&cli).arg("--cli").args(["--format", "json"]).args(method);
+            // Options go before the server; a stdio server's command comes last.
+            command.args(target).envs(envs).envs(env.iter().map(|(k, v)| (*k, v.as_str())));
+            let output = command.output().expect("run the inspector");
+            assert!(
+                output.status.success(),
+                "{name} {method:?}: {}\n{}",
+                String::from_utf8_lossy(&output.stdout),
+                String::from_utf8_lossy(&output.stderr)
+            );
+            serde_json::from_slice::<Value>(&output.stdout)
+                .unwrap_or_else(|e| panic!("{name}: not JSON ({e}): {}", String::from_utf8_lossy(&output.stdout)))
+        };
+        let listed = run(&["--method", "tools/list"]);
+        let names: Vec<&str> =
+            listed["result"]["tools"].as_array().unwrap().iter().filter_map(|t| t["name"].as_str()).collect();
+        assert!(names.contains(&"rag_search") && names.contains(&"calc__evaluate"), "{name}: {names:?}");
+        let called =
+            run(&["--method", "tools/call", "--tool-name", "calc__evaluate", "--tool-arg", "expression=2^10/3"]);
+        assert_eq!(called["result"]["structuredContent"]["value"], "1024/3", "{name}: {called}");
+    }
 }

@@ -22,15 +22,28 @@ pub struct HostEnv {
 
 impl HostEnv {
     /// Reads the variables from this process; empty values count as unset.
+    /// Without `XDG_RUNTIME_DIR` (a GUI app or an MCP client launching
+    /// `engram mcp-stdio` with a trimmed environment), the login session's
+    /// `/run/user/<uid>` is used when it exists, is ours and is private, so
+    /// the socket is found where a daemon started from a shell put it.
     pub fn from_process() -> Self {
         let var = |name: &str| std::env::var_os(name).filter(|v| !v.is_empty()).map(PathBuf::from);
         Self {
             home: var("HOME"),
             xdg_data_home: var("XDG_DATA_HOME"),
             xdg_config_home: var("XDG_CONFIG_HOME"),
-            xdg_runtime_dir: var("XDG_RUNTIME_DIR"),
+            xdg_runtime_dir: var("XDG_RUNTIME_DIR").or_else(session_runtime_dir),
         }
     }
+}
+
+/// `/run/user/<uid>` when it is a directory owned by this user with mode 0700.
+fn session_runtime_dir() -> Option<PathBuf> {
+    use std::os::unix::fs::MetadataExt;
+    let uid = std::fs::metadata("/proc/self").ok()?.uid();
+    let dir = PathBuf::from(format!("/run/user/{uid}"));
+    let meta = std::fs::metadata(&dir).ok()?;
+    (meta.is_dir() && meta.uid() == uid && meta.mode() & 0o777 == 0o700).then_some(dir)
 }
 
 /// Every path the daemon uses, resolved.

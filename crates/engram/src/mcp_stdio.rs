@@ -8,7 +8,7 @@
 //! and says so on stderr; when the daemon restarts under a live session,
 //! the bridge replays the client's `initialize` so the client carries on.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::ffi::OsString;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -68,6 +68,7 @@ pub fn run(socket: PathBuf, launch: Option<Launch>, max_message_bytes: usize) ->
             reopening: tokio::sync::Mutex::new(()),
             launch: launch.map(tokio::sync::Mutex::new),
             cancelled: Mutex::default(),
+            inflight: Mutex::default(),
         });
         tokio::spawn(listen(bridge.clone()));
         read_stdin(&bridge, max_message_bytes).await?;
@@ -106,6 +107,8 @@ struct Bridge {
     launch: Option<tokio::sync::Mutex<Launch>>,
     /// Requests the client cancelled: no error when their stream ends bare.
     cancelled: Mutex<HashSet<String>>,
+    /// The tasks forwarding requests, by request id.
+    inflight: Mutex<HashMap<String, tokio::task::AbortHandle>>,
 }
 
 /// A message read from stdin.
@@ -139,13 +142,29 @@ async fn read_stdin(bridge: &Arc<Bridge>, max: usize) -> anyhow::Result<()> {
                 continue;
             }
         };
+        bridge.note(&message);
         let is_request = message.get("id").is_some_and(|id| !id.is_null())
             && message.get("method").is_some_and(Value::is_string)
             && message.get("method").and_then(Value::as_str) != Some("initialize");
         if is_request {
             // Requests may run long (an ingest, a plugin call): concurrently.
-            let bridge = bridge.clone();
-            tokio::spawn(async move { bridge.forward(message).await });
+            let key = message["id"].to_string();
+            let task = {
+                let bridge = bridge.clone();
+                let key = key.clone();
+                tokio::spawn(async move {
+                    bridge.forward(message).await;
+                    bridge.lock_inflight().remove(&key);
+                })
+            };
+            bridge.lock_inflight().insert(key, task.abort_handle());
+        } else if is_stateless_cancel(bridge, &message) {
+            // From 2026-07-28 on, a request is cancelled by closing its
+            // stream: dropping the forwarding task does exactly that.
+            let key = message.pointer("/params/requestId").map(Value::to_string).unwrap_or_default();
+            if let Some(task) = bridge.lock_inflight().remove(&key) {
+                task.abort();
+            }
         } else {
             // Notifications, responses and `initialize` keep their order:
             // `notifications/initialized` must reach the session before the
@@ -154,6 +173,15 @@ async fn read_stdin(bridge: &Arc<Bridge>, max: usize) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// Whether `message` cancels a request of a session-less (2026-07-28)
+/// exchange, which has no server-side session to send it to.
+fn is_stateless_cancel(bridge: &Bridge, message: &Value) -> bool {
+    let session = bridge.session.borrow();
+    message.get("method").and_then(Value::as_str) == Some("notifications/cancelled")
+        && session.id.is_none()
+        && session.version.as_deref().is_some_and(|v| v >= "2026-07-28")
 }
 
 /// The next newline-terminated message (the last may lack its newline),
@@ -208,18 +236,34 @@ impl Bridge {
         self.send(json!({"jsonrpc": "2.0", "id": id, "error": {"code": code, "message": message}}));
     }
 
-    /// Sends `message` to the daemon and relays what comes back.
-    async fn forward(&self, message: Value) {
-        let method = message.get("method").and_then(Value::as_str).map(str::to_owned);
-        let id = message.get("id").cloned().filter(|id| !id.is_null() && method.is_some());
-        if method.as_deref() == Some("initialize") {
+    /// Records what `message` tells of the session, in the order messages
+    /// arrive (before any is forwarded concurrently).
+    fn note(&self, message: &Value) {
+        let method = message.get("method").and_then(Value::as_str);
+        if method == Some("initialize") {
             self.session.send_modify(|s| s.initialize = Some(message.clone()));
         }
-        if method.as_deref() == Some("notifications/cancelled")
+        // A session-less client names its version in each request: its
+        // notifications go with that version too.
+        if let Some(version) =
+            message.pointer("/params/_meta/io.modelcontextprotocol~1protocolVersion").and_then(Value::as_str)
+            && self.session.borrow().id.is_none()
+            && self.session.borrow().version.as_deref() != Some(version)
+        {
+            let version = version.to_owned();
+            self.session.send_modify(|s| s.version = Some(version));
+        }
+        if method == Some("notifications/cancelled")
             && let Some(request) = message.pointer("/params/requestId")
         {
             self.lock_cancelled().insert(request.to_string());
         }
+    }
+
+    /// Sends `message` to the daemon and relays what comes back.
+    async fn forward(&self, message: Value) {
+        let method = message.get("method").and_then(Value::as_str).map(str::to_owned);
+        let id = message.get("id").cloned().filter(|id| !id.is_null() && method.is_some());
         let body = Bytes::from(message.to_string());
         let mut started = false;
         let mut reopened = false;
@@ -263,8 +307,12 @@ impl Bridge {
                     s.epoch += 1;
                 });
             }
-            return self.relay(response, id, method.as_deref() == Some("initialize")).await;
+            return self.relay(response, id, method.as_deref()).await;
         }
+    }
+
+    fn lock_inflight(&self) -> std::sync::MutexGuard<'_, HashMap<String, tokio::task::AbortHandle>> {
+        self.inflight.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     fn lock_cancelled(&self) -> std::sync::MutexGuard<'_, HashSet<String>> {
@@ -281,11 +329,13 @@ impl Bridge {
 
     /// Relays the answer to one POST: a JSON body, or each event of a
     /// server-sent stream, until the stream ends.
-    async fn relay(&self, response: Response<StreamingBody>, id: Option<Value>, initialize: bool) {
+    async fn relay(&self, response: Response<StreamingBody>, id: Option<Value>, method: Option<&str>) {
+        let initialize = method == Some("initialize");
         let status = response.status();
         if status == StatusCode::ACCEPTED {
             return;
         }
+        let what = method.map_or_else(|| "a response".to_owned(), |m| format!("`{m}`"));
         let mut answered = false;
         let mut on_message = |mut message: Value| {
             let answers = message.get("id").is_some() && message.get("method").is_none();
@@ -319,7 +369,7 @@ impl Bridge {
                         }
                         _ if status.is_success() && bytes.is_empty() => Ok(()),
                         _ => Err(format!(
-                            "the daemon refused the message: HTTP {status}: {}",
+                            "the daemon refused {what}: HTTP {status}: {}",
                             String::from_utf8_lossy(&bytes).trim()
                         )),
                     }

@@ -102,16 +102,21 @@ impl std::fmt::Debug for TcpGuard {
 
 impl TcpGuard {
     /// A guard for a listener bound to `addr`, accepting `token` and the
-    /// given browser `origins`.
-    pub fn new(addr: SocketAddr, token: String, origins: Vec<String>) -> Self {
+    /// given browser `origins`, besides the listener's own (a page it
+    /// served itself is same-origin).
+    pub fn new(addr: SocketAddr, token: String, mut origins: Vec<String>) -> Self {
         let port = addr.port();
-        let hosts = ["localhost".to_owned(), "127.0.0.1".to_owned(), "[::1]".to_owned(), addr.ip().to_string()]
-            .into_iter()
-            .flat_map(|host| {
-                let host = if host.contains(':') && !host.starts_with('[') { format!("[{host}]") } else { host };
-                [format!("{host}:{port}"), host]
-            })
-            .collect();
+        let hosts: Vec<String> =
+            ["localhost".to_owned(), "127.0.0.1".to_owned(), "[::1]".to_owned(), addr.ip().to_string()]
+                .into_iter()
+                .flat_map(|host| {
+                    let host = if host.contains(':') && !host.starts_with('[') { format!("[{host}]") } else { host };
+                    [format!("{host}:{port}"), host]
+                })
+                .collect();
+        origins.extend(
+            hosts.iter().filter(|host| host.ends_with(&format!(":{port}"))).map(|host| format!("http://{host}")),
+        );
         Self { inner: Arc::new(GuardInner { token, hosts, origins, tenants: None }) }
     }
 
@@ -219,9 +224,14 @@ mod tests {
             ]),
             StatusCode::FORBIDDEN
         );
-        let allowed =
-            [("host", "127.0.0.1:8765"), ("authorization", "Bearer s3cret"), ("origin", "http://localhost:3000")];
-        assert!(guard.check(&headers(&allowed)).is_ok());
+        for origin in ["http://localhost:3000", "http://localhost:8765", "http://127.0.0.1:8765"] {
+            let allowed = [("host", "127.0.0.1:8765"), ("authorization", "Bearer s3cret"), ("origin", origin)];
+            assert!(guard.check(&headers(&allowed)).is_ok(), "{origin}");
+        }
+        // The same host on another port is another origin.
+        let other =
+            [("host", "127.0.0.1:8765"), ("authorization", "Bearer s3cret"), ("origin", "http://localhost:9999")];
+        assert_eq!(status(&other), StatusCode::FORBIDDEN);
     }
 
     #[test]

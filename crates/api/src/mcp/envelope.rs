@@ -3,7 +3,8 @@
 //! a known method with unusable params (-32602), an oversized body (-32600
 //! with HTTP 413). rmcp would answer these with plain-text HTTP errors; a
 //! client wants an error object it can match to its request. Nothing here
-//! touches the session, so it goes on serving.
+//! touches the session, so it goes on serving. A `DELETE` that closed a
+//! session answers 204.
 
 use axum::body::{Body, Bytes};
 use axum::extract::{FromRequest, Request};
@@ -15,6 +16,15 @@ use serde_json::{Value, json};
 
 /// Checks a POSTed body before rmcp sees it; passes everything else on.
 pub(crate) async fn check(request: Request, next: Next) -> Response {
+    if request.method() == Method::DELETE {
+        // A closed session is closed now, nothing is pending: 204, which
+        // clients check for, rather than rmcp's 202.
+        let mut response = next.run(request).await;
+        if response.status() == StatusCode::ACCEPTED {
+            *response.status_mut() = StatusCode::NO_CONTENT;
+        }
+        return response;
+    }
     if request.method() != Method::POST {
         return next.run(request).await;
     }
