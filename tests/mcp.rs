@@ -495,8 +495,10 @@ fn a_cancelled_ingest_stops_after_its_batch_and_leaves_a_consistent_journal() {
         // Wait for the batch in flight at the cancellation to commit.
         std::thread::sleep(Duration::from_millis(500));
         let again = mcp.call("rag_collections", json!({}));
-        if parcels.is_some() && again == listed {
-            break parcels.unwrap();
+        if let Some(parcels) = parcels
+            && again == listed
+        {
+            break parcels;
         }
         assert!(Instant::now() < deadline, "{listed}");
     };
