@@ -24,12 +24,30 @@ pub struct AppState {
 struct StateInner {
     metrics: Metrics,
     services: Arc<Services>,
+    /// Serve the MCP conformance suite's fixtures (`server.mcp_conformance_fixtures`).
+    conformance_fixtures: bool,
 }
 
 impl AppState {
     /// State over `services`, with fresh metrics.
     pub fn new(services: Arc<Services>) -> Self {
-        Self { inner: Arc::new(StateInner { metrics: Metrics::new(), services }) }
+        Self { inner: Arc::new(StateInner { metrics: Metrics::new(), services, conformance_fixtures: false }) }
+    }
+
+    /// This state, serving the MCP conformance suite's fixture tools,
+    /// resources and prompts too (`on`), or not.
+    pub fn with_conformance_fixtures(self, on: bool) -> Self {
+        let inner = StateInner {
+            metrics: self.inner.metrics.clone(),
+            services: self.inner.services.clone(),
+            conformance_fixtures: on,
+        };
+        Self { inner: Arc::new(inner) }
+    }
+
+    /// Whether the MCP conformance fixtures are served.
+    pub(crate) fn conformance_fixtures(&self) -> bool {
+        self.inner.conformance_fixtures
     }
 
     /// The services.

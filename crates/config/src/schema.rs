@@ -64,6 +64,10 @@ pub struct Server {
     pub max_connections: u32,
     /// Drain time for in-flight requests on shutdown, in ms.
     pub shutdown_grace_ms: u64,
+    /// Serve the MCP conformance suite's fixture tools, resources and
+    /// prompts on `/mcp` (for running the suite; off otherwise).
+    #[serde(default)]
+    pub mcp_conformance_fixtures: bool,
 }
 
 /// `[models]` section.
@@ -292,6 +296,7 @@ pub const KEYS: &[KeyDoc] = &[
     KeyDoc { key: "server.body_timeout_ms", expected: "an integer number of milliseconds, 100 to 3600000" },
     KeyDoc { key: "server.max_connections", expected: "an integer, 1 to 65536" },
     KeyDoc { key: "server.shutdown_grace_ms", expected: "an integer number of milliseconds, 0 to 600000" },
+    KeyDoc { key: "server.mcp_conformance_fixtures", expected: "true or false" },
     KeyDoc { key: "models.dir", expected: "an absolute directory path (or one starting with `~/`)" },
     KeyDoc { key: "plugins.dir", expected: "an absolute directory path (or one starting with `~/`)" },
     KeyDoc { key: "plugins.grants_file", expected: "an absolute file path (or one starting with `~/`)" },

@@ -38,7 +38,7 @@ async fn serve(loaded: &Loaded, paths: &Paths) -> anyhow::Result<()> {
     let services = Arc::new(services.with_plugins(plugins));
     // Load the models and open retrieval now, in the background.
     services.warm_up();
-    let state = AppState::new(services.clone());
+    let state = AppState::new(services.clone()).with_conformance_fixtures(config.server.mcp_conformance_fixtures);
 
     let http = HttpLimits {
         max_body_bytes: config.server.max_body_bytes,

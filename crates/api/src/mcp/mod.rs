@@ -6,17 +6,20 @@
 //! tool argument. `engram mcp-stdio` bridges stdio clients to it.
 
 pub(crate) mod envelope;
+mod fixtures;
 mod resources;
 pub(crate) mod tools;
 
+use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 
 use engram_ops::Caller;
 use rmcp::model::{
-    CallToolRequestParams, CallToolResponse, ErrorCode, GetPromptRequestParams, GetPromptResponse, Implementation,
-    ListPromptsResult, ListResourceTemplatesResult, ListResourcesResult, ListToolsResult, PaginatedRequestParams,
-    ProgressNotificationParam, ReadResourceRequestParams, ReadResourceResponse, ServerCapabilities, ServerConfig,
-    SubscriptionFilter,
+    CallToolRequestParams, CallToolResponse, CompleteRequestParams, CompleteResult, CompletionInfo, ErrorCode,
+    GetPromptRequestParams, GetPromptResponse, Implementation, ListPromptsResult, ListResourceTemplatesResult,
+    ListResourcesResult, ListToolsResult, PaginatedRequestParams, ProgressNotificationParam, ReadResourceRequestParams,
+    ReadResourceResponse, Reference, ResourceUpdatedNotificationParam, ServerCapabilities, ServerConfig,
+    SubscribeRequestParams, SubscriptionFilter, UnsubscribeRequestParams,
 };
 use rmcp::service::{NotificationContext, RequestContext, SubscriptionContext};
 use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
@@ -41,7 +44,14 @@ pub(crate) fn service(state: AppState, max_body_bytes: u64) -> StreamableHttpSer
         // included; the Unix socket needs neither.
         .disable_allowed_hosts()
         .with_max_request_body_bytes(usize::try_from(max_body_bytes).unwrap_or(usize::MAX));
-    let factory = move || Ok(Engram { state: state.clone(), operations: operations.clone(), watch: Mutex::new(None) });
+    let factory = move || {
+        Ok(Engram {
+            state: state.clone(),
+            operations: operations.clone(),
+            watch: Mutex::new(None),
+            subscriptions: Arc::default(),
+        })
+    };
     StreamableHttpService::new(factory, Arc::new(LocalSessionManager::default()), config)
 }
 
@@ -51,6 +61,8 @@ pub(crate) struct Engram {
     operations: Arc<Vec<OpTool>>,
     /// Stops this session's `tools/list_changed` forwarder when the session ends.
     watch: Mutex<Option<DropGuard>>,
+    /// Resources this session subscribed to (2025-11-25 `resources/subscribe`).
+    subscriptions: Arc<Mutex<HashSet<String>>>,
 }
 
 /// The caller the listener's guard established for the HTTP request this
@@ -94,7 +106,35 @@ impl Engram {
                 tools.push(tool);
             }
         }
+        if self.state.conformance_fixtures() {
+            tools.extend(fixtures::tools());
+        }
         tools
+    }
+
+    /// Values `argument` of prompt or resource template `reference` can
+    /// take: collection names, certificate ids, plugin ids.
+    async fn candidates(&self, reference: &Reference, argument: &str, caller: &Caller) -> Vec<String> {
+        let template = match reference {
+            Reference::Prompt(prompt) => {
+                if let Some(values) = fixtures::candidates(&prompt.name, argument)
+                    && self.state.conformance_fixtures()
+                {
+                    return values;
+                }
+                (prompt.name == resources::CITE_EVIDENCE && argument == "collection").then_some("collection")
+            }
+            Reference::Resource(template) => match (template.uri.as_str(), argument) {
+                (resources::CERTIFICATE_TEMPLATE, "id") => Some("certificate"),
+                (resources::PLUGIN_TEMPLATE, "id") => Some("plugin"),
+                _ => None,
+            },
+            _ => None,
+        };
+        match template {
+            Some(kind) => resources::names(&self.state, caller, kind).await,
+            None => Vec::new(),
+        }
     }
 
     /// Forwards plugin reloads as `notifications/tools/list_changed` until
@@ -123,11 +163,15 @@ impl Engram {
 }
 
 impl ServerHandler for Engram {
+    #[allow(deprecated)] // logging: 2025-11-25 clients may set a level
     fn get_info(&self) -> ServerConfig {
         let capabilities = ServerCapabilities::builder()
+            .enable_logging()
+            .enable_completions()
             .enable_tools()
             .enable_tool_list_changed()
             .enable_resources()
+            .enable_resources_subscribe()
             .enable_prompts()
             .build();
         ServerConfig::new(capabilities)
@@ -185,6 +229,11 @@ impl ServerHandler for Engram {
             };
             return Ok(tools::op_result(result).into());
         }
+        if self.state.conformance_fixtures()
+            && let Some(result) = fixtures::call(&request.name, &arguments, &context).await
+        {
+            return result.map(Into::into);
+        }
         let host = self.state.plugins();
         let found = host.and_then(|host| {
             host.list_tools().into_iter().find(|info| tools::plugin_tool_name(&info.name) == request.name)
@@ -208,7 +257,10 @@ impl ServerHandler for Engram {
         request: Option<PaginatedRequestParams>,
         context: RequestContext<RoleServer>,
     ) -> Result<ListResourcesResult, McpError> {
-        let all = resources::list(&self.state, &caller(&context)?).await.map_err(protocol_error)?;
+        let mut all = resources::list(&self.state, &caller(&context)?).await.map_err(protocol_error)?;
+        if self.state.conformance_fixtures() {
+            all.extend(fixtures::resources());
+        }
         let (items, next) = page(all, request)?;
         let mut result = ListResourcesResult::with_all_items(items);
         result.next_cursor = next;
@@ -220,7 +272,11 @@ impl ServerHandler for Engram {
         request: Option<PaginatedRequestParams>,
         _context: RequestContext<RoleServer>,
     ) -> Result<ListResourceTemplatesResult, McpError> {
-        let (items, next) = page(resources::templates(), request)?;
+        let mut all = resources::templates();
+        if self.state.conformance_fixtures() {
+            all.extend(fixtures::templates());
+        }
+        let (items, next) = page(all, request)?;
         let mut result = ListResourceTemplatesResult::with_all_items(items);
         result.next_cursor = next;
         Ok(result)
@@ -231,6 +287,11 @@ impl ServerHandler for Engram {
         request: ReadResourceRequestParams,
         context: RequestContext<RoleServer>,
     ) -> Result<ReadResourceResponse, McpError> {
+        if self.state.conformance_fixtures()
+            && let Some(result) = fixtures::read(&request.uri)
+        {
+            return Ok(result.into());
+        }
         Ok(resources::read(&self.state, &caller(&context)?, &request.uri).await.map_err(protocol_error)?.into())
     }
 
@@ -239,7 +300,11 @@ impl ServerHandler for Engram {
         request: Option<PaginatedRequestParams>,
         _context: RequestContext<RoleServer>,
     ) -> Result<ListPromptsResult, McpError> {
-        let (items, next) = page(resources::prompts(), request)?;
+        let mut all = resources::prompts();
+        if self.state.conformance_fixtures() {
+            all.extend(fixtures::prompts());
+        }
+        let (items, next) = page(all, request)?;
         let mut result = ListPromptsResult::with_all_items(items);
         result.next_cursor = next;
         Ok(result)
@@ -252,7 +317,74 @@ impl ServerHandler for Engram {
     ) -> Result<GetPromptResponse, McpError> {
         let caller = caller(&context)?;
         let arguments = request.arguments.unwrap_or_default();
+        if self.state.conformance_fixtures()
+            && let Some(result) = fixtures::prompt(&request.name, &arguments)
+        {
+            return Ok(result.into());
+        }
         Ok(resources::prompt(&self.state, &caller, &request.name, arguments).await.map_err(protocol_error)?.into())
+    }
+
+    async fn complete(
+        &self,
+        request: CompleteRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<CompleteResult, McpError> {
+        let caller = caller(&context)?;
+        let prefix = request.argument.value.as_str();
+        let mut values: Vec<String> = self
+            .candidates(&request.r#ref, &request.argument.name, &caller)
+            .await
+            .into_iter()
+            .filter(|value| value.starts_with(prefix))
+            .collect();
+        let total = values.len();
+        values.truncate(CompletionInfo::MAX_VALUES);
+        let completion =
+            CompletionInfo::with_pagination(values, u32::try_from(total).ok(), total > CompletionInfo::MAX_VALUES)
+                .map_err(|err| McpError::internal_error(err, None))?;
+        Ok(CompleteResult::new(completion))
+    }
+
+    #[allow(deprecated)] // logging: 2025-11-25 clients may set a level
+    async fn set_level(
+        &self,
+        _request: rmcp::model::SetLevelRequestParams,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<(), McpError> {
+        // Engram sends log messages only from the conformance fixtures; the
+        // level is accepted so clients that always set one keep working.
+        Ok(())
+    }
+
+    #[allow(deprecated)] // 2025-11-25 sessions still subscribe this way
+    async fn subscribe(
+        &self,
+        request: SubscribeRequestParams,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<(), McpError> {
+        // Only resources whose changes Engram tracks can be subscribed to:
+        // plugin manifests (they change when plugins reload).
+        let tracked = request.uri.starts_with("engram://plugins/")
+            || (self.state.conformance_fixtures() && request.uri == "test://watched-resource");
+        if !tracked {
+            return Err(McpError::invalid_params(
+                format!("{} cannot be subscribed to: its updates are not tracked; read it again instead", request.uri),
+                None,
+            ));
+        }
+        self.subscriptions.lock().unwrap_or_else(|e| e.into_inner()).insert(request.uri);
+        Ok(())
+    }
+
+    #[allow(deprecated)] // 2025-11-25 sessions still subscribe this way
+    async fn unsubscribe(
+        &self,
+        request: UnsubscribeRequestParams,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<(), McpError> {
+        self.subscriptions.lock().unwrap_or_else(|e| e.into_inner()).remove(&request.uri);
+        Ok(())
     }
 
     async fn on_initialized(&self, context: NotificationContext<RoleServer>) {
@@ -260,9 +392,24 @@ impl ServerHandler for Engram {
         let stop = CancellationToken::new();
         *self.watch.lock().unwrap_or_else(|e| e.into_inner()) = Some(stop.clone().drop_guard());
         let peer = context.peer;
+        let subscriptions = self.subscriptions.clone();
         self.forward_list_changes(stop, move || {
             let peer = peer.clone();
-            async move { peer.notify_tool_list_changed().await.is_ok() }
+            let plugins: Vec<String> = subscriptions
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .iter()
+                .filter(|uri| uri.starts_with("engram://plugins/"))
+                .cloned()
+                .collect();
+            async move {
+                for uri in plugins {
+                    if peer.notify_resource_updated(ResourceUpdatedNotificationParam::new(uri)).await.is_err() {
+                        return false;
+                    }
+                }
+                peer.notify_tool_list_changed().await.is_ok()
+            }
         });
     }
 

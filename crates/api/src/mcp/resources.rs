@@ -19,6 +19,12 @@ const COLLECTIONS: &str = "engram://collections";
 const CERTIFICATES: &str = "engram://certificates/";
 const PLUGINS: &str = "engram://plugins/";
 const JSON: &str = "application/json";
+/// The prompt that wraps a question with certified evidence.
+pub(crate) const CITE_EVIDENCE: &str = "cite_evidence";
+/// The certificate template.
+pub(crate) const CERTIFICATE_TEMPLATE: &str = "engram://certificates/{id}";
+/// The plugin template.
+pub(crate) const PLUGIN_TEMPLATE: &str = "engram://plugins/{id}";
 
 /// Runs operation `O` for `caller` through `handler`.
 async fn run<O: Operation, Fut>(
@@ -68,13 +74,30 @@ pub(crate) async fn list(state: &AppState, caller: &Caller) -> Result<Vec<Resour
 /// The parameterized resources.
 pub(crate) fn templates() -> Vec<ResourceTemplate> {
     vec![
-        ResourceTemplate::new(format!("{CERTIFICATES}{{id}}"), "certificate")
+        ResourceTemplate::new(CERTIFICATE_TEMPLATE, "certificate")
             .with_description("A coverage certificate and whether it still holds")
             .with_mime_type(JSON),
-        ResourceTemplate::new(format!("{PLUGINS}{{id}}"), "plugin")
+        ResourceTemplate::new(PLUGIN_TEMPLATE, "plugin")
             .with_description("A plugin's manifest: tools with their schemas, capabilities requested and granted")
             .with_mime_type(JSON),
     ]
+}
+
+/// The names `caller` may complete an argument with: `collection` names,
+/// `certificate` ids or `plugin` ids (nothing when they cannot be read).
+pub(crate) async fn names(state: &AppState, caller: &Caller, kind: &str) -> Vec<String> {
+    match kind {
+        "collection" => run(state, caller, Collections::default(), rag::collections)
+            .await
+            .map(|listed| listed.collections.into_iter().map(|c| c.name.to_string()).collect())
+            .unwrap_or_default(),
+        "certificate" => run(state, caller, Certificates::default(), rag::certificates)
+            .await
+            .map(|listed| listed.certificates.into_iter().map(|s| s.certificate.id).collect())
+            .unwrap_or_default(),
+        "plugin" => state.plugins().map(|host| host.plugins().into_iter().map(|p| p.id).collect()).unwrap_or_default(),
+        _ => Vec::new(),
+    }
 }
 
 /// Reads resource `uri`.
@@ -102,8 +125,6 @@ fn json(value: &impl Serialize) -> Result<String, Error> {
     serde_json::to_string_pretty(value).map_err(Error::internal)
 }
 
-const CITE: &str = "cite_evidence";
-
 /// The prompts.
 pub(crate) fn prompts() -> Vec<Prompt> {
     let arguments = vec![
@@ -119,7 +140,7 @@ pub(crate) fn prompts() -> Vec<Prompt> {
     ];
     vec![
         Prompt::new(
-            CITE,
+            CITE_EVIDENCE,
             Some("A question wrapped with Engram's certified evidence from a collection, to answer with citations"),
             Some(arguments),
         )
@@ -134,7 +155,7 @@ pub(crate) async fn prompt(
     name: &str,
     arguments: JsonObject,
 ) -> Result<GetPromptResult, Error> {
-    if name != CITE {
+    if name != CITE_EVIDENCE {
         return Err(Error::invalid(format!("no prompt named `{name}`")));
     }
     let text = |key: &str| arguments.get(key).and_then(|v| v.as_str().map(str::to_owned).or(Some(v.to_string())));
