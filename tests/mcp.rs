@@ -660,3 +660,86 @@ fn the_mcp_inspector_cli_lists_and_calls_tools_over_http_and_stdio() {
         assert_eq!(called["result"]["structuredContent"]["value"], "1024/3", "{name}: {called}");
     }
 }
+
+/// A loopback reverse proxy in front of `upstream` that adds the bearer
+/// token: the conformance suite cannot send headers. Host and Origin naming
+/// the proxy are rewritten to the daemon's; any other value (the suite's
+/// DNS-rebinding probes) passes untouched. Returns the proxy's address.
+fn token_proxy(upstream: SocketAddr, token: String) -> SocketAddr {
+    use http_body_util::BodyExt;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+        runtime.block_on(async move {
+            let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+            let client = engram_client::Client::tcp(upstream, token).fresh_connections();
+            loop {
+                let Ok((stream, _)) = listener.accept().await else { return };
+                let client = client.clone();
+                let service = hyper::service::service_fn(move |request: Request<hyper::body::Incoming>| {
+                    let client = client.clone();
+                    async move {
+                        let (mut parts, body) = request.into_parts();
+                        let body = body.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+                        for name in [hyper::header::HOST, hyper::header::ORIGIN] {
+                            if let Some(value) = parts.headers.get(&name).and_then(|v| v.to_str().ok()) {
+                                let rewritten = value.replace(&addr.to_string(), &upstream.to_string());
+                                parts.headers.insert(name, rewritten.parse().unwrap());
+                            }
+                        }
+                        let request = Request::from_parts(parts, Full::new(body));
+                        match client.open(request).await {
+                            Ok(response) => Ok::<_, std::convert::Infallible>(response),
+                            Err(err) => {
+                                let body: engram_client::StreamingBody = Full::new(Bytes::from(err.to_string()))
+                                    .map_err(|never| match never {})
+                                    .boxed_unsync();
+                                Ok(hyper::Response::builder().status(502).body(body).unwrap())
+                            }
+                        }
+                    }
+                });
+                tokio::spawn(async move {
+                    let io = hyper_util::rt::TokioIo::new(stream);
+                    let _ = hyper::server::conn::http1::Builder::new().serve_connection(io, service).await;
+                });
+            }
+        });
+    });
+    addr
+}
+
+#[test]
+fn the_official_conformance_suite_passes() {
+    let node = std::env::var("ENGRAM_TEST_NODE").expect("ENGRAM_TEST_NODE: scripts/test installs Node 22");
+    let modules = std::env::var("ENGRAM_TEST_NODE_MODULES").expect("ENGRAM_TEST_NODE_MODULES: set by scripts/test");
+    let suite = Path::new(&modules).join("@modelcontextprotocol/conformance/dist/index.js");
+    assert!(suite.is_file(), "{} is missing: scripts/test installs the suite", suite.display());
+    let sandbox = Sandbox::new();
+    let (plugins, _) = plugins_without_template(&sandbox);
+    let port = support::free_port();
+    let mut env = daemon_env(&plugins, port);
+    env.push(("ENGRAM_SERVER__MCP_CONFORMANCE_FIXTURES", "true".into()));
+    let _daemon = sandbox.start(&as_refs(&env));
+    let upstream: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let proxy = token_proxy(upstream, operator_token(&sandbox));
+    let expected = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/mcp-conformance-expected-failures.yml");
+    // The suite's 0.1.16 knows spec versions up to 2025-11-25 (it refuses
+    // "2026-07-28"); the Python SDK test covers 2026-07-28.
+    let output = std::process::Command::new(&node)
+        .arg(&suite)
+        .args(["server", "--url", &format!("http://{proxy}/mcp"), "--spec-version", "2025-11-25", "--suite", "all"])
+        .arg("--expected-failures")
+        .arg(&expected)
+        .arg("-o")
+        .arg(sandbox.path().join("conformance"))
+        .env("HOME", sandbox.path().join("home"))
+        .output()
+        .expect("run the conformance suite");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let summary = stdout.rsplit("=== SUMMARY ===").next().unwrap_or_default();
+    assert!(output.status.success(), "{summary}\n{}", String::from_utf8_lossy(&output.stderr));
+    assert!(summary.contains("dns-rebinding-protection") && summary.contains(" 0 failed"), "{summary}");
+}
