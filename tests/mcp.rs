@@ -28,22 +28,10 @@ fn plugins_without_template(sandbox: &Sandbox) -> (PathBuf, PathBuf) {
     for entry in std::fs::read_dir(built).unwrap() {
         let entry = entry.unwrap();
         if entry.file_name() != "template" {
-            copy_dir(&entry.path(), &dir.join(entry.file_name()));
+            support::copy_dir(&entry.path(), &dir.join(entry.file_name()));
         }
     }
     (dir, built.join("template"))
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        if entry.file_type().unwrap().is_dir() {
-            copy_dir(&entry.path(), &to.join(entry.file_name()));
-        } else {
-            std::fs::copy(entry.path(), to.join(entry.file_name())).unwrap();
-        }
-    }
 }
 
 /// Environment of a daemon with the default models, `plugins` and TCP on `port`.
@@ -53,6 +41,28 @@ fn daemon_env(plugins: &Path, port: u16) -> Vec<(&'static str, String)> {
         ("ENGRAM_PLUGINS__DIR", plugins.display().to_string()),
         ("ENGRAM_SERVER__TCP", format!("127.0.0.1:{port}")),
     ]
+}
+
+/// A daemon for MCP tests: see [`mcp_daemon`].
+struct McpDaemon {
+    _daemon: support::Daemon,
+    addr: SocketAddr,
+    /// The environment it was started with.
+    env: Vec<(&'static str, String)>,
+    plugins: PathBuf,
+    /// The `template` plugin, built but not installed.
+    template: PathBuf,
+}
+
+/// A daemon with the default models, the built plugins but `template`, TCP
+/// on a free loopback port, and `extra` settings.
+fn mcp_daemon(sandbox: &Sandbox, extra: &[(&'static str, &str)]) -> McpDaemon {
+    let (plugins, template) = plugins_without_template(sandbox);
+    let port = support::free_port();
+    let mut env = daemon_env(&plugins, port);
+    env.extend(extra.iter().map(|(key, value)| (*key, (*value).to_owned())));
+    let daemon = sandbox.start(&as_refs(&env));
+    McpDaemon { _daemon: daemon, addr: SocketAddr::from(([127, 0, 0, 1], port)), env, plugins, template }
 }
 
 fn as_refs<'a>(env: &'a [(&'static str, String)]) -> Vec<(&'static str, &'a str)> {
@@ -148,11 +158,8 @@ fn tenant_token(sandbox: &Sandbox, tenant: &str) -> String {
 #[test]
 fn tenants_come_from_their_tokens_and_never_see_each_other() {
     let sandbox = Sandbox::new();
-    let (plugins, _) = plugins_without_template(&sandbox);
-    let port = support::free_port();
-    let env = daemon_env(&plugins, port);
-    let _daemon = sandbox.start(&as_refs(&env));
-    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let daemon = mcp_daemon(&sandbox, &[]);
+    let addr = daemon.addr;
     let (ada, bob) = (tenant_token(&sandbox, "ada"), tenant_token(&sandbox, "bob"));
     assert_ne!(ada, bob);
     let (ada, bob) = (RawMcp::open(addr, &ada), RawMcp::open(addr, &bob));
@@ -192,12 +199,8 @@ fn tenants_come_from_their_tokens_and_never_see_each_other() {
 #[test]
 fn bad_messages_get_json_rpc_errors_and_the_session_survives() {
     let sandbox = Sandbox::new();
-    let (plugins, _) = plugins_without_template(&sandbox);
-    let port = support::free_port();
-    let mut env = daemon_env(&plugins, port);
-    env.push(("ENGRAM_SERVER__MAX_BODY_BYTES", "65536".into()));
-    let _daemon = sandbox.start(&as_refs(&env));
-    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let daemon = mcp_daemon(&sandbox, &[("ENGRAM_SERVER__MAX_BODY_BYTES", "65536")]);
+    let addr = daemon.addr;
     let mcp = RawMcp::open(addr, &operator_token(&sandbox));
 
     let send_raw = |body: String| {
@@ -440,11 +443,8 @@ async fn read_sse(body: &mut engram_client::StreamingBody, mut stop: impl FnMut(
 #[test]
 fn a_cancelled_ingest_stops_after_its_batch_and_leaves_a_consistent_journal() {
     let sandbox = Sandbox::new();
-    let (plugins, _) = plugins_without_template(&sandbox);
-    let port = support::free_port();
-    let env = daemon_env(&plugins, port);
-    let _daemon = sandbox.start(&as_refs(&env));
-    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let daemon = mcp_daemon(&sandbox, &[]);
+    let addr = daemon.addr;
     let mcp = RawMcp::open(addr, &operator_token(&sandbox));
     let session = mcp.session.clone().unwrap();
 
@@ -533,13 +533,11 @@ fn python_with_mcp() -> String {
 fn the_python_sdk_works_over_stdio_and_http_in_both_protocol_versions() {
     let python = python_with_mcp();
     let sandbox = Sandbox::new();
-    let (plugins, template) = plugins_without_template(&sandbox);
-    let port = support::free_port();
-    let env = daemon_env(&plugins, port);
-    let _daemon = sandbox.start(&as_refs(&env));
+    let daemon = mcp_daemon(&sandbox, &[]);
+    let (plugins, template, env) = (&daemon.plugins, &daemon.template, &daemon.env);
     let token = operator_token(&sandbox);
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/mcp_sdk_client.py");
-    let url = format!("http://127.0.0.1:{port}/mcp");
+    let url = format!("http://{}/mcp", daemon.addr);
     for transport in ["http", "stdio"] {
         for mode in ["legacy", "2026-07-28"] {
             let collection = format!("facts-{transport}-{}", &mode[..4]);
@@ -558,9 +556,9 @@ fn the_python_sdk_works_over_stdio_and_http_in_both_protocol_versions() {
                 .arg("--data-dir")
                 .arg(sandbox.data_dir())
                 .arg("--plugins")
-                .arg(&plugins)
+                .arg(plugins)
                 .arg("--template")
-                .arg(&template)
+                .arg(template)
                 .args(["--collection", &collection])
                 .envs(bridge_env)
                 .envs(env.iter().map(|(k, v)| (*k, v.as_str())));
@@ -609,12 +607,10 @@ fn inspector() -> (String, String) {
 fn the_mcp_inspector_cli_lists_and_calls_tools_over_http_and_stdio() {
     let (node, cli) = inspector();
     let sandbox = Sandbox::new();
-    let (plugins, _) = plugins_without_template(&sandbox);
-    let port = support::free_port();
-    let env = daemon_env(&plugins, port);
-    let _daemon = sandbox.start(&as_refs(&env));
+    let daemon = mcp_daemon(&sandbox, &[]);
+    let env = &daemon.env;
     let token = operator_token(&sandbox);
-    let url = format!("http://127.0.0.1:{port}/mcp");
+    let url = format!("http://{}/mcp", daemon.addr);
     let header = format!("Authorization: Bearer {token}");
     let data_dir = sandbox.data_dir().display().to_string();
     let http: Vec<String> = ["--server-url", &url, "--header", &header].map(String::from).to_vec();
@@ -718,12 +714,8 @@ fn the_official_conformance_suite_passes() {
     let suite = Path::new(&modules).join("@modelcontextprotocol/conformance/dist/index.js");
     assert!(suite.is_file(), "{} is missing: scripts/test installs the suite", suite.display());
     let sandbox = Sandbox::new();
-    let (plugins, _) = plugins_without_template(&sandbox);
-    let port = support::free_port();
-    let mut env = daemon_env(&plugins, port);
-    env.push(("ENGRAM_SERVER__MCP_CONFORMANCE_FIXTURES", "true".into()));
-    let _daemon = sandbox.start(&as_refs(&env));
-    let upstream: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let daemon = mcp_daemon(&sandbox, &[("ENGRAM_SERVER__MCP_CONFORMANCE_FIXTURES", "true")]);
+    let upstream = daemon.addr;
     let proxy = token_proxy(upstream, operator_token(&sandbox));
     let expected = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/mcp-conformance-expected-failures.yml");
     // The suite's 0.1.16 knows spec versions up to 2025-11-25 (it refuses

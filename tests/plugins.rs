@@ -99,18 +99,6 @@ fn tools_are_listed_and_called_over_http_and_the_cli() {
     drop(daemon);
 }
 
-fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        if entry.file_type().unwrap().is_dir() {
-            copy_dir(&entry.path(), &to.join(entry.file_name()));
-        } else {
-            std::fs::copy(entry.path(), to.join(entry.file_name())).unwrap();
-        }
-    }
-}
-
 #[test]
 fn a_plugin_dropped_into_the_directory_is_served_without_a_restart() {
     let sandbox = Sandbox::new();
@@ -122,7 +110,7 @@ fn a_plugin_dropped_into_the_directory_is_served_without_a_restart() {
     assert_eq!(get_unix(&socket, "/v1/plugins/tools").json()["tools"], json!([]));
 
     // Install the way scripts/build-plugins does: stage hidden, rename in.
-    copy_dir(&support::plugins_dir().join("calc"), &plugins.join(".calc.stage"));
+    support::copy_dir(&support::plugins_dir().join("calc"), &plugins.join(".calc.stage"));
     std::fs::rename(plugins.join(".calc.stage"), plugins.join("calc")).unwrap();
     daemon.wait_for_log("plugin reloaded", std::time::Duration::from_secs(30));
     let tools = get_unix(&socket, "/v1/plugins/tools").json()["tools"].clone();
@@ -137,7 +125,7 @@ fn a_plugin_dropped_into_the_directory_is_served_without_a_restart() {
 /// scripts/build-plugins does (staged hidden, renamed in).
 fn install_calc(plugins: &std::path::Path, version: &str, capabilities: &str) {
     let stage = plugins.join(".calc.stage");
-    copy_dir(&support::plugins_dir().join("calc"), &stage);
+    support::copy_dir(&support::plugins_dir().join("calc"), &stage);
     let manifest = stage.join("plugin.toml");
     let text = std::fs::read_to_string(&manifest)
         .unwrap()

@@ -238,6 +238,19 @@ pub fn post_json(socket: &Path, path: &str, body: &serde_json::Value) -> Reply {
     request_unix(socket, request)
 }
 
+/// Copies folder `from` to `to`, recursively.
+pub fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &to.join(entry.file_name()));
+        } else {
+            std::fs::copy(entry.path(), to.join(entry.file_name())).unwrap();
+        }
+    }
+}
+
 /// The plugins under `plugins/` (hostile fixtures included), built and
 /// installed once per test binary by `scripts/build-plugins`.
 pub fn plugins_dir() -> &'static Path {

@@ -69,3 +69,65 @@ pub(crate) fn authorize<O: Operation>(request: &mut O, caller: &Caller) -> Resul
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use serde::{Deserialize, Serialize};
+
+    use super::*;
+    use crate::Method;
+
+    #[derive(Debug, Serialize, Deserialize, schemars::JsonSchema)]
+    struct Scoped {
+        tenant: Option<TenantId>,
+    }
+
+    impl Operation for Scoped {
+        const METHOD: Method = Method::Post;
+        const ROUTE: &'static str = "/v1/scoped";
+        type Response = ();
+        const AUDIENCE: Audience<Self> = Audience::Tenant(|request| &mut request.tenant);
+    }
+
+    #[derive(Debug, Serialize, Deserialize, schemars::JsonSchema)]
+    struct Manage {}
+
+    impl Operation for Manage {
+        const METHOD: Method = Method::Post;
+        const ROUTE: &'static str = "/v1/manage";
+        type Response = ();
+    }
+
+    fn tenant(name: &str) -> Caller {
+        Caller::Tenant(TenantId::new(name).unwrap())
+    }
+
+    #[test]
+    fn a_tenant_is_scoped_to_itself_and_cannot_name_another() {
+        let mut open = Scoped { tenant: None };
+        open.authorize(&tenant("ada")).unwrap();
+        assert_eq!(open.tenant.as_ref().map(TenantId::as_str), Some("ada"));
+
+        let mut own = Scoped { tenant: Some(TenantId::new("ada").unwrap()) };
+        assert!(own.authorize(&tenant("ada")).is_ok());
+        let mut other = Scoped { tenant: Some(TenantId::new("bob").unwrap()) };
+        let err = other.authorize(&tenant("ada")).unwrap_err();
+        assert_eq!(err.kind, crate::ErrorKind::Forbidden);
+
+        // The operator acts for any tenant, or for none.
+        let mut any = Scoped { tenant: Some(TenantId::new("bob").unwrap()) };
+        any.authorize(&Caller::Operator).unwrap();
+        assert_eq!(any.tenant.as_ref().map(TenantId::as_str), Some("bob"));
+        let mut none = Scoped { tenant: None };
+        none.authorize(&Caller::Operator).unwrap();
+        assert!(none.tenant.is_none());
+    }
+
+    #[test]
+    fn operator_operations_refuse_tenants() {
+        assert!(Manage {}.authorize(&Caller::Operator).is_ok());
+        assert_eq!(Manage {}.authorize(&tenant("ada")).unwrap_err().kind, crate::ErrorKind::Forbidden);
+        assert!(!Manage::AUDIENCE.admits(&tenant("ada")) && Manage::AUDIENCE.admits(&Caller::Operator));
+        assert!(Scoped::AUDIENCE.admits(&tenant("ada")));
+    }
+}
