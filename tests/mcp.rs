@@ -254,6 +254,8 @@ struct Bridge {
     child: Child,
     stdin: ChildStdin,
     lines: mpsc::Receiver<String>,
+    /// Everything it wrote to stderr so far.
+    stderr: std::sync::Arc<std::sync::Mutex<String>>,
 }
 
 impl Bridge {
@@ -272,7 +274,16 @@ impl Bridge {
                 }
             }
         });
-        Self { child, stdin, lines }
+        let stderr = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let mut pipe = child.stderr.take().unwrap();
+        let sink = stderr.clone();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while let Ok(n @ 1..) = std::io::Read::read(&mut pipe, &mut buf) {
+                sink.lock().unwrap().push_str(&String::from_utf8_lossy(&buf[..n]));
+            }
+        });
+        Self { child, stdin, lines, stderr }
     }
 
     fn send(&mut self, line: &str) {
@@ -351,6 +362,8 @@ fn the_stdio_bridge_starts_the_daemon_writes_only_json_rpc_and_survives_its_deat
     let mut bridge = Bridge::start(&sandbox, &env);
     bridge.initialize();
     let log = sandbox.data_dir().join("engram-serve.log");
+    let said = bridge.stderr.lock().unwrap().clone();
+    assert!(said.contains("started `engram serve` in the background"), "{said}");
     assert!(std::fs::metadata(&log).map(|m| m.len() > 0).unwrap_or(false), "the started daemon logs to its file");
 
     // Fuzz: garbage, truncated, oversized and valid lines, interleaved.
