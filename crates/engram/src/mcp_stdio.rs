@@ -383,7 +383,9 @@ impl Bridge {
             }
             return;
         };
-        if answered || self.lock_cancelled().remove(&id.to_string()) {
+        // Forget a cancellation once its request is over, answered or not.
+        let was_cancelled = self.lock_cancelled().remove(&id.to_string());
+        if answered || was_cancelled {
             return;
         }
         let message = outcome.err().unwrap_or_else(|| self.stopped("its answer ended early"));
