@@ -552,7 +552,8 @@ fn the_python_sdk_works_over_stdio_and_http_in_both_protocol_versions() {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/mcp_sdk_client.py");
     let url = format!("http://{}/mcp", daemon.addr);
     for transport in ["http", "stdio"] {
-        for mode in ["legacy", "2026-07-28"] {
+        // `auto`, the SDK's default, discovers 2026-07-28 on its own.
+        for mode in ["legacy", "auto", "2026-07-28"] {
             let collection = format!("facts-{transport}-{}", &mode[..4]);
             // The bridge runs in the sandbox's environment, like `sandbox.command`.
             let mut command = sandbox.command(&[]);
@@ -582,7 +583,7 @@ fn the_python_sdk_works_over_stdio_and_http_in_both_protocol_versions() {
                 panic!("{transport} {mode}: no summary ({e}): {}", String::from_utf8_lossy(&output.stdout))
             });
             let what = format!("{transport} {mode}: {summary}");
-            let version = if mode == "legacy" { "2025-11-25" } else { mode };
+            let version = if mode == "legacy" { "2025-11-25" } else { "2026-07-28" };
             assert_eq!(summary["protocol_version"], version, "{what}");
             assert_eq!(summary["plugin_value"], "1024/3", "{what}");
             assert_eq!(summary["ingested"], 8, "{what}");
