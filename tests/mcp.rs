@@ -177,6 +177,32 @@ fn tenants_come_from_their_tokens_and_never_see_each_other() {
     let hidden = bob.call("rag_search", json!({"query": "vault code", "collection": "notes", "mode": "bm25"}));
     assert_eq!(hidden["structuredContent"]["hits"], json!([]), "{hidden}");
 
+    // Ada's collections are hers; Bob has none, and cannot list Ada's.
+    let listed = ada.call("rag_collections", json!({}));
+    assert_eq!(listed["structuredContent"]["collections"][0]["documents"], 1, "{listed}");
+    assert_eq!(bob.call("rag_collections", json!({}))["structuredContent"]["collections"], json!([]));
+
+    // A tenant's ingest never reads the daemon's own files (its tokens).
+    let token_file = sandbox.data_dir().join("http.token");
+    let stolen = bob.call("rag_ingest", json!({"collection": "loot", "paths": [token_file]}));
+    assert_eq!(stolen["isError"], true, "{stolen}");
+    assert!(stolen["content"][0]["text"].as_str().unwrap().contains("only the operator"), "{stolen}");
+
+    // Management routes, plugin manifests and certificates are the operator's.
+    for path in ["/v1/plugins", "/metrics", "/healthz"] {
+        let request = Request::get(path)
+            .header("authorization", format!("Bearer {}", bob.token))
+            .body(Full::new(Bytes::new()))
+            .unwrap();
+        assert_eq!(support::request_tcp(addr, request).status, hyper::StatusCode::FORBIDDEN, "{path}");
+    }
+    let resources = bob.post(&json!({"jsonrpc": "2.0", "id": 5, "method": "resources/list"}));
+    let uris = resources[0]["result"]["resources"].to_string();
+    assert!(uris.contains("engram://collections") && !uris.contains("engram://plugins/"), "{uris}");
+    let manifest = bob.post(&json!({"jsonrpc": "2.0", "id": 6, "method": "resources/read",
+        "params": {"uri": "engram://plugins/calc"}}));
+    assert!(manifest[0]["error"].is_object(), "{manifest:?}");
+
     // The tenant is never an argument a model could forge.
     let forged = bob.call("rag_search", json!({"query": "vault code", "collection": "notes", "tenant": "ada"}));
     assert_eq!(forged["isError"], true, "{forged}");

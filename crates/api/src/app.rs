@@ -8,6 +8,7 @@ use axum::Router;
 use axum::extract::{DefaultBodyLimit, Request};
 use axum::http::StatusCode;
 use axum::middleware;
+use axum::response::{IntoResponse, Response};
 use engram_services::{Models, Services};
 use engram_store::Store;
 
@@ -96,10 +97,15 @@ pub fn router(state: AppState, limits: HttpLimits, access: Access) -> Router {
     let mcp = tower::ServiceBuilder::new()
         .layer(middleware::from_fn(mcp::envelope::check))
         .service(mcp::service(state.clone(), limits.max_body_bytes));
-    let mut app = Router::new()
+    // Routes that are not operations check no audience: a tenant's token
+    // reaches only the operations (which scope it) and /mcp.
+    let operator_only = Router::new()
         .merge(health::routes())
         .merge(openai::routes())
         .merge(plugins::routes())
+        .route_layer(middleware::from_fn(operator_only));
+    let mut app = Router::new()
+        .merge(operator_only)
         .merge(rag::routes())
         .route_service(mcp::PATH, mcp)
         .fallback(not_found)
@@ -114,6 +120,24 @@ pub fn router(state: AppState, limits: HttpLimits, access: Access) -> Router {
     };
     // Outermost, so refused requests are counted too.
     app.layer(middleware::from_fn_with_state(metrics, http::metrics::track))
+}
+
+/// Refuses tenants' tokens.
+async fn operator_only(request: Request, next: middleware::Next) -> Response {
+    match request.extensions().get::<engram_ops::Caller>() {
+        Some(engram_ops::Caller::Operator) => next.run(request).await,
+        Some(engram_ops::Caller::Tenant(tenant)) => ApiError::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            format!(
+                "{} is for the operator; tenant `{tenant}`'s token reaches /mcp and the retrieval routes",
+                request.uri().path()
+            ),
+        )
+        .into_response(),
+        None => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "the listener established no caller")
+            .into_response(),
+    }
 }
 
 async fn not_found(request: Request) -> ApiError {

@@ -8,7 +8,7 @@
 //! and says so on stderr; when the daemon restarts under a live session,
 //! the bridge replays the client's `initialize` so the client carries on.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::ffi::OsString;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -67,7 +67,6 @@ pub fn run(socket: PathBuf, launch: Option<Launch>, max_message_bytes: usize) ->
             session: watch::channel(Session::default()).0,
             reopening: tokio::sync::Mutex::new(()),
             launch: launch.map(tokio::sync::Mutex::new),
-            cancelled: Mutex::default(),
             inflight: Mutex::default(),
         });
         tokio::spawn(listen(bridge.clone()));
@@ -105,8 +104,6 @@ struct Bridge {
     reopening: tokio::sync::Mutex<()>,
     /// `None`: never start a daemon. Held while one starts.
     launch: Option<tokio::sync::Mutex<Launch>>,
-    /// Requests the client cancelled: no error when their stream ends bare.
-    cancelled: Mutex<HashSet<String>>,
     /// The tasks forwarding requests, by request id.
     inflight: Mutex<HashMap<String, tokio::task::AbortHandle>>,
 }
@@ -149,6 +146,8 @@ async fn read_stdin(bridge: &Arc<Bridge>, max: usize) -> anyhow::Result<()> {
         if is_request {
             // Requests may run long (an ingest, a plugin call): concurrently.
             let key = message["id"].to_string();
+            // Registered before the task can finish and remove itself.
+            let mut inflight = bridge.lock_inflight();
             let task = {
                 let bridge = bridge.clone();
                 let key = key.clone();
@@ -157,13 +156,19 @@ async fn read_stdin(bridge: &Arc<Bridge>, max: usize) -> anyhow::Result<()> {
                     bridge.lock_inflight().remove(&key);
                 })
             };
-            bridge.lock_inflight().insert(key, task.abort_handle());
-        } else if is_stateless_cancel(bridge, &message) {
-            // From 2026-07-28 on, a request is cancelled by closing its
-            // stream: dropping the forwarding task does exactly that.
+            inflight.insert(key, task.abort_handle());
+        } else if message.get("method").and_then(Value::as_str) == Some("notifications/cancelled") {
+            // Dropping the forwarding task closes the request's stream, which
+            // cancels it from 2026-07-28 on, and stops a request not yet sent
+            // (waiting for the daemon to start) from being sent at all. A
+            // session (2025-11-25) also hears the cancellation itself; the
+            // cancelled request gets no answer either way.
             let key = message.pointer("/params/requestId").map(Value::to_string).unwrap_or_default();
             if let Some(task) = bridge.lock_inflight().remove(&key) {
                 task.abort();
+            }
+            if bridge.session.borrow().id.is_some() {
+                bridge.forward(message).await;
             }
         } else {
             // Notifications, responses and `initialize` keep their order:
@@ -173,15 +178,6 @@ async fn read_stdin(bridge: &Arc<Bridge>, max: usize) -> anyhow::Result<()> {
         }
     }
     Ok(())
-}
-
-/// Whether `message` cancels a request of a session-less (2026-07-28)
-/// exchange, which has no server-side session to send it to.
-fn is_stateless_cancel(bridge: &Bridge, message: &Value) -> bool {
-    let session = bridge.session.borrow();
-    message.get("method").and_then(Value::as_str) == Some("notifications/cancelled")
-        && session.id.is_none()
-        && session.version.as_deref().is_some_and(|v| v >= "2026-07-28")
 }
 
 /// The next newline-terminated message (the last may lack its newline),
@@ -253,11 +249,6 @@ impl Bridge {
             let version = version.to_owned();
             self.session.send_modify(|s| s.version = Some(version));
         }
-        if method == Some("notifications/cancelled")
-            && let Some(request) = message.pointer("/params/requestId")
-        {
-            self.lock_cancelled().insert(request.to_string());
-        }
     }
 
     /// Sends `message` to the daemon and relays what comes back.
@@ -313,10 +304,6 @@ impl Bridge {
 
     fn lock_inflight(&self) -> std::sync::MutexGuard<'_, HashMap<String, tokio::task::AbortHandle>> {
         self.inflight.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    fn lock_cancelled(&self) -> std::sync::MutexGuard<'_, HashSet<String>> {
-        self.cancelled.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Reports a failure to request `id`; a notification's is logged.
@@ -383,9 +370,7 @@ impl Bridge {
             }
             return;
         };
-        // Forget a cancellation once its request is over, answered or not.
-        let was_cancelled = self.lock_cancelled().remove(&id.to_string());
-        if answered || was_cancelled {
+        if answered {
             return;
         }
         let message = outcome.err().unwrap_or_else(|| self.stopped("its answer ended early"));

@@ -328,8 +328,9 @@ pub fn reindex(loaded: &Loaded, paths: &Paths) -> anyhow::Result<()> {
 
 /// `engram collections`.
 pub fn collections(loaded: &Loaded, paths: &Paths, json: bool) -> anyhow::Result<()> {
-    let all = crate::connect::run(loaded, paths, |client| async move { Ok(client.call(&Collections {}).await?) })?
-        .collections;
+    let all =
+        crate::connect::run(loaded, paths, |client| async move { Ok(client.call(&Collections::default()).await?) })?
+            .collections;
     if json {
         println!("{}", serde_json::to_string_pretty(&all)?);
     } else if all.is_empty() {

@@ -45,8 +45,9 @@ impl<O> Audience<O> {
     }
 }
 
-/// Applies `O::AUDIENCE` to `request` for `caller`.
-pub(crate) fn authorize<O: Operation>(request: &mut O, caller: &Caller) -> Result<(), Error> {
+/// Applies `O::AUDIENCE` to `request` for `caller`: what
+/// [`Operation::authorize`] does unless an operation adds checks of its own.
+pub fn apply_audience<O: Operation>(request: &mut O, caller: &Caller) -> Result<(), Error> {
     let Caller::Tenant(tenant) = caller else {
         return Ok(());
     };

@@ -45,7 +45,7 @@ use schemars::JsonSchema;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-pub use access::{Audience, Caller};
+pub use access::{Audience, Caller, apply_audience};
 pub use error::{Error, ErrorBody, ErrorDetail, ErrorKind};
 pub use ids::{CollectionName, InvalidId, TenantId};
 pub use tool::{Hints, Tool, valid_tool_name};
@@ -75,7 +75,7 @@ pub trait Operation: Serialize + DeserializeOwned + JsonSchema + Send + Sync + '
     /// caller's tenant where the operation has one. Every surface calls
     /// this with the caller its transport established.
     fn authorize(&mut self, caller: &Caller) -> Result<(), Error> {
-        access::authorize(self, caller)
+        access::apply_audience(self, caller)
     }
 
     /// Checks the request's values beyond what its types say.

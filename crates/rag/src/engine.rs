@@ -11,6 +11,7 @@ use engram_index::{
     Bm25, EdgeIndex, Embed, Follower, Fusion, IndexError, QdrantIndex, QdrantOptions, VectorIndex, fuse,
 };
 use engram_models::Embedder;
+use engram_ops::TenantId;
 use engram_store::Store;
 use engram_store::rusqlite::{OptionalExtension, params};
 use serde::{Deserialize, Serialize};
@@ -311,6 +312,32 @@ impl Rag {
                  FROM collections c ORDER BY c.name",
             )?;
             let rows = stmt.query_map([], |row| {
+                Ok(CollectionInfo {
+                    name: row.get(0)?,
+                    changes: row.get::<_, i64>(1)? as u64,
+                    documents: row.get::<_, i64>(2)? as u64,
+                    chunks: row.get::<_, i64>(3)? as u64,
+                })
+            })?;
+            rows.collect()
+        })?)
+    }
+
+    /// The collections `tenant` has documents in, with its own document
+    /// and chunk counts (`changes` stays the whole collection's: it is
+    /// what certificates follow).
+    pub fn tenant_collections(&self, tenant: &TenantId) -> Result<Vec<CollectionInfo>, RagError> {
+        Ok(self.store.read(|conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT c.name, c.chunks_added + c.chunks_removed, \
+                   (SELECT count(*) FROM documents d WHERE d.collection = c.name AND d.tenant = ?1), \
+                   (SELECT count(*) FROM chunks k JOIN documents d ON d.id = k.document \
+                      WHERE d.collection = c.name AND d.tenant = ?1) \
+                 FROM collections c \
+                 WHERE EXISTS (SELECT 1 FROM documents d WHERE d.collection = c.name AND d.tenant = ?1) \
+                 ORDER BY c.name",
+            )?;
+            let rows = stmt.query_map([tenant.as_str()], |row| {
                 Ok(CollectionInfo {
                     name: row.get(0)?,
                     changes: row.get::<_, i64>(1)? as u64,

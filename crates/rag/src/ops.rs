@@ -4,7 +4,9 @@
 
 use std::path::PathBuf;
 
-use engram_ops::{Advance, Audience, CollectionName, Error, Hints, Method, Operation, Streaming, TenantId, Tool};
+use engram_ops::{
+    Advance, Audience, Caller, CollectionName, Error, Hints, Method, Operation, Streaming, TenantId, Tool,
+};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
@@ -104,6 +106,20 @@ impl Operation for Ingest {
     const ROUTE: &'static str = "/v1/ingest";
     type Response = IngestReport;
     const AUDIENCE: Audience<Self> = Audience::Tenant(|request| &mut request.tenant);
+
+    /// A tenant sends `documents`: `paths` read the daemon's own files
+    /// (its tokens among them), which only the operator may ingest.
+    fn authorize(&mut self, caller: &Caller) -> Result<(), Error> {
+        if let Caller::Tenant(tenant) = caller
+            && !self.paths.is_empty()
+        {
+            return Err(Error::forbidden(format!(
+                "`paths` read the daemon's own files, which only the operator may ingest; tenant `{tenant}` sends \
+                 `documents` ({{path, text}}) instead"
+            )));
+        }
+        engram_ops::apply_audience(self, caller)
+    }
 
     fn validate(&self) -> Result<(), Error> {
         if self.paths.is_empty() && self.documents.is_empty() {
@@ -276,10 +292,15 @@ impl SearchResponse {
     }
 }
 
-/// `GET /v1/collections`: every collection with its size.
+/// `GET /v1/collections`: every collection with its size (for a tenant's
+/// token: the collections it has documents in, with its own counts).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
-pub struct Collections {}
+pub struct Collections {
+    /// Count only this tenant's documents (set from a tenant's token).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tenant: Option<TenantId>,
+}
 
 /// What [`Collections`] answers.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -292,13 +313,14 @@ impl Operation for Collections {
     const METHOD: Method = Method::Get;
     const ROUTE: &'static str = "/v1/collections";
     type Response = CollectionsResponse;
-    const AUDIENCE: Audience<Self> = Audience::Anyone;
+    const AUDIENCE: Audience<Self> = Audience::Tenant(|request| &mut request.tenant);
 }
 
 impl Tool for Collections {
     const NAME: &'static str = "rag_collections";
     const TITLE: &'static str = "List collections";
     const HINTS: Hints = Hints::READ;
+    const HIDDEN: &'static [&'static str] = &["tenant"];
 }
 
 /// `GET /v1/certificates`: certificates, newest first, with whether each
@@ -322,7 +344,9 @@ impl Operation for Certificates {
     const METHOD: Method = Method::Get;
     const ROUTE: &'static str = "/v1/certificates";
     type Response = CertificatesResponse;
-    const AUDIENCE: Audience<Self> = Audience::Anyone;
+    // Certificates describe whole collections (every tenant's documents)
+    // and the questions they were calibrated with: the operator's.
+    const AUDIENCE: Audience<Self> = Audience::Operator;
 }
 
 /// `GET /v1/certificates/{id}`: one certificate and whether it still holds.
@@ -337,7 +361,7 @@ impl Operation for Certificate {
     const METHOD: Method = Method::Get;
     const ROUTE: &'static str = "/v1/certificates/{id}";
     type Response = CertificateStatus;
-    const AUDIENCE: Audience<Self> = Audience::Anyone;
+    const AUDIENCE: Audience<Self> = Audience::Operator;
 }
 
 fn default_alpha() -> f64 {

@@ -143,6 +143,10 @@ pub fn eval_retrieval(
 pub struct RagService {
     engine: Lazy<Arc<Rag>, Arc<Embedder>>,
     models: Arc<Models>,
+    /// Held by each ingest for as long as it writes: a cancelled ingest's
+    /// last batch finishes after its caller got the cancellation, and one
+    /// started right then must not read rows that batch is about to write.
+    ingesting: Arc<std::sync::Mutex<()>>,
 }
 
 impl RagService {
@@ -158,7 +162,7 @@ impl RagService {
             tracing::info!(ms = started.elapsed().as_millis() as u64, "retrieval indexes ready");
             Ok(Arc::new(rag))
         });
-        Self { engine, models }
+        Self { engine, models, ingesting: Arc::default() }
     }
 
     /// Where opening stands.
@@ -186,7 +190,9 @@ impl RagService {
         request.validate()?;
         let documents = request.inline_documents();
         let rag = self.engine().await?;
+        let ingesting = self.ingesting.clone();
         blocking(move || {
+            let _one_at_a_time = ingesting.lock().unwrap_or_else(|e| e.into_inner());
             let target = request.target();
             let mut report = IngestReport::default();
             if !request.paths.is_empty() {
@@ -224,9 +230,16 @@ impl RagService {
     }
 
     /// [`Collections`].
-    pub async fn collections(&self, _request: Collections) -> Result<CollectionsResponse, Error> {
+    pub async fn collections(&self, request: Collections) -> Result<CollectionsResponse, Error> {
         let rag = self.engine().await?;
-        blocking(move || Ok(CollectionsResponse { collections: rag.collections()? })).await
+        blocking(move || {
+            let collections = match &request.tenant {
+                Some(tenant) => rag.tenant_collections(tenant)?,
+                None => rag.collections()?,
+            };
+            Ok(CollectionsResponse { collections })
+        })
+        .await
     }
 
     /// [`Certificates`].

@@ -38,20 +38,29 @@ struct TenantTokens {
     read: Mutex<TokenSnapshot>,
 }
 
-/// The tokens as read when the folder had modification time `modified`.
+/// The tokens as read when the folder had modification time `modified`,
+/// at `read_at`.
 #[derive(Default)]
 struct TokenSnapshot {
     modified: Option<SystemTime>,
+    read_at: Option<std::time::Instant>,
     tokens: Vec<(TenantId, String)>,
 }
+
+/// A snapshot is reread at the latest after this long, so a token file
+/// rewritten in place (which leaves the folder's time alone) counts within
+/// a second.
+const REREAD_AFTER: std::time::Duration = std::time::Duration::from_secs(1);
 
 impl TenantTokens {
     /// The tenant whose token `presented` is.
     fn find(&self, presented: &str) -> Option<TenantId> {
         let modified = std::fs::metadata(&self.dir).and_then(|m| m.modified()).ok();
         let mut read = self.read.lock().unwrap_or_else(|e| e.into_inner());
-        if read.modified != modified || modified.is_none() {
-            *read = TokenSnapshot { modified, tokens: read_tenant_tokens(&self.dir) };
+        let fresh = read.read_at.is_some_and(|at| at.elapsed() < REREAD_AFTER);
+        if read.modified != modified || modified.is_none() || !fresh {
+            let tokens = read_tenant_tokens(&self.dir);
+            *read = TokenSnapshot { modified, read_at: Some(std::time::Instant::now()), tokens };
         }
         // Compare with every token, so timing says nothing of which matched.
         let mut found = None;
@@ -64,10 +73,10 @@ impl TenantTokens {
     }
 }
 
-/// `<tenant>.token` files in `dir`: only private ones (mode 0600) holding
-/// at least 16 characters count; others are logged and ignored.
+/// `<tenant>.token` files in `dir`: only private regular files (mode 0600,
+/// not links) holding at least 16 characters count; others are logged and
+/// ignored.
 fn read_tenant_tokens(dir: &Path) -> Vec<(TenantId, String)> {
-    use std::os::unix::fs::MetadataExt;
     let Ok(entries) = std::fs::read_dir(dir) else {
         return Vec::new();
     };
@@ -80,18 +89,36 @@ fn read_tenant_tokens(dir: &Path) -> Vec<(TenantId, String)> {
             tracing::warn!(file = %path.display(), "ignoring a tenant token file whose name is not a tenant id");
             continue;
         };
-        match std::fs::metadata(&path) {
-            Ok(meta) if meta.mode() & 0o077 != 0 => {
-                tracing::warn!(file = %path.display(), "ignoring a tenant token file others can read (chmod 600 it)");
-            }
-            Ok(_) => match std::fs::read_to_string(&path) {
-                Ok(token) if token.trim().len() >= 16 => tokens.push((tenant, token.trim().to_owned())),
-                _ => tracing::warn!(file = %path.display(), "ignoring an unreadable or short tenant token file"),
-            },
-            Err(_) => {}
+        match read_private(&path) {
+            Ok(token) if token.trim().len() >= 16 => tokens.push((tenant, token.trim().to_owned())),
+            Ok(_) => tracing::warn!(file = %path.display(), "ignoring a short tenant token file"),
+            Err(why) => tracing::warn!(file = %path.display(), "ignoring a tenant token file: {why}"),
         }
     }
     tokens
+}
+
+/// The text of `path` if it is a regular file (not a link, FIFO or device)
+/// that only its owner can read; checked on the open file, so it cannot be
+/// swapped between the check and the read.
+fn read_private(path: &Path) -> Result<String, String> {
+    use std::io::Read;
+    use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32 | rustix::fs::OFlags::NONBLOCK.bits() as i32)
+        .open(path)
+        .map_err(|err| format!("cannot open it ({err}); links are not followed"))?;
+    let meta = file.metadata().map_err(|err| err.to_string())?;
+    if !meta.is_file() {
+        return Err("it is not a regular file".into());
+    }
+    if meta.mode() & 0o077 != 0 {
+        return Err("others can read it (chmod 600 it)".into());
+    }
+    let mut token = String::new();
+    file.take(4096).read_to_string(&mut token).map_err(|err| err.to_string())?;
+    Ok(token)
 }
 
 impl std::fmt::Debug for TcpGuard {
@@ -259,5 +286,14 @@ mod tests {
         std::thread::sleep(std::time::Duration::from_millis(20));
         write("carol.token", "carol-token-0123456789", 0o600);
         assert_eq!(check("carol-token-0123456789").unwrap(), Caller::Tenant("carol".parse().unwrap()));
+        // Rewritten in place (the folder's time stays): counts within a second.
+        std::fs::write(dir.path().join("carol.token"), "carol-new-token-0123456789").unwrap();
+        std::thread::sleep(REREAD_AFTER + std::time::Duration::from_millis(50));
+        assert_eq!(check("carol-token-0123456789").unwrap_err().status, StatusCode::UNAUTHORIZED);
+        assert_eq!(check("carol-new-token-0123456789").unwrap(), Caller::Tenant("carol".parse().unwrap()));
+        // A link is not followed, even to a private file.
+        std::os::unix::fs::symlink(dir.path().join("alice.token"), dir.path().join("mallory.token")).unwrap();
+        std::thread::sleep(REREAD_AFTER + std::time::Duration::from_millis(50));
+        assert_eq!(check("alice-token-0123456789").unwrap(), Caller::Tenant("alice".parse().unwrap()));
     }
 }

@@ -49,8 +49,12 @@ pub(crate) async fn list(state: &AppState, caller: &Caller) -> Result<Vec<Resour
             .with_description("Every collection with its documents, chunks and change count")
             .with_mime_type(JSON),
     ];
-    let certificates = run(state, caller, Certificates::default(), rag::certificates).await?;
-    for status in certificates.certificates {
+    let certificates = if Certificates::AUDIENCE.admits(caller) {
+        run(state, caller, Certificates::default(), rag::certificates).await?.certificates
+    } else {
+        Vec::new()
+    };
+    for status in certificates {
         let cert = &status.certificate;
         let claim = if status.stale { "stale".to_owned() } else { format!("1 - {} coverage", cert.calibration.alpha) };
         resources.push(
@@ -59,7 +63,8 @@ pub(crate) async fn list(state: &AppState, caller: &Caller) -> Result<Vec<Resour
                 .with_mime_type(JSON),
         );
     }
-    if let Some(host) = state.plugins() {
+    // Manifests carry the operator's grants: the operator's to read.
+    if let (Some(host), Caller::Operator) = (state.plugins(), caller) {
         for plugin in host.plugins() {
             resources.push(
                 Resource::new(format!("{PLUGINS}{}", plugin.id), plugin.id.clone())
@@ -107,6 +112,9 @@ pub(crate) async fn read(state: &AppState, caller: &Caller, uri: &str) -> Result
     } else if let Some(id) = uri.strip_prefix(CERTIFICATES) {
         json(&run(state, caller, Certificate { id: id.to_owned() }, rag::certificate).await?)?
     } else if let Some(id) = uri.strip_prefix(PLUGINS) {
+        if *caller != Caller::Operator {
+            return Err(Error::forbidden("plugin manifests (with their grants) are for the operator"));
+        }
         let host = state.plugins().ok_or_else(|| Error::unavailable("this daemon runs no plugin host"))?;
         let plugin = host
             .plugins()
