@@ -375,7 +375,7 @@ fn kill_daemon(sandbox: &Sandbox) {
 #[test]
 fn the_stdio_bridge_starts_the_daemon_writes_only_json_rpc_and_survives_its_death() {
     let sandbox = Sandbox::new();
-    let (plugins, _) = plugins_without_template(&sandbox);
+    let (plugins, template) = plugins_without_template(&sandbox);
     let plugins = plugins.display().to_string();
     let models = support::models_dir().display().to_string();
     // A daemon that logs everything: none of it may reach the bridge's stdout.
@@ -439,6 +439,10 @@ fn the_stdio_bridge_starts_the_daemon_writes_only_json_rpc_and_survives_its_deat
         }
     }
 
+    // A subscription to a plugin's manifest...
+    bridge.send(r#"{"jsonrpc":"2.0","id":6,"method":"resources/subscribe","params":{"uri":"engram://plugins/calc"}}"#);
+    assert!(bridge.answer(6, Duration::from_secs(30))["result"].is_object());
+
     // Kill the daemon under a call in flight: the client hears why.
     bridge.send(
         &json!({"jsonrpc": "2.0", "id": 7, "method": "tools/call",
@@ -454,6 +458,16 @@ fn the_stdio_bridge_starts_the_daemon_writes_only_json_rpc_and_survives_its_deat
     bridge.send(&valid.replacen("\"id\":0", "\"id\":8", 1));
     let again = bridge.answer(8, Duration::from_secs(120));
     assert_eq!(again["result"]["structuredContent"]["value"], "2", "{again}");
+    // ...outlives the restart: a plugin dropped in updates it.
+    support::copy_dir(&template, &Path::new(&plugins).join("template"));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let message = bridge.next(deadline.saturating_duration_since(Instant::now()));
+        if message["method"] == "notifications/resources/updated" {
+            assert_eq!(message["params"]["uri"], "engram://plugins/calc", "{message}");
+            break;
+        }
+    }
     kill_daemon(&sandbox);
 }
 

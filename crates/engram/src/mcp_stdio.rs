@@ -90,6 +90,8 @@ struct Session {
     /// The client's `initialize` request, replayed when the daemon forgot
     /// the session (it restarted).
     initialize: Option<Value>,
+    /// Resources the client subscribed to, subscribed again on reopening.
+    subscriptions: std::collections::BTreeSet<String>,
     /// Bumped whenever `id` changes.
     epoch: u64,
 }
@@ -238,6 +240,18 @@ impl Bridge {
         let method = message.get("method").and_then(Value::as_str);
         if method == Some("initialize") {
             self.session.send_modify(|s| s.initialize = Some(message.clone()));
+        }
+        if let (Some(method @ ("resources/subscribe" | "resources/unsubscribe")), Some(uri)) =
+            (method, message.pointer("/params/uri").and_then(Value::as_str))
+        {
+            let uri = uri.to_owned();
+            self.session.send_modify(|s| {
+                if method == "resources/subscribe" {
+                    s.subscriptions.insert(uri);
+                } else {
+                    s.subscriptions.remove(&uri);
+                }
+            });
         }
         // A session-less client names its version in each request: its
         // notifications go with that version too.
@@ -429,6 +443,17 @@ impl Bridge {
             .await
             .context("replaying `notifications/initialized`")?;
         let _ = response.into_body().collect().await;
+        for (n, uri) in reopened.subscriptions.iter().enumerate() {
+            let subscribe = json!({"jsonrpc": "2.0", "id": format!("engram-mcp-stdio-resubscribe-{n}"),
+                "method": "resources/subscribe", "params": {"uri": uri}});
+            let answer = self.client.open(post(&subscribe, &reopened, Bytes::from(subscribe.to_string()))).await;
+            match answer {
+                Ok(response) if response.status().is_success() => {
+                    let _ = response.into_body().collect().await;
+                }
+                _ => eprintln!("engram mcp-stdio: could not subscribe to {uri} again after the restart"),
+            }
+        }
         self.session.send_modify(|s| {
             s.id = reopened.id;
             s.epoch += 1;
