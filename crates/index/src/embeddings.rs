@@ -23,6 +23,41 @@ pub trait Embed: Send + Sync {
     fn embed(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>, Box<dyn std::error::Error + Send + Sync>>;
 }
 
+/// An embedder given by its name, its dimension and a function: how a
+/// feature hands its model to the engines without this crate knowing it.
+pub struct EmbedFn<F> {
+    model: String,
+    dimension: usize,
+    embed: F,
+}
+
+impl<F> EmbedFn<F>
+where
+    F: Fn(&[&str]) -> Result<Vec<Vec<f32>>, Box<dyn std::error::Error + Send + Sync>> + Send + Sync,
+{
+    /// Model `model`, whose vectors have `dimension` numbers, embedding with `embed`.
+    pub fn new(model: impl Into<String>, dimension: usize, embed: F) -> Self {
+        Self { model: model.into(), dimension, embed }
+    }
+}
+
+impl<F> Embed for EmbedFn<F>
+where
+    F: Fn(&[&str]) -> Result<Vec<Vec<f32>>, Box<dyn std::error::Error + Send + Sync>> + Send + Sync,
+{
+    fn model(&self) -> &str {
+        &self.model
+    }
+
+    fn dimension(&self) -> usize {
+        self.dimension
+    }
+
+    fn embed(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>, Box<dyn std::error::Error + Send + Sync>> {
+        (self.embed)(texts)
+    }
+}
+
 /// The cache key of `text`: its SHA-256, in hex.
 pub fn text_hash(text: &str) -> String {
     format!("{:x}", Sha256::digest(text.as_bytes()))

@@ -25,7 +25,7 @@ pub mod vector;
 
 pub use bm25::{Bm25, Bm25Error, english_analyzer};
 pub use document::{Condition, Document, Field, FieldKind, Filter, Schema, Value};
-pub use embeddings::{Embed, EmbeddingCache, text_hash};
+pub use embeddings::{Embed, EmbedFn, EmbeddingCache, text_hash};
 pub use follower::{Follower, Progress, Source};
 pub use fusion::{Fusion, fuse};
 pub use qdrant::{QdrantIndex, QdrantOptions};

@@ -1,11 +1,8 @@
 //! Chunks as the search engines see them: the fields retrieval filters on,
-//! how a chunk row becomes an index document, and the embedder behind the
-//! engines' [`Embed`] trait.
+//! and how a chunk row becomes an index document.
 
-use std::sync::Arc;
 
-use engram_index::{Document, Embed, Field, IndexError, Schema, text_hash};
-use engram_models::Embedder;
+use engram_index::{Document, Field, IndexError, Schema, text_hash};
 use engram_store::rusqlite::{OptionalExtension, params};
 use engram_store::{Entity, Store};
 
@@ -116,19 +113,3 @@ impl engram_index::Source for ChunkSource {
     }
 }
 
-/// The configured embedder, as the engines see it.
-pub(crate) struct ModelEmbed(pub(crate) Arc<Embedder>);
-
-impl Embed for ModelEmbed {
-    fn model(&self) -> &str {
-        &self.0.name
-    }
-
-    fn dimension(&self) -> usize {
-        self.0.dim()
-    }
-
-    fn embed(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>, Box<dyn std::error::Error + Send + Sync>> {
-        Ok(self.0.embed(texts)?)
-    }
-}

@@ -8,7 +8,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use engram_index::{
-    Bm25, EdgeIndex, Embed, Follower, Fusion, IndexError, QdrantIndex, QdrantOptions, VectorIndex, fuse,
+    Bm25, EdgeIndex, Embed, EmbedFn, Follower, Fusion, IndexError, QdrantIndex, QdrantOptions, VectorIndex, fuse,
 };
 use engram_models::Embedder;
 use engram_ops::TenantId;
@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 use crate::chunk::ChunkOptions;
 #[cfg(doc)]
 use crate::chunks::chunk_hash;
-use crate::chunks::{ChunkSource, INDEX_NAME, ModelEmbed, SCHEMA};
+use crate::chunks::{ChunkSource, INDEX_NAME, SCHEMA};
 use crate::error::RagError;
 use crate::{ChunkId, Filter};
 
@@ -165,7 +165,9 @@ impl Rag {
             }
         };
         let bm25 = Bm25::open(&index_dir.join("bm25"), SCHEMA)?;
-        let model: Arc<dyn Embed> = Arc::new(ModelEmbed(embedder.clone()));
+        let model = embedder.clone();
+        let model: Arc<dyn Embed> =
+            Arc::new(EmbedFn::new(embedder.name.clone(), embedder.dim(), move |texts: &[&str]| Ok(model.embed(texts)?)));
         let index = Follower::new(store.clone(), Box::new(ChunkSource), model, bm25, vectors)?;
         let rag = Self { store, index, embedder, options };
         rag.catch_up()?;
