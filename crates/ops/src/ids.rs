@@ -95,6 +95,13 @@ name_type!(
     "tenant"
 );
 
+name_type!(
+    /// A conversation of one tenant (`support-4711`, `2026-12:standup`):
+    /// the scope of its memory.
+    ConversationId,
+    "conversation"
+);
+
 #[cfg(test)]
 mod tests {
     use super::*;

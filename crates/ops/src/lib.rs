@@ -47,7 +47,7 @@ use serde::de::DeserializeOwned;
 
 pub use access::{Audience, Caller, apply_audience};
 pub use error::{Error, ErrorBody, ErrorDetail, ErrorKind};
-pub use ids::{CollectionName, InvalidId, TenantId};
+pub use ids::{CollectionName, ConversationId, InvalidId, TenantId};
 pub use tool::{Hints, Tool, valid_tool_name};
 
 /// How an operation travels over HTTP.

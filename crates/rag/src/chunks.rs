@@ -1,7 +1,6 @@
 //! Chunks as the search engines see them: the fields retrieval filters on,
 //! and how a chunk row becomes an index document.
 
-
 use engram_index::{Document, Field, IndexError, Schema, text_hash};
 use engram_store::rusqlite::{OptionalExtension, params};
 use engram_store::{Entity, Store};
@@ -112,4 +111,3 @@ impl engram_index::Source for ChunkSource {
         })?)
     }
 }
-

@@ -166,8 +166,11 @@ impl Rag {
         };
         let bm25 = Bm25::open(&index_dir.join("bm25"), SCHEMA)?;
         let model = embedder.clone();
-        let model: Arc<dyn Embed> =
-            Arc::new(EmbedFn::new(embedder.name.clone(), embedder.dim(), move |texts: &[&str]| Ok(model.embed(texts)?)));
+        let model: Arc<dyn Embed> = Arc::new(EmbedFn::new(
+            embedder.name.clone(),
+            embedder.dim(),
+            move |texts: &[&str]| Ok(model.embed(texts)?),
+        ));
         let index = Follower::new(store.clone(), Box::new(ChunkSource), model, bm25, vectors)?;
         let rag = Self { store, index, embedder, options };
         rag.catch_up()?;

@@ -10,8 +10,11 @@ use rusqlite::{Connection, OpenFlags, OptionalExtension, TransactionBehavior, pa
 pub const JOURNAL_APPLICATION_ID: i32 = 0x456e_6772;
 
 /// Migrations in order; migration `i` (1-based) brings the schema to version `i`.
-const MIGRATIONS: &[&str] =
-    &[include_str!("../migrations/0001_journal.sql"), include_str!("../migrations/0002_retrieval.sql")];
+const MIGRATIONS: &[&str] = &[
+    include_str!("../migrations/0001_journal.sql"),
+    include_str!("../migrations/0002_retrieval.sql"),
+    include_str!("../migrations/0003_memory.sql"),
+];
 
 /// The schema version this build writes and understands.
 pub const SCHEMA_VERSION: u32 = MIGRATIONS.len() as u32;
@@ -379,6 +382,11 @@ impl WriteTx<'_> {
             )
             .map_err(|source| sqlite(self.path, source))?;
         Ok(Seq(self.tx.last_insert_rowid()))
+    }
+
+    /// The time this transaction stamps its changes with (Unix ms).
+    pub fn at_ms(&self) -> i64 {
+        self.at_ms
     }
 
     /// The underlying transaction, for the feature's own tables.

@@ -1,0 +1,324 @@
+//! HEMA's episodic memory: every tenant's conversations and their turns,
+//! written to the journal and acknowledged at once, indexed (BM25 and
+//! dense, through `engram-index`'s follower) behind the write, and
+//! recalled by a fusion of both with recency.
+//!
+//! Every read and write names its [`Scope`]: a tenant (or none: the
+//! operator's own) and a conversation. The journal queries select by it and
+//! the index filters carry it, so one tenant never sees another's turns.
+
+mod error;
+mod turns;
+
+use std::path::Path;
+use std::sync::Arc;
+
+use engram_index::{Bm25, EdgeIndex, Embed, EmbedFn, Filter, Follower, Fusion, IndexError, VectorIndex, fuse};
+use engram_models::Embedder;
+use engram_ops::{ConversationId, TenantId};
+use engram_store::rusqlite::{OptionalExtension, params};
+use engram_store::{Entity, Op, Store, StoreError};
+use serde::{Deserialize, Serialize};
+
+pub use error::MemoryError;
+pub use turns::{INDEX_NAME, SCHEMA};
+
+/// Whose memory, and of which conversation.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Scope {
+    /// The tenant; `None` is the operator's own memory.
+    pub tenant: Option<TenantId>,
+    /// The conversation.
+    pub conversation: ConversationId,
+}
+
+impl Scope {
+    /// The tenant column's value: `''` for none.
+    pub(crate) fn tenant_key(&self) -> &str {
+        self.tenant.as_ref().map_or("", TenantId::as_str)
+    }
+}
+
+/// A turn to append.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct NewTurn {
+    /// Who spoke (`user`, `assistant`, a name).
+    pub speaker: String,
+    /// What was said.
+    pub text: String,
+    /// When (Unix ms); the time of the append when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub time_ms: Option<i64>,
+    /// Labels to filter by.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tags: Vec<String>,
+    /// How much it matters, 0 to 1 (forgetting keeps important turns longer).
+    #[serde(default)]
+    pub importance: f32,
+}
+
+/// A stored turn.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct Turn {
+    /// Its id in the journal.
+    pub id: u64,
+    /// Its place in the conversation: 0, 1, 2…
+    pub ordinal: u64,
+    /// Who spoke.
+    pub speaker: String,
+    /// What was said, verbatim.
+    pub text: String,
+    /// When (Unix ms).
+    pub time_ms: i64,
+    /// Its labels.
+    pub tags: Vec<String>,
+    /// How much it matters, 0 to 1.
+    pub importance: f32,
+}
+
+/// A recalled turn and why.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct Recalled {
+    /// The turn.
+    pub turn: Turn,
+    /// Its fused score (relevance, plus recency).
+    pub score: f64,
+}
+
+/// A conversation and its size.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct ConversationInfo {
+    /// Its name.
+    pub conversation: String,
+    /// Its turns.
+    pub turns: u64,
+    /// When its first turn was appended (Unix ms).
+    pub created_at_ms: i64,
+}
+
+/// How recall ranks.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RecallOptions {
+    /// How BM25 and dense scores combine.
+    pub fusion: Fusion,
+    /// Weight of recency (the turn's place in its conversation, 0 oldest
+    /// to 1 newest) added to the fused relevance.
+    pub recency_weight: f64,
+    /// Candidates drawn from each engine before fusing.
+    pub candidates: usize,
+}
+
+impl Default for RecallOptions {
+    fn default() -> Self {
+        Self { fusion: Fusion::default(), recency_weight: 0.1, candidates: 50 }
+    }
+}
+
+/// The memory engine over one journal and one index directory.
+pub struct Memory {
+    store: Store,
+    index: Follower,
+    embedder: Arc<Embedder>,
+    options: RecallOptions,
+}
+
+impl Memory {
+    /// Opens the turns' indexes under `index_dir` for `store`'s journal and
+    /// catches them up with it.
+    pub fn open(
+        store: Store,
+        index_dir: &Path,
+        embedder: Arc<Embedder>,
+        options: RecallOptions,
+    ) -> Result<Self, MemoryError> {
+        let dir = index_dir.join("vectors").join(&embedder.name);
+        let vectors: Box<dyn VectorIndex> =
+            Box::new(EdgeIndex::open(&dir, SCHEMA, embedder.dim()).map_err(IndexError::from)?);
+        let bm25 = Bm25::open(&index_dir.join("bm25"), SCHEMA)?;
+        let model = embedder.clone();
+        let embed: Arc<dyn Embed> = Arc::new(EmbedFn::new(
+            embedder.name.clone(),
+            embedder.dim(),
+            move |texts: &[&str]| Ok(model.embed(texts)?),
+        ));
+        let index = Follower::new(store.clone(), Box::new(turns::TurnSource), embed, bm25, vectors)?;
+        let memory = Self { store, index, embedder, options };
+        memory.catch_up()?;
+        Ok(memory)
+    }
+
+    /// Applies the journal's new turns to the indexes; returns the sequence
+    /// reached.
+    pub fn catch_up(&self) -> Result<u64, MemoryError> {
+        Ok(self.index.catch_up()?)
+    }
+
+    /// Appends `turn` to `scope`'s conversation (created with its first
+    /// turn) and returns it as stored. Acknowledged once the journal has it;
+    /// the indexes follow ([`Memory::catch_up`]).
+    pub fn append(&self, scope: &Scope, turn: NewTurn) -> Result<Turn, MemoryError> {
+        if turn.text.trim().is_empty() {
+            return Err(MemoryError::Invalid("a turn's `text` is empty".into()));
+        }
+        if turn.speaker.trim().is_empty() {
+            return Err(MemoryError::Invalid("a turn's `speaker` is empty".into()));
+        }
+        if !(0.0..=1.0).contains(&turn.importance) {
+            return Err(MemoryError::Invalid(format!("`importance` is {}; it goes from 0 to 1", turn.importance)));
+        }
+        let tags = serde_json::to_string(&turn.tags).map_err(|err| MemoryError::Invalid(err.to_string()))?;
+        self.store.write(|tx| {
+            let now = tx.at_ms();
+            let sql = |source| MemoryError::Store(StoreError::Sqlite { path: self.store.path().to_path_buf(), source });
+            let conn = tx.sql();
+            conn.execute(
+                "INSERT INTO conversations (tenant, name, created_at_ms) VALUES (?1, ?2, ?3) \
+                 ON CONFLICT (tenant, name) DO NOTHING",
+                params![scope.tenant_key(), scope.conversation.as_str(), now],
+            )
+            .map_err(sql)?;
+            let conversation: i64 = conn
+                .query_row(
+                    "SELECT id FROM conversations WHERE tenant = ?1 AND name = ?2",
+                    params![scope.tenant_key(), scope.conversation.as_str()],
+                    |row| row.get(0),
+                )
+                .map_err(sql)?;
+            let ordinal: i64 = conn
+                .query_row(
+                    "SELECT coalesce(max(ordinal) + 1, 0) FROM turns WHERE conversation = ?1",
+                    params![conversation],
+                    |row| row.get(0),
+                )
+                .map_err(sql)?;
+            let time_ms = turn.time_ms.unwrap_or(now);
+            conn.execute(
+                "INSERT INTO turns (conversation, ordinal, speaker, text, time_ms, tags, importance) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                params![conversation, ordinal, turn.speaker, turn.text, time_ms, tags, f64::from(turn.importance)],
+            )
+            .map_err(sql)?;
+            let id = conn.last_insert_rowid();
+            tx.record(Entity::Turn, &id.to_string(), Op::Upsert)?;
+            Ok(Turn {
+                id: id as u64,
+                ordinal: ordinal as u64,
+                speaker: turn.speaker.clone(),
+                text: turn.text.clone(),
+                time_ms,
+                tags: turn.tags.clone(),
+                importance: turn.importance,
+            })
+        })
+    }
+
+    /// The turns of `scope`'s conversation from `ordinal` `from`, oldest
+    /// first, at most `limit`.
+    pub fn turns(&self, scope: &Scope, from: u64, limit: usize) -> Result<Vec<Turn>, MemoryError> {
+        Ok(self.store.read(|conn| {
+            let mut stmt = conn.prepare_cached(&format!(
+                "{} WHERE c.tenant = ?1 AND c.name = ?2 AND t.ordinal >= ?3 ORDER BY t.ordinal LIMIT ?4",
+                turns::SELECT
+            ))?;
+            let rows = stmt.query_map(
+                params![scope.tenant_key(), scope.conversation.as_str(), from as i64, limit as i64],
+                turns::from_row,
+            )?;
+            rows.collect()
+        })?)
+    }
+
+    /// `tenant`'s conversations, by name.
+    pub fn conversations(&self, tenant: Option<&TenantId>) -> Result<Vec<ConversationInfo>, MemoryError> {
+        Ok(self.store.read(|conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT c.name, (SELECT count(*) FROM turns t WHERE t.conversation = c.id), c.created_at_ms \
+                 FROM conversations c WHERE c.tenant = ?1 ORDER BY c.name",
+            )?;
+            let rows = stmt.query_map(params![tenant.map_or("", TenantId::as_str)], |row| {
+                Ok(ConversationInfo {
+                    conversation: row.get(0)?,
+                    turns: row.get::<_, i64>(1)? as u64,
+                    created_at_ms: row.get(2)?,
+                })
+            })?;
+            rows.collect()
+        })?)
+    }
+
+    /// The `k` turns of `scope`'s conversation that best answer `query`:
+    /// BM25 and dense relevance fused, plus recency; best first.
+    pub fn recall(&self, scope: &Scope, query: &str, k: usize) -> Result<Vec<Recalled>, MemoryError> {
+        if query.trim().is_empty() {
+            return Err(MemoryError::Invalid("the recall query is empty".into()));
+        }
+        let filter = turns::filter(scope);
+        let n = k.max(self.options.candidates);
+        let bm25 = self.index.bm25().search(query, &filter, n)?;
+        let vector = self.embedder.embed(&[query])?.pop().unwrap_or_default();
+        let dense = self.index.vectors().search(&vector, &filter, n).map_err(IndexError::from)?;
+        let fused = fuse(&[&bm25, &dense], self.options.fusion);
+        let ids: Vec<u64> = fused.iter().map(|(id, _)| *id).collect();
+        let turns = self.load(scope, &ids)?;
+        let newest = self.store.read(|conn| {
+            conn.query_row(
+                "SELECT max(t.ordinal) FROM turns t JOIN conversations c ON c.id = t.conversation \
+                 WHERE c.tenant = ?1 AND c.name = ?2",
+                params![scope.tenant_key(), scope.conversation.as_str()],
+                |row| row.get::<_, Option<i64>>(0),
+            )
+        })?;
+        let newest = newest.unwrap_or(0).max(1) as f64;
+        let mut recalled: Vec<Recalled> = fused
+            .into_iter()
+            .filter_map(|(id, relevance)| {
+                let turn = turns.iter().find(|t| t.id == id)?.clone();
+                let recency = turn.ordinal as f64 / newest;
+                Some(Recalled { score: relevance + self.options.recency_weight * recency, turn })
+            })
+            .collect();
+        recalled.sort_by(|a, b| b.score.total_cmp(&a.score).then(b.turn.ordinal.cmp(&a.turn.ordinal)));
+        recalled.truncate(k);
+        Ok(recalled)
+    }
+
+    /// The turns with `ids` that belong to `scope` (others are dropped: the
+    /// journal re-checks what the index answered).
+    fn load(&self, scope: &Scope, ids: &[u64]) -> Result<Vec<Turn>, MemoryError> {
+        Ok(self.store.read(|conn| {
+            let mut stmt =
+                conn.prepare_cached(&format!("{} WHERE t.id = ?1 AND c.tenant = ?2 AND c.name = ?3", turns::SELECT))?;
+            let mut out = Vec::with_capacity(ids.len());
+            for &id in ids {
+                let turn = stmt
+                    .query_row(params![id as i64, scope.tenant_key(), scope.conversation.as_str()], turns::from_row)
+                    .optional()?;
+                out.extend(turn);
+            }
+            Ok(out)
+        })?)
+    }
+
+    /// Turn ids in each index within `scope` (for consistency checks).
+    pub fn index_ids(&self, scope: &Scope) -> Result<(Vec<u64>, Vec<u64>), MemoryError> {
+        let stored: i64 = self.store.read(|conn| {
+            conn.query_row(
+                "SELECT count(*) FROM turns t JOIN conversations c ON c.id = t.conversation \
+                 WHERE c.tenant = ?1 AND c.name = ?2",
+                params![scope.tenant_key(), scope.conversation.as_str()],
+                |row| row.get(0),
+            )
+        })?;
+        // Room for ids the index holds beyond the journal's (which would be a bug to see).
+        let (bm25, dense) = self.index.ids(&turns::filter(scope), stored as usize + 16)?;
+        let (mut bm25, mut dense): (Vec<u64>, Vec<u64>) = (bm25.into_iter().collect(), dense.into_iter().collect());
+        bm25.sort_unstable();
+        dense.sort_unstable();
+        Ok((bm25, dense))
+    }
+}
+
+/// The index filter of a scope.
+pub fn scope_filter(scope: &Scope) -> Filter {
+    turns::filter(scope)
+}

@@ -1,0 +1,92 @@
+//! Turns as the search engines see them: the fields recall filters on, and
+//! how a turn row becomes an index document and a [`Turn`].
+
+use engram_index::{Document, Field, Filter, IndexError, Schema};
+use engram_store::rusqlite::{self, OptionalExtension, params};
+use engram_store::{Entity, Store};
+
+use crate::{Scope, Turn};
+
+/// The turns' index name.
+pub const INDEX_NAME: &str = "turns";
+
+/// The fields a recall filters on.
+pub const SCHEMA: Schema = Schema {
+    fields: &[
+        Field::keyword("tenant").tenant(),
+        // `<tenant>/<conversation>` (`/<conversation>` for the operator's
+        // own): one conversation of one tenant, whatever others named theirs.
+        Field::keyword("scope"),
+        Field::keyword("speaker"),
+        Field::keyword("tags").multi(),
+        Field::integer("time"),
+    ],
+};
+
+/// The `scope` keyword of a tenant's (`""`: the operator's) conversation.
+/// Tenant ids hold no `/`, so no two scopes share one.
+pub(crate) fn scope_key(tenant: &str, conversation: &str) -> String {
+    format!("{tenant}/{conversation}")
+}
+
+/// The index filter of `scope`.
+pub(crate) fn filter(scope: &Scope) -> Filter {
+    let filter = Filter::all().is("scope", scope_key(scope.tenant_key(), scope.conversation.as_str()));
+    match &scope.tenant {
+        Some(tenant) => filter.is("tenant", tenant.as_str()),
+        None => filter,
+    }
+}
+
+/// The columns [`from_row`] reads, from `turns t JOIN conversations c`.
+pub(crate) const SELECT: &str = "SELECT t.id, t.ordinal, t.speaker, t.text, t.time_ms, t.tags, t.importance \
+     FROM turns t JOIN conversations c ON c.id = t.conversation";
+
+/// A [`SELECT`] row as a turn.
+pub(crate) fn from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Turn> {
+    Ok(Turn {
+        id: row.get::<_, i64>(0)? as u64,
+        ordinal: row.get::<_, i64>(1)? as u64,
+        speaker: row.get(2)?,
+        text: row.get(3)?,
+        time_ms: row.get(4)?,
+        tags: serde_json::from_str(&row.get::<_, String>(5)?).unwrap_or_default(),
+        importance: row.get::<_, f64>(6)? as f32,
+    })
+}
+
+/// Turn rows, joined with their conversations, as index documents.
+pub(crate) struct TurnSource;
+
+impl engram_index::Source for TurnSource {
+    fn entity(&self) -> Entity {
+        Entity::Turn
+    }
+
+    fn load(&self, store: &Store, ids: &[u64]) -> Result<Vec<Document>, IndexError> {
+        Ok(store.read(|conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT c.tenant, c.name, t.speaker, t.tags, t.time_ms, t.text \
+                 FROM turns t JOIN conversations c ON c.id = t.conversation WHERE t.id = ?1",
+            )?;
+            let mut documents = Vec::with_capacity(ids.len());
+            for &id in ids {
+                let document = stmt
+                    .query_row(params![id as i64], |row| {
+                        let tenant: String = row.get(0)?;
+                        let tags: Vec<String> = serde_json::from_str(&row.get::<_, String>(3)?).unwrap_or_default();
+                        let scope = scope_key(&tenant, &row.get::<_, String>(1)?);
+                        Ok(Document::new(id, row.get::<_, String>(5)?)
+                            .keywords("tenant", (!tenant.is_empty()).then_some(tenant))
+                            .keyword("scope", scope)
+                            .keyword("speaker", row.get::<_, String>(2)?)
+                            .keywords("tags", tags)
+                            .integer("time", row.get(4)?))
+                    })
+                    .optional()?;
+                documents.extend(document);
+            }
+            Ok(documents)
+        })?)
+    }
+}

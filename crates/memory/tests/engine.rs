@@ -1,0 +1,138 @@
+//! The memory engine on real parts: an SQLite journal, tantivy and
+//! qdrant-edge indexes on temp dirs, and the all-MiniLM-L6-v2 embedder.
+
+use std::collections::HashSet;
+use std::path::Path;
+use std::sync::{Arc, OnceLock};
+
+use engram_memory::{Memory, MemoryError, NewTurn, RecallOptions, Scope};
+use engram_models::Embedder;
+use engram_ops::{ConversationId, TenantId};
+use engram_store::{Store, StoreOptions};
+use rand::{Rng, SeedableRng};
+
+include!("../../models/tests/common/mod.rs");
+
+fn embedder() -> Arc<Embedder> {
+    static EMBEDDER: OnceLock<Arc<Embedder>> = OnceLock::new();
+    EMBEDDER
+        .get_or_init(|| {
+            let device = engram_models::Device::Cpu;
+            let pool = engram_models::inference_pool(2, "test-embed").unwrap();
+            Arc::new(Embedder::load(&minilm(), &device, pool, 16).expect("load all-MiniLM-L6-v2"))
+        })
+        .clone()
+}
+
+fn open(dir: &Path) -> Memory {
+    let store = Store::open(&dir.join("journal.sqlite3"), &StoreOptions::default()).unwrap();
+    Memory::open(store, &dir.join("memory"), embedder(), RecallOptions::default()).unwrap()
+}
+
+fn scope(tenant: Option<&str>, conversation: &str) -> Scope {
+    Scope {
+        tenant: tenant.map(|t| TenantId::new(t).unwrap()),
+        conversation: ConversationId::new(conversation).unwrap(),
+    }
+}
+
+fn turn(speaker: &str, text: &str) -> NewTurn {
+    NewTurn { speaker: speaker.into(), text: text.into(), time_ms: None, tags: Vec::new(), importance: 0.0 }
+}
+
+#[test]
+fn turns_are_acknowledged_then_recalled_verbatim_with_their_place() {
+    let dir = tempfile::tempdir().unwrap();
+    let memory = open(dir.path());
+    let chat = scope(Some("ada"), "trip");
+    let said = [
+        ("user", "I am planning a trip to Lisbon in May."),
+        ("assistant", "Lisbon in May is lovely; book the tram tours early."),
+        ("user", "My sister Maria is allergic to peanuts, remember that for restaurants."),
+        ("assistant", "Noted: no peanuts for Maria."),
+        ("user", "We also want to see a fado show one evening."),
+    ];
+    for (i, (speaker, text)) in said.iter().enumerate() {
+        let stored = memory.append(&chat, turn(speaker, text)).unwrap();
+        assert_eq!((stored.ordinal, stored.text.as_str()), (i as u64, *text));
+    }
+    memory.catch_up().unwrap();
+    let (bm25, dense) = memory.index_ids(&chat).unwrap();
+    assert_eq!((bm25.len(), dense.len()), (5, 5));
+
+    let recalled = memory.recall(&chat, "which food allergy does my sister have?", 2).unwrap();
+    assert_eq!(recalled[0].turn.text, said[2].1, "{recalled:?}");
+    assert_eq!((recalled[0].turn.ordinal, recalled[0].turn.speaker.as_str()), (2, "user"));
+    assert!(recalled.len() <= 2);
+
+    let listed = memory.conversations(Some(&TenantId::new("ada").unwrap())).unwrap();
+    assert_eq!((listed.len(), listed[0].turns), (1, 5));
+    assert_eq!(memory.turns(&chat, 3, 10).unwrap().len(), 2);
+
+    // Reopened on the same journal, the indexes are where they were; wiped,
+    // they are rebuilt from it.
+    drop(memory);
+    std::fs::remove_dir_all(dir.path().join("memory")).unwrap();
+    let memory = open(dir.path());
+    let recalled = memory.recall(&chat, "fado show", 1).unwrap();
+    assert_eq!(recalled[0].turn.ordinal, 4, "{recalled:?}");
+}
+
+#[test]
+fn bad_turns_are_refused_and_change_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let memory = open(dir.path());
+    let chat = scope(None, "notes");
+    for (bad, phrase) in [
+        (turn("user", "   "), "`text` is empty"),
+        (turn("", "hello"), "`speaker` is empty"),
+        (NewTurn { importance: 1.5, ..turn("user", "hello") }, "from 0 to 1"),
+    ] {
+        let err = memory.append(&chat, bad).unwrap_err();
+        assert!(matches!(err, MemoryError::Invalid(_)) && err.to_string().contains(phrase), "{err}");
+    }
+    assert!(memory.conversations(None).unwrap().is_empty());
+    assert!(matches!(memory.recall(&chat, " ", 3), Err(MemoryError::Invalid(_))));
+}
+
+/// Random tenants (and the operator) with random conversations sharing
+/// names across tenants: every recall and listing stays inside its scope.
+#[test]
+fn scopes_never_leak_into_each_other() {
+    let dir = tempfile::tempdir().unwrap();
+    let memory = open(dir.path());
+    let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+    let tenants = [None, Some("ada"), Some("bob"), Some("carol")];
+    let conversations = ["main", "work", "ada"];
+    let words = ["apple", "harbor", "violin", "glacier", "pepper", "comet", "saddle", "lantern"];
+    let mut written: Vec<(Scope, String)> = Vec::new();
+    for i in 0..120 {
+        let tenant = tenants[rng.random_range(0..tenants.len())];
+        let chat = scope(tenant, conversations[rng.random_range(0..conversations.len())]);
+        let text = format!("note {i}: the {} by the {}", words[rng.random_range(0..8)], words[rng.random_range(0..8)]);
+        memory.append(&chat, turn("user", &text)).unwrap();
+        written.push((chat, text));
+    }
+    memory.catch_up().unwrap();
+    let scopes: HashSet<Scope> = written.iter().map(|(s, _)| s.clone()).collect();
+    for chat in &scopes {
+        let own: HashSet<&str> = written.iter().filter(|(s, _)| s == chat).map(|(_, t)| t.as_str()).collect();
+        for word in words {
+            for recalled in memory.recall(chat, word, 20).unwrap() {
+                assert!(own.contains(recalled.turn.text.as_str()), "{chat:?} recalled {:?}", recalled.turn.text);
+            }
+        }
+        let listed = memory.turns(chat, 0, 1000).unwrap();
+        assert_eq!(listed.len(), own.len(), "{chat:?}");
+        assert!(listed.iter().all(|t| own.contains(t.text.as_str())));
+        let (bm25, dense) = memory.index_ids(chat).unwrap();
+        let ids: Vec<u64> = listed.iter().map(|t| t.id).collect();
+        assert_eq!((&bm25, &dense), (&ids, &ids), "{chat:?}");
+    }
+    for tenant in tenants {
+        let tenant = tenant.map(|t| TenantId::new(t).unwrap());
+        let listed = memory.conversations(tenant.as_ref()).unwrap();
+        let expected: usize = scopes.iter().filter(|s| s.tenant == tenant).count();
+        assert_eq!(listed.len(), expected, "{tenant:?}");
+    }
+}
