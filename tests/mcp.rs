@@ -789,3 +789,46 @@ fn the_official_conformance_suite_passes() {
     assert!(output.status.success(), "{summary}\n{}", String::from_utf8_lossy(&output.stderr));
     assert!(summary.contains("dns-rebinding-protection") && summary.contains(" 0 failed"), "{summary}");
 }
+
+#[test]
+fn memory_is_kept_per_tenant_and_conversation_over_mcp_and_the_cli() {
+    let sandbox = Sandbox::new();
+    let daemon = mcp_daemon(&sandbox, &[]);
+    let (ada, bob) = (tenant_token(&sandbox, "ada"), tenant_token(&sandbox, "bob"));
+    let (ada, bob) = (RawMcp::open(daemon.addr, &ada), RawMcp::open(daemon.addr, &bob));
+    let names = ada.tool_names();
+    assert!(names.contains(&"memory_append".to_owned()) && names.contains(&"memory_recall".to_owned()), "{names:?}");
+
+    for (speaker, text) in [
+        ("user", "We are moving the launch to the 14th of March."),
+        ("assistant", "Understood, launch on March 14."),
+        ("user", "My dog is called Biscuit and hates thunderstorms."),
+    ] {
+        let stored = ada.call("memory_append", json!({"conversation": "planning", "speaker": speaker, "text": text}));
+        assert_eq!(stored["isError"], false, "{stored}");
+    }
+    let recalled =
+        ada.call("memory_recall", json!({"conversation": "planning", "query": "what is my dog's name?", "k": 1}));
+    let turn = &recalled["structuredContent"]["turns"][0]["turn"];
+    assert_eq!((turn["ordinal"].as_u64(), turn["speaker"].as_str()), (Some(2), Some("user")), "{recalled}");
+    assert!(turn["text"].as_str().unwrap().contains("Biscuit"), "{recalled}");
+
+    // Bob's conversation of the same name is his own, and empty.
+    let other = bob.call("memory_recall", json!({"conversation": "planning", "query": "dog", "k": 5}));
+    assert_eq!(other["structuredContent"]["turns"], json!([]), "{other}");
+    let forged = bob.call("memory_recall", json!({"conversation": "planning", "query": "dog", "tenant": "ada"}));
+    assert_eq!(forged["isError"], true, "{forged}");
+    let empty = ada.call("memory_append", json!({"conversation": "planning", "speaker": "user", "text": "  "}));
+    assert!(empty["content"][0]["text"].as_str().unwrap().contains("is empty"), "{empty}");
+
+    // The operator's CLI reaches the same memory, per tenant.
+    let output =
+        sandbox.run(&["memory", "recall", "planning", "launch date", "--tenant", "ada", "--json", "-k", "1"], &[]);
+    assert!(output.status.success(), "{output:?}");
+    let answer: Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert!(answer["turns"][0]["turn"]["text"].as_str().unwrap().contains("March"), "{answer}");
+    let output = sandbox.run(&["memory", "append", "notes", "Buy oat milk", "--json"], &[]);
+    assert!(output.status.success(), "{output:?}");
+    let output = sandbox.run(&["memory", "conversations"], &[]);
+    assert_eq!(String::from_utf8_lossy(&output.stdout).trim(), "notes: 1 turns");
+}

@@ -10,6 +10,7 @@ mod app;
 mod health;
 pub mod http;
 mod mcp;
+mod memory;
 mod op;
 mod openai;
 mod plugins;

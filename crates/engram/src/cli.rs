@@ -101,6 +101,11 @@ pub enum Command {
         #[command(subcommand)]
         command: crate::plugins::PluginsCommand,
     },
+    /// Conversations' memory: append turns, recall them.
+    Memory {
+        #[command(subcommand)]
+        command: crate::memory::MemoryCommand,
+    },
     /// Bridge an MCP client on stdio (an IDE) to the daemon's `/mcp`,
     /// starting the daemon in the background when none runs.
     McpStdio(crate::mcp_stdio::McpStdioArgs),
@@ -259,6 +264,10 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Eval { target: crate::rag::EvalTarget::Retrieval(args) } => {
             crate::rag::eval_retrieval(&loaded, &resolve_paths(&loaded, &env)?, &args)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Memory { command } => {
+            crate::memory::run(&loaded, &resolve_paths(&loaded, &env)?, command)?;
             Ok(ExitCode::SUCCESS)
         }
         Command::McpStdio(args) => {

@@ -10,6 +10,7 @@ mod doctor;
 mod generate;
 mod logging;
 mod mcp_stdio;
+mod memory;
 mod plot;
 mod plugins;
 mod rag;

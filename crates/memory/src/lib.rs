@@ -8,6 +8,7 @@
 //! the index filters carry it, so one tenant never sees another's turns.
 
 mod error;
+pub mod ops;
 mod turns;
 
 use std::path::Path;
@@ -55,6 +56,32 @@ pub struct NewTurn {
     /// How much it matters, 0 to 1 (forgetting keeps important turns longer).
     #[serde(default)]
     pub importance: f32,
+}
+
+impl NewTurn {
+    /// What is wrong with this turn, if anything.
+    pub fn problem(&self) -> Option<String> {
+        if self.text.trim().is_empty() {
+            return Some("a turn's `text` is empty".into());
+        }
+        if self.text.len() > ops::MAX_TURN_BYTES {
+            return Some(format!(
+                "the turn is {} bytes; a turn holds at most {}",
+                self.text.len(),
+                ops::MAX_TURN_BYTES
+            ));
+        }
+        if self.speaker.trim().is_empty() {
+            return Some("a turn's `speaker` is empty".into());
+        }
+        if !(0.0..=1.0).contains(&self.importance) {
+            return Some(format!("`importance` is {}; it goes from 0 to 1", self.importance));
+        }
+        if self.time_ms.is_some_and(|t| t < 0) {
+            return Some("`time_ms` is before 1970".into());
+        }
+        None
+    }
 }
 
 /// A stored turn.
@@ -157,14 +184,8 @@ impl Memory {
     /// turn) and returns it as stored. Acknowledged once the journal has it;
     /// the indexes follow ([`Memory::catch_up`]).
     pub fn append(&self, scope: &Scope, turn: NewTurn) -> Result<Turn, MemoryError> {
-        if turn.text.trim().is_empty() {
-            return Err(MemoryError::Invalid("a turn's `text` is empty".into()));
-        }
-        if turn.speaker.trim().is_empty() {
-            return Err(MemoryError::Invalid("a turn's `speaker` is empty".into()));
-        }
-        if !(0.0..=1.0).contains(&turn.importance) {
-            return Err(MemoryError::Invalid(format!("`importance` is {}; it goes from 0 to 1", turn.importance)));
+        if let Some(problem) = turn.problem() {
+            return Err(MemoryError::Invalid(problem));
         }
         let tags = serde_json::to_string(&turn.tags).map_err(|err| MemoryError::Invalid(err.to_string()))?;
         self.store.write(|tx| {
@@ -249,9 +270,6 @@ impl Memory {
     /// The `k` turns of `scope`'s conversation that best answer `query`:
     /// BM25 and dense relevance fused, plus recency; best first.
     pub fn recall(&self, scope: &Scope, query: &str, k: usize) -> Result<Vec<Recalled>, MemoryError> {
-        if query.trim().is_empty() {
-            return Err(MemoryError::Invalid("the recall query is empty".into()));
-        }
         let filter = turns::filter(scope);
         let n = k.max(self.options.candidates);
         let bm25 = self.index.bm25().search(query, &filter, n)?;

@@ -92,7 +92,6 @@ fn bad_turns_are_refused_and_change_nothing() {
         assert!(matches!(err, MemoryError::Invalid(_)) && err.to_string().contains(phrase), "{err}");
     }
     assert!(memory.conversations(None).unwrap().is_empty());
-    assert!(matches!(memory.recall(&chat, " ", 3), Err(MemoryError::Invalid(_))));
 }
 
 /// Random tenants (and the operator) with random conversations sharing

@@ -14,6 +14,7 @@
 pub mod health;
 mod lazy;
 mod lock;
+pub mod memory;
 pub mod models;
 pub mod plugins;
 pub mod rag;
@@ -27,6 +28,7 @@ use engram_store::{Durability, Store, StoreOptions};
 
 pub use lazy::{Lazy, LoadState, RETRY_AFTER};
 pub use lock::{DataDirLock, create_private_dir};
+pub use memory::MemoryService;
 pub use models::Models;
 pub use rag::RagService;
 
@@ -85,6 +87,7 @@ pub struct Services {
     store: Store,
     models: Arc<Models>,
     rag: RagService,
+    memory: MemoryService,
     plugins: Option<Arc<engram_plugin_host::PluginHost>>,
     opened: Instant,
     _lock: DataDirLock,
@@ -99,12 +102,14 @@ impl Services {
         let store = Store::open(&paths.journal, &store_options(config))?;
         let models = Arc::new(models::configured(config, paths));
         let rag = RagService::new(config, paths, &store, models.clone());
+        let memory = MemoryService::new(paths, &store, models.clone());
         Ok(Self {
             config: config.clone(),
             paths: paths.clone(),
             store,
             models,
             rag,
+            memory,
             plugins: None,
             opened: Instant::now(),
             _lock: lock,
@@ -128,6 +133,9 @@ impl Services {
             // Opening the indexes catches them up with the journal.
             if let Err(err) = services.rag.engine().await {
                 tracing::error!(error = %err, "retrieval unavailable");
+            }
+            if let Err(err) = services.memory.engine().await {
+                tracing::error!(error = %err, "memory unavailable");
             }
         });
     }
@@ -160,6 +168,11 @@ impl Services {
     /// Retrieval.
     pub fn rag(&self) -> &RagService {
         &self.rag
+    }
+
+    /// Memory.
+    pub fn memory(&self) -> &MemoryService {
+        &self.memory
     }
 
     /// The plugin host, if these services run one.

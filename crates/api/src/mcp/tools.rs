@@ -51,8 +51,15 @@ impl OpTool {
 /// Every operation offered as a tool. Each later feature adds its own
 /// here, through [`op`] or [`streaming_op`] over its handlers.
 pub(crate) fn operations() -> Vec<OpTool> {
-    use crate::rag;
-    vec![op(rag::search), streaming_op(rag::ingest), op(rag::collections), streaming_op(rag::calibrate)]
+    use crate::{memory, rag};
+    vec![
+        op(rag::search),
+        streaming_op(rag::ingest),
+        op(rag::collections),
+        streaming_op(rag::calibrate),
+        op(memory::append),
+        op(memory::recall),
+    ]
 }
 
 /// Operation `O`, answered by `handler` (the function its route uses).

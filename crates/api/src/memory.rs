@@ -1,0 +1,29 @@
+//! Memory's operations ([`engram_memory::ops`]), each answered by one call
+//! to the memory service; the MCP tools (`mcp::tools`) run the same
+//! handlers.
+
+use axum::Router;
+use engram_memory::Turn;
+use engram_memory::ops::{AppendTurn, Conversations, ConversationsResponse, Recall, RecallResponse};
+use engram_ops::Error;
+
+use crate::app::AppState;
+use crate::op::route;
+
+/// `POST /v1/memory/turns`, `POST /v1/memory/recall`,
+/// `GET /v1/memory/conversations`.
+pub(crate) fn routes() -> Router<AppState> {
+    Router::new().merge(route(append)).merge(route(recall)).merge(route(conversations))
+}
+
+pub(crate) async fn append(state: AppState, request: AppendTurn) -> Result<Turn, Error> {
+    state.services().memory().append(request).await
+}
+
+pub(crate) async fn recall(state: AppState, request: Recall) -> Result<RecallResponse, Error> {
+    state.services().memory().recall(request).await
+}
+
+pub(crate) async fn conversations(state: AppState, request: Conversations) -> Result<ConversationsResponse, Error> {
+    state.services().memory().conversations(request).await
+}

@@ -1,0 +1,115 @@
+//! `engram memory …`: conversations' memory, through the running daemon
+//! (or the same services in-process), with the operations' own types.
+
+use anyhow::Context;
+use engram_config::{Loaded, Paths};
+use engram_memory::ops::{AppendTurn, Conversations, Recall};
+use engram_ops::{ConversationId, TenantId};
+
+/// What `engram memory` does.
+#[derive(Debug, clap::Subcommand)]
+pub enum MemoryCommand {
+    /// Append a turn to CONVERSATION (created with its first turn).
+    Append {
+        /// The conversation.
+        conversation: ConversationId,
+        /// What was said.
+        text: String,
+        /// Who said it.
+        #[arg(long, default_value = "user")]
+        speaker: String,
+        /// Whose conversation (the operator's own when absent).
+        #[arg(long)]
+        tenant: Option<TenantId>,
+        /// When it was said (Unix ms) [default: now].
+        #[arg(long)]
+        time_ms: Option<i64>,
+        /// A label (repeatable).
+        #[arg(long = "tag")]
+        tags: Vec<String>,
+        /// How much it matters, 0 to 1 [default: 0].
+        #[arg(long)]
+        importance: Option<f32>,
+        /// Print the stored turn as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// The turns of CONVERSATION that best answer QUERY, verbatim.
+    Recall {
+        /// The conversation.
+        conversation: ConversationId,
+        /// What to recall.
+        query: String,
+        /// Turns to return [default: 5].
+        #[arg(long, short)]
+        k: Option<usize>,
+        /// Whose conversation.
+        #[arg(long)]
+        tenant: Option<TenantId>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// The conversations (of a tenant, or the operator's own).
+    Conversations {
+        /// Whose.
+        #[arg(long)]
+        tenant: Option<TenantId>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// Runs `engram memory COMMAND`.
+pub fn run(loaded: &Loaded, paths: &Paths, command: MemoryCommand) -> anyhow::Result<()> {
+    match command {
+        MemoryCommand::Append { conversation, text, speaker, tenant, time_ms, tags, importance, json } => {
+            let mut request = AppendTurn::new(conversation, speaker, text);
+            request.tenant = tenant;
+            request.time_ms = time_ms;
+            request.tags = tags;
+            request.importance = importance.unwrap_or(request.importance);
+            let turn = crate::connect::run(loaded, paths, |client| async move { Ok(client.call(&request).await?) })?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&turn)?);
+            } else {
+                println!("turn {} (id {})", turn.ordinal, turn.id);
+            }
+        }
+        MemoryCommand::Recall { conversation, query, k, tenant, json } => {
+            let mut request = Recall::new(conversation, query);
+            request.tenant = tenant;
+            request.k = k.unwrap_or(request.k);
+            let answer = crate::connect::run(loaded, paths, |client| async move { Ok(client.call(&request).await?) })?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&answer)?);
+            } else if answer.turns.is_empty() {
+                println!("nothing recalled");
+            } else {
+                for recalled in answer.turns {
+                    let turn = recalled.turn;
+                    println!(
+                        "[{:.3}] #{} {} ({} ms): {}",
+                        recalled.score, turn.ordinal, turn.speaker, turn.time_ms, turn.text
+                    );
+                }
+            }
+        }
+        MemoryCommand::Conversations { tenant, json } => {
+            let request = Conversations { tenant };
+            let answer = crate::connect::run(loaded, paths, |client| async move { Ok(client.call(&request).await?) })
+                .context("listing conversations")?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&answer)?);
+            } else if answer.conversations.is_empty() {
+                println!("no conversations yet: engram memory append CONVERSATION TEXT");
+            } else {
+                for c in answer.conversations {
+                    println!("{}: {} turns", c.conversation, c.turns);
+                }
+            }
+        }
+    }
+    Ok(())
+}

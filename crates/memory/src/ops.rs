@@ -1,0 +1,164 @@
+//! Memory's operations: one request type each, with its defaults, checks,
+//! route, audience and (for tools) MCP name. The HTTP routes, the CLI and
+//! the MCP tools all send these.
+
+use engram_ops::{Audience, ConversationId, Error, Hints, Method, Operation, TenantId, Tool};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::{ConversationInfo, NewTurn, Recalled};
+
+/// The longest turn accepted, in bytes.
+pub const MAX_TURN_BYTES: usize = 64 * 1024;
+
+/// `POST /v1/memory/turns`: appends a turn to a conversation (created with
+/// its first turn); answered once the journal has it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AppendTurn {
+    /// The conversation.
+    pub conversation: ConversationId,
+    /// Whose conversation (set from a tenant's token).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tenant: Option<TenantId>,
+    /// Who spoke (`user`, `assistant`, a name).
+    pub speaker: String,
+    /// What was said.
+    pub text: String,
+    /// When (Unix ms); now when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub time_ms: Option<i64>,
+    /// Labels to filter by.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tags: Vec<String>,
+    /// How much it matters, 0 to 1.
+    #[serde(default)]
+    pub importance: f32,
+}
+
+impl AppendTurn {
+    /// `speaker` saying `text` in `conversation`, now, with the defaults.
+    pub fn new(conversation: ConversationId, speaker: impl Into<String>, text: impl Into<String>) -> Self {
+        Self {
+            conversation,
+            tenant: None,
+            speaker: speaker.into(),
+            text: text.into(),
+            time_ms: None,
+            tags: Vec::new(),
+            importance: 0.0,
+        }
+    }
+
+    /// The turn to store.
+    pub fn turn(&self) -> NewTurn {
+        NewTurn {
+            speaker: self.speaker.clone(),
+            text: self.text.clone(),
+            time_ms: self.time_ms,
+            tags: self.tags.clone(),
+            importance: self.importance,
+        }
+    }
+}
+
+impl Operation for AppendTurn {
+    const METHOD: Method = Method::Post;
+    const ROUTE: &'static str = "/v1/memory/turns";
+    type Response = crate::Turn;
+    const AUDIENCE: Audience<Self> = Audience::Tenant(|request| &mut request.tenant);
+
+    fn validate(&self) -> Result<(), Error> {
+        self.turn().problem().map_or(Ok(()), |problem| Err(Error::invalid(problem)))
+    }
+}
+
+impl Tool for AppendTurn {
+    const NAME: &'static str = "memory_append";
+    const TITLE: &'static str = "Remember a turn of a conversation";
+    const HINTS: Hints = Hints { read_only: false, destructive: false, idempotent: false, open_world: false };
+    const HIDDEN: &'static [&'static str] = &["tenant"];
+}
+
+/// `POST /v1/memory/recall`: the turns of a conversation that best answer
+/// a query (relevance fused with recency), verbatim, with their place and
+/// time.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Recall {
+    /// The conversation.
+    pub conversation: ConversationId,
+    /// Whose conversation (set from a tenant's token).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tenant: Option<TenantId>,
+    /// What to recall.
+    pub query: String,
+    /// Turns to return (1-100).
+    #[serde(default = "default_k")]
+    pub k: usize,
+}
+
+fn default_k() -> usize {
+    5
+}
+
+impl Recall {
+    /// A recall of `query` in `conversation` with the defaults.
+    pub fn new(conversation: ConversationId, query: impl Into<String>) -> Self {
+        Self { conversation, tenant: None, query: query.into(), k: default_k() }
+    }
+}
+
+/// What [`Recall`] answers.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct RecallResponse {
+    /// Best first.
+    pub turns: Vec<Recalled>,
+}
+
+impl Operation for Recall {
+    const METHOD: Method = Method::Post;
+    const ROUTE: &'static str = "/v1/memory/recall";
+    type Response = RecallResponse;
+    const AUDIENCE: Audience<Self> = Audience::Tenant(|request| &mut request.tenant);
+
+    fn validate(&self) -> Result<(), Error> {
+        if self.query.trim().is_empty() {
+            return Err(Error::invalid("`query` is empty"));
+        }
+        if !(1..=100).contains(&self.k) {
+            return Err(Error::invalid(format!("`k` is {}; it goes from 1 to 100", self.k)));
+        }
+        Ok(())
+    }
+}
+
+impl Tool for Recall {
+    const NAME: &'static str = "memory_recall";
+    const TITLE: &'static str = "Recall turns of a conversation";
+    const HINTS: Hints = Hints::READ;
+    const HIDDEN: &'static [&'static str] = &["tenant"];
+}
+
+/// `GET /v1/memory/conversations`: the caller's conversations.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Conversations {
+    /// Whose (set from a tenant's token).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tenant: Option<TenantId>,
+}
+
+/// What [`Conversations`] answers.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct ConversationsResponse {
+    /// By name.
+    pub conversations: Vec<ConversationInfo>,
+}
+
+impl Operation for Conversations {
+    const METHOD: Method = Method::Get;
+    const ROUTE: &'static str = "/v1/memory/conversations";
+    type Response = ConversationsResponse;
+    const AUDIENCE: Audience<Self> = Audience::Tenant(|request| &mut request.tenant);
+}

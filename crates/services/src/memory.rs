@@ -1,0 +1,91 @@
+//! Memory as a service: the engine opened once the embedder has loaded
+//! (under the one retry policy), and one method per operation of
+//! [`engram_memory::ops`].
+
+use std::sync::Arc;
+
+use engram_config::Paths;
+use engram_memory::ops::{AppendTurn, Conversations, ConversationsResponse, Recall, RecallResponse};
+use engram_memory::{Memory, MemoryError, RecallOptions, Scope, Turn};
+use engram_models::Embedder;
+use engram_ops::{Error, Operation};
+use engram_store::Store;
+
+use crate::lazy::Lazy;
+use crate::models::Models;
+
+/// The memory engine and the operations on it.
+pub struct MemoryService {
+    engine: Lazy<Arc<Memory>, Arc<Embedder>>,
+    models: Arc<Models>,
+}
+
+impl MemoryService {
+    /// Memory over `store`, its indexes under `<data dir>/index/memory`.
+    pub fn new(paths: &Paths, store: &Store, models: Arc<Models>) -> Self {
+        let (store, dir) = (store.clone(), crate::rag::index_dir(paths).join("memory"));
+        let engine = Lazy::with_input(move |embedder: Arc<Embedder>| {
+            let memory =
+                Memory::open(store.clone(), &dir, embedder, RecallOptions::default()).map_err(|e| e.to_string())?;
+            Ok(Arc::new(memory))
+        });
+        Self { engine, models }
+    }
+
+    /// The engine, loading the embedder and opening the indexes until that works.
+    pub async fn engine(&self) -> Result<Arc<Memory>, Error> {
+        let unavailable = |reason: String| Error::unavailable(format!("memory is unavailable: {reason}"));
+        if let Some(memory) = self.engine.loaded() {
+            return Ok(memory.clone());
+        }
+        let embedder = self.models.embedder.get().await.map_err(unavailable)?.clone();
+        self.engine.get_with(embedder).await.cloned().map_err(unavailable)
+    }
+
+    /// [`AppendTurn`]: answered once the journal has the turn; indexing
+    /// follows in the background.
+    pub async fn append(&self, request: AppendTurn) -> Result<Turn, Error> {
+        request.validate()?;
+        let memory = self.engine().await?;
+        let scope = Scope { tenant: request.tenant.clone(), conversation: request.conversation.clone() };
+        let stored = blocking({
+            let memory = memory.clone();
+            move || memory.append(&scope, request.turn())
+        })
+        .await?;
+        tokio::task::spawn_blocking(move || {
+            if let Err(err) = memory.catch_up() {
+                tracing::warn!(error = %err, "memory indexing fell behind; the next recall catches up");
+            }
+        });
+        Ok(stored)
+    }
+
+    /// [`Recall`]: over every acknowledged turn (the indexes catch up first).
+    pub async fn recall(&self, request: Recall) -> Result<RecallResponse, Error> {
+        request.validate()?;
+        let memory = self.engine().await?;
+        blocking(move || {
+            memory.catch_up()?;
+            let scope = Scope { tenant: request.tenant.clone(), conversation: request.conversation.clone() };
+            Ok(RecallResponse { turns: memory.recall(&scope, &request.query, request.k)? })
+        })
+        .await
+    }
+
+    /// [`Conversations`].
+    pub async fn conversations(&self, request: Conversations) -> Result<ConversationsResponse, Error> {
+        let memory = self.engine().await?;
+        blocking(move || Ok(ConversationsResponse { conversations: memory.conversations(request.tenant.as_ref())? }))
+            .await
+    }
+}
+
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T, MemoryError> + Send + 'static,
+) -> Result<T, Error> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|err| Error::internal(format!("memory panicked: {err}")))?
+        .map_err(Error::from)
+}
