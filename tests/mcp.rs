@@ -821,6 +821,12 @@ fn memory_is_kept_per_tenant_and_conversation_over_mcp_and_the_cli() {
     let empty = ada.call("memory_append", json!({"conversation": "planning", "speaker": "user", "text": "  "}));
     assert!(empty["content"][0]["text"].as_str().unwrap().contains("is empty"), "{empty}");
 
+    // Ada forgets the dog; nothing of it is recalled any more.
+    let forgot = ada.call("memory_forget", json!({"conversation": "planning", "turn": 2}));
+    assert_eq!(forgot["structuredContent"]["turns"], 1, "{forgot}");
+    let recalled = ada.call("memory_recall", json!({"conversation": "planning", "query": "Biscuit dog", "k": 5}));
+    assert!(!recalled.to_string().contains("Biscuit"), "{recalled}");
+
     // The operator's CLI reaches the same memory, per tenant.
     let output =
         sandbox.run(&["memory", "recall", "planning", "launch date", "--tenant", "ada", "--json", "-k", "1"], &[]);
@@ -831,4 +837,10 @@ fn memory_is_kept_per_tenant_and_conversation_over_mcp_and_the_cli() {
     assert!(output.status.success(), "{output:?}");
     let output = sandbox.run(&["memory", "conversations"], &[]);
     assert_eq!(String::from_utf8_lossy(&output.stdout).trim(), "notes: 1 turns");
+    let output = sandbox.run(&["memory", "forget-tenant", "--tenant", "ada"], &[]);
+    assert!(!output.status.success() && String::from_utf8_lossy(&output.stderr).contains("--yes"), "{output:?}");
+    let output = sandbox.run(&["memory", "forget-tenant", "--tenant", "ada", "--yes"], &[]);
+    assert_eq!(String::from_utf8_lossy(&output.stdout).trim(), "forgot 2 turns", "{output:?}");
+    let output = sandbox.run(&["memory", "conversations", "--tenant", "ada"], &[]);
+    assert!(String::from_utf8_lossy(&output.stdout).contains("no conversations yet"), "{output:?}");
 }

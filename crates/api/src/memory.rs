@@ -4,16 +4,24 @@
 
 use axum::Router;
 use engram_memory::Turn;
-use engram_memory::ops::{AppendTurn, Conversations, ConversationsResponse, Recall, RecallResponse};
+use engram_memory::ops::{
+    AppendTurn, Conversations, ConversationsResponse, ForgetMemory, ForgetTenant, Forgotten, Recall, RecallResponse,
+};
 use engram_ops::Error;
 
 use crate::app::AppState;
 use crate::op::route;
 
 /// `POST /v1/memory/turns`, `POST /v1/memory/recall`,
-/// `GET /v1/memory/conversations`.
+/// `GET /v1/memory/conversations`, `POST /v1/memory/forget`,
+/// `POST /v1/memory/forget-tenant`.
 pub(crate) fn routes() -> Router<AppState> {
-    Router::new().merge(route(append)).merge(route(recall)).merge(route(conversations))
+    Router::new()
+        .merge(route(append))
+        .merge(route(recall))
+        .merge(route(conversations))
+        .merge(route(forget))
+        .merge(route(forget_tenant))
 }
 
 pub(crate) async fn append(state: AppState, request: AppendTurn) -> Result<Turn, Error> {
@@ -26,4 +34,12 @@ pub(crate) async fn recall(state: AppState, request: Recall) -> Result<RecallRes
 
 pub(crate) async fn conversations(state: AppState, request: Conversations) -> Result<ConversationsResponse, Error> {
     state.services().memory().conversations(request).await
+}
+
+pub(crate) async fn forget(state: AppState, request: ForgetMemory) -> Result<Forgotten, Error> {
+    state.services().memory().forget(request).await
+}
+
+pub(crate) async fn forget_tenant(state: AppState, request: ForgetTenant) -> Result<Forgotten, Error> {
+    state.services().memory().forget_tenant(request).await
 }

@@ -3,7 +3,7 @@
 
 use anyhow::Context;
 use engram_config::{Loaded, Paths};
-use engram_memory::ops::{AppendTurn, Conversations, Recall};
+use engram_memory::ops::{AppendTurn, Conversations, ForgetMemory, ForgetTenant, Recall};
 use engram_ops::{ConversationId, TenantId};
 
 /// What `engram memory` does.
@@ -50,6 +50,34 @@ pub enum MemoryCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Forget CONVERSATION, one of its turns (--turn) or the turns said in
+    /// a time range (--since/--until): the text and everything derived.
+    Forget {
+        /// The conversation.
+        conversation: ConversationId,
+        /// Only this turn (its ordinal).
+        #[arg(long, conflicts_with_all = ["since", "until"])]
+        turn: Option<u64>,
+        /// Only turns said at or after this time (Unix ms).
+        #[arg(long, requires = "until")]
+        since: Option<i64>,
+        /// Only turns said before this time (Unix ms).
+        #[arg(long, requires = "since")]
+        until: Option<i64>,
+        /// Whose conversation.
+        #[arg(long)]
+        tenant: Option<TenantId>,
+    },
+    /// Forget every conversation of a tenant (or, without --tenant, the
+    /// operator's own).
+    ForgetTenant {
+        /// Whose.
+        #[arg(long)]
+        tenant: Option<TenantId>,
+        /// Confirm: this cannot be undone.
+        #[arg(long)]
+        yes: bool,
+    },
     /// The conversations (of a tenant, or the operator's own).
     Conversations {
         /// Whose.
@@ -95,6 +123,18 @@ pub fn run(loaded: &Loaded, paths: &Paths, command: MemoryCommand) -> anyhow::Re
                     );
                 }
             }
+        }
+        MemoryCommand::Forget { conversation, turn, since, until, tenant } => {
+            let time = since.zip(until).map(|(from, to)| [from, to]);
+            let request = ForgetMemory { conversation, tenant, turn, time };
+            let done = crate::connect::run(loaded, paths, |client| async move { Ok(client.call(&request).await?) })?;
+            println!("forgot {} turns", done.turns);
+        }
+        MemoryCommand::ForgetTenant { tenant, yes } => {
+            anyhow::ensure!(yes, "forgetting every conversation cannot be undone: add --yes");
+            let request = ForgetTenant { tenant };
+            let done = crate::connect::run(loaded, paths, |client| async move { Ok(client.call(&request).await?) })?;
+            println!("forgot {} turns", done.turns);
         }
         MemoryCommand::Conversations { tenant, json } => {
             let request = Conversations { tenant };

@@ -139,6 +139,16 @@ impl EmbeddingCache {
         Ok(())
     }
 
+    /// Drops the cached vectors of `hash` (every model's) inside the
+    /// caller's transaction: what forgetting a text leaves behind otherwise.
+    pub fn forget_in(&self, tx: &WriteTx<'_>, hash: &str) -> Result<(), IndexError> {
+        tx.sql()
+            .prepare_cached("DELETE FROM embeddings WHERE hash = ?1")
+            .and_then(|mut s| s.execute(params![hash]))
+            .map_err(|source| StoreError::Sqlite { path: self.store.path().to_path_buf(), source })?;
+        Ok(())
+    }
+
     /// Caches vectors computed elsewhere (bulk loads, benchmarks).
     pub fn put(&self, items: &[(String, Vec<f32>)]) -> Result<(), IndexError> {
         self.store.write(|tx| items.iter().try_for_each(|(hash, vector)| self.put_in(tx, hash, vector)))

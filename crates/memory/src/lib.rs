@@ -112,6 +112,20 @@ pub struct Recalled {
     pub score: f64,
 }
 
+/// What to forget: the text of the turns, and everything derived from it
+/// (their BM25 entries, vectors and cached embeddings).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Forget {
+    /// One turn, by its place in the conversation.
+    Turn(Scope, u64),
+    /// The turns said in `[from, to)` (Unix ms).
+    Range(Scope, i64, i64),
+    /// A whole conversation.
+    Conversation(Scope),
+    /// Every conversation of a tenant (`None`: the operator's own).
+    Tenant(Option<TenantId>),
+}
+
 /// A conversation and its size.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct ConversationInfo {
@@ -233,6 +247,65 @@ impl Memory {
         })
     }
 
+    /// Deletes what `what` names from the journal, drops the cached
+    /// embeddings of its texts, and removes it from the indexes before
+    /// returning; answers how many turns were forgotten.
+    pub fn forget(&self, what: &Forget) -> Result<u64, MemoryError> {
+        let (condition, tenant, name, from, to) = match what {
+            Forget::Turn(scope, ordinal) => {
+                ("c.name = ?2 AND t.ordinal = ?3", scope.tenant_key(), scope.conversation.as_str(), *ordinal as i64, 0)
+            }
+            Forget::Range(scope, from, to) => (
+                "c.name = ?2 AND t.time_ms >= ?3 AND t.time_ms < ?4",
+                scope.tenant_key(),
+                scope.conversation.as_str(),
+                *from,
+                *to,
+            ),
+            Forget::Conversation(scope) => ("c.name = ?2", scope.tenant_key(), scope.conversation.as_str(), 0, 0),
+            Forget::Tenant(tenant) => ("1 = 1", tenant.as_ref().map_or("", TenantId::as_str), "", 0, 0),
+        };
+        let sql_error =
+            |source| MemoryError::Store(StoreError::Sqlite { path: self.store.path().to_path_buf(), source });
+        let forgotten = self.store.write(|tx| {
+            let victims: Vec<(i64, String)> = {
+                let mut stmt = tx
+                    .sql()
+                    .prepare(&format!(
+                        "SELECT t.id, t.text FROM turns t JOIN conversations c ON c.id = t.conversation \
+                         WHERE c.tenant = ?1 AND {condition}"
+                    ))
+                    .map_err(sql_error)?;
+                let count = stmt.parameter_count();
+                let values: [&dyn engram_store::rusqlite::ToSql; 4] = [&tenant, &name, &from, &to];
+                let rows = stmt.query_map(&values[..count], |row| Ok((row.get(0)?, row.get(1)?))).map_err(sql_error)?;
+                rows.collect::<Result<_, _>>().map_err(sql_error)?
+            };
+            for (id, text) in &victims {
+                tx.sql().execute("DELETE FROM turns WHERE id = ?1", params![id]).map_err(sql_error)?;
+                tx.record(Entity::Turn, &id.to_string(), Op::Delete)?;
+                let still_said: bool = tx
+                    .sql()
+                    .query_row("SELECT EXISTS (SELECT 1 FROM turns WHERE text = ?1)", params![text], |row| row.get(0))
+                    .map_err(sql_error)?;
+                if !still_said {
+                    self.index.embeddings().forget_in(tx, &engram_index::text_hash(text))?;
+                }
+            }
+            // A conversation (or tenant) forgotten whole leaves no name behind.
+            if matches!(what, Forget::Conversation(_) | Forget::Tenant(_)) {
+                let whole = if matches!(what, Forget::Tenant(_)) { "" } else { "AND name = ?2" };
+                let sql = format!("DELETE FROM conversations WHERE tenant = ?1 {whole}");
+                let mut stmt = tx.sql().prepare(&sql).map_err(sql_error)?;
+                let values: [&dyn engram_store::rusqlite::ToSql; 2] = [&tenant, &name];
+                stmt.execute(&values[..stmt.parameter_count()]).map_err(sql_error)?;
+            }
+            Ok::<_, MemoryError>(victims.len() as u64)
+        })?;
+        self.catch_up()?;
+        Ok(forgotten)
+    }
+
     /// The turns of `scope`'s conversation from `ordinal` `from`, oldest
     /// first, at most `limit`.
     pub fn turns(&self, scope: &Scope, from: u64, limit: usize) -> Result<Vec<Turn>, MemoryError> {
@@ -315,6 +388,11 @@ impl Memory {
             }
             Ok(out)
         })?)
+    }
+
+    /// Whether an embedding of `text` is cached (forgetting drops it).
+    pub fn is_embedded(&self, text: &str) -> Result<bool, MemoryError> {
+        Ok(self.index.embeddings().contains(&[&engram_index::text_hash(text)])?.first().copied().unwrap_or(false))
     }
 
     /// Turn ids in each index within `scope` (for consistency checks).

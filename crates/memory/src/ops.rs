@@ -162,3 +162,83 @@ impl Operation for Conversations {
     type Response = ConversationsResponse;
     const AUDIENCE: Audience<Self> = Audience::Tenant(|request| &mut request.tenant);
 }
+
+/// `POST /v1/memory/forget`: forgets a conversation, one of its turns, or
+/// the turns said in a time range: their text and everything derived from
+/// it (index entries, vectors, cached embeddings).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ForgetMemory {
+    /// The conversation.
+    pub conversation: ConversationId,
+    /// Whose conversation (set from a tenant's token).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tenant: Option<TenantId>,
+    /// Only this turn (its `ordinal`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub turn: Option<u64>,
+    /// Only the turns said in `[from, to)`, Unix ms.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub time: Option<[i64; 2]>,
+}
+
+impl ForgetMemory {
+    /// What the engine forgets.
+    pub fn target(&self) -> crate::Forget {
+        let scope = crate::Scope { tenant: self.tenant.clone(), conversation: self.conversation.clone() };
+        match (self.turn, self.time) {
+            (Some(ordinal), _) => crate::Forget::Turn(scope, ordinal),
+            (None, Some([from, to])) => crate::Forget::Range(scope, from, to),
+            (None, None) => crate::Forget::Conversation(scope),
+        }
+    }
+}
+
+/// What a forget did.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct Forgotten {
+    /// Turns forgotten.
+    pub turns: u64,
+}
+
+impl Operation for ForgetMemory {
+    const METHOD: Method = Method::Post;
+    const ROUTE: &'static str = "/v1/memory/forget";
+    type Response = Forgotten;
+    const AUDIENCE: Audience<Self> = Audience::Tenant(|request| &mut request.tenant);
+
+    fn validate(&self) -> Result<(), Error> {
+        if self.turn.is_some() && self.time.is_some() {
+            return Err(Error::invalid("give `turn` or `time`, not both"));
+        }
+        if let Some([from, to]) = self.time
+            && from >= to
+        {
+            return Err(Error::invalid(format!("`time` is [{from}, {to}): it needs from < to")));
+        }
+        Ok(())
+    }
+}
+
+impl Tool for ForgetMemory {
+    const NAME: &'static str = "memory_forget";
+    const TITLE: &'static str = "Forget a conversation, a turn or a time range";
+    const HINTS: Hints = Hints { read_only: false, destructive: true, idempotent: true, open_world: false };
+    const HIDDEN: &'static [&'static str] = &["tenant"];
+}
+
+/// `POST /v1/memory/forget-tenant`: forgets every conversation of a tenant
+/// (or the operator's own). The operator's alone, and never a tool.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ForgetTenant {
+    /// The tenant; the operator's own memory when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tenant: Option<TenantId>,
+}
+
+impl Operation for ForgetTenant {
+    const METHOD: Method = Method::Post;
+    const ROUTE: &'static str = "/v1/memory/forget-tenant";
+    type Response = Forgotten;
+}

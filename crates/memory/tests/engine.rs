@@ -5,7 +5,7 @@ use std::collections::HashSet;
 use std::path::Path;
 use std::sync::{Arc, OnceLock};
 
-use engram_memory::{Memory, MemoryError, NewTurn, RecallOptions, Scope};
+use engram_memory::{Forget, Memory, MemoryError, NewTurn, RecallOptions, Scope};
 use engram_models::Embedder;
 use engram_ops::{ConversationId, TenantId};
 use engram_store::{Store, StoreOptions};
@@ -134,4 +134,53 @@ fn scopes_never_leak_into_each_other() {
         let expected: usize = scopes.iter().filter(|s| s.tenant == tenant).count();
         assert_eq!(listed.len(), expected, "{tenant:?}");
     }
+}
+
+/// Forgetting a turn, a time range, a conversation or a tenant leaves no
+/// trace of the text: not in the journal, not in either index, not in the
+/// embedding cache; other scopes keep theirs.
+#[test]
+fn forgetting_leaves_nothing_derived_behind() {
+    let dir = tempfile::tempdir().unwrap();
+    let memory = open(dir.path());
+    let (ada, bob) = (scope(Some("ada"), "diary"), scope(Some("bob"), "diary"));
+    let planted = "My locker code is zorblatt-7731, keep it secret.";
+    for (i, text) in ["Breakfast was porridge.", planted, "The train was late again."].into_iter().enumerate() {
+        let at = NewTurn { time_ms: Some(1_000 * (i as i64 + 1)), ..turn("user", text) };
+        memory.append(&ada, at.clone()).unwrap();
+        memory.append(&bob, at).unwrap();
+    }
+    memory.catch_up().unwrap();
+    assert!(memory.is_embedded(planted).unwrap());
+    let traces = |chat: &Scope| -> (bool, bool) {
+        let journal = memory.turns(chat, 0, 100).unwrap().iter().any(|t| t.text.contains("zorblatt"));
+        let recalled = memory.recall(chat, "zorblatt-7731 locker code", 10).unwrap();
+        let indexed = recalled.iter().any(|r| r.turn.text.contains("zorblatt"));
+        let (bm25, dense) = memory.index_ids(chat).unwrap();
+        let journal_ids: Vec<u64> = memory.turns(chat, 0, 100).unwrap().iter().map(|t| t.id).collect();
+        assert_eq!((&bm25, &dense), (&journal_ids, &journal_ids), "indexes follow the journal");
+        (journal, indexed)
+    };
+    assert_eq!(traces(&ada), (true, true));
+
+    // Ada forgets the turn: her planted text is gone everywhere; Bob's
+    // identical turn stays, so its cached embedding does too.
+    assert_eq!(memory.forget(&Forget::Turn(ada.clone(), 1)).unwrap(), 1);
+    assert_eq!(traces(&ada), (false, false));
+    assert_eq!(traces(&bob), (true, true));
+    assert!(memory.is_embedded(planted).unwrap(), "still said by Bob");
+
+    // Bob forgets by time range; now no embedding of it is left either.
+    assert_eq!(memory.forget(&Forget::Range(bob.clone(), 2_000, 3_000)).unwrap(), 1);
+    assert_eq!(traces(&bob), (false, false));
+    assert!(!memory.is_embedded(planted).unwrap());
+
+    // A whole conversation, then a whole tenant.
+    assert_eq!(memory.forget(&Forget::Conversation(ada.clone())).unwrap(), 2);
+    assert!(memory.conversations(ada.tenant.as_ref()).unwrap().is_empty());
+    assert_eq!(memory.forget(&Forget::Tenant(bob.tenant.clone())).unwrap(), 2);
+    assert!(memory.conversations(bob.tenant.as_ref()).unwrap().is_empty());
+    assert!(!memory.is_embedded("Breakfast was porridge.").unwrap());
+    // Forgetting what is not there forgets nothing.
+    assert_eq!(memory.forget(&Forget::Conversation(scope(None, "nothing"))).unwrap(), 0);
 }

@@ -5,8 +5,10 @@
 use std::sync::Arc;
 
 use engram_config::Paths;
-use engram_memory::ops::{AppendTurn, Conversations, ConversationsResponse, Recall, RecallResponse};
-use engram_memory::{Memory, MemoryError, RecallOptions, Scope, Turn};
+use engram_memory::ops::{
+    AppendTurn, Conversations, ConversationsResponse, ForgetMemory, ForgetTenant, Forgotten, Recall, RecallResponse,
+};
+use engram_memory::{Forget, Memory, MemoryError, RecallOptions, Scope, Turn};
 use engram_models::Embedder;
 use engram_ops::{Error, Operation};
 use engram_store::Store;
@@ -71,6 +73,19 @@ impl MemoryService {
             Ok(RecallResponse { turns: memory.recall(&scope, &request.query, request.k)? })
         })
         .await
+    }
+
+    /// [`ForgetMemory`]: answered once the journal and the indexes are rid of it.
+    pub async fn forget(&self, request: ForgetMemory) -> Result<Forgotten, Error> {
+        request.validate()?;
+        let memory = self.engine().await?;
+        blocking(move || Ok(Forgotten { turns: memory.forget(&request.target())? })).await
+    }
+
+    /// [`ForgetTenant`].
+    pub async fn forget_tenant(&self, request: ForgetTenant) -> Result<Forgotten, Error> {
+        let memory = self.engine().await?;
+        blocking(move || Ok(Forgotten { turns: memory.forget(&Forget::Tenant(request.tenant))? })).await
     }
 
     /// [`Conversations`].

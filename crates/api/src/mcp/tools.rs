@@ -59,6 +59,7 @@ pub(crate) fn operations() -> Vec<OpTool> {
         streaming_op(rag::calibrate),
         op(memory::append),
         op(memory::recall),
+        op(memory::forget),
     ]
 }
 
