@@ -177,13 +177,22 @@ fn cli_ingests_searches_calibrates_and_reindexes() {
     let (ok, _, stderr) = run(&sandbox, &["calibrate", "-c", "facts"]);
     assert!(!ok && stderr.contains("--questions"), "{stderr}");
 
+    // Memory's indexes live beside retrieval's.
+    for text in ["Halley's comet came by in 1986.", "The telescope needs a new lens."] {
+        let (ok, _, stderr) = run(&sandbox, &["memory", "append", "log", text]);
+        assert!(ok, "{stderr}");
+    }
+
     // Delete the index directory entirely: reindex rebuilds it from the journal.
     std::fs::remove_dir_all(sandbox.data_dir().join("index")).unwrap();
     let (ok, stdout, stderr) = run(&sandbox, &["reindex"]);
     assert!(ok, "{stderr}");
     assert!(stdout.contains("8 chunks (BM25 8, vectors 8)"), "{stdout}");
+    assert!(stdout.contains("memory: 2 turns (BM25 2, vectors 2)"), "{stdout}");
     let hits = ok_json(&sandbox, &["search", "comet tails", "--json"]);
     assert!(hits[0]["path"].as_str().unwrap().ends_with("comet.txt"), "{hits}");
+    let recalled = ok_json(&sandbox, &["memory", "recall", "log", "when did the comet come?", "-k", "1", "--json"]);
+    assert!(recalled["turns"][0]["turn"]["text"].as_str().unwrap().contains("1986"), "{recalled}");
 }
 
 #[test]

@@ -316,12 +316,15 @@ pub fn reindex(loaded: &Loaded, paths: &Paths) -> anyhow::Result<()> {
     let done = engram_services::rag::reindex(&loaded.config, paths)?;
     let stats = done.stats;
     println!(
-        "rebuilt the indexes from the journal in {:.1}s: {} documents, {} chunks (BM25 {}, vectors {})",
+        "rebuilt the indexes from the journal in {:.1}s: {} documents, {} chunks (BM25 {}, vectors {}); memory: {} turns (BM25 {}, vectors {})",
         done.elapsed.as_secs_f64(),
         stats.documents,
         stats.chunks,
         stats.bm25_chunks,
-        stats.vector_chunks
+        stats.vector_chunks,
+        done.memory.bm25_documents.max(done.memory.vector_documents),
+        done.memory.bm25_documents,
+        done.memory.vector_documents
     );
     Ok(())
 }

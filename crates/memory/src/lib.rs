@@ -390,6 +390,11 @@ impl Memory {
         })?)
     }
 
+    /// How far the indexes are, and how many turns each holds.
+    pub fn progress(&self) -> Result<engram_index::Progress, MemoryError> {
+        Ok(self.index.progress()?)
+    }
+
     /// Whether an embedding of `text` is cached (forgetting drops it).
     pub fn is_embedded(&self, text: &str) -> Result<bool, MemoryError> {
         Ok(self.index.embeddings().contains(&[&engram_index::text_hash(text)])?.first().copied().unwrap_or(false))

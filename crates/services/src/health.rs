@@ -60,6 +60,9 @@ pub struct Parts {
     pub embedder: Part,
     /// Retrieval's indexes.
     pub retrieval: Part,
+    /// Memory's indexes.
+    #[serde(default)]
+    pub memory: Part,
 }
 
 /// Where one background-loaded part stands.
@@ -92,7 +95,7 @@ impl From<LoadState> for Part {
 impl Parts {
     /// The failed parts, by name, with their reasons.
     pub fn failed(&self) -> Vec<(&'static str, &str)> {
-        [("llm", &self.llm), ("embedder", &self.embedder), ("retrieval", &self.retrieval)]
+        [("llm", &self.llm), ("embedder", &self.embedder), ("retrieval", &self.retrieval), ("memory", &self.memory)]
             .into_iter()
             .filter_map(|(name, part)| match part {
                 Part::Failed { error } => Some((name, error.as_str())),
@@ -169,6 +172,7 @@ impl Services {
                 llm: self.models.llm.state().into(),
                 embedder: self.models.embedder.state().into(),
                 retrieval: self.rag.state().into(),
+                memory: self.memory.state().into(),
             },
         }
     }

@@ -61,6 +61,9 @@ pub enum Error {
     /// Retrieval failed outside a request (reindex, evaluation).
     #[error(transparent)]
     Rag(#[from] engram_rag::RagError),
+    /// Memory failed.
+    #[error(transparent)]
+    Memory(#[from] engram_memory::MemoryError),
     /// A model could not be loaded.
     #[error(transparent)]
     Model(#[from] engram_models::ModelError),

@@ -22,16 +22,26 @@ pub struct MemoryService {
     models: Arc<Models>,
 }
 
+/// Where memory's indexes live: `<data dir>/index/memory`.
+pub fn index_dir(paths: &Paths) -> std::path::PathBuf {
+    crate::rag::index_dir(paths).join("memory")
+}
+
 impl MemoryService {
-    /// Memory over `store`, its indexes under `<data dir>/index/memory`.
+    /// Memory over `store`, its indexes under [`index_dir`].
     pub fn new(paths: &Paths, store: &Store, models: Arc<Models>) -> Self {
-        let (store, dir) = (store.clone(), crate::rag::index_dir(paths).join("memory"));
+        let (store, dir) = (store.clone(), index_dir(paths));
         let engine = Lazy::with_input(move |embedder: Arc<Embedder>| {
             let memory =
                 Memory::open(store.clone(), &dir, embedder, RecallOptions::default()).map_err(|e| e.to_string())?;
             Ok(Arc::new(memory))
         });
         Self { engine, models }
+    }
+
+    /// Where opening stands.
+    pub fn state(&self) -> crate::LoadState {
+        self.engine.state()
     }
 
     /// The engine, loading the embedder and opening the indexes until that works.

@@ -78,6 +78,8 @@ pub fn index_dir(paths: &Paths) -> PathBuf {
 pub struct Reindexed {
     /// The engine's counts after the rebuild.
     pub stats: engram_rag::RagStats,
+    /// Memory's indexes after the rebuild (turns in BM25 and vectors).
+    pub memory: engram_index::Progress,
     /// Wall time.
     pub elapsed: std::time::Duration,
 }
@@ -91,9 +93,18 @@ pub fn reindex(config: &Config, paths: &Paths) -> Result<Reindexed, crate::Error
     let started = std::time::Instant::now();
     let options = options(config, paths)?;
     Rag::wipe_indexes(&index_dir(paths), &embedder.name, &options)?;
+    let memory_dir = crate::memory::index_dir(paths);
+    match std::fs::remove_dir_all(&memory_dir) {
+        Ok(()) => {}
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
+        Err(source) => {
+            return Err(crate::Error::Io { context: format!("cannot remove {}", memory_dir.display()), source });
+        }
+    }
     let store = Store::open(&paths.journal, &crate::store_options(config))?;
-    let rag = Rag::open(store, &index_dir(paths), embedder, options)?;
-    Ok(Reindexed { stats: rag.stats()?, elapsed: started.elapsed() })
+    let rag = Rag::open(store.clone(), &index_dir(paths), embedder.clone(), options)?;
+    let memory = engram_memory::Memory::open(store, &memory_dir, embedder, engram_memory::RecallOptions::default())?;
+    Ok(Reindexed { stats: rag.stats()?, memory: memory.progress()?, elapsed: started.elapsed() })
 }
 
 /// How `engram eval retrieval` runs.
