@@ -813,9 +813,17 @@ fn memory_is_kept_per_tenant_and_conversation_over_mcp_and_the_cli() {
     assert_eq!((turn["ordinal"].as_u64(), turn["speaker"].as_str()), (Some(2), Some("user")), "{recalled}");
     assert!(turn["text"].as_str().unwrap().contains("Biscuit"), "{recalled}");
 
-    // Bob's conversation of the same name is his own, and empty.
+    // Bob has no conversation of that name: Ada's stays hers.
     let other = bob.call("memory_recall", json!({"conversation": "planning", "query": "dog", "k": 5}));
-    assert_eq!(other["structuredContent"]["turns"], json!([]), "{other}");
+    assert_eq!(other["isError"], true, "{other}");
+    assert!(
+        other["content"][0]["text"].as_str().unwrap().contains("tenant `bob` has no conversation `planning`"),
+        "{other}"
+    );
+    bob.call("memory_append", json!({"conversation": "planning", "speaker": "user", "text": "Lunch at noon."}));
+    let own = bob.call("memory_recall", json!({"conversation": "planning", "query": "dog", "k": 5}));
+    let texts = own["structuredContent"]["turns"].to_string();
+    assert!(texts.contains("Lunch") && !texts.contains("Biscuit"), "{own}");
     let forged = bob.call("memory_recall", json!({"conversation": "planning", "query": "dog", "tenant": "ada"}));
     assert_eq!(forged["isError"], true, "{forged}");
     let empty = ada.call("memory_append", json!({"conversation": "planning", "speaker": "user", "text": "  "}));

@@ -18,6 +18,9 @@ pub enum MemoryError {
     /// The request itself is wrong (empty text, bad importance...).
     #[error("{0}")]
     Invalid(String),
+    /// What the request names (a conversation) does not exist.
+    #[error("{0}")]
+    NotFound(String),
 }
 
 impl MemoryError {
@@ -26,6 +29,7 @@ impl MemoryError {
         use engram_ops::ErrorKind;
         match self {
             Self::Invalid(_) => ErrorKind::Invalid,
+            Self::NotFound(_) => ErrorKind::NotFound,
             Self::Store(_) | Self::Index(_) | Self::Embed(_) => ErrorKind::Internal,
         }
     }

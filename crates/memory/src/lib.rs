@@ -359,7 +359,14 @@ impl Memory {
                 |row| row.get::<_, Option<i64>>(0),
             )
         })?;
-        let newest = newest.unwrap_or(0).max(1) as f64;
+        let Some(newest) = newest else {
+            let whose = scope.tenant.as_ref().map_or_else(|| "there is".to_owned(), |t| format!("tenant `{t}` has"));
+            return Err(MemoryError::NotFound(format!(
+                "{whose} no conversation `{}` (append a turn to start it)",
+                scope.conversation
+            )));
+        };
+        let newest = newest.max(1) as f64;
         let mut recalled: Vec<Recalled> = fused
             .into_iter()
             .filter_map(|(id, relevance)| {

@@ -92,6 +92,8 @@ fn bad_turns_are_refused_and_change_nothing() {
         assert!(matches!(err, MemoryError::Invalid(_)) && err.to_string().contains(phrase), "{err}");
     }
     assert!(memory.conversations(None).unwrap().is_empty());
+    let err = memory.recall(&chat, "anything", 3).unwrap_err();
+    assert!(matches!(err, MemoryError::NotFound(_)) && err.to_string().contains("no conversation `notes`"), "{err}");
 }
 
 /// Random tenants (and the operator) with random conversations sharing
