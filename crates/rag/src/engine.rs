@@ -307,42 +307,27 @@ impl Rag {
         })?)
     }
 
-    /// Collections with their sizes.
+    /// Every collection with its sizes.
     pub fn collections(&self) -> Result<Vec<CollectionInfo>, RagError> {
-        Ok(self.store.read(|conn| {
-            let mut stmt = conn.prepare_cached(
-                "SELECT c.name, c.chunks_added + c.chunks_removed, \
-                   (SELECT count(*) FROM documents d WHERE d.collection = c.name), \
-                   (SELECT count(*) FROM chunks k JOIN documents d ON d.id = k.document WHERE d.collection = c.name) \
-                 FROM collections c ORDER BY c.name",
-            )?;
-            let rows = stmt.query_map([], |row| {
-                Ok(CollectionInfo {
-                    name: row.get(0)?,
-                    changes: row.get::<_, i64>(1)? as u64,
-                    documents: row.get::<_, i64>(2)? as u64,
-                    chunks: row.get::<_, i64>(3)? as u64,
-                })
-            })?;
-            rows.collect()
-        })?)
+        self.collections_of(None)
     }
 
     /// The collections `tenant` has documents in, with its own document
     /// and chunk counts (`changes` stays the whole collection's: it is
-    /// what certificates follow).
-    pub fn tenant_collections(&self, tenant: &TenantId) -> Result<Vec<CollectionInfo>, RagError> {
+    /// what certificates follow); every collection when `tenant` is `None`.
+    pub fn collections_of(&self, tenant: Option<&TenantId>) -> Result<Vec<CollectionInfo>, RagError> {
+        // `?1 IS NULL` keeps every document: the operator's view.
         Ok(self.store.read(|conn| {
             let mut stmt = conn.prepare_cached(
                 "SELECT c.name, c.chunks_added + c.chunks_removed, \
-                   (SELECT count(*) FROM documents d WHERE d.collection = c.name AND d.tenant = ?1), \
+                   (SELECT count(*) FROM documents d WHERE d.collection = c.name AND (?1 IS NULL OR d.tenant = ?1)), \
                    (SELECT count(*) FROM chunks k JOIN documents d ON d.id = k.document \
-                      WHERE d.collection = c.name AND d.tenant = ?1) \
+                      WHERE d.collection = c.name AND (?1 IS NULL OR d.tenant = ?1)) \
                  FROM collections c \
-                 WHERE EXISTS (SELECT 1 FROM documents d WHERE d.collection = c.name AND d.tenant = ?1) \
+                 WHERE ?1 IS NULL OR EXISTS (SELECT 1 FROM documents d WHERE d.collection = c.name AND d.tenant = ?1) \
                  ORDER BY c.name",
             )?;
-            let rows = stmt.query_map([tenant.as_str()], |row| {
+            let rows = stmt.query_map([tenant.map(TenantId::as_str)], |row| {
                 Ok(CollectionInfo {
                     name: row.get(0)?,
                     changes: row.get::<_, i64>(1)? as u64,

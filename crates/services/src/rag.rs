@@ -243,14 +243,7 @@ impl RagService {
     /// [`Collections`].
     pub async fn collections(&self, request: Collections) -> Result<CollectionsResponse, Error> {
         let rag = self.engine().await?;
-        blocking(move || {
-            let collections = match &request.tenant {
-                Some(tenant) => rag.tenant_collections(tenant)?,
-                None => rag.collections()?,
-            };
-            Ok(CollectionsResponse { collections })
-        })
-        .await
+        blocking(move || Ok(CollectionsResponse { collections: rag.collections_of(request.tenant.as_ref())? })).await
     }
 
     /// [`Certificates`].
