@@ -62,6 +62,8 @@ fn mcp_daemon(sandbox: &Sandbox, extra: &[(&'static str, &str)]) -> McpDaemon {
     let mut env = daemon_env(&plugins, port);
     env.extend(extra.iter().map(|(key, value)| (*key, (*value).to_owned())));
     let daemon = sandbox.start(&as_refs(&env));
+    // Logged once every listener is bound (the TCP token written before).
+    daemon.wait_for_log("engram is ready", Duration::from_secs(60));
     McpDaemon { _daemon: daemon, addr: SocketAddr::from(([127, 0, 0, 1], port)), env, plugins, template }
 }
 
@@ -133,20 +135,11 @@ impl RawMcp {
     }
 }
 
-/// The operator's TCP token (written as the TCP listener starts, just
-/// after the socket answers).
+/// The operator's TCP token (written before a daemon of [`mcp_daemon`] is ready).
 fn operator_token(sandbox: &Sandbox) -> String {
     let file = sandbox.data_dir().join("http.token");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        if let Ok(token) = std::fs::read_to_string(&file)
-            && token.trim().len() >= 16
-        {
-            return token.trim().to_owned();
-        }
-        assert!(Instant::now() < deadline, "no token in {}", file.display());
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let token = std::fs::read_to_string(&file).unwrap_or_else(|e| panic!("{}: {e}", file.display()));
+    token.trim().to_owned()
 }
 
 fn tenant_token(sandbox: &Sandbox, tenant: &str) -> String {
@@ -361,15 +354,16 @@ fn daemon_pid(sandbox: &Sandbox) -> i32 {
     support::get_unix(&sandbox.socket(), "/healthz").json()["pid"].as_i64().unwrap() as i32
 }
 
+/// `kill -9` of the daemon answering on the sandbox's socket; returns once
+/// it is gone (its pidfd turns readable when the process exits).
 fn kill_daemon(sandbox: &Sandbox) {
-    let pid = daemon_pid(sandbox);
-    let pid = rustix::process::Pid::from_raw(pid).unwrap();
+    use rustix::event::{PollFd, PollFlags, Timespec, poll};
+    let pid = rustix::process::Pid::from_raw(daemon_pid(sandbox)).unwrap();
+    let pidfd = rustix::process::pidfd_open(pid, rustix::process::PidfdFlags::empty()).expect("pidfd_open");
     rustix::process::kill_process(pid, rustix::process::Signal::KILL).unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while std::os::unix::net::UnixStream::connect(sandbox.socket()).is_ok() {
-        assert!(Instant::now() < deadline, "the killed daemon still answers");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let mut fds = [PollFd::new(&pidfd, PollFlags::IN)];
+    let ready = poll(&mut fds, Some(&Timespec { tv_sec: 10, tv_nsec: 0 })).expect("poll");
+    assert!(ready > 0, "the killed daemon is still running");
 }
 
 #[test]
@@ -443,17 +437,21 @@ fn the_stdio_bridge_starts_the_daemon_writes_only_json_rpc_and_survives_its_deat
     bridge.send(r#"{"jsonrpc":"2.0","id":6,"method":"resources/subscribe","params":{"uri":"engram://plugins/calc"}}"#);
     assert!(bridge.answer(6, Duration::from_secs(30))["result"].is_object());
 
-    // Kill the daemon under a call in flight: the client hears why.
+    // Kill the daemon under a call in flight (its first progress
+    // notification says it is running): the client hears why. (600
+    // documents: the message stays under this daemon's 64 KiB limit.)
+    let documents: Vec<Value> =
+        (0..600).map(|i| json!({"path": format!("d{i}.md"), "text": format!("Parcel {i} left the depot.")})).collect();
     bridge.send(
-        &json!({"jsonrpc": "2.0", "id": 7, "method": "tools/call",
-        "params": {"name": "hostile__spin", "arguments": {}}})
+        &json!({"jsonrpc": "2.0", "id": 7, "method": "tools/call", "params": {"name": "rag_ingest",
+            "arguments": {"collection": "parcels", "documents": documents}, "_meta": {"progressToken": "p7"}}})
         .to_string(),
     );
-    std::thread::sleep(Duration::from_millis(50));
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while bridge.next(deadline.saturating_duration_since(Instant::now()))["method"] != "notifications/progress" {}
     kill_daemon(&sandbox);
     let died = bridge.answer(7, Duration::from_secs(30));
-    let said = died.to_string();
-    assert!(said.contains("stopped before answering") || said.contains("wall_ms"), "{died}");
+    assert!(died.to_string().contains("stopped before answering"), "{died}");
     // The next call starts a daemon and reopens the session transparently.
     bridge.send(&valid.replacen("\"id\":0", "\"id\":8", 1));
     let again = bridge.answer(8, Duration::from_secs(120));
@@ -540,21 +538,13 @@ fn a_cancelled_ingest_stops_after_its_batch_and_leaves_a_consistent_journal() {
 
     // The ingest stopped early; what it wrote is whole: every document it
     // recorded has its chunk, and ingesting again completes the rest.
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let partial = loop {
-        let listed = mcp.call("rag_collections", json!({}));
-        let collections = listed["structuredContent"]["collections"].as_array().cloned().unwrap_or_default();
-        let parcels = collections.iter().find(|c| c["name"] == "parcels").cloned();
-        // Wait for the batch in flight at the cancellation to commit.
-        std::thread::sleep(Duration::from_millis(500));
-        let again = mcp.call("rag_collections", json!({}));
-        if let Some(parcels) = parcels
-            && again == listed
-        {
-            break parcels;
-        }
-        assert!(Instant::now() < deadline, "{listed}");
-    };
+    // Ingests take turns, so one more (elsewhere) starts only once the
+    // cancelled one's last batch has committed.
+    let other = mcp.call("rag_ingest", json!({"collection": "other", "documents": [{"path": "x.md", "text": "x"}]}));
+    assert_eq!(other["structuredContent"]["added"], 1, "{other}");
+    let listed = mcp.call("rag_collections", json!({}));
+    let collections = listed["structuredContent"]["collections"].as_array().cloned().unwrap_or_default();
+    let partial = collections.iter().find(|c| c["name"] == "parcels").cloned().unwrap_or_else(|| panic!("{listed}"));
     let written = partial["documents"].as_u64().unwrap() as usize;
     assert!(written > 0 && written < TOTAL, "{partial}");
     assert_eq!(partial["chunks"], partial["documents"], "{partial}");

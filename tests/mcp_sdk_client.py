@@ -128,30 +128,29 @@ async def run(args):
         )
         summary["prompt_cites"] = "bread.md" in json.dumps(prompt.model_dump(mode="json"))
 
-        # list_changed: drop a plugin into the plugins directory.
-        dropped = os.path.join(args.plugins, "template")
-        if os.path.exists(dropped):
-            shutil.rmtree(dropped)
+        # list_changed: drop a plugin into the plugins directory (taking
+        # out a copy an earlier run dropped in first).
+        async def after_change(action):
+            """Runs `action` on the plugins directory and waits for
+            notifications/tools/list_changed (2026-07-28: on a listen stream)."""
+            nonlocal changed
+            changed = anyio.Event()
             with anyio.fail_after(30):
-                while "template__greet" in {t.name for t in (await client.list_tools()).tools}:
-                    await anyio.sleep(0.2)
-        changed = anyio.Event()
-
-        async def drop_in():
-            await anyio.sleep(0.5)
-            shutil.copytree(args.template, dropped)
-
-        with anyio.fail_after(30):
-            if client.protocol_version >= "2026-07-28":
-                async with client.listen(tools_list_changed=True) as subscription:
-                    async with anyio.create_task_group() as group:
-                        group.start_soon(drop_in)
+                if client.protocol_version >= "2026-07-28":
+                    async with client.listen(tools_list_changed=True) as subscription:
+                        action()
                         async for _event in subscription:
                             break
-            else:
-                async with anyio.create_task_group() as group:
-                    group.start_soon(drop_in)
+                else:
+                    action()
                     await changed.wait()
+
+        dropped = os.path.join(args.plugins, "template")
+        if os.path.exists(dropped):
+            await after_change(lambda: shutil.rmtree(dropped))
+            tools = {t.name for t in (await client.list_tools()).tools}
+            check("template__greet" not in tools, "tools after removing a plugin", sorted(tools))
+        await after_change(lambda: shutil.copytree(args.template, dropped))
         summary["list_changed"] = True
         tools = {t.name for t in (await client.list_tools()).tools}
         check("template__greet" in tools, "tools after list_changed", sorted(tools))

@@ -36,6 +36,8 @@ struct GuardInner {
 struct TenantTokens {
     dir: PathBuf,
     read: Mutex<TokenSnapshot>,
+    /// How long a snapshot may be reused while the folder looks unchanged.
+    reread_after: std::time::Duration,
 }
 
 /// The tokens as read when the folder had modification time `modified`,
@@ -57,7 +59,7 @@ impl TenantTokens {
     fn find(&self, presented: &str) -> Option<TenantId> {
         let modified = std::fs::metadata(&self.dir).and_then(|m| m.modified()).ok();
         let mut read = self.read.lock().unwrap_or_else(|e| e.into_inner());
-        let fresh = read.read_at.is_some_and(|at| at.elapsed() < REREAD_AFTER);
+        let fresh = read.read_at.is_some_and(|at| at.elapsed() < self.reread_after);
         if read.modified != modified || modified.is_none() || !fresh {
             let tokens = read_tenant_tokens(&self.dir);
             *read = TokenSnapshot { modified, read_at: Some(std::time::Instant::now()), tokens };
@@ -150,11 +152,15 @@ impl TcpGuard {
     /// Also accepts tenants' tokens from `dir` (`<tenant>.token` files,
     /// reread whenever the folder changes); each authenticates its tenant.
     pub fn with_tenant_tokens(self, dir: PathBuf) -> Self {
+        self.with_tenant_tokens_reread(dir, REREAD_AFTER)
+    }
+
+    fn with_tenant_tokens_reread(self, dir: PathBuf, reread_after: std::time::Duration) -> Self {
         let inner = GuardInner {
             token: self.inner.token.clone(),
             hosts: self.inner.hosts.clone(),
             origins: self.inner.origins.clone(),
-            tenants: Some(TenantTokens { dir, read: Mutex::default() }),
+            tenants: Some(TenantTokens { dir, read: Mutex::default(), reread_after }),
         };
         Self { inner: Arc::new(inner) }
     }
@@ -273,7 +279,8 @@ mod tests {
         write("alice.token", "alice-token-0123456789\n", 0o600);
         write("bob.token", "bob-token-0123456789", 0o644);
         let guard = TcpGuard::new("127.0.0.1:1".parse().unwrap(), "operator-token".into(), Vec::new())
-            .with_tenant_tokens(dir.path().to_path_buf());
+            // Reread on every lookup: what changes is seen without waiting.
+            .with_tenant_tokens_reread(dir.path().to_path_buf(), std::time::Duration::ZERO);
         let check = |token: &str| {
             let bearer = format!("Bearer {token}");
             guard.check(&headers(&[("host", "127.0.0.1:1"), ("authorization", &bearer)]))
@@ -283,17 +290,19 @@ mod tests {
         // Readable by others: ignored.
         assert_eq!(check("bob-token-0123456789").unwrap_err().status, StatusCode::UNAUTHORIZED);
         // A token added later counts without a restart.
-        std::thread::sleep(std::time::Duration::from_millis(20));
         write("carol.token", "carol-token-0123456789", 0o600);
         assert_eq!(check("carol-token-0123456789").unwrap(), Caller::Tenant("carol".parse().unwrap()));
-        // Rewritten in place (the folder's time stays): counts within a second.
+        // Rewritten in place (the folder's time stays): counts once the
+        // snapshot is older than the reread interval (zero here).
         std::fs::write(dir.path().join("carol.token"), "carol-new-token-0123456789").unwrap();
-        std::thread::sleep(REREAD_AFTER + std::time::Duration::from_millis(50));
         assert_eq!(check("carol-token-0123456789").unwrap_err().status, StatusCode::UNAUTHORIZED);
         assert_eq!(check("carol-new-token-0123456789").unwrap(), Caller::Tenant("carol".parse().unwrap()));
         // A link is not followed, even to a private file.
-        std::os::unix::fs::symlink(dir.path().join("alice.token"), dir.path().join("mallory.token")).unwrap();
-        std::thread::sleep(REREAD_AFTER + std::time::Duration::from_millis(50));
-        assert_eq!(check("alice-token-0123456789").unwrap(), Caller::Tenant("alice".parse().unwrap()));
+        let outside = tempfile::tempdir().unwrap();
+        let target = outside.path().join("elsewhere");
+        std::fs::write(&target, "mallory-token-0123456789").unwrap();
+        std::fs::set_permissions(&target, std::fs::Permissions::from_mode(0o600)).unwrap();
+        std::os::unix::fs::symlink(&target, dir.path().join("mallory.token")).unwrap();
+        assert_eq!(check("mallory-token-0123456789").unwrap_err().status, StatusCode::UNAUTHORIZED);
     }
 }
