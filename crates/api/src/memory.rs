@@ -5,7 +5,7 @@
 use axum::Router;
 use engram_memory::Turn;
 use engram_memory::ops::{
-    AppendTurn, Conversations, ConversationsResponse, ForgetMemory, ForgetTenant, Forgotten, Recall, RecallResponse,
+    AppendTurn, Conversations, ConversationsResponse, ForgetMemory, ForgetTenant, Forgotten, Recall,
 };
 use engram_ops::Error;
 
@@ -28,7 +28,7 @@ pub(crate) async fn append(state: AppState, request: AppendTurn) -> Result<Turn,
     state.services().memory().append(request).await
 }
 
-pub(crate) async fn recall(state: AppState, request: Recall) -> Result<RecallResponse, Error> {
+pub(crate) async fn recall(state: AppState, request: Recall) -> Result<engram_memory::Recollection, Error> {
     state.services().memory().recall(request).await
 }
 

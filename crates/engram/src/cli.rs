@@ -41,6 +41,15 @@ pub enum LogFormatArg {
     Json,
 }
 
+/// `engram eval` targets.
+#[derive(Debug, Subcommand)]
+pub enum EvalTarget {
+    /// Ranking quality and conformal coverage on a BEIR data set.
+    Retrieval(crate::rag::EvalRetrievalArgs),
+    /// Evidence recall of conversation memory on LoCoMo.
+    Memory(crate::memory::EvalMemoryArgs),
+}
+
 /// Subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
@@ -94,7 +103,7 @@ pub enum Command {
     /// Evaluate Engram on benchmark data.
     Eval {
         #[command(subcommand)]
-        target: crate::rag::EvalTarget,
+        target: EvalTarget,
     },
     /// List and call the running daemon's plugin tools.
     Plugins {
@@ -262,8 +271,12 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             crate::rag::certificates(&loaded, &resolve_paths(&loaded, &env)?, &command)?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Eval { target: crate::rag::EvalTarget::Retrieval(args) } => {
+        Command::Eval { target: EvalTarget::Retrieval(args) } => {
             crate::rag::eval_retrieval(&loaded, &resolve_paths(&loaded, &env)?, &args)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Eval { target: EvalTarget::Memory(args) } => {
+            crate::memory::eval(&loaded, &resolve_paths(&loaded, &env)?, &args)?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Memory { command } => {

@@ -153,3 +153,64 @@ pub fn run(loaded: &Loaded, paths: &Paths, command: MemoryCommand) -> anyhow::Re
     }
     Ok(())
 }
+
+/// `engram eval memory`.
+#[derive(Debug, clap::Args)]
+pub struct EvalMemoryArgs {
+    /// A LoCoMo JSON file (a list of samples with `conversation` and `qa`).
+    #[arg(long, value_name = "FILE")]
+    pub locomo: std::path::PathBuf,
+    /// Where the evaluation's own journal and indexes live (emptied first)
+    /// [default: <cache dir>/eval/memory].
+    #[arg(long, value_name = "DIR")]
+    pub work_dir: Option<std::path::PathBuf>,
+    /// Print every figure as one JSON object.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Runs `engram eval memory`.
+pub fn eval(loaded: &Loaded, paths: &Paths, args: &EvalMemoryArgs) -> anyhow::Result<()> {
+    use engram_memory::eval::{DEPTHS, EvalProgress};
+    let request = engram_services::memory::EvalRequest { locomo: args.locomo.clone(), work_dir: args.work_dir.clone() };
+    let appending = crate::connect::terminal_bar("replaying", "turns", 0);
+    let asking = crate::connect::terminal_bar("asking", "questions", 0);
+    let report = engram_services::memory::eval(&loaded.config, paths, &request, &mut |event| {
+        let (bar, done, total) = match event {
+            EvalProgress::Appended { done, total } => (&appending, done, total),
+            EvalProgress::Asked { done, total } => (&asking, done, total),
+        };
+        if let Some(bar) = bar {
+            bar.set_length(total as u64);
+            bar.set_position(done as u64);
+            if done >= total {
+                bar.finish_and_clear();
+            }
+        }
+    })?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+        return Ok(());
+    }
+    println!(
+        "{} conversations, {} turns (appended in {:.1}s, indexed in {:.1}s); {} questions ({} skipped: no evidence turn)",
+        report.conversations,
+        report.turns,
+        report.append_seconds,
+        report.index_seconds,
+        report.questions,
+        report.skipped
+    );
+    let depths: Vec<String> = DEPTHS.iter().map(|d| format!("@{d}")).collect();
+    println!(
+        "\nevidence recall: any evidence turn recalled (every evidence turn recalled)\n{:<14} {:>9} {:>15} {:>15} {:>15}",
+        "category", "questions", depths[0], depths[1], depths[2]
+    );
+    for row in &report.rows {
+        let cell = |i: usize| format!("{:.3} ({:.3})", row.recall_any[i], row.recall_all[i]);
+        println!("{:<14} {:>9} {:>15} {:>15} {:>15}", row.category, row.questions, cell(0), cell(1), cell(2));
+    }
+    let l = report.recall_ms;
+    println!("\nrecall latency: p50 {:.1} ms, p95 {:.1} ms, max {:.1} ms", l.p50, l.p95, l.max);
+    Ok(())
+}

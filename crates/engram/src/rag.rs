@@ -174,13 +174,6 @@ pub struct EvalRetrievalArgs {
     pub json: bool,
 }
 
-/// `engram eval` targets.
-#[derive(Debug, clap::Subcommand)]
-pub enum EvalTarget {
-    /// Ranking quality and conformal coverage on a BEIR data set.
-    Retrieval(EvalRetrievalArgs),
-}
-
 fn parse_mode(name: &str) -> Result<Mode, String> {
     Mode::parse(name).ok_or_else(|| format!("unknown mode {name:?}: use bm25, dense or hybrid"))
 }

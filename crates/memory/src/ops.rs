@@ -6,7 +6,7 @@ use engram_ops::{Audience, ConversationId, Error, Hints, Method, Operation, Tena
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::{ConversationInfo, NewTurn, Recalled};
+use crate::{ConversationInfo, NewTurn, Recollection};
 
 /// The longest turn accepted, in bytes.
 pub const MAX_TURN_BYTES: usize = 64 * 1024;
@@ -96,6 +96,10 @@ pub struct Recall {
     /// Turns to return (1-100).
     #[serde(default = "default_k")]
     pub k: usize,
+    /// When the question is asked (Unix ms), for the times it names
+    /// ("last week"); the present when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub now_ms: Option<i64>,
 }
 
 fn default_k() -> usize {
@@ -105,21 +109,14 @@ fn default_k() -> usize {
 impl Recall {
     /// A recall of `query` in `conversation` with the defaults.
     pub fn new(conversation: ConversationId, query: impl Into<String>) -> Self {
-        Self { conversation, tenant: None, query: query.into(), k: default_k() }
+        Self { conversation, tenant: None, query: query.into(), k: default_k(), now_ms: None }
     }
-}
-
-/// What [`Recall`] answers.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
-pub struct RecallResponse {
-    /// Best first.
-    pub turns: Vec<Recalled>,
 }
 
 impl Operation for Recall {
     const METHOD: Method = Method::Post;
     const ROUTE: &'static str = "/v1/memory/recall";
-    type Response = RecallResponse;
+    type Response = Recollection;
     const AUDIENCE: Audience<Self> = Audience::Tenant(|request| &mut request.tenant);
 
     fn validate(&self) -> Result<(), Error> {
@@ -128,6 +125,9 @@ impl Operation for Recall {
         }
         if !(1..=100).contains(&self.k) {
             return Err(Error::invalid(format!("`k` is {}; it goes from 1 to 100", self.k)));
+        }
+        if self.now_ms.is_some_and(|t| t < 0) {
+            return Err(Error::invalid("`now_ms` is before 1970"));
         }
         Ok(())
     }

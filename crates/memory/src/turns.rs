@@ -66,7 +66,8 @@ impl engram_index::Source for TurnSource {
     fn load(&self, store: &Store, ids: &[u64]) -> Result<Vec<Document>, IndexError> {
         Ok(store.read(|conn| {
             let mut stmt = conn.prepare_cached(
-                "SELECT c.tenant, c.name, t.speaker, t.tags, t.time_ms, t.text \
+                "SELECT c.tenant, c.name, t.speaker, t.tags, t.time_ms, t.text, \
+                 (SELECT p.text FROM turns p WHERE p.conversation = t.conversation AND p.ordinal = t.ordinal - 1) \
                  FROM turns t JOIN conversations c ON c.id = t.conversation WHERE t.id = ?1",
             )?;
             let mut documents = Vec::with_capacity(ids.len());
@@ -74,12 +75,18 @@ impl engram_index::Source for TurnSource {
                 let document = stmt
                     .query_row(params![id as i64], |row| {
                         let tenant: String = row.get(0)?;
+                        let speaker: String = row.get(2)?;
                         let tags: Vec<String> = serde_json::from_str(&row.get::<_, String>(3)?).unwrap_or_default();
                         let scope = scope_key(&tenant, &row.get::<_, String>(1)?);
-                        Ok(Document::new(id, row.get::<_, String>(5)?)
+                        let text = document_text(
+                            row.get::<_, Option<String>>(6)?.as_deref(),
+                            &speaker,
+                            &row.get::<_, String>(5)?,
+                        );
+                        Ok(Document::new(id, text)
                             .keywords("tenant", (!tenant.is_empty()).then_some(tenant))
                             .keyword("scope", scope)
-                            .keyword("speaker", row.get::<_, String>(2)?)
+                            .keyword("speaker", speaker)
                             .keywords("tags", tags)
                             .integer("time", row.get(4)?))
                     })
@@ -88,5 +95,15 @@ impl engram_index::Source for TurnSource {
             }
             Ok(documents)
         })?)
+    }
+}
+
+/// What the engines index for a turn: the turn said just before it (an
+/// answer is found by the words of the question it answers), then the
+/// speaker's name and the turn.
+pub(crate) fn document_text(previous: Option<&str>, speaker: &str, text: &str) -> String {
+    match previous {
+        Some(previous) => format!("{previous}\n{speaker}: {text}"),
+        None => format!("{speaker}: {text}"),
     }
 }

@@ -60,10 +60,13 @@ fn turns_are_acknowledged_then_recalled_verbatim_with_their_place() {
     let (bm25, dense) = memory.index_ids(&chat).unwrap();
     assert_eq!((bm25.len(), dense.len()), (5, 5));
 
-    let recalled = memory.recall(&chat, "which food allergy does my sister have?", 2).unwrap();
-    assert_eq!(recalled[0].turn.text, said[2].1, "{recalled:?}");
-    assert_eq!((recalled[0].turn.ordinal, recalled[0].turn.speaker.as_str()), (2, "user"));
-    assert!(recalled.len() <= 2);
+    // The fact, and the reply indexed with the turn it answers, come before
+    // the turns about something else.
+    let recalled = memory.recall(&chat, "which food allergy does my sister have?", 2, None).unwrap().turns;
+    let mut found: Vec<(u64, &str, &str)> =
+        recalled.iter().map(|r| (r.turn.ordinal, r.turn.speaker.as_str(), r.turn.text.as_str())).collect();
+    found.sort_unstable();
+    assert_eq!(found, [(2, "user", said[2].1), (3, "assistant", said[3].1)], "{recalled:?}");
 
     let listed = memory.conversations(Some(&TenantId::new("ada").unwrap())).unwrap();
     assert_eq!((listed.len(), listed[0].turns), (1, 5));
@@ -74,7 +77,7 @@ fn turns_are_acknowledged_then_recalled_verbatim_with_their_place() {
     drop(memory);
     std::fs::remove_dir_all(dir.path().join("memory")).unwrap();
     let memory = open(dir.path());
-    let recalled = memory.recall(&chat, "fado show", 1).unwrap();
+    let recalled = memory.recall(&chat, "fado show", 1, None).unwrap().turns;
     assert_eq!(recalled[0].turn.ordinal, 4, "{recalled:?}");
 }
 
@@ -92,7 +95,7 @@ fn bad_turns_are_refused_and_change_nothing() {
         assert!(matches!(err, MemoryError::Invalid(_)) && err.to_string().contains(phrase), "{err}");
     }
     assert!(memory.conversations(None).unwrap().is_empty());
-    let err = memory.recall(&chat, "anything", 3).unwrap_err();
+    let err = memory.recall(&chat, "anything", 3, None).unwrap_err();
     assert!(matches!(err, MemoryError::NotFound(_)) && err.to_string().contains("no conversation `notes`"), "{err}");
 }
 
@@ -119,7 +122,7 @@ fn scopes_never_leak_into_each_other() {
     for chat in &scopes {
         let own: HashSet<&str> = written.iter().filter(|(s, _)| s == chat).map(|(_, t)| t.as_str()).collect();
         for word in words {
-            for recalled in memory.recall(chat, word, 20).unwrap() {
+            for recalled in memory.recall(chat, word, 20, None).unwrap().turns {
                 assert!(own.contains(recalled.turn.text.as_str()), "{chat:?} recalled {:?}", recalled.turn.text);
             }
         }
@@ -153,36 +156,97 @@ fn forgetting_leaves_nothing_derived_behind() {
         memory.append(&bob, at).unwrap();
     }
     memory.catch_up().unwrap();
-    assert!(memory.is_embedded(planted).unwrap());
+    // The planted turn is indexed with the turn before it; the turn after
+    // it is indexed with it: both documents carry the planted text.
+    let documents = |chat: &Scope| -> Vec<String> {
+        let ids: Vec<u64> = memory.turns(chat, 0, 100).unwrap().iter().map(|t| t.id).collect();
+        ids.into_iter().filter_map(|id| memory.document(chat, id).unwrap()).collect()
+    };
+    let planted_documents: Vec<String> = documents(&ada).into_iter().filter(|d| d.contains("zorblatt")).collect();
+    assert_eq!(planted_documents.len(), 2);
+    for document in &planted_documents {
+        assert!(memory.is_embedded(document).unwrap());
+    }
     let traces = |chat: &Scope| -> (bool, bool) {
         let journal = memory.turns(chat, 0, 100).unwrap().iter().any(|t| t.text.contains("zorblatt"));
-        let recalled = memory.recall(chat, "zorblatt-7731 locker code", 10).unwrap();
+        let recalled = memory.recall(chat, "zorblatt-7731 locker code", 10, None).unwrap().turns;
         let indexed = recalled.iter().any(|r| r.turn.text.contains("zorblatt"));
         let (bm25, dense) = memory.index_ids(chat).unwrap();
         let journal_ids: Vec<u64> = memory.turns(chat, 0, 100).unwrap().iter().map(|t| t.id).collect();
         assert_eq!((&bm25, &dense), (&journal_ids, &journal_ids), "indexes follow the journal");
+        // Nothing left is indexed with the planted text, and what is left
+        // is embedded as it now reads.
+        for document in documents(chat) {
+            assert!(journal || !document.contains("zorblatt"), "{document}");
+            assert!(memory.is_embedded(&document).unwrap(), "{document}");
+        }
+        // BM25 no longer finds the planted word anywhere in this scope.
+        let found = memory.recall(chat, "zorblatt", 10, None).unwrap().turns;
+        assert_eq!(found.iter().any(|r| r.score > 0.5), journal, "{found:?}");
         (journal, indexed)
     };
     assert_eq!(traces(&ada), (true, true));
 
     // Ada forgets the turn: her planted text is gone everywhere; Bob's
-    // identical turn stays, so its cached embedding does too.
+    // identical turns stay, so their cached embeddings do too.
     assert_eq!(memory.forget(&Forget::Turn(ada.clone(), 1)).unwrap(), 1);
     assert_eq!(traces(&ada), (false, false));
     assert_eq!(traces(&bob), (true, true));
-    assert!(memory.is_embedded(planted).unwrap(), "still said by Bob");
+    for document in &planted_documents {
+        assert!(memory.is_embedded(document).unwrap(), "still said by Bob");
+    }
 
     // Bob forgets by time range; now no embedding of it is left either.
     assert_eq!(memory.forget(&Forget::Range(bob.clone(), 2_000, 3_000)).unwrap(), 1);
     assert_eq!(traces(&bob), (false, false));
-    assert!(!memory.is_embedded(planted).unwrap());
+    for document in &planted_documents {
+        assert!(!memory.is_embedded(document).unwrap(), "{document}");
+    }
 
     // A whole conversation, then a whole tenant.
     assert_eq!(memory.forget(&Forget::Conversation(ada.clone())).unwrap(), 2);
     assert!(memory.conversations(ada.tenant.as_ref()).unwrap().is_empty());
     assert_eq!(memory.forget(&Forget::Tenant(bob.tenant.clone())).unwrap(), 2);
     assert!(memory.conversations(bob.tenant.as_ref()).unwrap().is_empty());
-    assert!(!memory.is_embedded("Breakfast was porridge.").unwrap());
+    assert!(!memory.is_embedded("user: Breakfast was porridge.").unwrap());
     // Forgetting what is not there forgets nothing.
     assert_eq!(memory.forget(&Forget::Conversation(scope(None, "nothing"))).unwrap(), 0);
+}
+
+/// A query that names a time ("last week", "in May") prefers what was
+/// said then, and says how it read the time.
+#[test]
+fn recall_prefers_the_time_the_query_names() {
+    let dir = tempfile::tempdir().unwrap();
+    let memory = open(dir.path());
+    let chat = scope(None, "kitchen");
+    let day = 86_400_000_i64;
+    // 2023-05-10, 2023-10-25 and 2023-10-30 (a Monday), noon UTC.
+    let (may, october, lately) = (1_683_720_000_000, 1_698_235_200_000, 1_698_667_200_000);
+    let chatter = ["The weather turned.", "Work was busy today.", "I watched a film.", "The cat slept all day."];
+    for (at, text) in [
+        (may, "I cooked a mushroom risotto for dinner."),
+        (october, "I cooked a pumpkin risotto for dinner."),
+        (lately, "I cooked a lemon risotto for dinner."),
+    ] {
+        memory.append(&chat, NewTurn { time_ms: Some(at), ..turn("user", text) }).unwrap();
+        for (i, other) in chatter.iter().enumerate() {
+            memory.append(&chat, NewTurn { time_ms: Some(at + i as i64 * 60_000), ..turn("assistant", other) }).unwrap();
+        }
+    }
+    memory.catch_up().unwrap();
+    let now = Some(lately + 2 * day);
+    for (query, expected, phrase) in [
+        ("which risotto did I cook in May?", "mushroom", "may"),
+        ("which risotto did I cook last week?", "pumpkin", "last week"),
+        ("which risotto did I cook this week?", "lemon", "this week"),
+    ] {
+        let found = memory.recall(&chat, query, 3, now).unwrap();
+        assert_eq!(found.time.as_ref().map(|w| w.phrase.as_str()), Some(phrase), "{query}");
+        // First comes the turn said then, or the reply indexed with it.
+        let said = found.turns.iter().position(|r| r.turn.text.contains(expected));
+        assert!(said.is_some_and(|at| at <= 1), "{query}: {found:?}");
+    }
+    let found = memory.recall(&chat, "which risotto did I cook?", 3, now).unwrap();
+    assert_eq!(found.time, None, "no time named");
 }

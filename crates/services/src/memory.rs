@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use engram_config::Paths;
 use engram_memory::ops::{
-    AppendTurn, Conversations, ConversationsResponse, ForgetMemory, ForgetTenant, Forgotten, Recall, RecallResponse,
+    AppendTurn, Conversations, ConversationsResponse, ForgetMemory, ForgetTenant, Forgotten, Recall,
 };
 use engram_memory::{Forget, Memory, MemoryError, RecallOptions, Scope, Turn};
 use engram_models::Embedder;
@@ -74,13 +74,13 @@ impl MemoryService {
     }
 
     /// [`Recall`]: over every acknowledged turn (the indexes catch up first).
-    pub async fn recall(&self, request: Recall) -> Result<RecallResponse, Error> {
+    pub async fn recall(&self, request: Recall) -> Result<engram_memory::Recollection, Error> {
         request.validate()?;
         let memory = self.engine().await?;
         blocking(move || {
             memory.catch_up()?;
             let scope = Scope { tenant: request.tenant.clone(), conversation: request.conversation.clone() };
-            Ok(RecallResponse { turns: memory.recall(&scope, &request.query, request.k)? })
+            memory.recall(&scope, &request.query, request.k, request.now_ms)
         })
         .await
     }
@@ -113,4 +113,34 @@ async fn blocking<T: Send + 'static>(
         .await
         .map_err(|err| Error::internal(format!("memory panicked: {err}")))?
         .map_err(Error::from)
+}
+
+/// How `engram eval memory` runs.
+#[derive(Debug, Clone)]
+pub struct EvalRequest {
+    /// A LoCoMo JSON file.
+    pub locomo: std::path::PathBuf,
+    /// The evaluation's own journal and indexes, emptied first (default:
+    /// `<cache dir>/eval/memory`).
+    pub work_dir: Option<std::path::PathBuf>,
+}
+
+/// Replays LoCoMo into a fresh journal and scores memory's recall on it.
+pub fn eval(
+    config: &engram_config::Config,
+    paths: &Paths,
+    request: &EvalRequest,
+    progress: &mut dyn FnMut(engram_memory::eval::EvalProgress),
+) -> Result<engram_memory::eval::MemoryEval, crate::Error> {
+    let samples = engram_memory::locomo::load(&request.locomo).map_err(crate::Error::Config)?;
+    let work = request.work_dir.clone().unwrap_or_else(|| paths.cache_dir.join("eval").join("memory"));
+    match std::fs::remove_dir_all(&work) {
+        Ok(()) => {}
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
+        Err(source) => return Err(crate::Error::Io { context: format!("cannot empty {}", work.display()), source }),
+    }
+    let store = Store::open(&work.join("journal.sqlite3"), &engram_store::StoreOptions::default())?;
+    let embedder = Arc::new(crate::models::load_embedder(config, paths)?);
+    let memory = Memory::open(store, &work.join("index"), embedder, RecallOptions::default())?;
+    Ok(engram_memory::eval::evaluate(&memory, &samples, progress)?)
 }
