@@ -20,6 +20,6 @@ pub use load::{
 pub use paths::{HostEnv, MAX_SOCKET_PATH, ModelSource, Paths, UnresolvedPath};
 pub use schema::{
     Config, CpuEngine, DirGrant, DirMode, Embedder, FusionKind, Invalid, KEYS, KeyDoc, Llm, LlmBackend, Log, LogFormat,
-    Models, PluginGrant, Plugins, QdrantServer, Retrieval, Server, Storage, Synchronous, VectorStoreKind,
+    Memory, Models, PluginGrant, Plugins, QdrantServer, Retrieval, Server, Storage, Synchronous, VectorStoreKind,
     expected_form,
 };

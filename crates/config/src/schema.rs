@@ -18,6 +18,8 @@ pub struct Config {
     pub plugins: Plugins,
     /// `[retrieval]`: chunking and hybrid search.
     pub retrieval: Retrieval,
+    /// `[memory]`: conversation memory and the prompts built from it.
+    pub memory: Memory,
     /// `[log]`: log filter and format.
     pub log: Log,
 }
@@ -168,6 +170,29 @@ pub struct Retrieval {
     pub vector_store: VectorStoreKind,
     /// `[retrieval.qdrant]`: the server, when `vector_store = "qdrant"`.
     pub qdrant: QdrantServer,
+}
+
+/// `[memory]` section.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+pub struct Memory {
+    /// Most tokens of an assembled prompt (counted with the generator's
+    /// tokenizer and chat template).
+    pub budget_tokens: usize,
+    /// The latest turns an assembled prompt carries verbatim.
+    pub recent_turns: usize,
+    /// Earlier turns recalled into an assembled prompt.
+    pub recall_k: usize,
+    /// The system prompt an assembled prompt starts with.
+    pub system_prompt: String,
+    /// Whether the LLM keeps each conversation's compact memory.
+    pub summarize: bool,
+    /// A level-2 summary rolls up the level-1 summaries every this many turns.
+    pub rollup_every: usize,
+    /// Level 1: rewrites the running summary with the new turns
+    /// (`{summary}`, `{turns}`).
+    pub summary_prompt: String,
+    /// Level 2: rolls up the recent level-1 summaries (`{summary}`, `{summaries}`).
+    pub rollup_prompt: String,
 }
 
 /// The vector store backend.
@@ -334,6 +359,14 @@ pub const KEYS: &[KeyDoc] = &[
     KeyDoc { key: "retrieval.qdrant.api_key_file", expected: "an absolute file path (or one starting with `~/`)" },
     KeyDoc { key: "retrieval.qdrant.collection_prefix", expected: "1 to 64 characters: letters, digits, `-` and `_`" },
     KeyDoc { key: "retrieval.qdrant.timeout_ms", expected: "an integer number of milliseconds, 100 to 3600000" },
+    KeyDoc { key: "memory.budget_tokens", expected: "an integer number of tokens, 256 to 1048576" },
+    KeyDoc { key: "memory.recent_turns", expected: "an integer, 0 to 1000" },
+    KeyDoc { key: "memory.recall_k", expected: "an integer, 0 to 100" },
+    KeyDoc { key: "memory.system_prompt", expected: "a string" },
+    KeyDoc { key: "memory.summarize", expected: "true or false" },
+    KeyDoc { key: "memory.rollup_every", expected: "an integer number of turns, 2 to 100000" },
+    KeyDoc { key: "memory.summary_prompt", expected: "a string holding {summary} and {turns}" },
+    KeyDoc { key: "memory.rollup_prompt", expected: "a string holding {summary} and {summaries}" },
     KeyDoc { key: "log.level", expected: "a tracing filter such as \"info\" or \"engram=debug,info\"" },
     KeyDoc { key: "log.format", expected: "\"human\" or \"json\"" },
 ];
@@ -411,7 +444,11 @@ impl Config {
                 bad("server.allowed_origins", format!("{origin:?} is not an origin"));
             }
         }
-        let ranges: [(&'static str, u64, u64, u64); 17] = [
+        let ranges: [(&'static str, u64, u64, u64); 21] = [
+            ("memory.budget_tokens", self.memory.budget_tokens as u64, 256, 1 << 20),
+            ("memory.recent_turns", self.memory.recent_turns as u64, 0, 1000),
+            ("memory.recall_k", self.memory.recall_k as u64, 0, 100),
+            ("memory.rollup_every", self.memory.rollup_every as u64, 2, 100_000),
             ("retrieval.chunk_tokens", self.retrieval.chunk_tokens as u64, 32, 8192),
             ("retrieval.chunk_overlap", self.retrieval.chunk_overlap as u64, 0, self.retrieval.chunk_tokens as u64 / 2),
             ("retrieval.candidates", self.retrieval.candidates as u64, 10, 1000),
@@ -440,6 +477,16 @@ impl Config {
         {
             if source.trim().is_empty() {
                 bad(key, "the value is empty".to_owned());
+            }
+        }
+        for (key, prompt, holes) in [
+            ("memory.summary_prompt", &self.memory.summary_prompt, ["{summary}", "{turns}"]),
+            ("memory.rollup_prompt", &self.memory.rollup_prompt, ["{summary}", "{summaries}"]),
+        ] {
+            for hole in holes {
+                if !prompt.contains(hole) {
+                    bad(key, format!("the prompt has no {hole}"));
+                }
             }
         }
         if !is_device(&self.models.device) {

@@ -7,6 +7,8 @@
 //! operator's own) and a conversation. The journal queries select by it and
 //! the index filters carry it, so one tenant never sees another's turns.
 
+pub mod assemble;
+pub mod compact;
 mod error;
 pub mod eval;
 pub mod locomo;
@@ -25,6 +27,7 @@ use engram_store::rusqlite::{OptionalExtension, params};
 use engram_store::{Entity, Op, Store, StoreError};
 use serde::{Deserialize, Serialize};
 
+pub use compact::{CompactMemory, Summary, SummaryJob, SummaryPrompts};
 pub use error::MemoryError;
 pub use turns::{INDEX_NAME, SCHEMA};
 
@@ -310,7 +313,8 @@ impl Memory {
                          (SELECT p.text FROM turns p WHERE p.conversation = t.conversation AND p.ordinal = t.ordinal - 1), \
                          (SELECT n.id FROM turns n WHERE n.conversation = t.conversation AND n.ordinal = t.ordinal + 1), \
                          (SELECT n.speaker || char(0) || n.text FROM turns n \
-                          WHERE n.conversation = t.conversation AND n.ordinal = t.ordinal + 1) \
+                          WHERE n.conversation = t.conversation AND n.ordinal = t.ordinal + 1), \
+                         t.conversation, t.ordinal \
                          FROM turns t JOIN conversations c ON c.id = t.conversation \
                          WHERE c.tenant = ?1 AND {condition} ORDER BY t.id"
                     ))
@@ -330,6 +334,8 @@ impl Memory {
                         );
                         Ok(Victim {
                             id: row.get(0)?,
+                            conversation: row.get(6)?,
+                            ordinal: row.get(7)?,
                             document: turns::document_text(row.get::<_, Option<String>>(3)?.as_deref(), &speaker, &text),
                             text,
                             next,
@@ -384,6 +390,30 @@ impl Memory {
             }
             for next in &reindexed {
                 tx.record(Entity::Turn, &next.to_string(), Op::Upsert)?;
+            }
+            // Every summary that covered a forgotten turn goes; the
+            // summarizer writes them again from what is left.
+            let mut earliest: HashMap<i64, i64> = HashMap::new();
+            for victim in &victims {
+                let at = earliest.entry(victim.conversation).or_insert(victim.ordinal);
+                *at = (*at).min(victim.ordinal);
+            }
+            for (conversation, ordinal) in earliest {
+                let gone: Vec<i64> = {
+                    let mut stmt = tx
+                        .sql()
+                        .prepare_cached("SELECT id FROM summaries WHERE conversation = ?1 AND last_ordinal >= ?2")
+                        .map_err(sql_error)?;
+                    let rows = stmt.query_map(params![conversation, ordinal], |row| row.get(0)).map_err(sql_error)?;
+                    rows.collect::<Result<_, _>>().map_err(sql_error)?
+                };
+                for id in gone {
+                    tx.sql().execute("DELETE FROM summaries WHERE id = ?1", params![id]).map_err(sql_error)?;
+                    tx.record(Entity::Summary, &id.to_string(), Op::Delete)?;
+                }
+                tx.sql()
+                    .execute("UPDATE conversations SET epoch = epoch + 1 WHERE id = ?1", params![conversation])
+                    .map_err(sql_error)?;
             }
             // A conversation (or tenant) forgotten whole leaves no name behind.
             if matches!(what, Forget::Conversation(_) | Forget::Tenant(_)) {
@@ -446,11 +476,7 @@ impl Memory {
         now_ms: Option<i64>,
     ) -> Result<Recollection, MemoryError> {
         let Some(newest) = self.newest(scope)? else {
-            let whose = scope.tenant.as_ref().map_or_else(|| "there is".to_owned(), |t| format!("tenant `{t}` has"));
-            return Err(MemoryError::NotFound(format!(
-                "{whose} no conversation `{}` (append a turn to start it)",
-                scope.conversation
-            )));
+            return Err(self.no_conversation(scope));
         };
         let o = &self.options;
         let window = when::window_in(query, now_ms.unwrap_or_else(now_ms_wall));
@@ -508,6 +534,29 @@ impl Memory {
         recalled.sort_by(|a, b| b.score.total_cmp(&a.score).then(b.turn.ordinal.cmp(&a.turn.ordinal)));
         recalled.truncate(k);
         Ok(Recollection { time: window, turns: recalled })
+    }
+
+    /// `scope`'s conversation row id and forget epoch.
+    pub(crate) fn conversation_row(&self, scope: &Scope) -> Result<Option<(i64, i64)>, MemoryError> {
+        Ok(self.store.read(|conn| {
+            conn.query_row(
+                "SELECT id, epoch FROM conversations WHERE tenant = ?1 AND name = ?2",
+                params![scope.tenant_key(), scope.conversation.as_str()],
+                |row| Ok((row.get(0)?, row.get(1)?)),
+            )
+            .optional()
+        })?)
+    }
+
+    /// The error for a conversation `scope` does not have.
+    pub(crate) fn no_conversation(&self, scope: &Scope) -> MemoryError {
+        let whose = scope.tenant.as_ref().map_or_else(|| "there is".to_owned(), |t| format!("tenant `{t}` has"));
+        MemoryError::NotFound(format!("{whose} no conversation `{}` (append a turn to start it)", scope.conversation))
+    }
+
+    /// A journal error with the journal's path.
+    pub(crate) fn sql_error(&self, source: engram_store::rusqlite::Error) -> MemoryError {
+        MemoryError::Store(StoreError::Sqlite { path: self.store.path().to_path_buf(), source })
     }
 
     /// The newest turn's ordinal in `scope`, `None` without a conversation.
@@ -617,6 +666,8 @@ pub fn scope_filter(scope: &Scope) -> Filter {
 /// id, text and document (which quotes it).
 struct Victim {
     id: i64,
+    conversation: i64,
+    ordinal: i64,
     text: String,
     document: String,
     next: Option<(i64, String, String)>,

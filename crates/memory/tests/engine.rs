@@ -231,7 +231,9 @@ fn recall_prefers_the_time_the_query_names() {
     ] {
         memory.append(&chat, NewTurn { time_ms: Some(at), ..turn("user", text) }).unwrap();
         for (i, other) in chatter.iter().enumerate() {
-            memory.append(&chat, NewTurn { time_ms: Some(at + i as i64 * 60_000), ..turn("assistant", other) }).unwrap();
+            memory
+                .append(&chat, NewTurn { time_ms: Some(at + i as i64 * 60_000), ..turn("assistant", other) })
+                .unwrap();
         }
     }
     memory.catch_up().unwrap();

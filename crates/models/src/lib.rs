@@ -31,7 +31,9 @@ pub use embed::{Embedder, Pooling};
 pub use error::ModelError;
 pub use gguf::{fast_variant, open as open_gguf};
 pub use json::{JsonConstraint, JsonState};
-pub use llm::{BenchModel, Finish, FinishReason, GenerateRequest, LocalModel, LocalOptions, Prompt, TokenSink};
+pub use llm::{
+    BenchModel, Finish, FinishReason, GenerateRequest, LocalModel, LocalOptions, Prompt, TokenCounter, TokenSink,
+};
 pub use remote::{RemoteLlm, RemoteOptions};
 pub use sampling::{Sampler, SamplingParams};
 pub use scheduler::{Event, EventStream, ModelInfo, Scheduler, SchedulerStats};

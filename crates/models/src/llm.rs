@@ -12,6 +12,8 @@ use crate::ModelError;
 use crate::gguf::{self, Weights};
 use crate::json::JsonConstraint;
 use crate::sampling::{Sampler, SamplingParams};
+use std::sync::Arc;
+
 use crate::template::{ChatTemplate, Message};
 use crate::tokenizer::GgufTokenizer;
 
@@ -117,12 +119,53 @@ pub struct LocalOptions {
     pub native_cpu: bool,
 }
 
+/// A model's tokenizer and chat template: the tokens it sees for a prompt.
+/// Cheap to clone.
+#[derive(Clone)]
+pub struct TokenCounter {
+    tokenizer: Arc<GgufTokenizer>,
+    template: Arc<ChatTemplate>,
+}
+
+impl std::fmt::Debug for TokenCounter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokenCounter").field("vocab", &self.tokenizer.vocab_size()).finish()
+    }
+}
+
+impl TokenCounter {
+    /// The exact text the model sees for `prompt`.
+    pub fn render(&self, prompt: &Prompt) -> Result<String, ModelError> {
+        match prompt {
+            Prompt::Chat(messages) => self.template.render(messages),
+            Prompt::Raw(text) => Ok(text.clone()),
+        }
+    }
+
+    /// The token ids the model sees for `prompt`.
+    pub fn ids(&self, prompt: &Prompt) -> Result<Vec<u32>, ModelError> {
+        let text = self.render(prompt)?;
+        let mut ids = self.tokenizer.encode(&text)?;
+        if let (true, Some(bos), Prompt::Raw(_)) = (self.tokenizer.add_bos, self.tokenizer.bos, prompt)
+            && ids.first() != Some(&bos)
+        {
+            ids.insert(0, bos);
+        }
+        Ok(ids)
+    }
+
+    /// How many tokens the model sees for `prompt`.
+    pub fn count(&self, prompt: &Prompt) -> Result<usize, ModelError> {
+        Ok(self.ids(prompt)?.len())
+    }
+}
+
 /// A GGUF model ready to generate. Not `Sync`: one generation at a time
 /// (the scheduler owns it).
 pub struct LocalModel {
     weights: Weights,
-    tokenizer: GgufTokenizer,
-    template: ChatTemplate,
+    tokenizer: Arc<GgufTokenizer>,
+    template: Arc<ChatTemplate>,
     device: Device,
     context: usize,
     /// The file given in the configuration.
@@ -171,8 +214,8 @@ impl LocalModel {
         let weights = Weights::load(content, &mut reader, &loaded, &options.device, native)?;
         Ok(Self {
             weights,
-            tokenizer,
-            template,
+            tokenizer: Arc::new(tokenizer),
+            template: Arc::new(template),
             device: options.device.clone(),
             context,
             source: path.to_path_buf(),
@@ -203,20 +246,16 @@ impl LocalModel {
 
     /// The exact text the model sees for `prompt`.
     pub fn render(&self, prompt: &Prompt) -> Result<String, ModelError> {
-        match prompt {
-            Prompt::Chat(messages) => self.template.render(messages),
-            Prompt::Raw(text) => Ok(text.clone()),
-        }
+        self.counter().render(prompt)
+    }
+
+    /// Counts the tokens the model sees for a prompt; usable from any thread.
+    pub fn counter(&self) -> TokenCounter {
+        TokenCounter { tokenizer: self.tokenizer.clone(), template: self.template.clone() }
     }
 
     fn prompt_ids(&self, prompt: &Prompt) -> Result<Vec<u32>, ModelError> {
-        let text = self.render(prompt)?;
-        let mut ids = self.tokenizer.encode(&text)?;
-        if let (true, Some(bos), Prompt::Raw(_)) = (self.tokenizer.add_bos, self.tokenizer.bos, prompt)
-            && ids.first() != Some(&bos)
-        {
-            ids.insert(0, bos);
-        }
+        let ids = self.counter().ids(prompt)?;
         if ids.is_empty() {
             return Err(ModelError::InvalidRequest("the prompt is empty".into()));
         }

@@ -53,6 +53,8 @@ pub struct ModelInfo {
     pub context: usize,
     /// The file loaded.
     pub path: std::path::PathBuf,
+    /// Its tokenizer and chat template.
+    pub counter: crate::TokenCounter,
 }
 
 struct Job {
@@ -75,8 +77,12 @@ impl Scheduler {
         let (jobs, inbox) = sync_channel(queue_depth);
         let waiting = Arc::new(AtomicUsize::new(0));
         let stats = Arc::new(SchedulerStats::default());
-        let info =
-            Arc::new(ModelInfo { name: model.name.clone(), context: model.context(), path: model.loaded.clone() });
+        let info = Arc::new(ModelInfo {
+            name: model.name.clone(),
+            context: model.context(),
+            path: model.loaded.clone(),
+            counter: model.counter(),
+        });
         let (w, s) = (waiting.clone(), stats.clone());
         std::thread::Builder::new()
             .name("engram-llm".into())

@@ -14,6 +14,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/0001_journal.sql"),
     include_str!("../migrations/0002_retrieval.sql"),
     include_str!("../migrations/0003_memory.sql"),
+    include_str!("../migrations/0004_compact_memory.sql"),
 ];
 
 /// The schema version this build writes and understands.
