@@ -45,7 +45,7 @@ fn daemon_env(plugins: &Path, port: u16) -> Vec<(&'static str, String)> {
 
 /// A daemon for MCP tests: see [`mcp_daemon`].
 struct McpDaemon {
-    _daemon: support::Daemon,
+    daemon: support::Daemon,
     addr: SocketAddr,
     /// The environment it was started with.
     env: Vec<(&'static str, String)>,
@@ -64,7 +64,7 @@ fn mcp_daemon(sandbox: &Sandbox, extra: &[(&'static str, &str)]) -> McpDaemon {
     let daemon = sandbox.start(&as_refs(&env));
     // Logged once every listener is bound (the TCP token written before).
     daemon.wait_for_log("engram is ready", Duration::from_secs(60));
-    McpDaemon { _daemon: daemon, addr: SocketAddr::from(([127, 0, 0, 1], port)), env, plugins, template }
+    McpDaemon { daemon, addr: SocketAddr::from(([127, 0, 0, 1], port)), env, plugins, template }
 }
 
 fn as_refs<'a>(env: &'a [(&'static str, String)]) -> Vec<(&'static str, &'a str)> {
@@ -803,6 +803,13 @@ fn memory_is_kept_per_tenant_and_conversation_over_mcp_and_the_cli() {
     assert_eq!((turn["ordinal"].as_u64(), turn["speaker"].as_str()), (Some(2), Some("user")), "{recalled}");
     assert!(turn["text"].as_str().unwrap().contains("Biscuit"), "{recalled}");
 
+    // The compact memory follows in the background, with the real model.
+    daemon.daemon.wait_for_log("to_turn=2", Duration::from_secs(120));
+    let summary = ada.call("memory_summary", json!({"conversation": "planning"}));
+    let level1 = &summary["structuredContent"]["level1"];
+    assert_eq!(level1["last_ordinal"], 2, "{summary}");
+    assert!(!level1["text"].as_str().unwrap().trim().is_empty(), "{summary}");
+
     // Bob has no conversation of that name: Ada's stays hers.
     let other = bob.call("memory_recall", json!({"conversation": "planning", "query": "dog", "k": 5}));
     assert_eq!(other["isError"], true, "{other}");
@@ -831,6 +838,19 @@ fn memory_is_kept_per_tenant_and_conversation_over_mcp_and_the_cli() {
     assert!(output.status.success(), "{output:?}");
     let answer: Value = serde_json::from_slice(&output.stdout).unwrap();
     assert!(answer["turns"][0]["turn"]["text"].as_str().unwrap().contains("March"), "{answer}");
+    // The prompt for a new message stays within the budget the model's
+    // tokenizer counts, and says what went in.
+    let output = sandbox.run(
+        &["memory", "assemble", "planning", "When is the launch?", "--tenant", "ada", "--budget", "300", "--json"],
+        &[],
+    );
+    assert!(output.status.success(), "{output:?}");
+    let assembled: Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert!(assembled["tokens"].as_u64().unwrap() <= 300, "{assembled}");
+    assert_eq!(assembled["counted_with"], "tokenizer");
+    assert_eq!(assembled["messages"].as_array().unwrap().last().unwrap()["content"], "When is the launch?");
+    assert!(assembled.to_string().contains("March"), "{assembled}");
+    assert!(!assembled.to_string().contains("Biscuit"), "{assembled}");
     let output = sandbox.run(&["memory", "append", "notes", "Buy oat milk", "--json"], &[]);
     assert!(output.status.success(), "{output:?}");
     let output = sandbox.run(&["memory", "conversations"], &[]);

@@ -4,8 +4,10 @@
 
 use axum::Router;
 use engram_memory::Turn;
+use engram_memory::assemble::Assembled;
 use engram_memory::ops::{
-    AppendTurn, Conversations, ConversationsResponse, ForgetMemory, ForgetTenant, Forgotten, Recall,
+    AppendTurn, Assemble, Conversations, ConversationsResponse, ForgetMemory, ForgetTenant, Forgotten, MemorySummary,
+    Recall, SummaryResponse,
 };
 use engram_ops::Error;
 
@@ -14,7 +16,8 @@ use crate::op::route;
 
 /// `POST /v1/memory/turns`, `POST /v1/memory/recall`,
 /// `GET /v1/memory/conversations`, `POST /v1/memory/forget`,
-/// `POST /v1/memory/forget-tenant`.
+/// `POST /v1/memory/forget-tenant`, `POST /v1/memory/summary`,
+/// `POST /v1/memory/assemble`.
 pub(crate) fn routes() -> Router<AppState> {
     Router::new()
         .merge(route(append))
@@ -22,6 +25,8 @@ pub(crate) fn routes() -> Router<AppState> {
         .merge(route(conversations))
         .merge(route(forget))
         .merge(route(forget_tenant))
+        .merge(route(summary))
+        .merge(route(assemble))
 }
 
 pub(crate) async fn append(state: AppState, request: AppendTurn) -> Result<Turn, Error> {
@@ -42,4 +47,12 @@ pub(crate) async fn forget(state: AppState, request: ForgetMemory) -> Result<For
 
 pub(crate) async fn forget_tenant(state: AppState, request: ForgetTenant) -> Result<Forgotten, Error> {
     state.services().memory().forget_tenant(request).await
+}
+
+pub(crate) async fn summary(state: AppState, request: MemorySummary) -> Result<SummaryResponse, Error> {
+    state.services().memory().summary(request).await
+}
+
+pub(crate) async fn assemble(state: AppState, request: Assemble) -> Result<Assembled, Error> {
+    state.services().memory().assemble(request).await
 }

@@ -3,7 +3,7 @@
 
 use anyhow::Context;
 use engram_config::{Loaded, Paths};
-use engram_memory::ops::{AppendTurn, Conversations, ForgetMemory, ForgetTenant, Recall};
+use engram_memory::ops::{AppendTurn, Assemble, Conversations, ForgetMemory, ForgetTenant, MemorySummary, Recall};
 use engram_ops::{ConversationId, TenantId};
 
 /// What `engram memory` does.
@@ -78,6 +78,37 @@ pub enum MemoryCommand {
         #[arg(long)]
         yes: bool,
     },
+    /// CONVERSATION's compact memory: its running summary and roll-up.
+    Summary {
+        /// The conversation.
+        conversation: ConversationId,
+        /// Also every earlier version, with the turns each covered.
+        #[arg(long)]
+        history: bool,
+        /// Whose conversation.
+        #[arg(long)]
+        tenant: Option<TenantId>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// The prompt a model would get for MESSAGE in CONVERSATION, within
+    /// the token budget, and what went in and why.
+    Assemble {
+        /// The conversation (it need not exist yet).
+        conversation: ConversationId,
+        /// The new message.
+        message: String,
+        /// Most tokens [default: memory.budget_tokens].
+        #[arg(long)]
+        budget: Option<usize>,
+        /// Whose conversation.
+        #[arg(long)]
+        tenant: Option<TenantId>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// The conversations (of a tenant, or the operator's own).
     Conversations {
         /// Whose.
@@ -115,6 +146,9 @@ pub fn run(loaded: &Loaded, paths: &Paths, command: MemoryCommand) -> anyhow::Re
             } else if answer.turns.is_empty() {
                 println!("nothing recalled");
             } else {
+                if let Some(time) = &answer.time {
+                    println!("(\"{}\" read as {} to {} ms)", time.phrase, time.from_ms, time.to_ms);
+                }
                 for recalled in answer.turns {
                     let turn = recalled.turn;
                     println!(
@@ -136,6 +170,50 @@ pub fn run(loaded: &Loaded, paths: &Paths, command: MemoryCommand) -> anyhow::Re
             let done = crate::connect::run(loaded, paths, |client| async move { Ok(client.call(&request).await?) })?;
             println!("forgot {} turns", done.turns);
         }
+        MemoryCommand::Summary { conversation, history, tenant, json } => {
+            let request = MemorySummary { conversation, tenant, history };
+            let answer = crate::connect::run(loaded, paths, |client| async move { Ok(client.call(&request).await?) })?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&answer)?);
+                return Ok(());
+            }
+            let compact = &answer.compact;
+            match (&compact.level2, &compact.level1) {
+                (None, None) => println!("no summary yet"),
+                (level2, level1) => {
+                    for summary in [level2, level1].into_iter().flatten() {
+                        println!("level {} (turns to {}): {}", summary.level, summary.last_ordinal, summary.text);
+                    }
+                }
+            }
+            if compact.pending_turns > 0 {
+                println!("({} turns not summarized yet)", compact.pending_turns);
+            }
+            for summary in &answer.history {
+                println!(
+                    "  v level {} turns {}-{}: {}",
+                    summary.level, summary.first_ordinal, summary.last_ordinal, summary.text
+                );
+            }
+        }
+        MemoryCommand::Assemble { conversation, message, budget, tenant, json } => {
+            let request = Assemble { conversation, tenant, message, budget, now_ms: None };
+            let answer = crate::connect::run(loaded, paths, |client| async move { Ok(client.call(&request).await?) })?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&answer)?);
+                return Ok(());
+            }
+            for message in &answer.messages {
+                println!("--- {}\n{}", message.role, message.content);
+            }
+            println!("\n{} of {} tokens ({})", answer.tokens, answer.budget, answer.counted_with);
+            for part in &answer.included {
+                println!("  + {:?}{} {} tokens: {}", part.kind, turn_label(part.turn), part.tokens, part.why);
+            }
+            for part in &answer.left_out {
+                println!("  - {:?}{}: {}", part.kind, turn_label(part.turn), part.why);
+            }
+        }
         MemoryCommand::Conversations { tenant, json } => {
             let request = Conversations { tenant };
             let answer = crate::connect::run(loaded, paths, |client| async move { Ok(client.call(&request).await?) })
@@ -152,6 +230,11 @@ pub fn run(loaded: &Loaded, paths: &Paths, command: MemoryCommand) -> anyhow::Re
         }
     }
     Ok(())
+}
+
+/// ` turn N` for a part that is a turn.
+fn turn_label(turn: Option<u64>) -> String {
+    turn.map(|t| format!(" turn {t}")).unwrap_or_default()
 }
 
 /// `engram eval memory`.

@@ -6,7 +6,8 @@ use engram_ops::{Audience, ConversationId, Error, Hints, Method, Operation, Tena
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::{ConversationInfo, NewTurn, Recollection};
+use crate::assemble::Assembled;
+use crate::{CompactMemory, ConversationInfo, NewTurn, Recollection, Summary};
 
 /// The longest turn accepted, in bytes.
 pub const MAX_TURN_BYTES: usize = 64 * 1024;
@@ -241,4 +242,91 @@ impl Operation for ForgetTenant {
     const METHOD: Method = Method::Post;
     const ROUTE: &'static str = "/v1/memory/forget-tenant";
     type Response = Forgotten;
+}
+
+/// `POST /v1/memory/summary`: a conversation's compact memory (its latest
+/// level-1 and level-2 summaries), and on request every version.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct MemorySummary {
+    /// The conversation.
+    pub conversation: ConversationId,
+    /// Whose conversation (set from a tenant's token).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tenant: Option<TenantId>,
+    /// Also every earlier version, with the turns each covered.
+    #[serde(default)]
+    pub history: bool,
+}
+
+/// What [`MemorySummary`] answers.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct SummaryResponse {
+    /// The latest summaries.
+    #[serde(flatten)]
+    pub compact: CompactMemory,
+    /// Every version, oldest first (with `history`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub history: Vec<Summary>,
+}
+
+impl Operation for MemorySummary {
+    const METHOD: Method = Method::Post;
+    const ROUTE: &'static str = "/v1/memory/summary";
+    type Response = SummaryResponse;
+    const AUDIENCE: Audience<Self> = Audience::Tenant(|request| &mut request.tenant);
+}
+
+impl Tool for MemorySummary {
+    const NAME: &'static str = "memory_summary";
+    const TITLE: &'static str = "Read a conversation's compact memory";
+    const HINTS: Hints = Hints::READ;
+    const HIDDEN: &'static [&'static str] = &["tenant"];
+}
+
+/// `POST /v1/memory/assemble`: the prompt for a new message in a
+/// conversation — system prompt, compact memory, recalled and latest turns
+/// — within a token budget, with what went in and why.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Assemble {
+    /// The conversation (it need not exist yet).
+    pub conversation: ConversationId,
+    /// Whose conversation (set from a tenant's token).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tenant: Option<TenantId>,
+    /// The new message.
+    pub message: String,
+    /// Most tokens; `memory.budget_tokens` when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub budget: Option<usize>,
+    /// When the message is sent (Unix ms), for the times it names; now when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub now_ms: Option<i64>,
+}
+
+impl Operation for Assemble {
+    const METHOD: Method = Method::Post;
+    const ROUTE: &'static str = "/v1/memory/assemble";
+    type Response = Assembled;
+    const AUDIENCE: Audience<Self> = Audience::Tenant(|request| &mut request.tenant);
+
+    fn validate(&self) -> Result<(), Error> {
+        if self.message.trim().is_empty() {
+            return Err(Error::invalid("`message` is empty"));
+        }
+        if self.message.len() > MAX_TURN_BYTES {
+            return Err(Error::invalid(format!(
+                "the message is {} bytes; at most {MAX_TURN_BYTES}",
+                self.message.len()
+            )));
+        }
+        if self.budget.is_some_and(|b| !(256..=1 << 20).contains(&b)) {
+            return Err(Error::invalid("`budget` goes from 256 to 1048576 tokens"));
+        }
+        if self.now_ms.is_some_and(|t| t < 0) {
+            return Err(Error::invalid("`now_ms` is before 1970"));
+        }
+        Ok(())
+    }
 }

@@ -105,7 +105,7 @@ impl Services {
         let store = Store::open(&paths.journal, &store_options(config))?;
         let models = Arc::new(models::configured(config, paths));
         let rag = RagService::new(config, paths, &store, models.clone());
-        let memory = MemoryService::new(paths, &store, models.clone());
+        let memory = MemoryService::new(config, paths, &store, models.clone());
         Ok(Self {
             config: config.clone(),
             paths: paths.clone(),
@@ -137,8 +137,10 @@ impl Services {
             if let Err(err) = services.rag.engine().await {
                 tracing::error!(error = %err, "retrieval unavailable");
             }
-            if let Err(err) = services.memory.engine().await {
-                tracing::error!(error = %err, "memory unavailable");
+            match services.memory.engine().await {
+                // Summaries left behind by a restart catch up now.
+                Ok(memory) => services.memory.start_summarizer(memory),
+                Err(err) => tracing::error!(error = %err, "memory unavailable"),
             }
         });
     }

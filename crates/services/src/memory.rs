@@ -5,8 +5,11 @@
 use std::sync::Arc;
 
 use engram_config::Paths;
+use engram_memory::SummaryPrompts;
+use engram_memory::assemble::{AssembleOptions, Assembled, CountTokens, Estimate};
 use engram_memory::ops::{
-    AppendTurn, Conversations, ConversationsResponse, ForgetMemory, ForgetTenant, Forgotten, Recall,
+    AppendTurn, Assemble, Conversations, ConversationsResponse, ForgetMemory, ForgetTenant, Forgotten, MemorySummary,
+    Recall, SummaryResponse,
 };
 use engram_memory::{Forget, Memory, MemoryError, RecallOptions, Scope, Turn};
 use engram_models::Embedder;
@@ -20,6 +23,10 @@ use crate::models::Models;
 pub struct MemoryService {
     engine: Lazy<Arc<Memory>, Arc<Embedder>>,
     models: Arc<Models>,
+    config: engram_config::Memory,
+    /// Wakes the summarizer: a turn was appended or forgotten.
+    wake: Arc<tokio::sync::Notify>,
+    summarizer: std::sync::Once,
 }
 
 /// Where memory's indexes live: `<data dir>/index/memory`.
@@ -29,14 +36,38 @@ pub fn index_dir(paths: &Paths) -> std::path::PathBuf {
 
 impl MemoryService {
     /// Memory over `store`, its indexes under [`index_dir`].
-    pub fn new(paths: &Paths, store: &Store, models: Arc<Models>) -> Self {
+    pub fn new(config: &engram_config::Config, paths: &Paths, store: &Store, models: Arc<Models>) -> Self {
         let (store, dir) = (store.clone(), index_dir(paths));
         let engine = Lazy::with_input(move |embedder: Arc<Embedder>| {
             let memory =
                 Memory::open(store.clone(), &dir, embedder, RecallOptions::default()).map_err(|e| e.to_string())?;
             Ok(Arc::new(memory))
         });
-        Self { engine, models }
+        Self {
+            engine,
+            models,
+            config: config.memory.clone(),
+            wake: Arc::new(tokio::sync::Notify::new()),
+            summarizer: std::sync::Once::new(),
+        }
+    }
+
+    /// Starts the compact-memory summarizer (once; with `memory.summarize`):
+    /// a background task that brings every conversation's summaries up to
+    /// its turns — those left behind by a restart first — and then waits
+    /// for the next append or forget. A write never waits for it.
+    pub fn start_summarizer(&self, memory: Arc<Memory>) {
+        if !self.config.summarize {
+            return;
+        }
+        self.summarizer.call_once(|| {
+            let prompts = SummaryPrompts {
+                summary: self.config.summary_prompt.clone(),
+                rollup: self.config.rollup_prompt.clone(),
+                rollup_every: self.config.rollup_every,
+            };
+            tokio::spawn(summarize(memory, self.models.clone(), prompts, self.wake.clone()));
+        });
     }
 
     /// Where opening stands.
@@ -65,6 +96,8 @@ impl MemoryService {
             move || memory.append(&scope, request.turn())
         })
         .await?;
+        self.start_summarizer(memory.clone());
+        self.wake.notify_one();
         tokio::task::spawn_blocking(move || {
             if let Err(err) = memory.catch_up() {
                 tracing::warn!(error = %err, "memory indexing fell behind; the next recall catches up");
@@ -89,7 +122,45 @@ impl MemoryService {
     pub async fn forget(&self, request: ForgetMemory) -> Result<Forgotten, Error> {
         request.validate()?;
         let memory = self.engine().await?;
-        blocking(move || Ok(Forgotten { turns: memory.forget(&request.target())? })).await
+        let forgotten = blocking(move || Ok(Forgotten { turns: memory.forget(&request.target())? })).await?;
+        self.wake.notify_one();
+        Ok(forgotten)
+    }
+
+    /// [`MemorySummary`].
+    pub async fn summary(&self, request: MemorySummary) -> Result<SummaryResponse, Error> {
+        let memory = self.engine().await?;
+        blocking(move || {
+            let scope = Scope { tenant: request.tenant.clone(), conversation: request.conversation.clone() };
+            let compact = memory.compact(&scope)?;
+            let history = if request.history { memory.summary_history(&scope)? } else { Vec::new() };
+            Ok(SummaryResponse { compact, history })
+        })
+        .await
+    }
+
+    /// [`Assemble`]: counted with the local generator's tokenizer and
+    /// template (estimated for a remote one).
+    pub async fn assemble(&self, request: Assemble) -> Result<Assembled, Error> {
+        request.validate()?;
+        let memory = self.engine().await?;
+        let llm = self.models.llm.get().await.map_err(|e| Error::unavailable(format!("the generator: {e}")))?;
+        let counter: Box<dyn CountTokens> = match llm {
+            engram_models::Llm::Local(scheduler) => Box::new(scheduler.info().counter.clone()),
+            engram_models::Llm::Remote(_) => Box::new(Estimate),
+        };
+        let options = AssembleOptions {
+            budget: request.budget.unwrap_or(self.config.budget_tokens),
+            recent_turns: self.config.recent_turns,
+            recall_k: self.config.recall_k,
+            system_prompt: self.config.system_prompt.clone(),
+        };
+        blocking(move || {
+            memory.catch_up()?;
+            let scope = Scope { tenant: request.tenant.clone(), conversation: request.conversation.clone() };
+            memory.assemble(&scope, &request.message, &options, counter.as_ref(), request.now_ms)
+        })
+        .await
     }
 
     /// [`ForgetTenant`].
@@ -103,6 +174,67 @@ impl MemoryService {
         let memory = self.engine().await?;
         blocking(move || Ok(ConversationsResponse { conversations: memory.conversations(request.tenant.as_ref())? }))
             .await
+    }
+}
+
+/// The summarizer's loop (see [`MemoryService::start_summarizer`]).
+async fn summarize(memory: Arc<Memory>, models: Arc<Models>, prompts: SummaryPrompts, wake: Arc<tokio::sync::Notify>) {
+    // After a failure (the model not loaded, say), try again this often
+    // even if nothing new arrives.
+    const RETRY: std::time::Duration = std::time::Duration::from_secs(30);
+    loop {
+        if let Err(err) = summarize_pending(&memory, &models, &prompts).await {
+            tracing::warn!(error = %err, "compact memory fell behind; it catches up later");
+            let _ = tokio::time::timeout(RETRY, wake.notified()).await;
+            continue;
+        }
+        wake.notified().await;
+    }
+}
+
+/// Runs summary jobs until no conversation is behind.
+async fn summarize_pending(memory: &Arc<Memory>, models: &Models, prompts: &SummaryPrompts) -> Result<(), Error> {
+    loop {
+        let behind = blocking({
+            let memory = memory.clone();
+            move || memory.behind()
+        })
+        .await?;
+        if behind.is_empty() {
+            return Ok(());
+        }
+        for scope in behind {
+            let job = blocking({
+                let (memory, prompts) = (memory.clone(), prompts.clone());
+                move || memory.next_summary(&scope, &prompts)
+            })
+            .await?;
+            let Some(job) = job else { continue };
+            let llm = models.llm.get().await.map_err(|e| Error::unavailable(format!("the generator: {e}")))?;
+            let request = engram_models::GenerateRequest {
+                prompt: engram_models::Prompt::Chat(vec![engram_models::Message::new(
+                    engram_models::Role::User,
+                    job.prompt.clone(),
+                )]),
+                sampling: engram_models::SamplingParams { temperature: 0.0, ..Default::default() },
+                max_tokens: 96,
+                stop: Vec::new(),
+                json_schema: None,
+            };
+            let (text, _) = llm.complete(request).await.map_err(|e| Error::unavailable(e.to_string()))?;
+            let model = llm.name();
+            let (level, to_turn, conversation) = (job.level, job.last_ordinal, job.scope.conversation.to_string());
+            let stored = blocking({
+                let memory = memory.clone();
+                move || memory.store_summary(&job, &text, &model)
+            })
+            .await?;
+            if stored {
+                tracing::info!(%conversation, level, to_turn, "compact memory updated");
+            } else {
+                tracing::debug!(%conversation, "a summary was read before a forget; writing it again");
+            }
+        }
     }
 }
 

@@ -60,6 +60,7 @@ pub(crate) fn operations() -> Vec<OpTool> {
         op(memory::append),
         op(memory::recall),
         op(memory::forget),
+        op(memory::summary),
     ]
 }
 
