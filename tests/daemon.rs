@@ -329,3 +329,54 @@ fn log_format_json_writes_one_json_object_per_line_to_stderr() {
     assert_eq!(ready["level"], "INFO");
     assert_eq!(ready["fields"]["socket"], daemon.socket.display().to_string());
 }
+
+/// `kill -9` during a burst of memory appends: every acknowledged turn is
+/// in the journal after a restart, in order, and the compact memory
+/// catches up with them (with the real default models).
+#[test]
+fn acknowledged_turns_survive_kill_9_and_their_summaries_catch_up() {
+    use serde_json::{Value, json};
+    let sandbox = Sandbox::new();
+    let models = support::models_dir().display().to_string();
+    let env = [("ENGRAM_MODELS__DIR", models.as_str())];
+    let mut daemon = sandbox.start(&env);
+    let socket = daemon.socket.clone();
+    let (acked, acks) = std::sync::mpsc::channel::<String>();
+    let writer = std::thread::spawn(move || {
+        for i in 0.. {
+            let text = format!("Burst turn {i}: the parcel number is {}.", 7_000 + i);
+            let body = json!({"conversation": "burst", "speaker": if i % 2 == 0 { "user" } else { "assistant" }, "text": text});
+            // Fails once the daemon is gone: the burst ends there.
+            let Ok(reply) = std::panic::catch_unwind(|| support::post_json(&socket, "/v1/memory/turns", &body)) else {
+                break;
+            };
+            if reply.status != StatusCode::OK || acked.send(text).is_err() {
+                break;
+            }
+        }
+    });
+    let mut acknowledged = Vec::new();
+    while acknowledged.len() < 40 {
+        acknowledged.push(acks.recv().expect("the writer stopped early"));
+    }
+    daemon.signal(Signal::KILL);
+    daemon.wait_exit(Duration::from_secs(10));
+    let _ = writer.join();
+    acknowledged.extend(acks.try_iter());
+
+    let again = sandbox.start(&env);
+    let reply = support::post_json(&again.socket, "/v1/memory/export", &json!({"conversation": "burst"}));
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
+    let export: Value = serde_json::from_str(&reply.body).unwrap();
+    let stored: Vec<&str> = export["turns"].as_array().unwrap().iter().map(|t| t["text"].as_str().unwrap()).collect();
+    // Every acknowledged turn, in order; at most one more (journaled, its
+    // answer lost with the process).
+    assert!(stored.len() >= acknowledged.len() && stored.len() <= acknowledged.len() + 1, "{stored:?}");
+    assert_eq!(&stored[..acknowledged.len()], acknowledged.as_slice());
+    let last = stored.len() - 1;
+    again.wait_for_log(&format!("to_turn={last}"), Duration::from_secs(300));
+    let reply = support::post_json(&again.socket, "/v1/memory/summary", &json!({"conversation": "burst"}));
+    let summary: Value = serde_json::from_str(&reply.body).unwrap();
+    assert_eq!(summary["level1"]["last_ordinal"], last, "{summary}");
+    assert_eq!(summary["pending_turns"], 0, "{summary}");
+}

@@ -789,11 +789,12 @@ fn memory_is_kept_per_tenant_and_conversation_over_mcp_and_the_cli() {
     let names = ada.tool_names();
     assert!(names.contains(&"memory_append".to_owned()) && names.contains(&"memory_recall".to_owned()), "{names:?}");
 
-    for (speaker, text) in [
+    let said = [
         ("user", "We are moving the launch to the 14th of March."),
         ("assistant", "Understood, launch on March 14."),
         ("user", "My dog is called Biscuit and hates thunderstorms."),
-    ] {
+    ];
+    for (speaker, text) in said {
         let stored = ada.call("memory_append", json!({"conversation": "planning", "speaker": speaker, "text": text}));
         assert_eq!(stored["isError"], false, "{stored}");
     }
@@ -851,6 +852,15 @@ fn memory_is_kept_per_tenant_and_conversation_over_mcp_and_the_cli() {
     assert_eq!(assembled["messages"].as_array().unwrap().last().unwrap()["content"], "When is the launch?");
     assert!(assembled.to_string().contains("March"), "{assembled}");
     assert!(!assembled.to_string().contains("Biscuit"), "{assembled}");
+    // The export a person reads: every turn left, every summary version.
+    let file = sandbox.path().join("planning.json");
+    let output =
+        sandbox.run(&["memory", "export", "planning", "--tenant", "ada", "--out", file.to_str().unwrap()], &[]);
+    assert!(output.status.success(), "{output:?}");
+    let export: Value = serde_json::from_str(&std::fs::read_to_string(&file).unwrap()).unwrap();
+    let texts: Vec<&str> = export["turns"].as_array().unwrap().iter().map(|t| t["text"].as_str().unwrap()).collect();
+    assert_eq!(texts, [said[0].1, said[1].1], "{export}");
+    assert!(!export.to_string().contains("Biscuit"), "{export}");
     let output = sandbox.run(&["memory", "append", "notes", "Buy oat milk", "--json"], &[]);
     assert!(output.status.success(), "{output:?}");
     let output = sandbox.run(&["memory", "conversations"], &[]);

@@ -6,8 +6,8 @@ use axum::Router;
 use engram_memory::Turn;
 use engram_memory::assemble::Assembled;
 use engram_memory::ops::{
-    AppendTurn, Assemble, Conversations, ConversationsResponse, ForgetMemory, ForgetTenant, Forgotten, MemorySummary,
-    Recall, SummaryResponse,
+    AppendTurn, Assemble, ConversationExport, Conversations, ConversationsResponse, ExportMemory, ForgetMemory,
+    ForgetTenant, Forgotten, MemorySummary, Recall, SummaryResponse,
 };
 use engram_ops::Error;
 
@@ -17,7 +17,7 @@ use crate::op::route;
 /// `POST /v1/memory/turns`, `POST /v1/memory/recall`,
 /// `GET /v1/memory/conversations`, `POST /v1/memory/forget`,
 /// `POST /v1/memory/forget-tenant`, `POST /v1/memory/summary`,
-/// `POST /v1/memory/assemble`.
+/// `POST /v1/memory/assemble`, `POST /v1/memory/export`.
 pub(crate) fn routes() -> Router<AppState> {
     Router::new()
         .merge(route(append))
@@ -27,6 +27,7 @@ pub(crate) fn routes() -> Router<AppState> {
         .merge(route(forget_tenant))
         .merge(route(summary))
         .merge(route(assemble))
+        .merge(route(export))
 }
 
 pub(crate) async fn append(state: AppState, request: AppendTurn) -> Result<Turn, Error> {
@@ -55,4 +56,8 @@ pub(crate) async fn summary(state: AppState, request: MemorySummary) -> Result<S
 
 pub(crate) async fn assemble(state: AppState, request: Assemble) -> Result<Assembled, Error> {
     state.services().memory().assemble(request).await
+}
+
+pub(crate) async fn export(state: AppState, request: ExportMemory) -> Result<ConversationExport, Error> {
+    state.services().memory().export(request).await
 }

@@ -3,7 +3,9 @@
 
 use anyhow::Context;
 use engram_config::{Loaded, Paths};
-use engram_memory::ops::{AppendTurn, Assemble, Conversations, ForgetMemory, ForgetTenant, MemorySummary, Recall};
+use engram_memory::ops::{
+    AppendTurn, Assemble, Conversations, ExportMemory, ForgetMemory, ForgetTenant, MemorySummary, Recall,
+};
 use engram_ops::{ConversationId, TenantId};
 
 /// What `engram memory` does.
@@ -108,6 +110,18 @@ pub enum MemoryCommand {
         /// Print JSON.
         #[arg(long)]
         json: bool,
+    },
+    /// Write CONVERSATION's whole memory (every turn, every summary
+    /// version) as readable JSON.
+    Export {
+        /// The conversation.
+        conversation: ConversationId,
+        /// Whose conversation.
+        #[arg(long)]
+        tenant: Option<TenantId>,
+        /// Write to this file instead of stdout.
+        #[arg(long, short, value_name = "FILE")]
+        out: Option<std::path::PathBuf>,
     },
     /// The conversations (of a tenant, or the operator's own).
     Conversations {
@@ -214,6 +228,23 @@ pub fn run(loaded: &Loaded, paths: &Paths, command: MemoryCommand) -> anyhow::Re
                 println!("  - {:?}{}: {}", part.kind, turn_label(part.turn), part.why);
             }
         }
+        MemoryCommand::Export { conversation, tenant, out } => {
+            let request = ExportMemory { conversation, tenant };
+            let answer = crate::connect::run(loaded, paths, |client| async move { Ok(client.call(&request).await?) })?;
+            let text = serde_json::to_string_pretty(&answer)? + "\n";
+            match out {
+                Some(path) => {
+                    std::fs::write(&path, text).with_context(|| format!("cannot write {}", path.display()))?;
+                    eprintln!(
+                        "wrote {} turns and {} summaries to {}",
+                        answer.turns.len(),
+                        answer.summaries.len(),
+                        path.display()
+                    );
+                }
+                None => print!("{text}"),
+            }
+        }
         MemoryCommand::Conversations { tenant, json } => {
             let request = Conversations { tenant };
             let answer = crate::connect::run(loaded, paths, |client| async move { Ok(client.call(&request).await?) })
@@ -295,5 +326,11 @@ pub fn eval(loaded: &Loaded, paths: &Paths, args: &EvalMemoryArgs) -> anyhow::Re
     }
     let l = report.recall_ms;
     println!("\nrecall latency: p50 {:.1} ms, p95 {:.1} ms, max {:.1} ms", l.p50, l.p95, l.max);
+    if let Some(p) = report.prompt_tokens {
+        println!(
+            "assembled prompts ({}): p50 {:.0}, p95 {:.0}, max {:.0} tokens; {} over the budget of {}",
+            p.counted_with, p.tokens.p50, p.tokens.p95, p.tokens.max, p.over_budget, p.budget
+        );
+    }
     Ok(())
 }

@@ -8,6 +8,7 @@ use std::time::Instant;
 use engram_ops::{ConversationId, TenantId};
 use serde::Serialize;
 
+use crate::assemble::{AssembleOptions, CountTokens};
 use crate::locomo::{CATEGORIES, Sample, category_name};
 use crate::{Memory, MemoryError, Scope};
 
@@ -33,6 +34,22 @@ pub struct MemoryEval {
     pub rows: Vec<EvalRow>,
     /// Recall latency over every question, ms.
     pub recall_ms: Latency,
+    /// Tokens of the prompt assembled for each question (with a counter).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub prompt_tokens: Option<PromptTokens>,
+}
+
+/// The assembled prompts' sizes.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct PromptTokens {
+    /// The budget they were assembled for.
+    pub budget: usize,
+    /// Their distribution.
+    pub tokens: Latency,
+    /// How many went over the budget (the assembler's bar: none).
+    pub over_budget: usize,
+    /// How tokens were counted.
+    pub counted_with: &'static str,
 }
 
 /// Scores of one category.
@@ -58,6 +75,13 @@ pub struct Latency {
     pub p95: f64,
     /// Largest.
     pub max: f64,
+}
+
+/// What else an evaluation measures.
+#[derive(Default)]
+pub struct EvalOptions<'a> {
+    /// Also assemble the prompt for each question, counted this way.
+    pub assemble: Option<(AssembleOptions, &'a dyn CountTokens)>,
 }
 
 impl Latency {
@@ -115,6 +139,7 @@ impl Tally {
 pub fn evaluate(
     memory: &Memory,
     samples: &[Sample],
+    options: &EvalOptions<'_>,
     progress: &mut dyn FnMut(EvalProgress),
 ) -> Result<MemoryEval, MemoryError> {
     let invalid = |err: engram_ops::InvalidId| MemoryError::Invalid(err.to_string());
@@ -148,6 +173,7 @@ pub fn evaluate(
     let mut tallies: HashMap<u8, Tally> = HashMap::new();
     let mut overall = Tally::default();
     let mut latencies = Vec::with_capacity(total_questions);
+    let mut prompt_sizes = Vec::new();
     let (mut asked, mut skipped) = (0, 0);
     for (sample, (scope, ordinals)) in samples.iter().zip(&scopes) {
         for question in &sample.questions {
@@ -163,6 +189,9 @@ pub fn evaluate(
             let now = sample.turns.last().and_then(|(_, t)| t.time_ms).map(|t| t + 60_000);
             let recalled = memory.recall(scope, &question.question, deepest, now)?.turns;
             latencies.push(started.elapsed().as_secs_f64() * 1000.0);
+            if let Some((assemble, counter)) = &options.assemble {
+                prompt_sizes.push(memory.assemble(scope, &question.question, assemble, *counter, now)?.tokens);
+            }
             let rank_of = |ordinal: u64| recalled.iter().position(|r| r.turn.ordinal == ordinal);
             let ranks: Vec<Option<usize>> = evidence.iter().map(|&o| rank_of(o)).collect();
             let tally = tallies.entry(question.category).or_default();
@@ -195,6 +224,12 @@ pub fn evaluate(
         index_seconds,
         rows,
         recall_ms: Latency::of(latencies),
+        prompt_tokens: options.assemble.as_ref().map(|(assemble, counter)| PromptTokens {
+            budget: assemble.budget,
+            over_budget: prompt_sizes.iter().filter(|&&t| t > assemble.budget).count(),
+            tokens: Latency::of(prompt_sizes.iter().map(|&t| t as f64).collect()),
+            counted_with: counter.method(),
+        }),
     })
 }
 

@@ -330,3 +330,38 @@ impl Operation for Assemble {
         Ok(())
     }
 }
+
+/// `POST /v1/memory/export`: a conversation's whole memory — every turn
+/// verbatim and every summary version — as JSON a person can read.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ExportMemory {
+    /// The conversation.
+    pub conversation: ConversationId,
+    /// Whose conversation (set from a tenant's token).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tenant: Option<TenantId>,
+}
+
+/// What [`ExportMemory`] answers.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct ConversationExport {
+    /// The conversation.
+    pub conversation: ConversationId,
+    /// Whose.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tenant: Option<TenantId>,
+    /// The latest summaries.
+    pub compact: CompactMemory,
+    /// Every turn, oldest first.
+    pub turns: Vec<crate::Turn>,
+    /// Every summary version, oldest first.
+    pub summaries: Vec<Summary>,
+}
+
+impl Operation for ExportMemory {
+    const METHOD: Method = Method::Post;
+    const ROUTE: &'static str = "/v1/memory/export";
+    type Response = ConversationExport;
+    const AUDIENCE: Audience<Self> = Audience::Tenant(|request| &mut request.tenant);
+}

@@ -8,8 +8,8 @@ use engram_config::Paths;
 use engram_memory::SummaryPrompts;
 use engram_memory::assemble::{AssembleOptions, Assembled, CountTokens, Estimate};
 use engram_memory::ops::{
-    AppendTurn, Assemble, Conversations, ConversationsResponse, ForgetMemory, ForgetTenant, Forgotten, MemorySummary,
-    Recall, SummaryResponse,
+    AppendTurn, Assemble, ConversationExport, Conversations, ConversationsResponse, ExportMemory, ForgetMemory,
+    ForgetTenant, Forgotten, MemorySummary, Recall, SummaryResponse,
 };
 use engram_memory::{Forget, Memory, MemoryError, RecallOptions, Scope, Turn};
 use engram_models::Embedder;
@@ -139,6 +139,25 @@ impl MemoryService {
         .await
     }
 
+    /// [`ExportMemory`].
+    pub async fn export(&self, request: ExportMemory) -> Result<ConversationExport, Error> {
+        let memory = self.engine().await?;
+        blocking(move || {
+            let scope = Scope { tenant: request.tenant.clone(), conversation: request.conversation.clone() };
+            let compact = memory.compact(&scope)?;
+            let turns = memory.turns(&scope, 0, u32::MAX as usize)?;
+            let summaries = memory.summary_history(&scope)?;
+            Ok(ConversationExport {
+                conversation: request.conversation,
+                tenant: request.tenant,
+                compact,
+                turns,
+                summaries,
+            })
+        })
+        .await
+    }
+
     /// [`Assemble`]: counted with the local generator's tokenizer and
     /// template (estimated for a remote one).
     pub async fn assemble(&self, request: Assemble) -> Result<Assembled, Error> {
@@ -149,12 +168,7 @@ impl MemoryService {
             engram_models::Llm::Local(scheduler) => Box::new(scheduler.info().counter.clone()),
             engram_models::Llm::Remote(_) => Box::new(Estimate),
         };
-        let options = AssembleOptions {
-            budget: request.budget.unwrap_or(self.config.budget_tokens),
-            recent_turns: self.config.recent_turns,
-            recall_k: self.config.recall_k,
-            system_prompt: self.config.system_prompt.clone(),
-        };
+        let options = assemble_options(&self.config, request.budget);
         blocking(move || {
             memory.catch_up()?;
             let scope = Scope { tenant: request.tenant.clone(), conversation: request.conversation.clone() };
@@ -174,6 +188,16 @@ impl MemoryService {
         let memory = self.engine().await?;
         blocking(move || Ok(ConversationsResponse { conversations: memory.conversations(request.tenant.as_ref())? }))
             .await
+    }
+}
+
+/// How prompts are assembled, from `[memory]` (and a request's budget).
+fn assemble_options(config: &engram_config::Memory, budget: Option<usize>) -> AssembleOptions {
+    AssembleOptions {
+        budget: budget.unwrap_or(config.budget_tokens),
+        recent_turns: config.recent_turns,
+        recall_k: config.recall_k,
+        system_prompt: config.system_prompt.clone(),
     }
 }
 
@@ -274,5 +298,13 @@ pub fn eval(
     let store = Store::open(&work.join("journal.sqlite3"), &engram_store::StoreOptions::default())?;
     let embedder = Arc::new(crate::models::load_embedder(config, paths)?);
     let memory = Memory::open(store, &work.join("index"), embedder, RecallOptions::default())?;
-    Ok(engram_memory::eval::evaluate(&memory, &samples, progress)?)
+    // Prompts are counted with the local generator's tokenizer (estimated
+    // for a remote one), as the daemon counts them.
+    let counter: Box<dyn CountTokens> = match config.models.llm.backend {
+        engram_config::LlmBackend::Local => Box::new(crate::models::load_local(config, paths)?.counter()),
+        engram_config::LlmBackend::Openai => Box::new(Estimate),
+    };
+    let options =
+        engram_memory::eval::EvalOptions { assemble: Some((assemble_options(&config.memory, None), counter.as_ref())) };
+    Ok(engram_memory::eval::evaluate(&memory, &samples, &options, progress)?)
 }
