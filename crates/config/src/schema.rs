@@ -172,6 +172,10 @@ pub struct Retrieval {
     pub qdrant: QdrantServer,
 }
 
+/// The budgets an assembled prompt may have, in tokens (`memory.budget_tokens`
+/// and a request's own).
+pub const BUDGET_TOKENS: std::ops::RangeInclusive<usize> = 256..=1 << 20;
+
 /// `[memory]` section.
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 pub struct Memory {
@@ -445,7 +449,12 @@ impl Config {
             }
         }
         let ranges: [(&'static str, u64, u64, u64); 21] = [
-            ("memory.budget_tokens", self.memory.budget_tokens as u64, 256, 1 << 20),
+            (
+                "memory.budget_tokens",
+                self.memory.budget_tokens as u64,
+                *BUDGET_TOKENS.start() as u64,
+                *BUDGET_TOKENS.end() as u64,
+            ),
             ("memory.recent_turns", self.memory.recent_turns as u64, 0, 1000),
             ("memory.recall_k", self.memory.recall_k as u64, 0, 100),
             ("memory.rollup_every", self.memory.rollup_every as u64, 2, 100_000),

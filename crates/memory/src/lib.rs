@@ -310,13 +310,14 @@ impl Memory {
                     .sql()
                     .prepare(&format!(
                         "SELECT t.id, t.speaker, t.text, \
-                         (SELECT p.text FROM turns p WHERE p.conversation = t.conversation AND p.ordinal = t.ordinal - 1), \
+                         {previous}, \
                          (SELECT n.id FROM turns n WHERE n.conversation = t.conversation AND n.ordinal = t.ordinal + 1), \
                          (SELECT n.speaker || char(0) || n.text FROM turns n \
                           WHERE n.conversation = t.conversation AND n.ordinal = t.ordinal + 1), \
                          t.conversation, t.ordinal \
                          FROM turns t JOIN conversations c ON c.id = t.conversation \
-                         WHERE c.tenant = ?1 AND {condition} ORDER BY t.id"
+                         WHERE c.tenant = ?1 AND {condition} ORDER BY t.id",
+                        previous = turns::PREVIOUS_TEXT
                     ))
                     .map_err(sql_error)?;
                 let count = stmt.parameter_count();
@@ -354,11 +355,10 @@ impl Memory {
             let still_indexed = |text: &str, document: &str, reindexed: &HashSet<i64>| -> Result<bool, MemoryError> {
                 let mut stmt = tx
                     .sql()
-                    .prepare_cached(
-                        "SELECT t.id, t.speaker, t.text, \
-                         (SELECT p.text FROM turns p WHERE p.conversation = t.conversation AND p.ordinal = t.ordinal - 1) \
-                         FROM turns t WHERE t.text = ?1",
-                    )
+                    .prepare_cached(&format!(
+                        "SELECT t.id, t.speaker, t.text, {} FROM turns t WHERE t.text = ?1",
+                        turns::PREVIOUS_TEXT
+                    ))
                     .map_err(sql_error)?;
                 let mut rows = stmt.query(params![text]).map_err(sql_error)?;
                 while let Some(row) = rows.next().map_err(sql_error)? {
@@ -618,10 +618,11 @@ impl Memory {
     pub fn document(&self, scope: &Scope, id: u64) -> Result<Option<String>, MemoryError> {
         Ok(self.store.read(|conn| {
             conn.query_row(
-                "SELECT t.speaker, t.text, \
-                 (SELECT p.text FROM turns p WHERE p.conversation = t.conversation AND p.ordinal = t.ordinal - 1) \
-                 FROM turns t JOIN conversations c ON c.id = t.conversation \
-                 WHERE t.id = ?1 AND c.tenant = ?2 AND c.name = ?3",
+                &format!(
+                    "SELECT t.speaker, t.text, {} FROM turns t JOIN conversations c ON c.id = t.conversation \
+                     WHERE t.id = ?1 AND c.tenant = ?2 AND c.name = ?3",
+                    turns::PREVIOUS_TEXT
+                ),
                 params![id as i64, scope.tenant_key(), scope.conversation.as_str()],
                 |row| {
                     let (speaker, text): (String, String) = (row.get(0)?, row.get(1)?);

@@ -321,8 +321,9 @@ impl Operation for Assemble {
                 self.message.len()
             )));
         }
-        if self.budget.is_some_and(|b| !(256..=1 << 20).contains(&b)) {
-            return Err(Error::invalid("`budget` goes from 256 to 1048576 tokens"));
+        let range = engram_config::BUDGET_TOKENS;
+        if self.budget.is_some_and(|b| !range.contains(&b)) {
+            return Err(Error::invalid(format!("`budget` goes from {} to {} tokens", range.start(), range.end())));
         }
         if self.now_ms.is_some_and(|t| t < 0) {
             return Err(Error::invalid("`now_ms` is before 1970"));

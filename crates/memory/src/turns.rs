@@ -38,6 +38,11 @@ pub(crate) fn filter(scope: &Scope) -> Filter {
     }
 }
 
+/// The text of the turn before `t` (`NULL` for the first), the context
+/// [`document_text`] indexes a turn with.
+pub(crate) const PREVIOUS_TEXT: &str =
+    "(SELECT p.text FROM turns p WHERE p.conversation = t.conversation AND p.ordinal = t.ordinal - 1)";
+
 /// The columns [`from_row`] reads, from `turns t JOIN conversations c`.
 pub(crate) const SELECT: &str = "SELECT t.id, t.ordinal, t.speaker, t.text, t.time_ms, t.tags, t.importance \
      FROM turns t JOIN conversations c ON c.id = t.conversation";
@@ -65,11 +70,10 @@ impl engram_index::Source for TurnSource {
 
     fn load(&self, store: &Store, ids: &[u64]) -> Result<Vec<Document>, IndexError> {
         Ok(store.read(|conn| {
-            let mut stmt = conn.prepare_cached(
-                "SELECT c.tenant, c.name, t.speaker, t.tags, t.time_ms, t.text, \
-                 (SELECT p.text FROM turns p WHERE p.conversation = t.conversation AND p.ordinal = t.ordinal - 1) \
-                 FROM turns t JOIN conversations c ON c.id = t.conversation WHERE t.id = ?1",
-            )?;
+            let mut stmt = conn.prepare_cached(&format!(
+                "SELECT c.tenant, c.name, t.speaker, t.tags, t.time_ms, t.text, {PREVIOUS_TEXT} \
+                 FROM turns t JOIN conversations c ON c.id = t.conversation WHERE t.id = ?1"
+            ))?;
             let mut documents = Vec::with_capacity(ids.len());
             for &id in ids {
                 let document = stmt
