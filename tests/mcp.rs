@@ -632,6 +632,7 @@ fn the_python_sdk_works_over_stdio_and_http_in_both_protocol_versions() {
                 "{what}"
             );
             assert_eq!(summary["list_changed"], true, "{what}");
+            assert_eq!(summary["memory_updated"], true, "{what}");
             assert!(summary["greeting"].as_str().unwrap().contains("Hello, Ada!"), "{what}");
             assert!(!stderr.contains("Session termination failed"), "{what}: {stderr}");
         }
@@ -861,6 +862,26 @@ fn memory_is_kept_per_tenant_and_conversation_over_mcp_and_the_cli() {
     let texts: Vec<&str> = export["turns"].as_array().unwrap().iter().map(|t| t["text"].as_str().unwrap()).collect();
     assert_eq!(texts, [said[0].1, said[1].1], "{export}");
     assert!(!export.to_string().contains("Biscuit"), "{export}");
+    // An archived turn leaves recall and stays in the journal; a restore
+    // brings it back.
+    let stdout = |output: std::process::Output| String::from_utf8_lossy(&output.stdout).trim().to_owned();
+    let recall_ordinals = || {
+        let output =
+            sandbox.run(&["memory", "recall", "planning", "launch in March", "--tenant", "ada", "--json"], &[]);
+        let answer: Value = serde_json::from_slice(&output.stdout).unwrap();
+        answer["turns"].as_array().unwrap().iter().map(|r| r["turn"]["ordinal"].as_u64().unwrap()).collect::<Vec<_>>()
+    };
+    assert!(recall_ordinals().contains(&0));
+    assert_eq!(stdout(sandbox.run(&["memory", "archive", "planning", "0", "--tenant", "ada"], &[])), "archived turn 0");
+    assert_eq!(
+        stdout(sandbox.run(&["memory", "conversations", "--tenant", "ada"], &[])),
+        "planning: 2 turns (1 archived)"
+    );
+    assert!(!recall_ordinals().contains(&0));
+    let output = sandbox.run(&["memory", "archive", "planning", "--tenant", "ada"], &[]);
+    assert!(!output.status.success() && String::from_utf8_lossy(&output.stderr).contains("--capacity"), "{output:?}");
+    assert_eq!(stdout(sandbox.run(&["memory", "restore", "planning", "--tenant", "ada"], &[])), "restored turn 0");
+    assert!(recall_ordinals().contains(&0));
     let output = sandbox.run(&["memory", "append", "notes", "Buy oat milk", "--json"], &[]);
     assert!(output.status.success(), "{output:?}");
     let output = sandbox.run(&["memory", "conversations"], &[]);

@@ -43,10 +43,13 @@ def check(condition, step, detail):
 async def run(args):
     summary = {"transport": args.transport, "mode": args.mode}
     changed = anyio.Event()
+    updated = []
 
     async def on_message(message):
         if isinstance(message, types.ToolListChangedNotification):
             changed.set()
+        if isinstance(message, types.ResourceUpdatedNotification):
+            updated.append(str(message.params.uri))
 
     if args.transport == "stdio":
         env = {k: v for k, v in os.environ.items() if k.startswith(("ENGRAM_", "XDG_")) or k in ("HOME", "PATH")}
@@ -157,6 +160,38 @@ async def run(args):
         result = await client.call_tool("template__greet", {"name": "Ada"})
         check(not result.is_error, "the dropped-in tool", result)
         summary["greeting"] = result.content[0].text
+
+        # A conversation's compact memory is a resource that says when it
+        # changes: subscribe, append a turn, hear the summarizer's update.
+        conversation = f"{args.collection}-chat"
+        uri = f"engram://memory/{conversation}"
+
+        async def remember():
+            result = await client.call_tool(
+                "memory_append",
+                {"conversation": conversation, "speaker": "user", "text": "Our kayak trip to Lake Bled is on Saturday."},
+            )
+            check(not result.is_error, "memory_append", result)
+
+        with anyio.fail_after(180):
+            if client.protocol_version >= "2026-07-28":
+                async with client.listen(resource_subscriptions=[uri]) as subscription:
+                    check(uri in (subscription.honored.resource_subscriptions or []), "memory honored", subscription.honored)
+                    await remember()
+                    async for event in subscription:
+                        if getattr(event, "uri", None) == uri:
+                            break
+            else:
+                await client.subscribe_resource(uri)
+                await remember()
+                while uri not in updated:
+                    await anyio.sleep(0.1)
+        read = await client.read_resource(uri)
+        compact = json.loads(read.contents[0].text)
+        check(compact["level1"]["last_ordinal"] == 0, "compact memory after the update", compact)
+        summary["memory_updated"] = True
+        resources = [str(r.uri) for r in (await client.list_resources()).resources]
+        check(uri in resources, "the memory resource is listed", resources)
 
     if http is not None:
         await http.aclose()

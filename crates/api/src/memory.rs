@@ -6,8 +6,8 @@ use axum::Router;
 use engram_memory::Turn;
 use engram_memory::assemble::Assembled;
 use engram_memory::ops::{
-    AppendTurn, Assemble, ConversationExport, Conversations, ConversationsResponse, ExportMemory, ForgetMemory,
-    ForgetTenant, Forgotten, MemorySummary, Recall, SummaryResponse,
+    AppendTurn, ArchiveMemory, Archived, Assemble, ConversationExport, Conversations, ConversationsResponse,
+    ExportMemory, ForgetMemory, ForgetTenant, Forgotten, MemorySummary, Recall, RestoreMemory, SummaryResponse,
 };
 use engram_ops::Error;
 
@@ -17,7 +17,8 @@ use crate::op::route;
 /// `POST /v1/memory/turns`, `POST /v1/memory/recall`,
 /// `GET /v1/memory/conversations`, `POST /v1/memory/forget`,
 /// `POST /v1/memory/forget-tenant`, `POST /v1/memory/summary`,
-/// `POST /v1/memory/assemble`, `POST /v1/memory/export`.
+/// `POST /v1/memory/assemble`, `POST /v1/memory/export`,
+/// `POST /v1/memory/archive`, `POST /v1/memory/restore`.
 pub(crate) fn routes() -> Router<AppState> {
     Router::new()
         .merge(route(append))
@@ -28,6 +29,8 @@ pub(crate) fn routes() -> Router<AppState> {
         .merge(route(summary))
         .merge(route(assemble))
         .merge(route(export))
+        .merge(route(archive))
+        .merge(route(restore))
 }
 
 pub(crate) async fn append(state: AppState, request: AppendTurn) -> Result<Turn, Error> {
@@ -60,4 +63,12 @@ pub(crate) async fn assemble(state: AppState, request: Assemble) -> Result<Assem
 
 pub(crate) async fn export(state: AppState, request: ExportMemory) -> Result<ConversationExport, Error> {
     state.services().memory().export(request).await
+}
+
+pub(crate) async fn archive(state: AppState, request: ArchiveMemory) -> Result<Archived, Error> {
+    state.services().memory().archive(request).await
+}
+
+pub(crate) async fn restore(state: AppState, request: RestoreMemory) -> Result<Archived, Error> {
+    state.services().memory().restore(request).await
 }

@@ -197,6 +197,11 @@ pub struct Memory {
     pub summary_prompt: String,
     /// Level 2: rolls up the recent level-1 summaries (`{summary}`, `{summaries}`).
     pub rollup_prompt: String,
+    /// Most turns a conversation keeps in recall; beyond it the turns of
+    /// least retention are archived (kept, restorable). 0 keeps all.
+    pub capacity: usize,
+    /// A turn's retention halves every this many later turns.
+    pub half_life_turns: usize,
 }
 
 /// The vector store backend.
@@ -371,6 +376,8 @@ pub const KEYS: &[KeyDoc] = &[
     KeyDoc { key: "memory.rollup_every", expected: "an integer number of turns, 2 to 100000" },
     KeyDoc { key: "memory.summary_prompt", expected: "a string holding {summary} and {turns}" },
     KeyDoc { key: "memory.rollup_prompt", expected: "a string holding {summary} and {summaries}" },
+    KeyDoc { key: "memory.capacity", expected: "an integer number of turns, 0 (keep all) to 100000000" },
+    KeyDoc { key: "memory.half_life_turns", expected: "an integer number of turns, 1 to 100000000" },
     KeyDoc { key: "log.level", expected: "a tracing filter such as \"info\" or \"engram=debug,info\"" },
     KeyDoc { key: "log.format", expected: "\"human\" or \"json\"" },
 ];
@@ -448,7 +455,7 @@ impl Config {
                 bad("server.allowed_origins", format!("{origin:?} is not an origin"));
             }
         }
-        let ranges: [(&'static str, u64, u64, u64); 21] = [
+        let ranges: [(&'static str, u64, u64, u64); 23] = [
             (
                 "memory.budget_tokens",
                 self.memory.budget_tokens as u64,
@@ -458,6 +465,8 @@ impl Config {
             ("memory.recent_turns", self.memory.recent_turns as u64, 0, 1000),
             ("memory.recall_k", self.memory.recall_k as u64, 0, 100),
             ("memory.rollup_every", self.memory.rollup_every as u64, 2, 100_000),
+            ("memory.capacity", self.memory.capacity as u64, 0, 100_000_000),
+            ("memory.half_life_turns", self.memory.half_life_turns as u64, 1, 100_000_000),
             ("retrieval.chunk_tokens", self.retrieval.chunk_tokens as u64, 32, 8192),
             ("retrieval.chunk_overlap", self.retrieval.chunk_overlap as u64, 0, self.retrieval.chunk_tokens as u64 / 2),
             ("retrieval.candidates", self.retrieval.candidates as u64, 10, 1000),

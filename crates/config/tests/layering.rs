@@ -232,3 +232,20 @@ fn plugin_grants_are_tables_whose_mistakes_are_named() {
     let text = Loader::new().file(&file, true).load().unwrap_err().to_string();
     assert!(text.contains("weather.files.cache.path") && text.contains("relative path"), "{text}");
 }
+
+#[test]
+fn memory_values_out_of_range_or_missing_a_placeholder_are_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = write(
+        &dir,
+        "[memory]\nbudget_tokens = 100\nhalf_life_turns = 0\ncapacity = 200000000\n\
+         summary_prompt = \"Summarize: {turns}\"\n",
+    );
+    let err = Loader::new().file(&file, true).load().unwrap_err();
+    let text = err.to_string();
+    let keys: Vec<String> = problems(err).into_iter().map(|p| p.key).collect();
+    for key in ["memory.budget_tokens", "memory.half_life_turns", "memory.capacity", "memory.summary_prompt"] {
+        assert!(keys.iter().any(|k| k == key), "{key} missing from {text}");
+    }
+    assert!(text.contains("{summary}") && text.contains("config.toml"), "{text}");
+}

@@ -42,13 +42,13 @@ pub struct SearchBenchArgs {
 }
 
 /// Pronounceable pseudo-words, ranked: word `r` is drawn with weight 1/(r+1).
-struct Vocabulary {
+pub(crate) struct Vocabulary {
     words: Vec<String>,
     cumulative: Vec<f64>,
 }
 
 impl Vocabulary {
-    fn new(size: usize, rng: &mut StdRng) -> Self {
+    pub(crate) fn new(size: usize, rng: &mut StdRng) -> Self {
         const ONSETS: &[&str] =
             &["b", "c", "d", "f", "g", "l", "m", "n", "p", "r", "s", "t", "v", "z", "br", "st", "pl"];
         const VOWELS: &[&str] = &["a", "e", "i", "o", "u", "ai", "ou"];
@@ -79,7 +79,7 @@ impl Vocabulary {
         Self { words, cumulative }
     }
 
-    fn draw(&self, rng: &mut StdRng) -> &str {
+    pub(crate) fn draw(&self, rng: &mut StdRng) -> &str {
         let target = rng.random::<f64>() * self.cumulative.last().copied().unwrap_or(1.0);
         let index = self.cumulative.partition_point(|c| *c < target).min(self.words.len() - 1);
         &self.words[index]
@@ -106,7 +106,7 @@ fn one_chunk(text: &str, embedder: &engram_models::Embedder) -> String {
     }
 }
 
-fn ms(d: Duration) -> String {
+pub(crate) fn ms(d: Duration) -> String {
     format!("{:.1}", d.as_secs_f64() * 1000.0)
 }
 

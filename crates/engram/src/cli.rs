@@ -161,6 +161,9 @@ pub enum BenchTarget {
     Mcp(crate::bench_mcp::McpBenchArgs),
     /// Hybrid search latency at 10k and 100k chunks, and ingest throughput.
     Search(crate::bench_search::SearchBenchArgs),
+    /// Memory: append acknowledgement during an ingest vs idle, recall at
+    /// 100k turns, and recall after forgetting to half capacity vs before.
+    Memory(crate::bench_memory::MemoryBenchArgs),
 }
 
 /// Exit status for a configuration error, as for a usage error.
@@ -233,6 +236,10 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Bench { target: BenchTarget::Search(args) } => {
             crate::bench_search::search(&loaded, &resolve_paths(&loaded, &env)?, &args)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Bench { target: BenchTarget::Memory(args) } => {
+            crate::bench_memory::memory(&loaded, &resolve_paths(&loaded, &env)?, &args)?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Bench { target: BenchTarget::Plugins(args) } => {

@@ -2,6 +2,7 @@
 
 mod bench;
 mod bench_mcp;
+mod bench_memory;
 mod bench_plugins;
 mod bench_search;
 mod cli;

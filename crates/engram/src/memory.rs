@@ -4,7 +4,8 @@
 use anyhow::Context;
 use engram_config::{Loaded, Paths};
 use engram_memory::ops::{
-    AppendTurn, Assemble, Conversations, ExportMemory, ForgetMemory, ForgetTenant, MemorySummary, Recall,
+    AppendTurn, ArchiveMemory, Archived, Assemble, Conversations, ExportMemory, ForgetMemory, ForgetTenant,
+    MemorySummary, Recall, RestoreMemory,
 };
 use engram_ops::{ConversationId, TenantId};
 
@@ -32,6 +33,9 @@ pub enum MemoryCommand {
         /// How much it matters, 0 to 1 [default: 0].
         #[arg(long)]
         importance: Option<f32>,
+        /// Never archive it by capacity.
+        #[arg(long)]
+        pin: bool,
         /// Print the stored turn as JSON.
         #[arg(long)]
         json: bool,
@@ -79,6 +83,36 @@ pub enum MemoryCommand {
         /// Confirm: this cannot be undone.
         #[arg(long)]
         yes: bool,
+    },
+    /// Take turns of CONVERSATION out of recall (kept verbatim, restorable):
+    /// the ordinals given, or with --capacity N the turns of least
+    /// retention until N are left.
+    Archive {
+        /// The conversation.
+        conversation: ConversationId,
+        /// Ordinals of the turns to archive.
+        #[arg(required_unless_present = "capacity", conflicts_with = "capacity")]
+        turns: Vec<u64>,
+        /// Archive down to this many turns in recall.
+        #[arg(long)]
+        capacity: Option<usize>,
+        /// Whose conversation.
+        #[arg(long)]
+        tenant: Option<TenantId>,
+    },
+    /// Bring archived turns of CONVERSATION back into recall (the ordinals
+    /// given, or every archived turn), pinned so capacity keeps them.
+    Restore {
+        /// The conversation.
+        conversation: ConversationId,
+        /// Ordinals of the turns to restore [default: every archived turn].
+        turns: Vec<u64>,
+        /// Do not pin them (capacity may archive them again).
+        #[arg(long)]
+        no_pin: bool,
+        /// Whose conversation.
+        #[arg(long)]
+        tenant: Option<TenantId>,
     },
     /// CONVERSATION's compact memory: its running summary and roll-up.
     Summary {
@@ -137,12 +171,13 @@ pub enum MemoryCommand {
 /// Runs `engram memory COMMAND`.
 pub fn run(loaded: &Loaded, paths: &Paths, command: MemoryCommand) -> anyhow::Result<()> {
     match command {
-        MemoryCommand::Append { conversation, text, speaker, tenant, time_ms, tags, importance, json } => {
+        MemoryCommand::Append { conversation, text, speaker, tenant, time_ms, tags, importance, pin, json } => {
             let mut request = AppendTurn::new(conversation, speaker, text);
             request.tenant = tenant;
             request.time_ms = time_ms;
             request.tags = tags;
             request.importance = importance.unwrap_or(request.importance);
+            request.pinned = pin;
             let turn = crate::connect::run(loaded, paths, |client| async move { Ok(client.call(&request).await?) })?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&turn)?);
@@ -177,6 +212,16 @@ pub fn run(loaded: &Loaded, paths: &Paths, command: MemoryCommand) -> anyhow::Re
             let request = ForgetMemory { conversation, tenant, turn, time };
             let done = crate::connect::run(loaded, paths, |client| async move { Ok(client.call(&request).await?) })?;
             println!("forgot {} turns", done.turns);
+        }
+        MemoryCommand::Archive { conversation, turns, capacity, tenant } => {
+            let request = ArchiveMemory { conversation, tenant, turns, capacity };
+            let done = crate::connect::run(loaded, paths, |client| async move { Ok(client.call(&request).await?) })?;
+            println!("archived {}", ordinals(&done));
+        }
+        MemoryCommand::Restore { conversation, turns, no_pin, tenant } => {
+            let request = RestoreMemory { conversation, tenant, turns, pin: !no_pin };
+            let done = crate::connect::run(loaded, paths, |client| async move { Ok(client.call(&request).await?) })?;
+            println!("restored {}", ordinals(&done));
         }
         MemoryCommand::ForgetTenant { tenant, yes } => {
             anyhow::ensure!(yes, "forgetting every conversation cannot be undone: add --yes");
@@ -255,12 +300,24 @@ pub fn run(loaded: &Loaded, paths: &Paths, command: MemoryCommand) -> anyhow::Re
                 println!("no conversations yet: engram memory append CONVERSATION TEXT");
             } else {
                 for c in answer.conversations {
-                    println!("{}: {} turns", c.conversation, c.turns);
+                    let archived = if c.archived > 0 { format!(" ({} archived)", c.archived) } else { String::new() };
+                    println!("{}: {} turns{archived}", c.conversation, c.turns);
                 }
             }
         }
     }
     Ok(())
+}
+
+/// `N turns (a, b, …)`: what an archive or restore moved.
+fn ordinals(done: &Archived) -> String {
+    let shown: Vec<String> = done.turns.iter().take(20).map(u64::to_string).collect();
+    let more = if done.turns.len() > shown.len() { ", …" } else { "" };
+    match done.turns.len() {
+        0 => "no turns".into(),
+        1 => format!("turn {}", shown[0]),
+        n => format!("{n} turns ({}{more})", shown.join(", ")),
+    }
 }
 
 /// ` turn N` for a part that is a turn.
@@ -278,6 +335,20 @@ pub struct EvalMemoryArgs {
     /// [default: <cache dir>/eval/memory].
     #[arg(long, value_name = "DIR")]
     pub work_dir: Option<std::path::PathBuf>,
+    /// Then archive each conversation down to this capacity (a number of
+    /// turns, or a share of each conversation's: 50%) and score again.
+    #[arg(long, value_name = "N|P%")]
+    pub capacity: Option<engram_memory::eval::Capacity>,
+    /// Also keep each conversation's compact memory with the configured
+    /// model while replaying, and report how often the summary names the
+    /// participants and the session's topics (slow on a CPU).
+    #[arg(long)]
+    pub summaries: bool,
+    /// Also answer the questions (the first N; all without N) with the
+    /// configured model from their assembled prompts, and report token F1
+    /// against the gold answers (slow on a CPU).
+    #[arg(long, value_name = "N", num_args = 0..=1, default_missing_value = "0")]
+    pub answer: Option<usize>,
     /// Print every figure as one JSON object.
     #[arg(long)]
     pub json: bool,
@@ -286,7 +357,13 @@ pub struct EvalMemoryArgs {
 /// Runs `engram eval memory`.
 pub fn eval(loaded: &Loaded, paths: &Paths, args: &EvalMemoryArgs) -> anyhow::Result<()> {
     use engram_memory::eval::{DEPTHS, EvalProgress};
-    let request = engram_services::memory::EvalRequest { locomo: args.locomo.clone(), work_dir: args.work_dir.clone() };
+    let request = engram_services::memory::EvalRequest {
+        locomo: args.locomo.clone(),
+        work_dir: args.work_dir.clone(),
+        capacity: args.capacity,
+        summaries: args.summaries,
+        answer: args.answer,
+    };
     let appending = crate::connect::terminal_bar("replaying", "turns", 0);
     let asking = crate::connect::terminal_bar("asking", "questions", 0);
     let report = engram_services::memory::eval(&loaded.config, paths, &request, &mut |event| {
@@ -315,22 +392,65 @@ pub fn eval(loaded: &Loaded, paths: &Paths, args: &EvalMemoryArgs) -> anyhow::Re
         report.questions,
         report.skipped
     );
-    let depths: Vec<String> = DEPTHS.iter().map(|d| format!("@{d}")).collect();
-    println!(
-        "\nevidence recall: any evidence turn recalled (every evidence turn recalled)\n{:<14} {:>9} {:>15} {:>15} {:>15}",
-        "category", "questions", depths[0], depths[1], depths[2]
-    );
-    for row in &report.rows {
-        let cell = |i: usize| format!("{:.3} ({:.3})", row.recall_any[i], row.recall_all[i]);
-        println!("{:<14} {:>9} {:>15} {:>15} {:>15}", row.category, row.questions, cell(0), cell(1), cell(2));
-    }
-    let l = report.recall_ms;
-    println!("\nrecall latency: p50 {:.1} ms, p95 {:.1} ms, max {:.1} ms", l.p50, l.p95, l.max);
+    print_recall("evidence recall", &report.rows, report.recall_ms);
     if let Some(p) = report.prompt_tokens {
         println!(
             "assembled prompts ({}): p50 {:.0}, p95 {:.0}, max {:.0} tokens; {} over the budget of {}",
             p.counted_with, p.tokens.p50, p.tokens.p95, p.tokens.max, p.over_budget, p.budget
         );
     }
+    if let Some(q) = &report.summaries {
+        println!(
+            "\ncompact memory ({} summaries written in {:.0}s), read after each of {} sessions: \
+             names both participants {:.0}%, at least one {:.0}%; holds {:.0}% of the session's topic words",
+            q.written,
+            q.seconds,
+            q.sessions,
+            q.names_both * 100.0,
+            q.names_one * 100.0,
+            q.topic_recall * 100.0
+        );
+        for last in &q.last {
+            println!("  last: {last}");
+        }
+    }
+    if !report.answers.is_empty() {
+        println!("\nanswers from the assembled prompts, token F1:");
+        for row in &report.answers {
+            println!("{:<14} {:>9} {:>8.3}", row.category, row.questions, row.f1);
+        }
+    }
+    if let Some(f) = &report.forgetting {
+        let capacity = match f.capacity {
+            engram_memory::eval::Capacity::Turns(n) => format!("{n} turns"),
+            engram_memory::eval::Capacity::Share(share) => format!("{:.0}% of the turns", share * 100.0),
+        };
+        let title =
+            format!("\nafter forgetting to {capacity} per conversation ({} archived, {} kept)", f.archived, f.kept);
+        print_recall(&title, &f.rows, f.recall_ms);
+        let (before, after) = (report.recall_ms.p95, f.recall_ms.p95);
+        let overall = |rows: &[engram_memory::eval::EvalRow]| rows.last().map_or(0.0, |r| r.recall_any[2]);
+        println!(
+            "forgetting: recall p95 {:+.0}%, recall@{} {:+.1} points",
+            (after / before - 1.0) * 100.0,
+            DEPTHS[2],
+            (overall(&f.rows) - overall(&report.rows)) * 100.0
+        );
+    }
     Ok(())
+}
+
+/// A table of evidence recall by category, and the recall latency.
+fn print_recall(title: &str, rows: &[engram_memory::eval::EvalRow], latency: engram_memory::eval::Latency) {
+    use engram_memory::eval::DEPTHS;
+    let depths: Vec<String> = DEPTHS.iter().map(|d| format!("@{d}")).collect();
+    println!(
+        "\n{title}: any evidence turn recalled (every evidence turn recalled)\n{:<14} {:>9} {:>15} {:>15} {:>15}",
+        "category", "questions", depths[0], depths[1], depths[2]
+    );
+    for row in rows {
+        let cell = |i: usize| format!("{:.3} ({:.3})", row.recall_any[i], row.recall_all[i]);
+        println!("{:<14} {:>9} {:>15} {:>15} {:>15}", row.category, row.questions, cell(0), cell(1), cell(2));
+    }
+    println!("\nrecall latency: p50 {:.1} ms, p95 {:.1} ms, max {:.1} ms", latency.p50, latency.p95, latency.max);
 }

@@ -29,7 +29,7 @@ pub use embeddings::{Embed, EmbedFn, EmbeddingCache, text_hash};
 pub use follower::{Follower, Progress, Source};
 pub use fusion::{Fusion, fuse};
 pub use qdrant::{QdrantIndex, QdrantOptions};
-pub use vector::{EdgeIndex, Point, VectorError, VectorIndex};
+pub use vector::{EdgeIndex, Point, VectorBackend, VectorError, VectorIndex};
 
 use engram_store::StoreError;
 

@@ -359,3 +359,34 @@ mod tests {
         assert!(untenanted.get("tenant").is_none() && untenanted["tags"] == json!(["guide"]));
     }
 }
+
+/// Where an index's vectors live.
+#[derive(Debug, Clone, Default)]
+pub enum VectorBackend {
+    /// qdrant-edge under the index directory.
+    #[default]
+    Edge,
+    /// A collection of its own on a Qdrant server or cluster.
+    Qdrant(crate::QdrantOptions),
+}
+
+impl VectorBackend {
+    /// Opens index `name`'s vectors of `dim` dimensions from embedder
+    /// `embedder`: under `<index_dir>/vectors/<embedder>`, or in the
+    /// server's collection for that index and embedder.
+    pub fn open(
+        &self,
+        index_dir: &Path,
+        name: &str,
+        schema: Schema,
+        embedder: &str,
+        dim: usize,
+    ) -> Result<Box<dyn VectorIndex>, crate::IndexError> {
+        Ok(match self {
+            Self::Edge => Box::new(EdgeIndex::open(&index_dir.join("vectors").join(embedder), schema, dim)?),
+            Self::Qdrant(server) => {
+                Box::new(crate::QdrantIndex::open(server, &server.collection(name, embedder), schema, dim)?)
+            }
+        })
+    }
+}

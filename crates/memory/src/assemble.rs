@@ -149,7 +149,7 @@ impl Draft<'_> {
             recalled.sort_by_key(|t| t.ordinal);
             system.push_str("\n\nEarlier turns that bear on the message:");
             for turn in &recalled {
-                system.push_str(&format!("\n[{}] {}: {}", date(turn.time_ms), turn.speaker, turn.text));
+                system.push_str(&format!("\n[{}] {}: {}", crate::when::date(turn.time_ms), turn.speaker, turn.text));
             }
         }
         let mut messages = vec![Message::new(Role::System, system)];
@@ -169,13 +169,6 @@ fn turn_message(turn: &Turn) -> Message {
         "user" => Message::new(Role::User, turn.text.clone()),
         name => Message::new(Role::User, format!("{name}: {}", turn.text)),
     }
-}
-
-/// `2023-05-08 13:56` (UTC).
-fn date(ms: i64) -> String {
-    jiff::Timestamp::from_millisecond(ms)
-        .map(|t| jiff::tz::TimeZone::UTC.to_datetime(t).strftime("%Y-%m-%d %H:%M").to_string())
-        .unwrap_or_else(|_| ms.to_string())
 }
 
 impl Memory {

@@ -7,6 +7,7 @@
 //! operator's own) and a conversation. The journal queries select by it and
 //! the index filters carry it, so one tenant never sees another's turns.
 
+pub mod archive;
 pub mod assemble;
 pub mod compact;
 mod error;
@@ -20,16 +21,17 @@ use std::collections::{HashMap, HashSet};
 use std::path::Path;
 use std::sync::Arc;
 
-use engram_index::{Bm25, EdgeIndex, Embed, EmbedFn, Filter, Follower, Fusion, IndexError, VectorIndex, fuse};
+use engram_index::{Bm25, Embed, EmbedFn, Filter, Follower, Fusion, IndexError, VectorBackend, fuse};
 use engram_models::Embedder;
 use engram_ops::{ConversationId, TenantId};
 use engram_store::rusqlite::{OptionalExtension, params};
 use engram_store::{Entity, Op, Store, StoreError};
 use serde::{Deserialize, Serialize};
 
+pub use archive::{Retention, Select};
 pub use compact::{CompactMemory, Summary, SummaryJob, SummaryPrompts};
 pub use error::MemoryError;
-pub use turns::{INDEX_NAME, SCHEMA};
+pub use turns::{INDEX_NAME, SCHEMA, document_text};
 
 /// Whose memory, and of which conversation.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -63,9 +65,24 @@ pub struct NewTurn {
     /// How much it matters, 0 to 1 (forgetting keeps important turns longer).
     #[serde(default)]
     pub importance: f32,
+    /// Never archived by capacity (an explicit forget still deletes it).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub pinned: bool,
 }
 
 impl NewTurn {
+    /// `speaker` saying `text`, now, untagged, of no special importance.
+    pub fn new(speaker: impl Into<String>, text: impl Into<String>) -> Self {
+        Self {
+            speaker: speaker.into(),
+            text: text.into(),
+            time_ms: None,
+            tags: Vec::new(),
+            importance: 0.0,
+            pinned: false,
+        }
+    }
+
     /// What is wrong with this turn, if anything.
     pub fn problem(&self) -> Option<String> {
         if self.text.trim().is_empty() {
@@ -108,6 +125,12 @@ pub struct Turn {
     pub tags: Vec<String>,
     /// How much it matters, 0 to 1.
     pub importance: f32,
+    /// Never archived by capacity.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub pinned: bool,
+    /// Archived: kept here, out of recall until restored.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub archived: bool,
 }
 
 /// A recalled turn and why.
@@ -152,6 +175,9 @@ pub struct ConversationInfo {
     pub turns: u64,
     /// When its first turn was appended (Unix ms).
     pub created_at_ms: i64,
+    /// Of its turns, those archived (out of recall until restored).
+    #[serde(default)]
+    pub archived: u64,
 }
 
 /// How recall ranks. Every weight is added to a relevance in `[0, 1]`
@@ -200,17 +226,17 @@ pub struct Memory {
 }
 
 impl Memory {
-    /// Opens the turns' indexes under `index_dir` for `store`'s journal and
+    /// Opens the turns' indexes under `index_dir` (the vectors there, or
+    /// on the Qdrant server `vectors` names) for `store`'s journal and
     /// catches them up with it.
     pub fn open(
         store: Store,
         index_dir: &Path,
         embedder: Arc<Embedder>,
+        vectors: &VectorBackend,
         options: RecallOptions,
     ) -> Result<Self, MemoryError> {
-        let dir = index_dir.join("vectors").join(&embedder.name);
-        let vectors: Box<dyn VectorIndex> =
-            Box::new(EdgeIndex::open(&dir, SCHEMA, embedder.dim()).map_err(IndexError::from)?);
+        let vectors = vectors.open(index_dir, INDEX_NAME, SCHEMA, &embedder.name, embedder.dim())?;
         let bm25 = Bm25::open(&index_dir.join("bm25"), SCHEMA)?;
         let model = embedder.clone();
         let embed: Arc<dyn Embed> = Arc::new(EmbedFn::new(
@@ -264,9 +290,18 @@ impl Memory {
                 .map_err(sql)?;
             let time_ms = turn.time_ms.unwrap_or(now);
             conn.execute(
-                "INSERT INTO turns (conversation, ordinal, speaker, text, time_ms, tags, importance) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-                params![conversation, ordinal, turn.speaker, turn.text, time_ms, tags, f64::from(turn.importance)],
+                "INSERT INTO turns (conversation, ordinal, speaker, text, time_ms, tags, importance, pinned) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                params![
+                    conversation,
+                    ordinal,
+                    turn.speaker,
+                    turn.text,
+                    time_ms,
+                    tags,
+                    f64::from(turn.importance),
+                    turn.pinned
+                ],
             )
             .map_err(sql)?;
             let id = conn.last_insert_rowid();
@@ -279,6 +314,8 @@ impl Memory {
                 time_ms,
                 tags: turn.tags.clone(),
                 importance: turn.importance,
+                pinned: turn.pinned,
+                archived: false,
             })
         })
     }
@@ -449,7 +486,8 @@ impl Memory {
     pub fn conversations(&self, tenant: Option<&TenantId>) -> Result<Vec<ConversationInfo>, MemoryError> {
         Ok(self.store.read(|conn| {
             let mut stmt = conn.prepare_cached(
-                "SELECT c.name, (SELECT count(*) FROM turns t WHERE t.conversation = c.id), c.created_at_ms \
+                "SELECT c.name, (SELECT count(*) FROM turns t WHERE t.conversation = c.id), c.created_at_ms, \
+                 (SELECT count(*) FROM turns t WHERE t.conversation = c.id AND t.archived = 1) \
                  FROM conversations c WHERE c.tenant = ?1 ORDER BY c.name",
             )?;
             let rows = stmt.query_map(params![tenant.map_or("", TenantId::as_str)], |row| {
@@ -457,6 +495,7 @@ impl Memory {
                     conversation: row.get(0)?,
                     turns: row.get::<_, i64>(1)? as u64,
                     created_at_ms: row.get(2)?,
+                    archived: row.get::<_, i64>(3)? as u64,
                 })
             })?;
             rows.collect()
@@ -572,39 +611,33 @@ impl Memory {
         Ok(newest.map(|n| n as u64))
     }
 
-    /// The turns of `scope` at `ordinals` (those that exist).
+    /// The turns of `scope` at `ordinals` (those that exist and are not archived).
     fn at_ordinals(&self, scope: &Scope, ordinals: &[u64]) -> Result<Vec<Turn>, MemoryError> {
-        Ok(self.store.read(|conn| {
-            let mut stmt = conn
-                .prepare_cached(&format!("{} WHERE c.tenant = ?1 AND c.name = ?2 AND t.ordinal = ?3", turns::SELECT))?;
-            let mut out = Vec::with_capacity(ordinals.len());
-            for &ordinal in ordinals {
-                let turn = stmt
-                    .query_row(
-                        params![scope.tenant_key(), scope.conversation.as_str(), ordinal as i64],
-                        turns::from_row,
-                    )
-                    .optional()?;
-                out.extend(turn);
-            }
-            Ok(out)
-        })?)
+        self.hot_turns(scope, "t.ordinal", ordinals)
     }
 
-    /// The turns with `ids` that belong to `scope` (others are dropped: the
-    /// journal re-checks what the index answered).
+    /// The turns with `ids` that belong to `scope` and are not archived
+    /// (others are dropped: the journal re-checks what the index answered).
     fn load(&self, scope: &Scope, ids: &[u64]) -> Result<Vec<Turn>, MemoryError> {
+        self.hot_turns(scope, "t.id", ids)
+    }
+
+    /// The turns of `scope`, not archived, whose `column` is one of
+    /// `values` (one query, the values bound as a JSON array).
+    fn hot_turns(&self, scope: &Scope, column: &str, values: &[u64]) -> Result<Vec<Turn>, MemoryError> {
+        if values.is_empty() {
+            return Ok(Vec::new());
+        }
+        let values = serde_json::to_string(values).map_err(|err| MemoryError::Invalid(err.to_string()))?;
         Ok(self.store.read(|conn| {
-            let mut stmt =
-                conn.prepare_cached(&format!("{} WHERE t.id = ?1 AND c.tenant = ?2 AND c.name = ?3", turns::SELECT))?;
-            let mut out = Vec::with_capacity(ids.len());
-            for &id in ids {
-                let turn = stmt
-                    .query_row(params![id as i64, scope.tenant_key(), scope.conversation.as_str()], turns::from_row)
-                    .optional()?;
-                out.extend(turn);
-            }
-            Ok(out)
+            let mut stmt = conn.prepare_cached(&format!(
+                "{} WHERE c.tenant = ?1 AND c.name = ?2 AND t.archived = 0 \
+                 AND {column} IN (SELECT value FROM json_each(?3))",
+                turns::SELECT
+            ))?;
+            let rows =
+                stmt.query_map(params![scope.tenant_key(), scope.conversation.as_str(), values], turns::from_row)?;
+            rows.collect()
         })?)
     }
 
@@ -633,18 +666,28 @@ impl Memory {
         })?)
     }
 
+    /// Caches `vector` as the embedding of each document text (as
+    /// [`document_text`] makes them), so indexing those turns embeds
+    /// nothing (benchmarks seed synthetic turns this way).
+    pub fn put_embeddings(&self, documents: &[(String, Vec<f32>)]) -> Result<(), MemoryError> {
+        let items: Vec<(String, Vec<f32>)> =
+            documents.iter().map(|(text, vector)| (engram_index::text_hash(text), vector.clone())).collect();
+        Ok(self.index.embeddings().put(&items)?)
+    }
+
     /// Whether an embedding of the document text `text` is cached
     /// (forgetting drops it).
     pub fn is_embedded(&self, text: &str) -> Result<bool, MemoryError> {
         Ok(self.index.embeddings().contains(&[&engram_index::text_hash(text)])?.first().copied().unwrap_or(false))
     }
 
-    /// Turn ids in each index within `scope` (for consistency checks).
+    /// Turn ids in each index within `scope` (for consistency checks;
+    /// archived turns are in neither).
     pub fn index_ids(&self, scope: &Scope) -> Result<(Vec<u64>, Vec<u64>), MemoryError> {
         let stored: i64 = self.store.read(|conn| {
             conn.query_row(
                 "SELECT count(*) FROM turns t JOIN conversations c ON c.id = t.conversation \
-                 WHERE c.tenant = ?1 AND c.name = ?2",
+                 WHERE c.tenant = ?1 AND c.name = ?2 AND t.archived = 0",
                 params![scope.tenant_key(), scope.conversation.as_str()],
                 |row| row.get(0),
             )

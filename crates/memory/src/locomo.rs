@@ -30,8 +30,22 @@ pub struct Sample {
     pub id: String,
     /// Its turns in order, each with its LoCoMo id (`D1:3`).
     pub turns: Vec<(String, NewTurn)>,
+    /// Its two speakers' names.
+    pub speakers: Vec<String>,
+    /// Its sessions in order.
+    pub sessions: Vec<Session>,
     /// Its questions.
     pub questions: Vec<Question>,
+}
+
+/// One session of a conversation.
+#[derive(Debug, Clone)]
+pub struct Session {
+    /// The turns before its end (an index into [`Sample::turns`]).
+    pub end: usize,
+    /// LoCoMo's own summary of the conversation's sessions so far, when
+    /// the file has one.
+    pub summary: Option<String>,
 }
 
 /// A question about one conversation.
@@ -52,6 +66,8 @@ struct RawSample {
     sample_id: String,
     conversation: BTreeMap<String, serde_json::Value>,
     qa: Vec<RawQuestion>,
+    #[serde(default)]
+    session_summary: BTreeMap<String, serde_json::Value>,
 }
 
 #[derive(Deserialize)]
@@ -89,6 +105,7 @@ fn sample(raw: RawSample) -> Result<Sample, String> {
         .collect();
     sessions.sort_by_key(|(n, _)| *n);
     let mut turns = Vec::new();
+    let mut ends = Vec::new();
     for (n, value) in sessions {
         let key = format!("session_{n}_date_time");
         let date = raw
@@ -108,12 +125,15 @@ fn sample(raw: RawSample) -> Result<Sample, String> {
             };
             // Turns of one session are a few seconds apart, in order.
             let time_ms = start + i as i64 * 10_000;
-            turns.push((
-                turn.dia_id,
-                NewTurn { speaker: turn.speaker, text, time_ms: Some(time_ms), tags: Vec::new(), importance: 0.0 },
-            ));
+            turns.push((turn.dia_id, NewTurn { time_ms: Some(time_ms), ..NewTurn::new(turn.speaker, text) }));
         }
+        let summary = raw.session_summary.get(&format!("session_{n}_summary")).and_then(|v| v.as_str());
+        ends.push(Session { end: turns.len(), summary: summary.map(str::to_owned) });
     }
+    let speakers = ["speaker_a", "speaker_b"]
+        .iter()
+        .filter_map(|key| raw.conversation.get(*key)?.as_str().map(str::to_owned))
+        .collect();
     let questions = raw
         .qa
         .into_iter()
@@ -135,7 +155,7 @@ fn sample(raw: RawSample) -> Result<Sample, String> {
             category: q.category,
         })
         .collect();
-    Ok(Sample { id: raw.sample_id, turns, questions })
+    Ok(Sample { id: raw.sample_id, turns, speakers, sessions: ends, questions })
 }
 
 /// A session date such as `1:56 pm on 8 May, 2023`, as Unix ms (UTC).

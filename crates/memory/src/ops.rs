@@ -35,6 +35,9 @@ pub struct AppendTurn {
     /// How much it matters, 0 to 1.
     #[serde(default)]
     pub importance: f32,
+    /// Never archived by capacity.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub pinned: bool,
 }
 
 impl AppendTurn {
@@ -48,6 +51,7 @@ impl AppendTurn {
             time_ms: None,
             tags: Vec::new(),
             importance: 0.0,
+            pinned: false,
         }
     }
 
@@ -59,6 +63,7 @@ impl AppendTurn {
             time_ms: self.time_ms,
             tags: self.tags.clone(),
             importance: self.importance,
+            pinned: self.pinned,
         }
     }
 }
@@ -244,6 +249,85 @@ impl Operation for ForgetTenant {
     type Response = Forgotten;
 }
 
+/// `POST /v1/memory/archive`: takes turns of a conversation out of recall,
+/// keeping them verbatim (and in its summaries) — the named turns, or the
+/// turns of least retention down to a capacity.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ArchiveMemory {
+    /// The conversation.
+    pub conversation: ConversationId,
+    /// Whose conversation (set from a tenant's token).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tenant: Option<TenantId>,
+    /// These turns (their ordinals).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub turns: Vec<u64>,
+    /// Or: the turns of least retention, until this many are left in recall
+    /// (pinned and the latest `memory.recent_turns` stay).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub capacity: Option<usize>,
+}
+
+/// What an archive or restore changed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct Archived {
+    /// The ordinals of the turns it moved, in order.
+    pub turns: Vec<u64>,
+}
+
+impl Operation for ArchiveMemory {
+    const METHOD: Method = Method::Post;
+    const ROUTE: &'static str = "/v1/memory/archive";
+    type Response = Archived;
+    const AUDIENCE: Audience<Self> = Audience::Tenant(|request| &mut request.tenant);
+
+    fn validate(&self) -> Result<(), Error> {
+        match (self.turns.is_empty(), self.capacity) {
+            (true, None) => Err(Error::invalid("name the `turns` to archive, or a `capacity` to archive down to")),
+            (false, Some(_)) => Err(Error::invalid("give `turns` or `capacity`, not both")),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// `POST /v1/memory/restore`: brings archived turns of a conversation back
+/// into recall — the named ones, or all — pinned unless `pin` is false (so
+/// capacity does not archive them again).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RestoreMemory {
+    /// The conversation.
+    pub conversation: ConversationId,
+    /// Whose conversation (set from a tenant's token).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tenant: Option<TenantId>,
+    /// These turns (their ordinals); every archived turn when empty.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub turns: Vec<u64>,
+    /// Pin what is restored.
+    #[serde(default = "yes")]
+    pub pin: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+impl RestoreMemory {
+    /// Which turns.
+    pub fn select(&self) -> crate::Select {
+        if self.turns.is_empty() { crate::Select::Archived } else { crate::Select::Turns(self.turns.clone()) }
+    }
+}
+
+impl Operation for RestoreMemory {
+    const METHOD: Method = Method::Post;
+    const ROUTE: &'static str = "/v1/memory/restore";
+    type Response = Archived;
+    const AUDIENCE: Audience<Self> = Audience::Tenant(|request| &mut request.tenant);
+}
+
 /// `POST /v1/memory/summary`: a conversation's compact memory (its latest
 /// level-1 and level-2 summaries), and on request every version.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -365,4 +449,76 @@ impl Operation for ExportMemory {
     const ROUTE: &'static str = "/v1/memory/export";
     type Response = ConversationExport;
     const AUDIENCE: Audience<Self> = Audience::Tenant(|request| &mut request.tenant);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn chat() -> ConversationId {
+        ConversationId::new("chat").unwrap()
+    }
+
+    fn refused(result: Result<(), Error>, needle: &str) {
+        match result {
+            Err(err) => assert!(err.to_string().contains(needle), "{err} lacks {needle}"),
+            Ok(()) => panic!("accepted; expected an error about {needle}"),
+        }
+    }
+
+    #[test]
+    fn every_operation_refuses_bad_input_by_name() {
+        let mut append = AppendTurn::new(chat(), "user", " ");
+        refused(append.validate(), "`text` is empty");
+        append.text = "x".repeat(MAX_TURN_BYTES + 1);
+        refused(append.validate(), "at most");
+        append.text = "hi".into();
+        append.time_ms = Some(-1);
+        refused(append.validate(), "before 1970");
+
+        let mut recall = Recall::new(chat(), "where?");
+        recall.now_ms = Some(-5);
+        refused(recall.validate(), "`now_ms`");
+        recall.now_ms = None;
+        recall.k = 0;
+        refused(recall.validate(), "`k` is 0");
+
+        let assemble = |message: &str, budget: Option<usize>, now_ms: Option<i64>| Assemble {
+            conversation: chat(),
+            tenant: None,
+            message: message.into(),
+            budget,
+            now_ms,
+        };
+        refused(assemble("", None, None).validate(), "`message` is empty");
+        refused(assemble(&"x".repeat(MAX_TURN_BYTES + 1), None, None).validate(), "at most");
+        refused(assemble("hi", Some(10), None).validate(), "`budget` goes from 256");
+        refused(assemble("hi", None, Some(-1)).validate(), "`now_ms`");
+        assert!(assemble("hi", Some(300), None).validate().is_ok());
+
+        let forget =
+            |turn: Option<u64>, time: Option<[i64; 2]>| ForgetMemory { conversation: chat(), tenant: None, turn, time };
+        refused(forget(Some(1), Some([0, 1])).validate(), "not both");
+        refused(forget(None, Some([5, 5])).validate(), "from < to");
+
+        let archive = |turns: Vec<u64>, capacity: Option<usize>| ArchiveMemory {
+            conversation: chat(),
+            tenant: None,
+            turns,
+            capacity,
+        };
+        refused(archive(Vec::new(), None).validate(), "name the `turns`");
+        refused(archive(vec![1], Some(3)).validate(), "not both");
+        assert!(archive(vec![1], None).validate().is_ok() && archive(Vec::new(), Some(3)).validate().is_ok());
+    }
+
+    #[test]
+    fn restore_pins_by_default_and_an_empty_list_means_every_archived_turn() {
+        let restore: RestoreMemory = serde_json::from_value(serde_json::json!({"conversation": "chat"})).unwrap();
+        assert!(restore.pin);
+        assert_eq!(restore.select(), crate::Select::Archived);
+        let some: RestoreMemory =
+            serde_json::from_value(serde_json::json!({"conversation": "chat", "turns": [2, 3], "pin": false})).unwrap();
+        assert_eq!((some.select(), some.pin), (crate::Select::Turns(vec![2, 3]), false));
+    }
 }

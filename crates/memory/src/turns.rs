@@ -44,7 +44,8 @@ pub(crate) const PREVIOUS_TEXT: &str =
     "(SELECT p.text FROM turns p WHERE p.conversation = t.conversation AND p.ordinal = t.ordinal - 1)";
 
 /// The columns [`from_row`] reads, from `turns t JOIN conversations c`.
-pub(crate) const SELECT: &str = "SELECT t.id, t.ordinal, t.speaker, t.text, t.time_ms, t.tags, t.importance \
+pub(crate) const SELECT: &str = "SELECT t.id, t.ordinal, t.speaker, t.text, t.time_ms, t.tags, t.importance, \
+     t.pinned, t.archived \
      FROM turns t JOIN conversations c ON c.id = t.conversation";
 
 /// A [`SELECT`] row as a turn.
@@ -57,10 +58,14 @@ pub(crate) fn from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Turn> {
         time_ms: row.get(4)?,
         tags: serde_json::from_str(&row.get::<_, String>(5)?).unwrap_or_default(),
         importance: row.get::<_, f64>(6)? as f32,
+        pinned: row.get(7)?,
+        archived: row.get(8)?,
     })
 }
 
-/// Turn rows, joined with their conversations, as index documents.
+/// Turn rows, joined with their conversations, as index documents. An
+/// archived turn loads as missing, so the follower drops it from the
+/// indexes (and its restore brings it back).
 pub(crate) struct TurnSource;
 
 impl engram_index::Source for TurnSource {
@@ -72,7 +77,7 @@ impl engram_index::Source for TurnSource {
         Ok(store.read(|conn| {
             let mut stmt = conn.prepare_cached(&format!(
                 "SELECT c.tenant, c.name, t.speaker, t.tags, t.time_ms, t.text, {PREVIOUS_TEXT} \
-                 FROM turns t JOIN conversations c ON c.id = t.conversation WHERE t.id = ?1"
+                 FROM turns t JOIN conversations c ON c.id = t.conversation WHERE t.id = ?1 AND t.archived = 0"
             ))?;
             let mut documents = Vec::with_capacity(ids.len());
             for &id in ids {
@@ -105,7 +110,7 @@ impl engram_index::Source for TurnSource {
 /// What the engines index for a turn: the turn said just before it (an
 /// answer is found by the words of the question it answers), then the
 /// speaker's name and the turn.
-pub(crate) fn document_text(previous: Option<&str>, speaker: &str, text: &str) -> String {
+pub fn document_text(previous: Option<&str>, speaker: &str, text: &str) -> String {
     match previous {
         Some(previous) => format!("{previous}\n{speaker}: {text}"),
         None => format!("{speaker}: {text}"),

@@ -179,6 +179,13 @@ pub fn window_in(query: &str, now_ms: i64) -> Option<Window> {
     None
 }
 
+/// `2023-05-08 13:56` (UTC): how a turn's time is shown to a model.
+pub fn date(ms: i64) -> String {
+    jiff::Timestamp::from_millisecond(ms)
+        .map(|t| jiff::tz::TimeZone::UTC.to_datetime(t).strftime("%Y-%m-%d %H:%M").to_string())
+        .unwrap_or_else(|_| ms.to_string())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

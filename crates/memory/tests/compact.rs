@@ -41,7 +41,8 @@ fn smollm() -> LocalModel {
 
 fn open(dir: &Path) -> Memory {
     let store = Store::open(&dir.join("journal.sqlite3"), &StoreOptions::default()).unwrap();
-    Memory::open(store, &dir.join("memory"), embedder(), RecallOptions::default()).unwrap()
+    Memory::open(store, &dir.join("memory"), embedder(), &engram_index::VectorBackend::Edge, RecallOptions::default())
+        .unwrap()
 }
 
 fn scope(tenant: &str, conversation: &str) -> Scope {
@@ -49,7 +50,7 @@ fn scope(tenant: &str, conversation: &str) -> Scope {
 }
 
 fn turn(speaker: &str, text: &str, time_ms: i64) -> NewTurn {
-    NewTurn { speaker: speaker.into(), text: text.into(), time_ms: Some(time_ms), tags: Vec::new(), importance: 0.0 }
+    NewTurn { time_ms: Some(time_ms), ..NewTurn::new(speaker, text) }
 }
 
 fn prompts() -> SummaryPrompts {

@@ -5,6 +5,7 @@ use std::collections::HashSet;
 use std::path::Path;
 use std::sync::{Arc, OnceLock};
 
+use engram_index::VectorBackend;
 use engram_memory::{Forget, Memory, MemoryError, NewTurn, RecallOptions, Scope};
 use engram_models::Embedder;
 use engram_ops::{ConversationId, TenantId};
@@ -26,7 +27,7 @@ fn embedder() -> Arc<Embedder> {
 
 fn open(dir: &Path) -> Memory {
     let store = Store::open(&dir.join("journal.sqlite3"), &StoreOptions::default()).unwrap();
-    Memory::open(store, &dir.join("memory"), embedder(), RecallOptions::default()).unwrap()
+    Memory::open(store, &dir.join("memory"), embedder(), &VectorBackend::Edge, RecallOptions::default()).unwrap()
 }
 
 fn scope(tenant: Option<&str>, conversation: &str) -> Scope {
@@ -37,7 +38,7 @@ fn scope(tenant: Option<&str>, conversation: &str) -> Scope {
 }
 
 fn turn(speaker: &str, text: &str) -> NewTurn {
-    NewTurn { speaker: speaker.into(), text: text.into(), time_ms: None, tags: Vec::new(), importance: 0.0 }
+    NewTurn::new(speaker, text)
 }
 
 #[test]
@@ -251,4 +252,110 @@ fn recall_prefers_the_time_the_query_names() {
     }
     let found = memory.recall(&chat, "which risotto did I cook?", 3, now).unwrap();
     assert_eq!(found.time, None, "no time named");
+}
+
+#[test]
+fn capacity_archives_the_least_worth_keeping_and_restore_brings_it_back() {
+    use engram_memory::{Retention, Select};
+    let dir = tempfile::tempdir().unwrap();
+    let memory = open(dir.path());
+    let chat = scope(Some("ada"), "long");
+    let fact = "My locker combination at the gym is 4417, written down nowhere else.";
+    let chatter = ["ok", "sure thing", "haha yes", "right", "mm", "cool", "yep", "nice one"];
+    memory.append(&chat, NewTurn { pinned: true, ..turn("user", "Call me Ada, always.") }).unwrap();
+    memory.append(&chat, turn("user", fact)).unwrap();
+    for (i, text) in chatter.iter().chain(&chatter).enumerate() {
+        memory.append(&chat, turn(if i % 2 == 0 { "assistant" } else { "user" }, text)).unwrap();
+    }
+    memory.catch_up().unwrap();
+    let total = 2 + 2 * chatter.len();
+
+    // Down to 6: the pinned turn, the fact (said early, but long) and the
+    // latest 3 stay; the short chatter goes.
+    let retention = Retention { capacity: 6, half_life_turns: 50.0, keep_recent: 3 };
+    let archived = memory.archive_over_capacity(&chat, &retention).unwrap();
+    assert_eq!(archived.len(), total - 6, "{archived:?}");
+    assert!(!archived.contains(&0) && !archived.contains(&1), "{archived:?}");
+    assert!(archived.iter().all(|&o| o < total as u64 - 3), "{archived:?}");
+    let (bm25, dense) = memory.index_ids(&chat).unwrap();
+    assert_eq!((bm25.len(), dense.len()), (6, 6));
+    // Below capacity now: nothing more goes.
+    assert!(memory.archive_over_capacity(&chat, &retention).unwrap().is_empty());
+
+    // An archived turn is out of recall but kept verbatim, and counted.
+    let victim = archived[0];
+    let text = memory.turns(&chat, victim, 1).unwrap().remove(0);
+    assert!(text.archived);
+    let recalled = memory.recall(&chat, &text.text, 20, None).unwrap().turns;
+    assert!(recalled.iter().all(|r| !r.turn.archived), "{recalled:?}");
+    assert!(recalled.iter().all(|r| !archived.contains(&r.turn.ordinal)), "{recalled:?}");
+    let listed = memory.conversations(chat.tenant.as_ref()).unwrap();
+    assert_eq!((listed[0].turns, listed[0].archived), (total as u64, archived.len() as u64));
+    assert_eq!(memory.recall(&chat, "locker combination", 1, None).unwrap().turns[0].turn.text, fact);
+
+    // Restore one (pinned: capacity keeps it), then the rest.
+    assert_eq!(memory.restore(&chat, &Select::Turns(vec![victim]), true).unwrap(), [victim]);
+    let turn = memory.turns(&chat, victim, 1).unwrap().remove(0);
+    assert!(!turn.archived && turn.pinned);
+    assert!(memory.recall(&chat, &text.text, 20, None).unwrap().turns.iter().any(|r| r.turn.ordinal == victim));
+    assert!(!memory.archive_over_capacity(&chat, &retention).unwrap().contains(&victim));
+    let rest = memory.restore(&chat, &Select::Archived, false).unwrap();
+    assert_eq!(rest.len(), archived.len(), "{rest:?}");
+    let (bm25, dense) = memory.index_ids(&chat).unwrap();
+    assert_eq!((bm25.len(), dense.len()), (total, total));
+
+    // Explicit archive takes even a pinned turn; unknown ordinals are no-ops.
+    assert_eq!(memory.archive(&chat, &[0, 999]).unwrap(), [0]);
+    assert_eq!(memory.index_ids(&chat).unwrap().0.len(), total - 1);
+    // Capacity 0 keeps everything.
+    let off = Retention { capacity: 0, ..retention };
+    assert!(memory.archive_over_capacity(&chat, &off).unwrap().is_empty());
+    // Unknown conversations are refused.
+    let nobody = scope(Some("ada"), "nothing-here");
+    assert!(matches!(memory.archive(&nobody, &[0]), Err(MemoryError::NotFound(_))));
+    assert!(matches!(memory.restore(&nobody, &Select::Archived, true), Err(MemoryError::NotFound(_))));
+}
+
+/// The same engine with its vectors on a Qdrant server
+/// (`ENGRAM_TEST_QDRANT_URL`, and `ENGRAM_TEST_QDRANT_API_KEY` when it
+/// wants one; skipped, and says so, without): scoped, archived, restored
+/// and forgotten there too.
+#[test]
+fn turns_on_a_qdrant_server_stay_scoped_and_leave_it_when_archived_or_forgotten() {
+    let Ok(url) = std::env::var("ENGRAM_TEST_QDRANT_URL") else {
+        eprintln!("skipped: this test needs a Qdrant 1.13+ server at ENGRAM_TEST_QDRANT_URL");
+        return;
+    };
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos();
+    let server = engram_index::QdrantOptions {
+        url,
+        api_key: std::env::var("ENGRAM_TEST_QDRANT_API_KEY").ok(),
+        collection_prefix: format!("engram-test-memory-{}-{nanos}", std::process::id()),
+        timeout: std::time::Duration::from_secs(30),
+    };
+    let collection = server.collection(engram_memory::INDEX_NAME, &embedder().name);
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&dir.path().join("journal.sqlite3"), &StoreOptions::default()).unwrap();
+    let backend = VectorBackend::Qdrant(server.clone());
+    let memory =
+        Memory::open(store, &dir.path().join("memory"), embedder(), &backend, RecallOptions::default()).unwrap();
+    let (ada, bob) = (scope(Some("ada"), "chat"), scope(Some("bob"), "chat"));
+    memory.append(&ada, turn("user", "The spare key is under the blue flowerpot.")).unwrap();
+    memory.append(&ada, turn("user", "We leave for the coast on Friday morning.")).unwrap();
+    memory.append(&bob, turn("user", "My spare key is with the neighbour, Mrs Okafor.")).unwrap();
+    memory.catch_up().unwrap();
+    assert_eq!(memory.index_ids(&ada).unwrap().1.len(), 2);
+
+    let recalled = memory.recall(&ada, "where is the spare key?", 5, None).unwrap().turns;
+    assert!(recalled[0].turn.text.contains("flowerpot"), "{recalled:?}");
+    assert!(recalled.iter().all(|r| !r.turn.text.contains("Okafor")), "{recalled:?}");
+    assert_eq!(memory.archive(&ada, &[0]).unwrap(), [0]);
+    assert_eq!(memory.index_ids(&ada).unwrap().1, [memory.turns(&ada, 1, 1).unwrap()[0].id]);
+    memory.restore(&ada, &engram_memory::Select::Archived, false).unwrap();
+    assert_eq!(memory.index_ids(&ada).unwrap().1.len(), 2);
+    memory.forget(&Forget::Conversation(ada.clone())).unwrap();
+    assert!(memory.index_ids(&ada).unwrap().1.is_empty());
+    assert_eq!(memory.index_ids(&bob).unwrap().1.len(), 1);
+    drop(memory);
+    engram_index::QdrantIndex::drop_collection(&server, &collection).unwrap();
 }

@@ -7,9 +7,7 @@ use std::collections::{HashMap, HashSet};
 use std::path::Path;
 use std::sync::Arc;
 
-use engram_index::{
-    Bm25, EdgeIndex, Embed, EmbedFn, Follower, Fusion, IndexError, QdrantIndex, QdrantOptions, VectorIndex, fuse,
-};
+use engram_index::{Bm25, Embed, EmbedFn, Follower, Fusion, IndexError, QdrantIndex, VectorBackend, fuse};
 use engram_models::Embedder;
 use engram_ops::TenantId;
 use engram_store::Store;
@@ -40,16 +38,6 @@ pub struct RagOptions {
     pub defer_indexing: bool,
     /// Where chunk embeddings live.
     pub vectors: VectorBackend,
-}
-
-/// The vector store [`Rag::open`] uses.
-#[derive(Debug, Clone, Default)]
-pub enum VectorBackend {
-    /// qdrant-edge under the index directory.
-    #[default]
-    Edge,
-    /// A collection on a Qdrant server or cluster.
-    Qdrant(QdrantOptions),
 }
 
 impl Default for RagOptions {
@@ -156,14 +144,7 @@ impl Rag {
         embedder: Arc<Embedder>,
         options: RagOptions,
     ) -> Result<Self, RagError> {
-        let (dir, dim) = (index_dir.join("vectors").join(&embedder.name), embedder.dim());
-        let vectors: Box<dyn VectorIndex> = match &options.vectors {
-            VectorBackend::Edge => Box::new(EdgeIndex::open(&dir, SCHEMA, dim).map_err(IndexError::from)?),
-            VectorBackend::Qdrant(server) => {
-                let collection = server.collection(INDEX_NAME, &embedder.name);
-                Box::new(QdrantIndex::open(server, &collection, SCHEMA, dim).map_err(IndexError::from)?)
-            }
-        };
+        let vectors = options.vectors.open(index_dir, INDEX_NAME, SCHEMA, &embedder.name, embedder.dim())?;
         let bm25 = Bm25::open(&index_dir.join("bm25"), SCHEMA)?;
         let model = embedder.clone();
         let model: Arc<dyn Embed> = Arc::new(EmbedFn::new(

@@ -23,7 +23,8 @@ use std::ops::Range;
 use engram_ops::{CollectionName, TenantId};
 
 pub use chunks::{ChunkId, INDEX_NAME, SCHEMA, chunk_hash};
-pub use engine::{CollectionInfo, Hit, Mode, Rag, RagOptions, RagStats, VectorBackend};
+pub use engine::{CollectionInfo, Hit, Mode, Rag, RagOptions, RagStats};
+pub use engram_index::VectorBackend;
 pub use error::RagError;
 pub use write::{IngestReport, NewDocument, Progress, SkippedFile, Target, Unlisted, no_progress};
 

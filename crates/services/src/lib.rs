@@ -139,7 +139,13 @@ impl Services {
             }
             match services.memory.engine().await {
                 // Summaries left behind by a restart catch up now.
-                Ok(memory) => services.memory.start_summarizer(memory),
+                Ok(memory) => {
+                    // Plugins granted `memory` recall from the caller's conversation.
+                    if let Some(host) = &services.plugins {
+                        host.set_recall(Arc::new(memory::PluginRecall(memory.clone())));
+                    }
+                    services.memory.start_summarizer(memory);
+                }
                 Err(err) => tracing::error!(error = %err, "memory unavailable"),
             }
         });

@@ -93,6 +93,11 @@ pub fn reindex(config: &Config, paths: &Paths) -> Result<Reindexed, crate::Error
     let started = std::time::Instant::now();
     let options = options(config, paths)?;
     Rag::wipe_indexes(&index_dir(paths), &embedder.name, &options)?;
+    if let VectorBackend::Qdrant(server) = &options.vectors {
+        let collection = server.collection(engram_memory::INDEX_NAME, &embedder.name);
+        engram_index::QdrantIndex::drop_collection(server, &collection)
+            .map_err(|err| RagError::from(engram_index::IndexError::from(err)))?;
+    }
     let memory_dir = crate::memory::index_dir(paths);
     match std::fs::remove_dir_all(&memory_dir) {
         Ok(()) => {}
@@ -102,8 +107,14 @@ pub fn reindex(config: &Config, paths: &Paths) -> Result<Reindexed, crate::Error
         }
     }
     let store = Store::open(&paths.journal, &crate::store_options(config))?;
-    let rag = Rag::open(store.clone(), &index_dir(paths), embedder.clone(), options)?;
-    let memory = engram_memory::Memory::open(store, &memory_dir, embedder, engram_memory::RecallOptions::default())?;
+    let rag = Rag::open(store.clone(), &index_dir(paths), embedder.clone(), options.clone())?;
+    let memory = engram_memory::Memory::open(
+        store,
+        &memory_dir,
+        embedder,
+        &options.vectors,
+        engram_memory::RecallOptions::default(),
+    )?;
     Ok(Reindexed { stats: rag.stats()?, memory: memory.progress()?, elapsed: started.elapsed() })
 }
 

@@ -50,6 +50,7 @@ pub(crate) fn service(state: AppState, max_body_bytes: u64) -> StreamableHttpSer
             operations: operations.clone(),
             watch: Mutex::new(None),
             subscriptions: Arc::default(),
+            memory_subscriptions: Arc::default(),
         })
     };
     StreamableHttpService::new(factory, Arc::new(LocalSessionManager::default()), config)
@@ -63,6 +64,8 @@ pub(crate) struct Engram {
     watch: Mutex<Option<DropGuard>>,
     /// Resources this session subscribed to (2025-11-25 `resources/subscribe`).
     subscriptions: Arc<Mutex<HashSet<String>>>,
+    /// Of those, the compact memories, by whose conversation.
+    memory_subscriptions: Arc<Mutex<HashSet<engram_memory::Scope>>>,
 }
 
 /// The caller the listener's guard established for the HTTP request this
@@ -127,6 +130,7 @@ impl Engram {
             Reference::Resource(template) => match (template.uri.as_str(), argument) {
                 (resources::CERTIFICATE_TEMPLATE, "id") => Some("certificate"),
                 (resources::PLUGIN_TEMPLATE, "id") => Some("plugin"),
+                (resources::MEMORY_TEMPLATE, "conversation") => Some("conversation"),
                 _ => None,
             },
             _ => None,
@@ -155,6 +159,46 @@ impl Engram {
                         if changed.is_err() || !notify().await {
                             break;
                         }
+                    }
+                }
+            }
+        });
+    }
+}
+
+impl Engram {
+    /// Sends `notify(uri)` for each change to a compact memory in
+    /// `subscribed` until `stop` is cancelled or `notify` fails.
+    fn forward_memory_changes<F, Fut>(
+        &self,
+        stop: CancellationToken,
+        subscribed: Arc<Mutex<HashSet<engram_memory::Scope>>>,
+        notify: F,
+    ) where
+        F: Fn(String) -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = bool> + Send,
+    {
+        let mut changes = self.state.services().memory().changes();
+        tokio::spawn(async move {
+            loop {
+                let watched: Vec<engram_memory::Scope> = {
+                    let change = tokio::select! {
+                        () = stop.cancelled() => break,
+                        change = changes.recv() => change,
+                    };
+                    let subscribed = subscribed.lock().unwrap_or_else(|e| e.into_inner());
+                    match change {
+                        Ok(scope) => subscribed.get(&scope).cloned().into_iter().collect(),
+                        // Fell behind: any of them may have changed.
+                        Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
+                            subscribed.iter().cloned().collect()
+                        }
+                        Err(tokio::sync::broadcast::error::RecvError::Closed) => break,
+                    }
+                };
+                for scope in watched {
+                    if !notify(format!("{}{}", resources::MEMORY, scope.conversation)).await {
+                        return;
                     }
                 }
             }
@@ -361,10 +405,17 @@ impl ServerHandler for Engram {
     async fn subscribe(
         &self,
         request: SubscribeRequestParams,
-        _context: RequestContext<RoleServer>,
+        context: RequestContext<RoleServer>,
     ) -> Result<(), McpError> {
+        if let Some(conversation) = resources::memory_conversation(&request.uri) {
+            let scope = memory_scope(&caller(&context)?, conversation)?;
+            self.memory_subscriptions.lock().unwrap_or_else(|e| e.into_inner()).insert(scope);
+            self.subscriptions.lock().unwrap_or_else(|e| e.into_inner()).insert(request.uri);
+            return Ok(());
+        }
         // Only resources whose changes Engram tracks can be subscribed to:
-        // plugin manifests (they change when plugins reload).
+        // plugin manifests (they change when plugins reload) and compact
+        // memories (they change when a summary is written or forgotten).
         let tracked = request.uri.starts_with("engram://plugins/")
             || (self.state.conformance_fixtures() && request.uri == "test://watched-resource");
         if !tracked {
@@ -381,8 +432,12 @@ impl ServerHandler for Engram {
     async fn unsubscribe(
         &self,
         request: UnsubscribeRequestParams,
-        _context: RequestContext<RoleServer>,
+        context: RequestContext<RoleServer>,
     ) -> Result<(), McpError> {
+        if let Some(Ok(conversation)) = resources::memory_conversation(&request.uri) {
+            let scope = memory_scope(&caller(&context)?, Ok(conversation))?;
+            self.memory_subscriptions.lock().unwrap_or_else(|e| e.into_inner()).remove(&scope);
+        }
         self.subscriptions.lock().unwrap_or_else(|e| e.into_inner()).remove(&request.uri);
         Ok(())
     }
@@ -393,6 +448,13 @@ impl ServerHandler for Engram {
         *self.watch.lock().unwrap_or_else(|e| e.into_inner()) = Some(stop.clone().drop_guard());
         let peer = context.peer;
         let subscriptions = self.subscriptions.clone();
+        self.forward_memory_changes(stop.clone(), self.memory_subscriptions.clone(), {
+            let peer = peer.clone();
+            move |uri| {
+                let peer = peer.clone();
+                async move { peer.notify_resource_updated(ResourceUpdatedNotificationParam::new(uri)).await.is_ok() }
+            }
+        });
         self.forward_list_changes(stop, move || {
             let peer = peer.clone();
             let plugins: Vec<String> = subscriptions
@@ -416,6 +478,15 @@ impl ServerHandler for Engram {
     fn accepted_subscription_filter(&self, requested: &SubscriptionFilter) -> Option<SubscriptionFilter> {
         let mut accepted = SubscriptionFilter::new();
         accepted.tools_list_changed = requested.tools_list_changed;
+        // Of the resources, the compact memories are tracked.
+        let memories: Vec<String> = requested
+            .resource_subscriptions
+            .iter()
+            .flatten()
+            .filter(|uri| matches!(resources::memory_conversation(uri), Some(Ok(_))))
+            .cloned()
+            .collect();
+        accepted.resource_subscriptions = (!memories.is_empty()).then_some(memories);
         Some(accepted)
     }
 
@@ -423,6 +494,22 @@ impl ServerHandler for Engram {
         // A 2026-07-28 subscription: it lasts as long as its request.
         let stop = CancellationToken::new();
         let sink = context.sink().clone();
+        let who = caller(context.request_context())?;
+        let memories = context
+            .accepted()
+            .resource_subscriptions
+            .iter()
+            .flatten()
+            .filter_map(|uri| resources::memory_conversation(uri))
+            .map(|conversation| memory_scope(&who, conversation))
+            .collect::<Result<HashSet<_>, _>>()?;
+        if !memories.is_empty() {
+            let sink = sink.clone();
+            self.forward_memory_changes(stop.clone(), Arc::new(Mutex::new(memories)), move |uri| {
+                let sink = sink.clone();
+                async move { sink.notify_resource_updated(uri).await.is_ok() }
+            });
+        }
         self.forward_list_changes(stop.clone(), move || {
             let sink = sink.clone();
             async move { sink.notify_tool_list_changed().await.is_ok() }
@@ -431,6 +518,15 @@ impl ServerHandler for Engram {
         stop.cancel();
         Ok(())
     }
+}
+
+/// `caller`'s conversation named by a compact-memory URI.
+fn memory_scope(
+    caller: &Caller,
+    conversation: Result<engram_ops::ConversationId, engram_ops::Error>,
+) -> Result<engram_memory::Scope, McpError> {
+    let conversation = conversation.map_err(|err| McpError::invalid_params(err.to_string(), None))?;
+    Ok(engram_memory::Scope { tenant: caller.tenant().cloned(), conversation })
 }
 
 /// The answer to a call the client cancelled (rmcp drops it: a cancelled

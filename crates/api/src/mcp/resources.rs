@@ -1,10 +1,12 @@
-//! Resources (collections, their certificates, plugin manifests) and
+//! Resources (collections, their certificates, plugin manifests, each
+//! conversation's compact memory) and
 //! prompts (a question wrapped with certified evidence), each read through
 //! the same operations and handlers as the HTTP routes.
 
 use std::fmt::Write as _;
 
-use engram_ops::{Caller, Error, Operation};
+use engram_memory::ops::{Conversations, MemorySummary};
+use engram_ops::{Caller, ConversationId, Error, Operation};
 use engram_rag::ops::{Certificate, Certificates, Collections, Search, SearchResponse};
 use rmcp::model::{
     GetPromptResult, JsonObject, Prompt, PromptArgument, PromptMessage, ReadResourceResult, Resource, ResourceContents,
@@ -13,11 +15,13 @@ use rmcp::model::{
 use serde::Serialize;
 
 use crate::app::AppState;
-use crate::rag;
+use crate::{memory, rag};
 
 const COLLECTIONS: &str = "engram://collections";
 const CERTIFICATES: &str = "engram://certificates/";
 const PLUGINS: &str = "engram://plugins/";
+/// Each conversation's compact memory, of the caller's own conversations.
+pub(crate) const MEMORY: &str = "engram://memory/";
 const JSON: &str = "application/json";
 /// The prompt that wraps a question with certified evidence.
 pub(crate) const CITE_EVIDENCE: &str = "cite_evidence";
@@ -25,6 +29,14 @@ pub(crate) const CITE_EVIDENCE: &str = "cite_evidence";
 pub(crate) const CERTIFICATE_TEMPLATE: &str = "engram://certificates/{id}";
 /// The plugin template.
 pub(crate) const PLUGIN_TEMPLATE: &str = "engram://plugins/{id}";
+/// The compact-memory template.
+pub(crate) const MEMORY_TEMPLATE: &str = "engram://memory/{conversation}";
+
+/// The conversation a compact-memory URI names.
+pub(crate) fn memory_conversation(uri: &str) -> Option<Result<ConversationId, Error>> {
+    let name = uri.strip_prefix(MEMORY)?;
+    Some(ConversationId::new(name).map_err(|err| Error::invalid(format!("{uri}: {err}"))))
+}
 
 /// Runs operation `O` for `caller` through `handler`.
 async fn run<O: Operation, Fut>(
@@ -41,7 +53,7 @@ where
 }
 
 /// Every concrete resource: the collections list, each certificate, each
-/// plugin.
+/// plugin, the compact memory of each of the caller's conversations.
 pub(crate) async fn list(state: &AppState, caller: &Caller) -> Result<Vec<Resource>, Error> {
     let mut resources = vec![
         Resource::new(COLLECTIONS, "collections")
@@ -60,6 +72,18 @@ pub(crate) async fn list(state: &AppState, caller: &Caller) -> Result<Vec<Resour
         resources.push(
             Resource::new(format!("{CERTIFICATES}{}", cert.id), cert.id.clone())
                 .with_description(format!("Coverage certificate of collection `{}` ({claim})", cert.collection))
+                .with_mime_type(JSON),
+        );
+    }
+    for conversation in run(state, caller, Conversations::default(), memory::conversations).await?.conversations {
+        let name = &conversation.conversation;
+        resources.push(
+            Resource::new(format!("{MEMORY}{name}"), format!("memory/{name}"))
+                .with_description(format!(
+                    "Compact memory of conversation `{name}` ({} turns): its running summary and roll-up; \
+                     subscribe to hear when they change",
+                    conversation.turns
+                ))
                 .with_mime_type(JSON),
         );
     }
@@ -85,11 +109,15 @@ pub(crate) fn templates() -> Vec<ResourceTemplate> {
         ResourceTemplate::new(PLUGIN_TEMPLATE, "plugin")
             .with_description("A plugin's manifest: tools with their schemas, capabilities requested and granted")
             .with_mime_type(JSON),
+        ResourceTemplate::new(MEMORY_TEMPLATE, "memory")
+            .with_description("A conversation's compact memory (running summary and roll-up); subscribable")
+            .with_mime_type(JSON),
     ]
 }
 
 /// The names `caller` may complete an argument with: `collection` names,
-/// `certificate` ids or `plugin` ids (nothing when they cannot be read).
+/// `certificate` ids, `plugin` ids or `conversation` names (nothing when
+/// they cannot be read).
 pub(crate) async fn names(state: &AppState, caller: &Caller, kind: &str) -> Vec<String> {
     match kind {
         "collection" => run(state, caller, Collections::default(), rag::collections)
@@ -101,6 +129,10 @@ pub(crate) async fn names(state: &AppState, caller: &Caller, kind: &str) -> Vec<
             .map(|listed| listed.certificates.into_iter().map(|s| s.certificate.id).collect())
             .unwrap_or_default(),
         "plugin" => state.plugins().map(|host| host.plugins().into_iter().map(|p| p.id).collect()).unwrap_or_default(),
+        "conversation" => run(state, caller, Conversations::default(), memory::conversations)
+            .await
+            .map(|listed| listed.conversations.into_iter().map(|c| c.conversation).collect())
+            .unwrap_or_default(),
         _ => Vec::new(),
     }
 }
@@ -123,6 +155,9 @@ pub(crate) async fn read(state: &AppState, caller: &Caller, uri: &str) -> Result
             .ok_or_else(|| Error::not_found(format!("no plugin `{id}`")))?;
         let tools: Vec<_> = host.list_tools().into_iter().filter(|tool| tool.plugin == id).collect();
         json(&serde_json::json!({ "plugin": plugin, "tools": tools }))?
+    } else if let Some(conversation) = memory_conversation(uri) {
+        let request = MemorySummary { conversation: conversation?, tenant: None, history: false };
+        json(&run(state, caller, request, memory::summary).await?)?
     } else {
         return Err(Error::not_found(format!("no resource {uri}")));
     };
