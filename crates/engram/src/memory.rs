@@ -91,7 +91,7 @@ pub enum MemoryCommand {
         /// The conversation.
         conversation: ConversationId,
         /// Ordinals of the turns to archive.
-        #[arg(required_unless_present = "capacity", conflicts_with = "capacity")]
+        #[arg(required_unless_present = "capacity", conflicts_with = "capacity", value_name = "ORDINAL")]
         turns: Vec<u64>,
         /// Archive down to this many turns in recall.
         #[arg(long)]
