@@ -43,13 +43,13 @@ def check(condition, step, detail):
 async def run(args):
     summary = {"transport": args.transport, "mode": args.mode}
     changed = anyio.Event()
-    updated = []
+    updated = {}
 
     async def on_message(message):
         if isinstance(message, types.ToolListChangedNotification):
             changed.set()
         if isinstance(message, types.ResourceUpdatedNotification):
-            updated.append(str(message.params.uri))
+            updated.setdefault(str(message.params.uri), anyio.Event()).set()
 
     if args.transport == "stdio":
         env = {k: v for k, v in os.environ.items() if k.startswith(("ENGRAM_", "XDG_")) or k in ("HOME", "PATH")}
@@ -184,8 +184,7 @@ async def run(args):
             else:
                 await client.subscribe_resource(uri)
                 await remember()
-                while uri not in updated:
-                    await anyio.sleep(0.1)
+                await updated.setdefault(uri, anyio.Event()).wait()
         read = await client.read_resource(uri)
         compact = json.loads(read.contents[0].text)
         check(compact["level1"]["last_ordinal"] == 0, "compact memory after the update", compact)

@@ -123,14 +123,14 @@ pub fn memory(loaded: &Loaded, paths: &Paths, args: &MemoryBenchArgs) -> anyhow:
         let passages: Vec<String> = (0..args.ingest).map(|_| sentence(&vocabulary, &mut rng, 40)).collect();
         let texts: Vec<String> = (0..2 * args.appends).map(|_| sentence(&vocabulary, &mut rng, 12)).collect();
         let chat = scope(0)?;
-        // Memory's indexing follows the appends, as in the daemon.
-        let stop = Arc::new(AtomicBool::new(false));
+        // Memory's indexing follows each append, as in the daemon.
+        let (appended, follow) = std::sync::mpsc::channel::<()>();
         let follower = std::thread::spawn({
-            let (memory, stop) = (memory.clone(), stop.clone());
+            let memory = memory.clone();
             move || -> anyhow::Result<()> {
-                while !stop.load(Ordering::Relaxed) {
+                while follow.recv().is_ok() {
+                    while follow.try_recv().is_ok() {}
                     memory.catch_up()?;
-                    std::thread::sleep(Duration::from_millis(20));
                 }
                 Ok(())
             }
@@ -138,10 +138,14 @@ pub fn memory(loaded: &Loaded, paths: &Paths, args: &MemoryBenchArgs) -> anyhow:
         let append = |text: &String| -> anyhow::Result<Duration> {
             let started = Instant::now();
             memory.append(&chat, NewTurn::new("user", text.as_str()))?;
-            Ok(started.elapsed())
+            let took = started.elapsed();
+            let _ = appended.send(());
+            Ok(took)
         };
         let idle = texts[..args.appends].iter().map(append).collect::<anyhow::Result<Vec<_>>>()?;
         let ingesting = Arc::new(AtomicBool::new(true));
+        // The ingest says when its first batch is written (it embeds first).
+        let (writing, written) = std::sync::mpsc::channel::<()>();
         let ingest = std::thread::spawn({
             let ingesting = ingesting.clone();
             move || -> anyhow::Result<engram_rag::IngestReport> {
@@ -153,25 +157,29 @@ pub fn memory(loaded: &Loaded, paths: &Paths, args: &MemoryBenchArgs) -> anyhow:
                     })
                     .collect();
                 let target = engram_rag::Target::collection("bench")?;
-                let report =
-                    rag.ingest_documents(&target, docs, engram_rag::Unlisted::Keep, &mut engram_rag::no_progress);
+                let mut signal = Some(writing);
+                let mut progress = |event: &engram_rag::Progress| {
+                    if matches!(event, engram_rag::Progress::Documents { .. }) {
+                        signal.take().map(|s| s.send(()));
+                    }
+                    std::ops::ControlFlow::Continue(())
+                };
+                let report = rag.ingest_documents(&target, docs, engram_rag::Unlisted::Keep, &mut progress);
                 ingesting.store(false, Ordering::Relaxed);
                 Ok(report?)
             }
         });
-        // Let the ingest get going (its first batch embeds before it writes).
-        std::thread::sleep(Duration::from_millis(500));
+        // A closed channel: the ingest ended (or failed) before writing.
+        let _ = written.recv();
         let mut during = Vec::with_capacity(args.appends);
         for text in &texts[args.appends..] {
             if !ingesting.load(Ordering::Relaxed) {
                 break;
             }
             during.push(append(text)?);
-            // One append every 5 ms: a busy chat server, not a write storm.
-            std::thread::sleep(Duration::from_millis(5));
         }
         let report = ingest.join().map_err(|_| anyhow::anyhow!("the ingest panicked"))??;
-        stop.store(true, Ordering::Relaxed);
+        drop(appended);
         follower.join().map_err(|_| anyhow::anyhow!("the follower panicked"))??;
         let idle = Summary::of(idle).context("no idle append")?;
         let during = Summary::of(during).context("the ingest ended before an append: raise --ingest")?;

@@ -43,16 +43,9 @@ pub struct AppendTurn {
 impl AppendTurn {
     /// `speaker` saying `text` in `conversation`, now, with the defaults.
     pub fn new(conversation: ConversationId, speaker: impl Into<String>, text: impl Into<String>) -> Self {
-        Self {
-            conversation,
-            tenant: None,
-            speaker: speaker.into(),
-            text: text.into(),
-            time_ms: None,
-            tags: Vec::new(),
-            importance: 0.0,
-            pinned: false,
-        }
+        // The turn's defaults are `NewTurn`'s.
+        let NewTurn { speaker, text, time_ms, tags, importance, pinned } = NewTurn::new(speaker, text);
+        Self { conversation, tenant: None, speaker, text, time_ms, tags, importance, pinned }
     }
 
     /// The turn to store.
