@@ -112,7 +112,19 @@ fn cli_ingests_searches_calibrates_and_reindexes() {
     let set = ok_json(&sandbox, &["search", "Why does bread rise?", "-c", "facts", "--alpha", "0.2", "--json"]);
     assert_eq!(set["certificate"], id.as_str());
     assert_eq!(set["coverage_guarantee"], 0.8);
+    assert_eq!(set["questions_from"], file.to_str().unwrap());
+    assert_eq!(set["no_guarantee"], json!([]));
     assert!(set["hits"].as_array().unwrap().iter().any(|h| h["path"].as_str().unwrap().ends_with("bread.md")), "{set}");
+    // A filtered search has no certificate of its own filter: no claim, and the answer says why.
+    let filtered = ok_json(
+        &sandbox,
+        &["search", "Why does bread rise?", "-c", "facts", "--alpha", "0.2", "--tenant", "acme", "--json"],
+    );
+    assert_eq!(filtered["coverage_guarantee"], Value::Null, "{filtered}");
+    assert_eq!(filtered["no_guarantee"], json!(["other_filter"]), "{filtered}");
+    let (ok, stdout, _) =
+        run(&sandbox, &["search", "Why does bread rise?", "-c", "facts", "--alpha", "0.2", "--tenant", "acme"]);
+    assert!(ok && stdout.contains("no coverage claim: no certificate for this filter"), "{stdout}");
     let listed = ok_json(&sandbox, &["certificates", "list", "--json"]);
     assert_eq!(listed[0]["id"], id.as_str());
     assert_eq!(listed[0]["stale"], false);

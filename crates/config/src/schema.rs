@@ -168,6 +168,11 @@ pub struct Retrieval {
     pub max_file_bytes: u64,
     /// Where chunk embeddings live.
     pub vector_store: VectorStoreKind,
+    /// Share of a certificate's chunks that may change before it is stale
+    /// (until then it is approximate).
+    pub stale_share: f64,
+    /// `δ` of a certificate's PAC statement.
+    pub pac_delta: f64,
     /// `[retrieval.qdrant]`: the server, when `vector_store = "qdrant"`.
     pub qdrant: QdrantServer,
 }
@@ -364,6 +369,8 @@ pub const KEYS: &[KeyDoc] = &[
     KeyDoc { key: "retrieval.fusion", expected: "\"normalized\" or \"rrf\"" },
     KeyDoc { key: "retrieval.max_file_bytes", expected: "an integer number of bytes, 1024 to 1073741824" },
     KeyDoc { key: "retrieval.vector_store", expected: "\"edge\" or \"qdrant\"" },
+    KeyDoc { key: "retrieval.stale_share", expected: "a share of the chunks, 0 to 1" },
+    KeyDoc { key: "retrieval.pac_delta", expected: "a probability strictly between 0 and 0.5" },
     KeyDoc { key: "retrieval.qdrant.url", expected: "the server's gRPC URL, e.g. \"http://127.0.0.1:6334\"" },
     KeyDoc { key: "retrieval.qdrant.api_key_file", expected: "an absolute file path (or one starting with `~/`)" },
     KeyDoc { key: "retrieval.qdrant.collection_prefix", expected: "1 to 64 characters: letters, digits, `-` and `_`" },
@@ -487,6 +494,16 @@ impl Config {
         ];
         for (key, value, min, max) in ranges {
             if !(min..=max).contains(&value) {
+                bad(key, format!("{value} is out of range"));
+            }
+        }
+        let (stale_share, pac_delta) = (self.retrieval.stale_share, self.retrieval.pac_delta);
+        let fractions = [
+            ("retrieval.stale_share", stale_share, (0.0..=1.0).contains(&stale_share)),
+            ("retrieval.pac_delta", pac_delta, pac_delta > 0.0 && pac_delta < 0.5),
+        ];
+        for (key, value, fits) in fractions {
+            if !fits {
                 bad(key, format!("{value} is out of range"));
             }
         }

@@ -90,6 +90,8 @@ mod tests {
             target: 1.0 - alpha,
             coverage,
             coverage_sd: 0.01,
+            spread: [coverage - 0.02, coverage + 0.02],
+            first_split: (coverage, [coverage - 0.03, coverage + 0.03]),
             median_set: 3.0,
             p90_set: 5.0,
             unbounded_splits: 0,

@@ -87,6 +87,22 @@ pub struct CalibrateArgs {
     /// The collection to certify.
     #[arg(long, short)]
     pub collection: CollectionName,
+    /// Certify searches of this tenant's documents only (a certificate
+    /// claims only for searches with the filter it was calibrated under).
+    #[arg(long)]
+    pub tenant: Option<TenantId>,
+    /// Certify searches of documents whose path starts with this.
+    #[arg(long)]
+    pub path_prefix: Option<String>,
+    /// Certify searches of documents with this tag (repeatable: all must match).
+    #[arg(long = "tag")]
+    pub tags: Vec<String>,
+    /// Certify searches of documents ingested at or after this time (Unix seconds).
+    #[arg(long, value_name = "SECONDS")]
+    pub since: Option<i64>,
+    /// Certify searches of documents ingested before this time (Unix seconds).
+    #[arg(long, value_name = "SECONDS")]
+    pub until: Option<i64>,
     /// Miscoverage level α in (0, 1): the evidence is in the set with
     /// probability at least 1 − α [default: 0.1].
     #[arg(long)]
@@ -169,9 +185,25 @@ pub struct EvalRetrievalArgs {
     /// Draw empirical against target coverage to this SVG file.
     #[arg(long, value_name = "FILE.svg")]
     pub plot: Option<PathBuf>,
+    /// Also ingest the corpus split into N tenants and certify each on its
+    /// own questions (`engram calibrate --tenant`), reporting held-out
+    /// coverage with its interval.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub tenants: usize,
+    /// Calibrate on these questions (calibration JSONL, e.g. LLM-written)...
+    #[arg(long, value_name = "FILE.jsonl", requires = "test_on")]
+    pub calibrate_on: Option<PathBuf>,
+    /// ...and measure on these (e.g. real users' questions).
+    #[arg(long, value_name = "FILE.jsonl", requires = "calibrate_on")]
+    pub test_on: Option<PathBuf>,
     /// Print every figure as one JSON object.
     #[arg(long)]
     pub json: bool,
+}
+
+/// `--since`/`--until` as a `[from, to)` range, when either is given.
+fn time_range(since: Option<i64>, until: Option<i64>) -> Option<[i64; 2]> {
+    (since.is_some() || until.is_some()).then(|| [since.unwrap_or(i64::MIN), until.unwrap_or(i64::MAX)])
 }
 
 fn parse_mode(name: &str) -> Result<Mode, String> {
@@ -258,9 +290,7 @@ pub fn search(loaded: &Loaded, paths: &Paths, args: &SearchArgs) -> anyhow::Resu
     request.tenant = args.tenant.clone();
     request.path_prefix = args.path_prefix.clone();
     request.tags = args.tags.clone();
-    if args.since.is_some() || args.until.is_some() {
-        request.time = Some([args.since.unwrap_or(i64::MIN), args.until.unwrap_or(i64::MAX)]);
-    }
+    request.time = time_range(args.since, args.until);
     request.k = args.k.unwrap_or(request.k);
     request.mode = args.mode.unwrap_or(request.mode);
     request.alpha = args.alpha;
@@ -273,14 +303,21 @@ pub fn search(loaded: &Loaded, paths: &Paths, args: &SearchArgs) -> anyhow::Resu
                 println!("{}", serde_json::to_string_pretty(&set)?);
                 return Ok(());
             }
-            let claim = match set.coverage_guarantee {
-                Some(p) => format!("the evidence is in this set with probability ≥ {p:.2}"),
-                None if set.stale => "the certificate is stale: no coverage claim (run engram calibrate)".to_owned(),
-                None => {
-                    "truncated (--max-chunks, --max-tokens or an unbounded threshold): no coverage claim".to_owned()
+            let claim = match (set.coverage_guarantee, set.pac) {
+                (Some(p), Some(pac)) => format!(
+                    "the evidence is in this set with probability ≥ {p:.2} (this certificate: ≥ {:.3} with \
+                     probability {:.2} over its calibration questions)",
+                    pac.coverage,
+                    1.0 - pac.delta
+                ),
+                (Some(p), None) => format!("the evidence is in this set with probability ≥ {p:.2}"),
+                (None, _) => {
+                    let why: Vec<&str> = set.no_guarantee.iter().map(|r| r.describe()).collect();
+                    format!("no coverage claim: {}", why.join("; "))
                 }
             };
             println!("{} chunk(s) under certificate {} (α = {}): {claim}", set.set_size, set.certificate, set.alpha);
+            println!("guarantee for: {}", set.population);
             print_hits(&set.hits);
         }
         SearchResponse::Ranked { hits, .. } => {
@@ -342,6 +379,10 @@ pub fn collections(loaded: &Loaded, paths: &Paths, json: bool) -> anyhow::Result
 /// `engram calibrate`.
 pub fn calibrate(loaded: &Loaded, paths: &Paths, args: &CalibrateArgs) -> anyhow::Result<()> {
     let mut request = Calibrate::new(args.collection.clone());
+    request.tenant = args.tenant.clone();
+    request.path_prefix = args.path_prefix.clone();
+    request.tags = args.tags.clone();
+    request.time = time_range(args.since, args.until);
     request.alpha = args.alpha.unwrap_or(request.alpha);
     request.score = args.score.unwrap_or(request.score);
     request.holdout = args.holdout.unwrap_or(request.holdout);
@@ -371,30 +412,45 @@ pub fn calibrate(loaded: &Loaded, paths: &Paths, args: &CalibrateArgs) -> anyhow
     if let Some(generated) = &answer.generated {
         report_generated(generated, args.save.as_deref())?;
     }
-    let cert = answer.certificate;
+    if let Some(advice) = &answer.advice {
+        eprintln!("warning: {advice}");
+    }
+    let cert = &answer.certificate;
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&cert)?);
+        println!("{}", serde_json::to_string_pretty(cert)?);
         return Ok(());
     }
     let threshold = cert.min_score.map_or_else(|| "every candidate".to_owned(), |s| format!("score ≥ {s:.4}"));
     println!(
-        "{}: collection {} at α = {} from {} questions ({}): {threshold}",
+        "{}: collection {} ({}) at α = {} from {} questions ({}): {threshold}",
         cert.id,
         cert.collection,
+        cert.stratum.describe(),
         cert.calibration.alpha,
         cert.calibration.n,
         cert.score_function.as_str()
     );
+    if let Some(pac) = cert.pac {
+        println!(
+            "coverage ≥ {:.3} on average over calibrations; this one's is ≥ {:.3} with probability {:.2}",
+            cert.target(),
+            pac.coverage,
+            1.0 - pac.delta
+        );
+    }
     if let Some(held) = cert.held_out {
         println!(
-            "held out {}: coverage {:.3} (target {:.3}), median set {} chunks, p90 {}",
+            "held out {}: coverage {:.3} [{:.3}, {:.3}] (target {:.3}), median set {} chunks, p90 {}",
             held.n,
             held.coverage,
-            1.0 - cert.calibration.alpha,
+            held.interval[0],
+            held.interval[1],
+            cert.target(),
             held.median_set,
             held.p90_set
         );
     }
+    println!("guarantee for: {}", cert.population());
     Ok(())
 }
 
@@ -432,15 +488,22 @@ pub fn certificates(loaded: &Loaded, paths: &Paths, command: &CertificatesComman
             } else {
                 for c in all {
                     let cert = &c.certificate;
-                    let state = if c.stale { "STALE" } else { "valid" };
+                    let state = match (c.stale, c.approximate) {
+                        (true, _) => format!("STALE: {}", c.stale_because.as_deref().unwrap_or("")),
+                        (false, true) => format!(
+                            "approximate ({} of {} allowed chunk changes since)",
+                            c.changes_since, c.allowed_changes
+                        ),
+                        (false, false) => "exact (no change since)".to_owned(),
+                    };
                     println!(
-                        "{}  {}  α={}  n={}  {}  {state} ({} chunk changes since)",
+                        "{}  {}  {}  α={}  n={}  {}  {state}",
                         cert.id,
                         cert.collection,
+                        cert.stratum.describe(),
                         cert.calibration.alpha,
                         cert.calibration.n,
                         cert.score_function.as_str(),
-                        c.changes_since
                     );
                 }
             }
@@ -457,14 +520,21 @@ pub fn certificates(loaded: &Loaded, paths: &Paths, command: &CertificatesComman
                 println!("{}", serde_json::to_string_pretty(&report)?);
             } else {
                 println!(
-                    "{id} on {} questions: coverage {:.3} (target {:.3}), median set {} chunks, p90 {}{}",
+                    "{id} on {} questions: coverage {:.3} [{:.3}, {:.3}] (target {:.3}), median set {} chunks, p90 {}{}",
                     report.n,
                     report.coverage,
+                    report.interval[0],
+                    report.interval[1],
                     report.target,
                     report.median_set,
                     report.p90_set,
-                    if report.stale { " (the certificate is stale)" } else { "" }
+                    match (report.stale, report.approximate) {
+                        (true, _) => " (the certificate is stale)",
+                        (false, true) => " (the collection changed since: approximate)",
+                        (false, false) => "",
+                    }
                 );
+                println!("guarantee for: {}", report.population);
             }
         }
     }
@@ -478,6 +548,8 @@ pub fn eval_retrieval(loaded: &Loaded, paths: &Paths, args: &EvalRetrievalArgs) 
         split: args.split.clone(),
         splits: args.splits,
         work_dir: args.work_dir.clone(),
+        tenants: args.tenants,
+        shift: args.calibrate_on.clone().zip(args.test_on.clone()),
     };
     let report = engram_services::rag::eval_retrieval(
         &loaded.config,
@@ -519,19 +591,60 @@ fn print_eval(report: &RetrievalEval) {
         report.candidates
     );
     println!(
-        "{:<16} {:>5} {:>7} {:>9} {:>6} {:>10} {:>7}",
-        "score", "alpha", "target", "coverage", "±sd", "median set", "p90 set"
+        "{:<16} {:>5} {:>7} {:>9} {:>6} {:>15} {:>23} {:>10} {:>7} {:>9}",
+        "score",
+        "alpha",
+        "target",
+        "coverage",
+        "±sd",
+        "split range",
+        "first split [95% CI]",
+        "median set",
+        "p90 set",
+        "unbounded"
     );
     for row in &report.conformal {
         println!(
-            "{:<16} {:>5} {:>7.3} {:>9.4} {:>6.3} {:>10} {:>7}",
+            "{:<16} {:>5} {:>7.3} {:>9.4} {:>6.3} {:>15} {:>23} {:>10} {:>7} {:>9}",
             row.score_function.as_str(),
             row.alpha,
             row.target,
             row.coverage,
             row.coverage_sd,
+            format!("[{:.3}, {:.3}]", row.spread[0], row.spread[1]),
+            format!("{:.3} [{:.3}, {:.3}]", row.first_split.0, row.first_split.1[0], row.first_split.1[1]),
             row.median_set,
-            row.p90_set
+            row.p90_set,
+            format!("{}/{}", row.unbounded_splits, report.splits)
         );
+    }
+    for (title, rows) in [
+        ("each tenant's own certificate (engram calibrate --tenant), on its held-out half", &report.tenants),
+        ("calibrated on one question set, measured on another", &report.shift),
+    ] {
+        if rows.is_empty() {
+            continue;
+        }
+        println!("\n{title} (hybrid_min_max; sets in chunks; 95% Clopper–Pearson intervals)");
+        println!(
+            "{:<28} {:>5} {:>7} {:>6} {:>9} {:>5} {:>9} {:>17} {:>10} {:>7}",
+            "measured on", "alpha", "target", "n cal", "PAC", "n", "coverage", "interval", "median set", "p90 set"
+        );
+        for row in rows {
+            let label: String = row.label.chars().rev().take(28).collect::<Vec<_>>().into_iter().rev().collect();
+            println!(
+                "{:<28} {:>5} {:>7.3} {:>6} {:>9} {:>5} {:>9.4} {:>17} {:>10} {:>7}",
+                label,
+                row.alpha,
+                row.target,
+                row.calibrated_on,
+                row.pac.map_or_else(|| "-".to_owned(), |p| format!("{:.3}", p.coverage)),
+                row.n,
+                row.coverage,
+                format!("[{:.3}, {:.3}]", row.interval[0], row.interval[1]),
+                row.median_set,
+                row.p90_set
+            );
+        }
     }
 }

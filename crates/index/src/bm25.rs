@@ -13,7 +13,10 @@ use std::path::Path;
 use std::sync::Mutex;
 
 use tantivy::collector::TopDocs;
-use tantivy::query::{BooleanQuery, ConstScoreQuery, Occur, Query, QueryParser, RangeQuery, TermQuery};
+use tantivy::query::{
+    AllQuery, Bm25StatisticsProvider, BooleanQuery, ConstScoreQuery, EnableScoring, Occur, Query, QueryParser,
+    RangeQuery, TermQuery,
+};
 use tantivy::schema::{
     FAST, Field, INDEXED, IndexRecordOption, STORED, STRING, Schema as TantivySchema, TextFieldIndexing, TextOptions,
     Value as _,
@@ -21,7 +24,7 @@ use tantivy::schema::{
 use tantivy::tokenizer::{
     Language, LowerCaser, RemoveLongFilter, SimpleTokenizer, Stemmer, StopWordFilter, TextAnalyzer,
 };
-use tantivy::{Index, IndexReader, IndexWriter, ReloadPolicy, TantivyDocument, Term};
+use tantivy::{BitSet, DocSet, Index, IndexReader, IndexWriter, ReloadPolicy, Searcher, TantivyDocument, Term};
 
 use crate::IndexError;
 use crate::document::{Condition, Document, FieldKind, Filter, Schema, Value};
@@ -213,25 +216,35 @@ impl Bm25 {
     }
 
     /// The `k` best documents for `query` within `filter`: (id, BM25
-    /// score), best first. Query syntax errors are ignored (words search).
+    /// score), best first, with the statistics (document count, average
+    /// length, document frequencies) of the whole index, deleted documents
+    /// not yet merged away included. Query syntax errors are ignored
+    /// (words search).
     pub fn search(&self, query: &str, filter: &Filter, k: usize) -> Result<Vec<(u64, f32)>, IndexError> {
         let (text_query, _errors) = self.parser.parse_query_lenient(query);
-        self.top(text_query, filter, k)
+        self.top(text_query, filter, k, Statistics::Index)
+    }
+
+    /// As [`Bm25::search`], but scored with the statistics of the live
+    /// documents within `filter` only: a score then depends on nothing
+    /// outside the filter (another collection's or tenant's documents, a
+    /// segment merge), so it is a fixed function of the filtered documents.
+    pub fn search_within(&self, query: &str, filter: &Filter, k: usize) -> Result<Vec<(u64, f32)>, IndexError> {
+        let (text_query, _errors) = self.parser.parse_query_lenient(query);
+        self.top(text_query, filter, k, Statistics::Within)
     }
 
     /// Up to `k` document ids within `filter`, in no particular order (for
     /// consistency checks).
     pub fn all_ids(&self, filter: &Filter, k: usize) -> Result<Vec<u64>, IndexError> {
-        let hits = self.top(Box::new(tantivy::query::AllQuery), filter, k)?;
+        let hits = self.top(Box::new(AllQuery), filter, k, Statistics::Index)?;
         Ok(hits.into_iter().map(|(id, _)| id).collect())
     }
 
-    fn top(&self, scored: Box<dyn Query>, filter: &Filter, k: usize) -> Result<Vec<(u64, f32)>, IndexError> {
+    /// The conjunction of `filter`'s conditions (`None`: no condition).
+    fn filter_query(&self, filter: &Filter) -> Result<Option<Box<dyn Query>>, IndexError> {
         self.schema.check_filter(filter)?;
-        let mut clauses: Vec<(Occur, Box<dyn Query>)> = vec![(Occur::Must, scored)];
-        // Filters must match but add nothing to the score.
-        let filter_by =
-            |query: Box<dyn Query>| (Occur::Must, Box::new(ConstScoreQuery::new(query, 0.0)) as Box<dyn Query>);
+        let mut clauses: Vec<(Occur, Box<dyn Query>)> = Vec::with_capacity(filter.must.len());
         for condition in &filter.must {
             let field = self.tantivy_field(condition.field())?;
             let query: Box<dyn Query> = match condition {
@@ -249,11 +262,37 @@ impl Bm25 {
                     Box::new(RangeQuery::new(Bound::Included(lower), Bound::Excluded(upper)))
                 }
             };
-            clauses.push(filter_by(query));
+            clauses.push((Occur::Must, query));
+        }
+        Ok((!clauses.is_empty()).then(|| Box::new(BooleanQuery::new(clauses)) as Box<dyn Query>))
+    }
+
+    fn top(
+        &self,
+        scored: Box<dyn Query>,
+        filter: &Filter,
+        k: usize,
+        statistics: Statistics,
+    ) -> Result<Vec<(u64, f32)>, IndexError> {
+        let within = self.filter_query(filter)?;
+        let searcher = self.reader.searcher();
+        let mut clauses: Vec<(Occur, Box<dyn Query>)> = vec![(Occur::Must, scored)];
+        if let Some(within) = &within {
+            // The filter must match but adds nothing to the score.
+            clauses.push((Occur::Must, Box::new(ConstScoreQuery::new(within.box_clone(), 0.0))));
         }
         let query = BooleanQuery::new(clauses);
-        let searcher = self.reader.searcher();
-        let top = searcher.search(&query, &TopDocs::with_limit(k.max(1)).order_by_score()).map_err(ctx("searching"))?;
+        let collector = TopDocs::with_limit(k.max(1)).order_by_score();
+        let top = match statistics {
+            Statistics::Index => searcher.search(&query, &collector),
+            Statistics::Within => {
+                let all: Box<dyn Query> = Box::new(AllQuery);
+                let stats = WithinStats::new(&searcher, within.as_ref().unwrap_or(&all).as_ref(), self.text)
+                    .map_err(ctx("counting the filtered documents"))?;
+                searcher.search_with_statistics_provider(&query, &collector, &stats)
+            }
+        }
+        .map_err(ctx("searching"))?;
         top.into_iter()
             .map(|(score, address)| {
                 let doc: TantivyDocument = searcher.doc(address).map_err(ctx("reading a hit"))?;
@@ -261,6 +300,76 @@ impl Bm25 {
                 Ok((id, score))
             })
             .collect()
+    }
+}
+
+/// Whose statistics BM25 scores with.
+#[derive(Debug, Clone, Copy)]
+enum Statistics {
+    /// The whole index's (tantivy's default).
+    Index,
+    /// Those of the live documents within the search's filter.
+    Within,
+}
+
+/// BM25 statistics of the live documents a filter matches: their count,
+/// their text's total length (from the field norms tantivy scores with)
+/// and, per term, how many of them contain it.
+struct WithinStats<'a> {
+    searcher: &'a Searcher,
+    /// Per segment, the live documents within the filter.
+    within: Vec<BitSet>,
+    documents: u64,
+    text: Field,
+    text_tokens: u64,
+}
+
+impl<'a> WithinStats<'a> {
+    fn new(searcher: &'a Searcher, filter: &dyn Query, text: Field) -> tantivy::Result<Self> {
+        let weight = filter.weight(EnableScoring::disabled_from_searcher(searcher))?;
+        let (mut within, mut documents, mut text_tokens) = (Vec::new(), 0u64, 0u64);
+        for segment in searcher.segment_readers() {
+            let mut docs = BitSet::with_max_value(segment.max_doc());
+            let norms = segment.get_fieldnorms_reader(text)?;
+            weight.for_each_no_score(segment, &mut |matched| {
+                for &doc in matched {
+                    if !segment.is_deleted(doc) {
+                        docs.insert(doc);
+                        documents += 1;
+                        text_tokens += u64::from(norms.fieldnorm(doc));
+                    }
+                }
+            })?;
+            within.push(docs);
+        }
+        Ok(Self { searcher, within, documents, text, text_tokens })
+    }
+}
+
+impl Bm25StatisticsProvider for WithinStats<'_> {
+    fn total_num_tokens(&self, field: Field) -> tantivy::Result<u64> {
+        // Only the text is scored; a filter's own terms score nothing.
+        if field == self.text { Ok(self.text_tokens) } else { self.searcher.total_num_tokens(field) }
+    }
+
+    fn total_num_docs(&self) -> tantivy::Result<u64> {
+        // At least one, so an empty filter's average length is not 0/0.
+        Ok(self.documents.max(1))
+    }
+
+    fn doc_freq(&self, term: &Term) -> tantivy::Result<u64> {
+        let mut count = 0u64;
+        for (segment, within) in self.searcher.segment_readers().iter().zip(&self.within) {
+            let index = segment.inverted_index(term.field())?;
+            let Some(mut postings) = index.read_postings(term, IndexRecordOption::Basic)? else { continue };
+            let mut doc = postings.doc();
+            while doc != tantivy::TERMINATED {
+                count += u64::from(within.contains(doc));
+                doc = postings.advance();
+            }
+        }
+        // Never above the document count (tantivy asserts it).
+        Ok(count.min(self.documents.max(1)))
     }
 }
 
@@ -309,6 +418,41 @@ mod tests {
         }
         let err = index.search("cat", &Filter::all().is("colour", "red"), 10).unwrap_err().to_string();
         assert!(err.contains("undeclared"), "{err}");
+    }
+
+    #[test]
+    fn scores_within_a_filter_depend_only_on_its_documents() {
+        let index = Bm25::in_memory(SCHEMA).unwrap();
+        index
+            .upsert(&[doc(1, "a", "/x", &[], 0, "tea and bread"), doc(3, "a", "/y", &[], 0, "bread and butter")])
+            .unwrap();
+        index.commit(1).unwrap();
+        let a = Filter::all().is("collection", "a");
+        let within = index.search_within("bread tea", &a, 10).unwrap();
+        let global = index.search("bread tea", &a, 10).unwrap();
+        // With one collection and nothing deleted the two agree.
+        assert_eq!(ids(&within), ids(&global));
+        // Another collection's documents, and one of its own added and deleted.
+        index
+            .upsert(&[
+                doc(5, "b", "/z", &[], 0, "tea tea tea"),
+                doc(7, "b", "/w", &[], 0, "coffee and tea"),
+                doc(9, "a", "/v", &[], 0, "tea"),
+            ])
+            .unwrap();
+        index.commit(2).unwrap();
+        index.delete(&[9]);
+        index.commit(3).unwrap();
+        assert_eq!(index.search_within("bread tea", &a, 10).unwrap(), within);
+        // The index-wide statistics moved: the same documents score otherwise.
+        assert_ne!(index.search("bread tea", &a, 10).unwrap(), global);
+        // A filter with nothing in it finds nothing, without failing.
+        assert!(index.search_within("tea", &Filter::all().is("collection", "none"), 10).unwrap().is_empty());
+        // The tenant, a prefix and no filter at all work the same way.
+        let acme = Filter::all().is("tenant", "acme");
+        assert!(index.search_within("tea", &acme, 10).unwrap().is_empty(), "odd ids are nobody's");
+        let unfiltered = index.search_within("tea", &Filter::all(), 10).unwrap();
+        assert_eq!(sorted(ids(&unfiltered)), [1, 5, 7]);
     }
 
     #[test]

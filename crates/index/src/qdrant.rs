@@ -20,8 +20,8 @@ use qdrant_client::qdrant::{
     Condition as Condition_, CountPointsBuilder, CreateCollectionBuilder, CreateFieldIndexCollectionBuilder,
     DeleteFieldIndexCollectionBuilder, DeletePointsBuilder, Distance, FieldType, Filter as QdrantFilter,
     GetPointsBuilder, KeywordIndexParamsBuilder, PointStruct, PointsIdsList, Query, QueryPointsBuilder, Range,
-    UpsertPointsBuilder, VectorParamsBuilder, WriteOrdering, WriteOrderingType, payload_index_params,
-    point_id::PointIdOptions, value::Kind, vectors_config,
+    SearchParamsBuilder, UpsertPointsBuilder, VectorParamsBuilder, WriteOrdering, WriteOrderingType,
+    payload_index_params, point_id::PointIdOptions, value::Kind, vectors_config,
 };
 use qdrant_client::{Qdrant, QdrantError};
 use serde_json::json;
@@ -426,7 +426,22 @@ impl VectorIndex for QdrantIndex {
         Ok(response.result.map_or(0, |r| r.count))
     }
 
+    fn engine(&self) -> &'static str {
+        "qdrant"
+    }
+
     fn search(&self, vector: &[f32], filter: &Filter, k: usize) -> Result<Vec<(u64, f32)>, VectorError> {
+        self.nearest(vector, filter, k, false)
+    }
+
+    fn search_exact(&self, vector: &[f32], filter: &Filter, k: usize) -> Result<Vec<(u64, f32)>, VectorError> {
+        self.nearest(vector, filter, k, true)
+    }
+}
+
+impl QdrantIndex {
+    /// The `k` nearest points: through HNSW, or `exact`ly.
+    fn nearest(&self, vector: &[f32], filter: &Filter, k: usize, exact: bool) -> Result<Vec<(u64, f32)>, VectorError> {
         self.check_dimension("searching", vector.len())?;
         self.schema.check_filter(filter).map_err(|e| VectorError::new("searching", e))?;
         let prefix = filter.must.iter().any(|c| matches!(c, Condition::Prefix { .. }));
@@ -443,6 +458,7 @@ impl VectorIndex for QdrantIndex {
             .query(Query::new_nearest(vector.to_vec()))
             .filter(server_filter(filter))
             .limit(k.max(1) as u64)
+            .params(SearchParamsBuilder::default().exact(exact))
             .with_payload(false);
         let response = self.run("searching", self.client.query(request))?;
         Ok(response

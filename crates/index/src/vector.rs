@@ -104,6 +104,15 @@ pub trait VectorIndex: Send + Sync {
     /// The `k` points nearest to `vector` within `filter`: (id, cosine
     /// similarity), best first.
     fn search(&self, vector: &[f32], filter: &Filter, k: usize) -> Result<Vec<(u64, f32)>, VectorError>;
+    /// As [`VectorIndex::search`], comparing `vector` with every point
+    /// within `filter` (no approximate index), so that the result is a
+    /// fixed function of those points: what a coverage certificate needs.
+    /// An index whose searches are always exact needs nothing more.
+    fn search_exact(&self, vector: &[f32], filter: &Filter, k: usize) -> Result<Vec<(u64, f32)>, VectorError> {
+        self.search(vector, filter, k)
+    }
+    /// Which engine this is (`edge` or `qdrant`), for the record.
+    fn engine(&self) -> &'static str;
 }
 
 /// Checks `points` and `filter`-free inputs against `schema` (documents
@@ -189,6 +198,10 @@ fn edge_filter(filter: &Filter) -> Result<Option<qdrant_edge::Filter>, VectorErr
 }
 
 impl VectorIndex for EdgeIndex {
+    fn engine(&self) -> &'static str {
+        "edge"
+    }
+
     fn schema(&self) -> &Schema {
         &self.schema
     }
@@ -312,7 +325,11 @@ pub(crate) fn check_backend(
     assert!((hits[0].1 - 1.0).abs() < 1e-4, "{hits:?}");
     for (filter, expected) in sample::filters() {
         assert_eq!(sorted(index.search(&[1.0, 1.0, 1.0], &filter, 10).unwrap()), expected, "{filter:?}");
+        // Exact search compares with every point within the filter: the same here.
+        let exact = index.search_exact(&[1.0, 1.0, 1.0], &filter, 10).unwrap();
+        assert_eq!(exact, index.search(&[1.0, 1.0, 1.0], &filter, 10).unwrap(), "{filter:?}");
     }
+    assert!(["edge", "qdrant"].contains(&index.engine()));
     let err = index.search(&[1.0, 0.0], &Filter::all(), 2).unwrap_err().to_string();
     assert!(err.contains("2-dimensional"), "{err}");
     let err = index.search(&[1.0, 0.0, 0.0], &Filter::all().is("colour", "red"), 2).unwrap_err().to_string();

@@ -66,6 +66,28 @@ pub struct Beir {
     pub qrels: HashMap<String, Judgments>,
 }
 
+impl Beir {
+    /// The judged queries as calibration questions, each document judged
+    /// relevant a gold path (documents are ingested under their ids), in
+    /// file order; queries with no relevant document are left out.
+    pub fn questions(&self) -> Vec<crate::certify::Question> {
+        self.queries
+            .iter()
+            .filter_map(|query| {
+                let judged = self.qrels.get(&query.id)?;
+                let mut gold_paths: Vec<String> =
+                    judged.iter().filter(|(_, grade)| **grade > 0).map(|(doc, _)| doc.clone()).collect();
+                gold_paths.sort();
+                (!gold_paths.is_empty()).then(|| crate::certify::Question {
+                    question: query.text.clone(),
+                    gold: Vec::new(),
+                    gold_paths,
+                })
+            })
+            .collect()
+    }
+}
+
 fn read(path: &Path) -> Result<String, BeirError> {
     std::fs::read_to_string(path).map_err(|source| BeirError::Io { path: path.to_path_buf(), source })
 }

@@ -3,32 +3,62 @@
 //! answering a query at level α with every chunk the certificate admits.
 //!
 //! **The score function** is fixed and named in every certificate, and the
-//! same code scores candidates at query time. A chunk that is in neither
+//! same code scores candidates at query time: BM25 with the statistics of
+//! the documents within the search's filter only ([`Bm25::search_within`]),
+//! exact cosine similarity within the filter, fused per query. So a score
+//! depends on nothing outside the filter — not another collection's or
+//! tenant's ingest, not a segment merge. A chunk that is in neither
 //! candidate list (the top [`Rag::options`]`.candidates` of BM25 and of
 //! dense search) is not found: its nonconformity is `+∞`.
 //!
-//! **Staleness.** A certificate records the collection's change counter
-//! (chunks written plus chunks removed) and chunk count when it was issued.
-//! It is stale once the chunks changed since then exceed
-//! [`STALE_SHARE`] of the chunks it was calibrated on, or the embedder or
-//! the number of candidates per list is not the one it was calibrated with
-//! (the scores are then another function): the calibration questions no longer
-//! describe the collection, so the guarantee is not claimed (the set is
-//! still returned, flagged). Re-run `engram calibrate` to renew it.
+//! **Strata.** A filter (tenant, path prefix, tags, time) changes the
+//! candidates, the normalization and the questions people ask, so a
+//! certificate is calibrated under one filter, its [`Stratum`] (Mondrian
+//! conformal prediction), and a search claims a guarantee only with a
+//! certificate of the same collection and stratum.
+//!
+//! **Changes.** A certificate records the collection's change counter
+//! (chunks written plus chunks removed, in the whole collection: a
+//! conservative count for a stratum) and the chunks within its stratum.
+//! Exchangeability, and so `1 − α`, holds exactly only while nothing
+//! changed; within [`RagOptions::stale_share`] of the chunks it is
+//! `approximate` (no guarantee claimed); beyond, or under another embedder,
+//! candidate count, vector engine or score definition, it is stale. Re-run
+//! `engram calibrate` to renew it.
+//!
+//! **A finite calibration set.** Each certificate also states the coverage
+//! it delivers with probability `1 − δ` over the draw of its questions
+//! ([`Pac`]).
 
 use std::collections::{HashMap, HashSet};
 
+#[cfg(doc)]
+use engram_index::Bm25;
 use engram_index::{Fusion, fuse};
-use engram_ops::CollectionName;
+use engram_ops::{CollectionName, TenantId};
 use engram_store::rusqlite::{OptionalExtension, params};
 use engram_store::{Entity, Op};
 use serde::{Deserialize, Serialize};
 
-use crate::conformal::{self, Calibration, HeldOut, Threshold};
+#[cfg(doc)]
+use crate::RagOptions;
+use crate::conformal::{self, Calibration, HeldOut, Pac, Threshold};
 use crate::{ChunkId, Filter, Hit, Mode, Rag, RagError};
 
-/// Share of a collection that may change before its certificates go stale.
+/// Default share of a stratum's chunks that may change before its
+/// certificates go stale (`retrieval.stale_share`).
 pub const STALE_SHARE: f64 = 0.10;
+/// Default `δ` of a certificate's PAC statement (`retrieval.pac_delta`).
+pub const PAC_DELTA: f64 = 0.05;
+/// The definition of the score functions certificates are issued under:
+/// 1 = BM25 with the statistics of the filtered documents and exact vector
+/// search. Certificates of another version (0: from before versions, BM25
+/// with whole-index statistics) are stale.
+pub const SCORE_VERSION: u32 = 1;
+/// [`SplitMix::stream`] purpose: the chunks LLM-written questions are about.
+pub const SAMPLE_STREAM: u64 = 1;
+/// [`SplitMix::stream`] purpose: the calibration/held-out split.
+pub const HOLDOUT_STREAM: u64 = 2;
 
 /// How a chunk is scored against a question (higher is better); the
 /// nonconformity is the negated score.
@@ -134,6 +164,74 @@ impl Question {
     }
 }
 
+/// The part of a collection a certificate is calibrated on and claims for:
+/// a search's filter other than the collection (Mondrian strata).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Stratum {
+    /// Only this tenant's documents.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tenant: Option<TenantId>,
+    /// Only documents whose path starts with this.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path_prefix: Option<String>,
+    /// Only documents carrying every one of these tags (sorted, once each).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tags: Vec<String>,
+    /// Only documents ingested in `[from, to)`, Unix seconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub time: Option<[i64; 2]>,
+}
+
+impl Stratum {
+    /// The stratum a search's filter falls in (its collection aside).
+    pub fn of(filter: &Filter) -> Self {
+        let mut tags = filter.tags.clone();
+        tags.sort();
+        tags.dedup();
+        Self {
+            tenant: filter.tenant.clone(),
+            path_prefix: filter.path_prefix.clone(),
+            tags,
+            time: filter.time.as_ref().map(|range| [range.start, range.end]),
+        }
+    }
+
+    /// The filter of this stratum in `collection`.
+    pub fn filter(&self, collection: &CollectionName) -> Filter {
+        Filter {
+            collection: Some(collection.clone()),
+            tenant: self.tenant.clone(),
+            path_prefix: self.path_prefix.clone(),
+            tags: self.tags.clone(),
+            time: self.time.map(|[from, to]| from..to),
+        }
+    }
+
+    /// Whether it is the whole collection.
+    pub fn is_whole(&self) -> bool {
+        *self == Self::default()
+    }
+
+    /// In words, for messages and the population a guarantee is for.
+    pub fn describe(&self) -> String {
+        let mut parts = Vec::new();
+        if let Some(tenant) = &self.tenant {
+            parts.push(format!("tenant `{tenant}`"));
+        }
+        if let Some(prefix) = &self.path_prefix {
+            parts.push(format!("paths starting {prefix:?}"));
+        }
+        if !self.tags.is_empty() {
+            parts.push(format!("tags {}", self.tags.join(" + ")));
+        }
+        if let Some([from, to]) = self.time {
+            parts.push(format!("ingested in [{from}, {to})"));
+        }
+        if parts.is_empty() { "the whole collection".to_owned() } else { parts.join(", ") }
+    }
+}
+
 /// A calibration result kept in the journal.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Certificate {
@@ -141,14 +239,23 @@ pub struct Certificate {
     pub id: String,
     /// The collection it certifies.
     pub collection: String,
+    /// The filter it was calibrated under, and the only one it claims for.
+    #[serde(default)]
+    pub stratum: Stratum,
     /// The collection's change counter when issued (its version).
     pub collection_version: u64,
-    /// Chunks in the collection when issued.
+    /// Chunks within the stratum when issued.
     pub chunks: u64,
     /// The embedder it was calibrated with.
     pub embedder: String,
     /// The score function.
     pub score_function: ScoreFunction,
+    /// The definition the score function had ([`SCORE_VERSION`]).
+    #[serde(default)]
+    pub score_version: u32,
+    /// The vector engine that scored (`edge` or `qdrant`, searched exactly).
+    #[serde(default)]
+    pub vectors: String,
     /// Candidates per list.
     pub candidates: usize,
     /// The level and threshold (on nonconformity = −score).
@@ -156,12 +263,59 @@ pub struct Certificate {
     /// The threshold as a minimum score (`null` when unbounded: every
     /// candidate is in the set).
     pub min_score: Option<f64>,
+    /// The coverage this calibration delivers with probability `1 − δ`
+    /// over the draw of its questions (`null` when unbounded).
+    #[serde(default)]
+    pub pac: Option<Pac>,
     /// How the threshold did on questions held out of the calibration.
     pub held_out: Option<HeldOut>,
-    /// Where the questions came from (a file, or "generated").
+    /// Where the questions came from (a file, or "generated"): the
+    /// guarantee is for questions drawn like these.
     pub questions_from: String,
     /// Creation time, ms since the Unix epoch.
     pub created_at_ms: i64,
+}
+
+impl Certificate {
+    /// The coverage it promises, `1 − α`.
+    pub fn target(&self) -> f64 {
+        1.0 - self.calibration.alpha
+    }
+
+    /// Whom the guarantee is for.
+    pub fn population(&self) -> String {
+        format!(
+            "questions drawn like the calibration questions ({}) about {} of collection `{}`, whose evidence is in it",
+            self.questions_from,
+            self.stratum.describe(),
+            self.collection
+        )
+    }
+
+    /// When the calibration set is too small for a useful statement: what
+    /// it does guarantee, and how many questions would be enough.
+    pub fn advice(&self) -> Option<String> {
+        let alpha = self.calibration.alpha;
+        let n = self.calibration.n;
+        let needed = conformal::questions_needed(alpha, self.pac.map_or(PAC_DELTA, |p| p.delta));
+        let more = needed.map_or_else(String::new, |m| {
+            format!("; about {m} questions would bring it within {} of the target", conformal::USEFUL_GAP)
+        });
+        match self.pac {
+            None => Some(format!(
+                "{n} questions cannot certify α = {alpha}: the set is every candidate ({} is the fewest that can){more}",
+                (1.0 / alpha - 1.0).ceil()
+            )),
+            Some(pac) if pac.coverage < self.target() - conformal::USEFUL_GAP => Some(format!(
+                "with {n} questions, this certificate's coverage is at least {:.3} with probability {:.2} over the \
+                 questions drawn, not {:.3}{more}",
+                pac.coverage,
+                1.0 - pac.delta,
+                self.target()
+            )),
+            Some(_) => None,
+        }
+    }
 }
 
 /// A certificate and whether it still holds.
@@ -170,10 +324,30 @@ pub struct CertificateStatus {
     /// The certificate.
     #[serde(flatten)]
     pub certificate: Certificate,
-    /// Chunk changes since it was issued.
+    /// Chunk changes in the collection since it was issued.
     pub changes_since: u64,
+    /// Changes it tolerates as `approximate` before it is stale.
+    pub allowed_changes: u64,
+    /// The collection changed since, within the allowance: exchangeability,
+    /// and so `1 − α`, holds only approximately (claimed by no search).
+    pub approximate: bool,
     /// Whether it is stale (see the module documentation).
     pub stale: bool,
+    /// Why it is stale.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stale_because: Option<String>,
+}
+
+impl CertificateStatus {
+    /// Exactly as calibrated: nothing changed, same score function.
+    pub fn exact(&self) -> bool {
+        !self.stale && !self.approximate
+    }
+
+    /// 0 exact, 1 approximate, 2 stale: the order certificates are preferred in.
+    fn freshness(&self) -> u8 {
+        if self.stale { 2 } else { u8::from(self.approximate) }
+    }
 }
 
 /// How to calibrate.
@@ -189,6 +363,8 @@ pub struct CalibrateOptions {
     pub seed: u64,
     /// Where the questions came from, for the record.
     pub questions_from: String,
+    /// The filter to calibrate under (besides the collection).
+    pub stratum: Stratum,
 }
 
 impl CalibrateOptions {
@@ -205,26 +381,79 @@ impl CalibrateOptions {
     }
 }
 
+/// Why a conformal answer claims no guarantee.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum NoGuarantee {
+    /// `max_chunks` cut the set.
+    MaxChunks,
+    /// `max_tokens` cut the set.
+    MaxTokens,
+    /// The certificate's threshold is unbounded (too few calibration
+    /// questions for the level, or too many misses): the set would be the
+    /// whole collection, and only the candidates came back.
+    Unbounded,
+    /// The certificate was calibrated under another filter than the search's.
+    OtherFilter,
+    /// The collection changed since calibration, within the allowance.
+    Approximate,
+    /// The certificate is stale.
+    Stale,
+}
+
+impl NoGuarantee {
+    /// In words, for the CLI.
+    pub fn describe(self) -> &'static str {
+        match self {
+            Self::MaxChunks => "cut by --max-chunks",
+            Self::MaxTokens => "cut by --max-tokens",
+            Self::Unbounded => "the threshold is unbounded (every candidate; calibrate with more questions)",
+            Self::OtherFilter => "no certificate for this filter (engram calibrate with the same filter)",
+            Self::Approximate => "the collection changed since calibration: approximate",
+            Self::Stale => "the certificate is stale (engram calibrate)",
+        }
+    }
+
+    /// Whether it is a cut of the set.
+    pub fn cuts(self) -> bool {
+        matches!(self, Self::MaxChunks | Self::MaxTokens | Self::Unbounded)
+    }
+}
+
 /// A conformal answer: every admitted chunk, and what is claimed.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct ConformalSet {
     /// The certificate used.
     pub certificate: String,
-    /// The level asked for.
+    /// The level it was calibrated at.
     pub alpha: f64,
+    /// `1 − α`: what it promises when it holds.
+    pub target: f64,
     /// The minimum score admitted (`null`: every candidate).
     pub min_score: Option<f64>,
     /// Whether a size or token cap cut the set, or the certificate's
-    /// threshold is unbounded (the set would be the whole collection, and
-    /// only the candidates are returned): then no guarantee.
+    /// threshold is unbounded (see `no_guarantee`).
     pub truncated: bool,
-    /// Whether the certificate is stale (then no guarantee).
+    /// Whether the certificate is stale.
     pub stale: bool,
-    /// `1 − α` when the guarantee holds, else `null`.
+    /// Whether the collection changed since calibration, within the
+    /// allowance: the level holds only approximately.
+    pub approximate: bool,
+    /// `1 − α` when the guarantee holds exactly, else `null`.
     pub coverage_guarantee: Option<f64>,
+    /// With the guarantee: the coverage this certificate delivers with
+    /// probability `1 − δ` over its calibration questions.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pac: Option<Pac>,
+    /// Why `coverage_guarantee` is `null` (empty when it holds).
+    pub no_guarantee: Vec<NoGuarantee>,
+    /// The filter the certificate was calibrated under.
+    pub stratum: Stratum,
+    /// Where its calibration questions came from.
+    pub questions_from: String,
     /// Whom the guarantee is for: it is a probability over questions
     /// drawn like the certificate's calibration questions, about this
-    /// collection, not a promise about any one question.
+    /// stratum, not a promise about any one question.
     pub population: String,
     /// Chunks in the full set, before any cap.
     pub set_size: usize,
@@ -236,6 +465,14 @@ pub struct ConformalSet {
 pub struct SplitMix(pub u64);
 
 impl SplitMix {
+    /// An independent stream of `seed` for one `purpose` (such as
+    /// [`SAMPLE_STREAM`]), so that one seed can drive several draws whose
+    /// orders are unrelated.
+    pub fn stream(seed: u64, purpose: u64) -> Self {
+        let mut mix = SplitMix(seed ^ purpose.wrapping_mul(0xD6E8_FEB8_6659_FD93));
+        SplitMix(mix.next_u64())
+    }
+
     /// The next 64 random bits.
     pub fn next_u64(&mut self) -> u64 {
         self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
@@ -264,15 +501,21 @@ pub fn set_size(scored: &[(ChunkId, f64)], threshold: Threshold) -> usize {
     scored.iter().filter(|(_, s)| threshold.admits(-s)).count()
 }
 
+/// One calibration question scored: the gold's nonconformity and every
+/// candidate's score, best first.
+type Scored = (f64, Vec<(ChunkId, f64)>);
+
 impl Rag {
-    /// Scores `query`'s candidates in `collection` with `function`, best first.
+    /// Scores `query`'s candidates within `filter` with `function`, best
+    /// first: BM25 with the filtered documents' statistics and exact vector
+    /// search, so the scores are a fixed function of the filtered chunks.
     pub fn scored(
         &self,
         query: &str,
         filter: &Filter,
         function: ScoreFunction,
     ) -> Result<Vec<(ChunkId, f64)>, RagError> {
-        let lists = self.lists(query, filter, Mode::Hybrid, self.options().candidates)?;
+        let lists = self.lists(query, filter, Mode::Hybrid, self.options().candidates, true)?;
         let (bm25, dense) = match &lists[..] {
             [bm25, dense] => (bm25.as_slice(), dense.as_slice()),
             _ => (&[][..], &[][..]),
@@ -280,7 +523,26 @@ impl Rag {
         Ok(function.score(bm25, dense))
     }
 
-    /// Calibrates `collection` on `questions` and stores the certificate.
+    /// Each question scored within `filter`.
+    fn score_questions(
+        &self,
+        questions: &[Question],
+        golds: &[HashSet<ChunkId>],
+        filter: &Filter,
+        function: ScoreFunction,
+    ) -> Result<Vec<Scored>, RagError> {
+        questions
+            .iter()
+            .zip(golds)
+            .map(|(q, gold)| {
+                let scored = self.scored(&q.question, filter, function)?;
+                Ok((nonconformity(&scored, |id| gold.contains(&id)), scored))
+            })
+            .collect()
+    }
+
+    /// Calibrates `collection` (within `options.stratum`) on `questions`
+    /// and stores the certificate.
     pub fn calibrate(
         &self,
         collection: &str,
@@ -289,21 +551,24 @@ impl Rag {
     ) -> Result<Certificate, RagError> {
         options.validate()?;
         let info = self.collection(collection)?;
-        if info.chunks == 0 {
-            return Err(RagError::Invalid(format!("collection {collection:?} has no chunks to calibrate on")));
+        let filter =
+            options.stratum.filter(&CollectionName::new(collection).map_err(|e| RagError::Invalid(e.to_string()))?);
+        let within = if info.chunks == 0 { Vec::new() } else { self.chunks_within(&filter)? };
+        if within.is_empty() {
+            let place = if options.stratum.is_whole() {
+                String::new()
+            } else {
+                format!(" within {}", options.stratum.describe())
+            };
+            return Err(RagError::Invalid(format!("collection {collection:?} has no chunks{place} to calibrate on")));
         }
         if questions.is_empty() {
             return Err(RagError::Invalid("no calibration questions".to_owned()));
         }
-        let golds = self.resolve_golds(collection, questions)?;
-        let filter = Filter::collection(collection)?;
-        let mut scores = Vec::with_capacity(questions.len());
-        for (q, gold) in questions.iter().zip(&golds) {
-            let scored = self.scored(&q.question, &filter, options.score_function)?;
-            scores.push((nonconformity(&scored, |id| gold.contains(&id)), scored));
-        }
+        let golds = resolve_golds(&filter, &within, questions)?;
+        let scores = self.score_questions(questions, &golds, &filter, options.score_function)?;
         let mut order: Vec<usize> = (0..scores.len()).collect();
-        SplitMix(options.seed).shuffle(&mut order);
+        SplitMix::stream(options.seed, HOLDOUT_STREAM).shuffle(&mut order);
         let held = ((scores.len() as f64) * options.holdout).floor() as usize;
         let (test, cal) = order.split_at(held);
         let cal_scores: Vec<f64> = cal.iter().map(|&i| scores[i].0).collect();
@@ -314,19 +579,26 @@ impl Rag {
                 test.iter().map(|&i| (scores[i].0, set_size(&scores[i].1, calibration.threshold))).collect();
             conformal::held_out(&calibration, &rows)
         });
+        let delta = self.options().pac_delta;
         let created_at_ms = now_ms();
         let certificate = Certificate {
             id: format!("cert-{collection}-{created_at_ms}"),
             collection: collection.to_owned(),
+            stratum: options.stratum.clone(),
             collection_version: info.changes,
-            chunks: info.chunks,
+            chunks: within.len() as u64,
             embedder: self.embedder().name.clone(),
             score_function: options.score_function,
+            score_version: SCORE_VERSION,
+            vectors: self.index.vectors().engine().to_owned(),
             candidates: self.options().candidates,
             min_score: match calibration.threshold {
                 Threshold::Finite(t) => Some(-t),
                 Threshold::Unbounded => None,
             },
+            pac: conformal::pac_coverage(calibration.n, calibration.rank, delta)
+                .filter(|_| calibration.threshold != Threshold::Unbounded)
+                .map(|coverage| Pac { delta, coverage }),
             calibration,
             held_out,
             questions_from: options.questions_from.clone(),
@@ -346,52 +618,26 @@ impl Rag {
         Ok(certificate)
     }
 
-    /// Each question's gold chunks (its ids and the chunks of its paths);
-    /// an unknown id or path, or a question without text or gold, is an
-    /// error naming the question's line.
-    fn resolve_golds(&self, collection: &str, questions: &[Question]) -> Result<Vec<HashSet<ChunkId>>, RagError> {
-        let chunks = self.chunk_ids(collection)?;
-        let ids: HashSet<ChunkId> = chunks.iter().map(|(id, _)| *id).collect();
-        let mut by_path: HashMap<&str, Vec<ChunkId>> = HashMap::new();
-        for (id, path) in &chunks {
-            by_path.entry(path.as_str()).or_default().push(*id);
+    /// The chunks within `filter` (which names a collection), with their
+    /// document paths.
+    pub fn chunks_within(&self, filter: &Filter) -> Result<Vec<(ChunkId, String)>, RagError> {
+        let collection = filter
+            .collection
+            .as_ref()
+            .ok_or_else(|| RagError::Invalid("a stratum is within one collection".to_owned()))?;
+        let chunks = self.chunk_ids(collection.as_str())?;
+        if Stratum::of(filter).is_whole() {
+            return Ok(chunks);
         }
-        let mut golds: Vec<HashSet<ChunkId>> = Vec::with_capacity(questions.len());
-        for (i, q) in questions.iter().enumerate() {
-            let mut gold: HashSet<ChunkId> = HashSet::new();
-            for id in &q.gold {
-                if !ids.contains(id) {
-                    return Err(RagError::Invalid(format!(
-                        "question {} names chunk {id}, which is not in collection {collection:?}",
-                        i + 1
-                    )));
-                }
-                gold.insert(*id);
-            }
-            for path in &q.gold_paths {
-                let Some(found) = by_path.get(path.as_str()) else {
-                    return Err(RagError::Invalid(format!(
-                        "question {} names document {path:?}, which is not in collection {collection:?}",
-                        i + 1
-                    )));
-                };
-                gold.extend(found);
-            }
-            if gold.is_empty() || q.question.trim().is_empty() {
-                return Err(RagError::Invalid(format!(
-                    "question {} needs a question and at least one gold chunk or path",
-                    i + 1
-                )));
-            }
-            golds.push(gold);
-        }
-        Ok(golds)
+        // The filter's other conditions, as the indexes apply them.
+        let (within, _) = self.index_ids(filter)?;
+        Ok(chunks.into_iter().filter(|(id, _)| within.contains(id)).collect())
     }
 
     /// How certificate `id` does on `questions` (say, real users' questions
     /// after calibrating on generated ones): the share whose gold chunk is
     /// in the certified set, and the set sizes, with the certificate's own
-    /// score function and threshold; with the certificate's status.
+    /// stratum, score function and threshold; with the certificate's status.
     pub fn check_certificate(
         &self,
         id: &str,
@@ -402,13 +648,14 @@ impl Rag {
         if questions.is_empty() {
             return Err(RagError::Invalid("no questions to check the certificate on".to_owned()));
         }
-        let golds = self.resolve_golds(&cert.collection, questions)?;
-        let filter = Filter::collection(&cert.collection)?;
-        let mut rows = Vec::with_capacity(questions.len());
-        for (q, gold) in questions.iter().zip(&golds) {
-            let scored = self.scored(&q.question, &filter, cert.score_function)?;
-            rows.push((nonconformity(&scored, |id| gold.contains(&id)), set_size(&scored, cert.calibration.threshold)));
-        }
+        let collection = CollectionName::new(&cert.collection).map_err(|e| RagError::Invalid(e.to_string()))?;
+        let filter = cert.stratum.filter(&collection);
+        let golds = resolve_golds(&filter, &self.chunks_within(&filter)?, questions)?;
+        let rows: Vec<(f64, usize)> = self
+            .score_questions(questions, &golds, &filter, cert.score_function)?
+            .into_iter()
+            .map(|(gold, scored)| (gold, set_size(&scored, cert.calibration.threshold)))
+            .collect();
         let checked = conformal::held_out(&cert.calibration, &rows);
         Ok((status, checked))
     }
@@ -435,15 +682,54 @@ impl Rag {
                 let certificate: Certificate = serde_json::from_str(body)
                     .map_err(|e| RagError::Invalid(format!("a stored certificate does not parse: {e}")))?;
                 let now = collections.get(&certificate.collection).copied().unwrap_or(u64::MAX);
-                let changes_since = now.saturating_sub(certificate.collection_version);
-                let allowed = (certificate.chunks as f64 * STALE_SHARE).floor() as u64;
-                // Another embedder or candidate count is another score function.
-                let stale = changes_since > allowed
-                    || certificate.embedder != self.embedder().name
-                    || certificate.candidates != self.options().candidates;
-                Ok(CertificateStatus { certificate, changes_since, stale })
+                Ok(self.status(certificate, now))
             })
             .collect()
+    }
+
+    /// Whether `certificate` still holds, with its collection's change
+    /// counter now at `now`.
+    fn status(&self, certificate: Certificate, now: u64) -> CertificateStatus {
+        let changes_since = now.saturating_sub(certificate.collection_version);
+        let allowed_changes = (certificate.chunks as f64 * self.options().stale_share).floor() as u64;
+        let vectors = self.index.vectors().engine();
+        // Anything else is another score function.
+        let other_function = if certificate.embedder != self.embedder().name {
+            Some(format!("calibrated with embedder {}, searches use {}", certificate.embedder, self.embedder().name))
+        } else if certificate.candidates != self.options().candidates {
+            Some(format!(
+                "calibrated with {} candidates per list, searches use {}",
+                certificate.candidates,
+                self.options().candidates
+            ))
+        } else if certificate.vectors != vectors {
+            Some(format!("calibrated on the {:?} vector engine, searches use {vectors:?}", certificate.vectors))
+        } else if certificate.score_version != SCORE_VERSION {
+            Some(format!(
+                "calibrated under score definition {}, searches use {SCORE_VERSION}",
+                certificate.score_version
+            ))
+        } else {
+            None
+        };
+        let stale_because = other_function.or_else(|| {
+            (changes_since > allowed_changes).then(|| {
+                format!(
+                    "{changes_since} chunk changes since calibration, more than the {allowed_changes} allowed ({} of {} chunks)",
+                    self.options().stale_share,
+                    certificate.chunks
+                )
+            })
+        });
+        let stale = stale_because.is_some();
+        CertificateStatus {
+            certificate,
+            changes_since,
+            allowed_changes,
+            approximate: !stale && changes_since > 0,
+            stale,
+            stale_because,
+        }
     }
 
     /// One certificate by id.
@@ -459,10 +745,13 @@ impl Rag {
             .ok_or_else(|| RagError::NotFound(format!("there is no certificate {id:?}")))
     }
 
-    /// Every chunk of `collection` the newest certificate at level `alpha`
-    /// admits for `query` (a certificate at a smaller α also certifies
-    /// `alpha`, with larger sets). `max_chunks` and `max_tokens` cap what is
-    /// returned; a cut set is flagged `truncated` and claims nothing.
+    /// Every chunk within `filter` that a certificate of its collection at
+    /// level `alpha` or below admits for `query`. The certificate chosen
+    /// is the one that can claim most: same stratum as the filter first,
+    /// then exact before approximate before stale, then the closest level
+    /// (a smaller α also certifies `alpha`, with larger sets), then the
+    /// newest. `max_chunks` and `max_tokens` cap what is returned; a cut
+    /// set claims nothing, and `no_guarantee` says why.
     pub fn conformal_search(
         &self,
         query: &str,
@@ -477,30 +766,44 @@ impl Rag {
         let collection = filter.collection.as_ref().map(CollectionName::as_str).ok_or_else(|| {
             RagError::Invalid("a search at a level alpha needs a collection (certificates are per collection)".into())
         })?;
+        let stratum = Stratum::of(filter);
         let all = self.certificates(Some(collection))?;
-        let mut usable: Vec<&CertificateStatus> =
-            all.iter().filter(|c| c.certificate.calibration.alpha <= alpha + 1e-12).collect();
-        // Closest level first, then fresh before stale, then newest.
-        usable.sort_by(|a, b| {
-            b.certificate
-                .calibration
-                .alpha
-                .total_cmp(&a.certificate.calibration.alpha)
-                .then(a.stale.cmp(&b.stale))
-                .then(b.certificate.created_at_ms.cmp(&a.certificate.created_at_ms))
-        });
-        let Some(status) = usable.first() else {
-            return Err(RagError::Invalid(format!(
-                "collection {collection:?} has no certificate at alpha {alpha} or below: run `engram calibrate --collection {collection} --alpha {alpha}`"
-            )));
-        };
+        let status = all
+            .iter()
+            .filter(|c| c.certificate.calibration.alpha <= alpha + 1e-12)
+            .min_by(|a, b| {
+                (a.certificate.stratum != stratum)
+                    .cmp(&(b.certificate.stratum != stratum))
+                    .then(a.freshness().cmp(&b.freshness()))
+                    .then(b.certificate.calibration.alpha.total_cmp(&a.certificate.calibration.alpha))
+                    .then(b.certificate.created_at_ms.cmp(&a.certificate.created_at_ms))
+            })
+            .ok_or_else(|| {
+                RagError::Invalid(format!(
+                    "collection {collection:?} has no certificate at alpha {alpha} or below: run `engram calibrate --collection {collection} --alpha {alpha}`"
+                ))
+            })?;
         let cert = &status.certificate;
         let scored = self.scored(query, filter, cert.score_function)?;
         let admitted: Vec<(ChunkId, f64)> =
             scored.into_iter().filter(|(_, s)| cert.calibration.threshold.admits(-s)).collect();
         let set_size = admitted.len();
         let mut hits = self.hydrate(&admitted[..admitted.len().min(max_chunks)])?;
-        let mut truncated = set_size > max_chunks || cert.calibration.threshold == Threshold::Unbounded;
+        let mut no_guarantee = Vec::new();
+        if cert.stratum != stratum {
+            no_guarantee.push(NoGuarantee::OtherFilter);
+        }
+        if status.stale {
+            no_guarantee.push(NoGuarantee::Stale);
+        } else if status.approximate {
+            no_guarantee.push(NoGuarantee::Approximate);
+        }
+        if cert.calibration.threshold == Threshold::Unbounded {
+            no_guarantee.push(NoGuarantee::Unbounded);
+        }
+        if set_size > max_chunks {
+            no_guarantee.push(NoGuarantee::MaxChunks);
+        }
         if let Some(budget) = max_tokens {
             let mut used = 0;
             let mut keep = 0;
@@ -514,29 +817,185 @@ impl Rag {
             }
             if keep < hits.len() {
                 hits.truncate(keep);
-                truncated = true;
+                no_guarantee.push(NoGuarantee::MaxTokens);
             }
         }
-        let holds = !truncated && !status.stale;
+        let holds = no_guarantee.is_empty();
         Ok(ConformalSet {
             certificate: cert.id.clone(),
             alpha: cert.calibration.alpha,
+            target: cert.target(),
             min_score: cert.min_score,
-            truncated,
+            truncated: no_guarantee.iter().any(|r| r.cuts()),
             stale: status.stale,
-            coverage_guarantee: holds.then_some(1.0 - cert.calibration.alpha),
-            population: format!(
-                "questions drawn like the calibration questions ({}) about collection `{}`",
-                cert.questions_from, cert.collection
-            ),
+            approximate: status.approximate,
+            coverage_guarantee: holds.then(|| cert.target()),
+            pac: if holds { cert.pac } else { None },
+            no_guarantee,
+            stratum: cert.stratum.clone(),
+            questions_from: cert.questions_from.clone(),
+            population: cert.population(),
             set_size,
             hits,
         })
     }
 }
 
+/// Each question's gold chunks (its ids and the chunks of its paths)
+/// among `within`, the chunks of `filter`; an id or path outside it, or a
+/// question without text or gold, is an error naming the question's line.
+fn resolve_golds(
+    filter: &Filter,
+    within: &[(ChunkId, String)],
+    questions: &[Question],
+) -> Result<Vec<HashSet<ChunkId>>, RagError> {
+    let ids: HashSet<ChunkId> = within.iter().map(|(id, _)| *id).collect();
+    let mut by_path: HashMap<&str, Vec<ChunkId>> = HashMap::new();
+    for (id, path) in within {
+        by_path.entry(path.as_str()).or_default().push(*id);
+    }
+    let collection = filter.collection.as_ref().map_or("", CollectionName::as_str);
+    let stratum = Stratum::of(filter);
+    let place = if stratum.is_whole() {
+        format!("collection {collection:?}")
+    } else {
+        format!("collection {collection:?} within {}", stratum.describe())
+    };
+    let mut golds: Vec<HashSet<ChunkId>> = Vec::with_capacity(questions.len());
+    for (i, q) in questions.iter().enumerate() {
+        let mut gold: HashSet<ChunkId> = HashSet::new();
+        for id in &q.gold {
+            if !ids.contains(id) {
+                return Err(RagError::Invalid(format!("question {} names chunk {id}, which is not in {place}", i + 1)));
+            }
+            gold.insert(*id);
+        }
+        for path in &q.gold_paths {
+            let Some(found) = by_path.get(path.as_str()) else {
+                return Err(RagError::Invalid(format!(
+                    "question {} names document {path:?}, which is not in {place}",
+                    i + 1
+                )));
+            };
+            gold.extend(found);
+        }
+        if gold.is_empty() || q.question.trim().is_empty() {
+            return Err(RagError::Invalid(format!(
+                "question {} needs a question and at least one gold chunk or path",
+                i + 1
+            )));
+        }
+        golds.push(gold);
+    }
+    Ok(golds)
+}
+
 fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const BM25: [(ChunkId, f32); 2] = [(ChunkId(1), 4.0), (ChunkId(2), 2.0)];
+    const DENSE: [(ChunkId, f32); 2] = [(ChunkId(2), 0.75), (ChunkId(3), 0.25)];
+
+    fn close(got: &[(ChunkId, f64)], expected: &[(u64, f64)]) {
+        assert_eq!(got.len(), expected.len(), "{got:?}");
+        for ((id, score), (want_id, want)) in got.iter().zip(expected) {
+            assert_eq!(id.0, *want_id, "{got:?}");
+            assert!((score - want).abs() < 1e-12, "{got:?}");
+        }
+    }
+
+    #[test]
+    fn each_score_function_scores_both_lists_as_documented() {
+        // Dense: cosine, and −1 for what only BM25 found.
+        close(&ScoreFunction::Dense.score(&BM25, &DENSE), &[(2, 0.75), (3, 0.25), (1, -1.0)]);
+        // Scaled: ½·BM25/best + ½·cosine.
+        close(&ScoreFunction::HybridScaled.score(&BM25, &DENSE), &[(2, 0.625), (1, 0.5), (3, 0.125)]);
+        // RRF with k = 60, ranks from 1.
+        close(
+            &ScoreFunction::HybridRrf.score(&BM25, &DENSE),
+            &[(2, 1.0 / 62.0 + 1.0 / 61.0), (1, 1.0 / 61.0), (3, 1.0 / 62.0)],
+        );
+        // Min-max: each list to [0, 1], ½ each; ties keep first appearance.
+        close(&ScoreFunction::HybridMinMax.score(&BM25, &DENSE), &[(1, 0.5), (2, 0.5), (3, 0.0)]);
+        // Nothing found scores nothing; one list alone still scores.
+        assert!(ScoreFunction::HybridMinMax.score(&[], &[]).is_empty());
+        close(&ScoreFunction::HybridScaled.score(&[], &DENSE), &[(2, 0.375), (3, 0.125)]);
+        for function in ScoreFunction::ALL {
+            assert_eq!(ScoreFunction::parse(function.as_str()), Some(function));
+        }
+    }
+
+    #[test]
+    fn nonconformity_is_the_best_gold_and_a_miss_is_infinite() {
+        let scored = ScoreFunction::HybridScaled.score(&BM25, &DENSE);
+        assert_eq!(nonconformity(&scored, |id| id == ChunkId(1) || id == ChunkId(3)), -0.5);
+        assert_eq!(nonconformity(&scored, |id| id == ChunkId(9)), f64::INFINITY);
+        assert_eq!(set_size(&scored, Threshold::Finite(-0.5)), 2);
+        assert_eq!(set_size(&scored, Threshold::Unbounded), 3);
+    }
+
+    /// A threshold read back from the journal is the one written, bit for
+    /// bit, for the discrete scores that fusion produces (exactly 1.0 and
+    /// ½ sums of min-max ratios; sums of 1/(60+r)): a search admits every
+    /// chunk at the threshold.
+    #[test]
+    fn thresholds_survive_storage_bit_for_bit() {
+        let mut scores: Vec<f64> = Vec::new();
+        for n in 2..60_u32 {
+            let bm25: Vec<(ChunkId, f32)> =
+                (0..n).map(|i| (ChunkId(u64::from(i)), 30.0 / (1.0 + i as f32).sqrt())).collect();
+            let dense: Vec<(ChunkId, f32)> =
+                (0..n).rev().map(|i| (ChunkId(u64::from(i)), 0.9 - 0.013 * i as f32)).collect();
+            for function in ScoreFunction::ALL {
+                scores.extend(function.score(&bm25, &dense).into_iter().map(|(_, s)| s));
+            }
+        }
+        assert!(scores.len() > 5_000);
+        for score in scores {
+            let threshold = Threshold::Finite(-score);
+            let text = serde_json::to_string(&threshold).unwrap();
+            let back: Threshold = serde_json::from_str(&text).unwrap();
+            let Threshold::Finite(t) = back else { panic!("{text}") };
+            assert_eq!(t.to_bits(), (-score).to_bits(), "{score:e} came back as {:e}", -t);
+            assert!(back.admits(-score));
+        }
+    }
+
+    #[test]
+    fn streams_of_one_seed_draw_unrelated_orders() {
+        let shuffled = |mut rng: SplitMix| {
+            let mut items: Vec<u32> = (0..100).collect();
+            rng.shuffle(&mut items);
+            items
+        };
+        let sample = shuffled(SplitMix::stream(1, SAMPLE_STREAM));
+        assert_eq!(sample, shuffled(SplitMix::stream(1, SAMPLE_STREAM)), "reproducible");
+        assert_ne!(sample, shuffled(SplitMix::stream(1, HOLDOUT_STREAM)));
+        assert_ne!(sample, shuffled(SplitMix::stream(2, SAMPLE_STREAM)));
+    }
+
+    #[test]
+    fn strata_ignore_tag_order_and_describe_themselves() {
+        let filter = Filter {
+            collection: None,
+            tenant: Some("acme".parse().unwrap()),
+            path_prefix: None,
+            tags: vec!["b".into(), "a".into(), "b".into()],
+            time: Some(1..5),
+        };
+        let stratum = Stratum::of(&filter);
+        assert_eq!(stratum.tags, ["a", "b"]);
+        assert_eq!(stratum.describe(), "tenant `acme`, tags a + b, ingested in [1, 5)");
+        let collection: CollectionName = "docs".parse().unwrap();
+        assert_eq!(Stratum::of(&stratum.filter(&collection)), stratum);
+        assert!(Stratum::default().is_whole() && !stratum.is_whole());
+        assert_eq!(Stratum::default().describe(), "the whole collection");
+    }
 }

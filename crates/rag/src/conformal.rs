@@ -9,6 +9,14 @@
 //! nonconformity is at most the threshold with probability at least `1−α`.
 //! When `⌈(n+1)(1−α)⌉ > n` no finite threshold certifies that level: the
 //! set must be everything ([`Threshold::Unbounded`]).
+//!
+//! **A finite calibration set.** That `1−α` is an average over calibration
+//! draws too. For one calibration, with continuous, tie-free scores, the
+//! coverage it actually delivers is random: Beta(k, n+1−k) for rank k.
+//! [`pac_coverage`] states what it delivers with probability `1−δ` over the
+//! draw (ties only raise coverage, so the bound still holds with them), and
+//! every measured coverage carries a Clopper–Pearson interval
+//! ([`clopper_pearson`]).
 
 use serde::{Deserialize, Serialize};
 
@@ -95,6 +103,54 @@ pub fn calibrate(nonconformity: &[f64], alpha: f64) -> Result<Calibration, Confo
     Ok(Calibration { alpha, n, rank: k, threshold })
 }
 
+/// Confidence of the intervals around measured coverage.
+pub const INTERVAL_LEVEL: f64 = 0.95;
+/// How far below `1−α` the coverage guaranteed with probability `1−δ` may
+/// fall for a calibration to count as a useful statement.
+pub const USEFUL_GAP: f64 = 0.02;
+
+/// What one calibration delivers with high probability over the draw of
+/// its questions (a PAC statement).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct Pac {
+    /// The probability `δ` that the statement fails.
+    pub delta: f64,
+    /// With probability at least `1 − δ` over the calibration questions,
+    /// this certificate's coverage is at least this.
+    pub coverage: f64,
+}
+
+/// The coverage a calibration of `n` questions at rank `rank` delivers with
+/// probability at least `1 − delta`: the `delta`-quantile of
+/// Beta(rank, n + 1 − rank). `None` when the rank exceeds `n` (an
+/// unbounded threshold certifies every candidate, not a level).
+pub fn pac_coverage(n: usize, rank: usize, delta: f64) -> Option<f64> {
+    (rank >= 1 && rank <= n).then(|| puruspe::invbetai(delta, rank as f64, (n + 1 - rank) as f64))
+}
+
+/// The calibration-set size at which the coverage guaranteed with
+/// probability `1 − delta` at level `alpha` comes within [`USEFUL_GAP`]
+/// of `1 − alpha` (searched up to a million questions).
+pub fn questions_needed(alpha: f64, delta: f64) -> Option<usize> {
+    let enough = |n: usize| pac_coverage(n, rank(n, alpha), delta).is_some_and(|c| c >= 1.0 - alpha - USEFUL_GAP);
+    // The bound climbs in steps (the rank is a ceiling): the first size, scanned.
+    (1..=1 << 20).find(|&n| enough(n))
+}
+
+/// A two-sided Clopper–Pearson interval at [`INTERVAL_LEVEL`] for a
+/// proportion of `hits` in `n` (exact: it never undercovers). `[0, 1]`
+/// for `n = 0`.
+pub fn clopper_pearson(hits: usize, n: usize) -> [f64; 2] {
+    if n == 0 {
+        return [0.0, 1.0];
+    }
+    let tail = (1.0 - INTERVAL_LEVEL) / 2.0;
+    let (x, n) = (hits.min(n) as f64, n as f64);
+    let low = if x == 0.0 { 0.0 } else { puruspe::invbetai(tail, x, n - x + 1.0) };
+    let high = if x == n { 1.0 } else { puruspe::invbetai(1.0 - tail, x + 1.0, n - x) };
+    [low, high]
+}
+
 /// How a calibration does on held-out questions.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct HeldOut {
@@ -102,6 +158,9 @@ pub struct HeldOut {
     pub n: usize,
     /// Share whose gold was in the set.
     pub coverage: f64,
+    /// Its Clopper–Pearson interval at [`INTERVAL_LEVEL`].
+    #[serde(default = "unknown_interval")]
+    pub interval: [f64; 2],
     /// Median set size.
     pub median_set: f64,
     /// 90th percentile of the set size.
@@ -120,9 +179,15 @@ pub fn held_out(calibration: &Calibration, questions: &[(f64, usize)]) -> HeldOu
     HeldOut {
         n,
         coverage: if n == 0 { f64::NAN } else { covered as f64 / n as f64 },
+        interval: clopper_pearson(covered, n),
         median_set: quantile(&sizes, 0.5),
         p90_set: quantile(&sizes, 0.9),
     }
+}
+
+/// What a stored report without an interval (from before intervals) reads as.
+fn unknown_interval() -> [f64; 2] {
+    [0.0, 1.0]
 }
 
 /// The `q`-quantile of sorted values (nearest rank); NaN when empty.
@@ -187,9 +252,11 @@ mod tests {
         assert_eq!(calibrate(&ranks(99), 0.001).unwrap().threshold, Threshold::Unbounded);
     }
 
-    /// Exchangeable scores (i.i.d. with misses): over many random splits the
-    /// held-out coverage averages to at least 1−α and at most 1−α+1/(n+1)
-    /// (the theory's bounds), within sampling error.
+    /// Exchangeable scores (i.i.d. with misses): averaged over many random
+    /// calibrations, the held-out coverage is exactly `k/(n+1)` for the
+    /// rank `k` (continuous scores), which lies in `[1−α, 1−α+1/(n+1))`.
+    /// The tolerance is a few standard errors of that average, well under
+    /// `1/(n+1)`, so a rank off by one fails.
     #[test]
     fn coverage_holds_on_a_synthetic_exchangeable_setup() {
         let mut state: u64 = 0x9E37_79B9_7F4A_7C15;
@@ -200,22 +267,63 @@ mod tests {
             state ^= state >> 27;
             (state.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 11) as f64 / (1u64 << 53) as f64
         };
-        let (n_cal, n_test, splits) = (200, 300, 200);
+        let (n_cal, n_test, splits) = (200, 1000, 3000);
         for alpha in [0.05, 0.1, 0.2] {
-            let mut total = 0.0;
+            let mut coverages = Vec::with_capacity(splits);
             for _ in 0..splits {
-                // 3% of questions miss; the rest have a continuous score.
-                let mut draw = || if uniform() < 0.03 { f64::INFINITY } else { -(uniform().ln()) };
+                // 1% of questions miss (+∞, tied); the rest have a continuous
+                // score. Misses rarely reach rank k, which would make the
+                // threshold unbounded and the coverage P(found) instead.
+                let mut draw = || if uniform() < 0.01 { f64::INFINITY } else { -(uniform().ln()) };
                 let cal: Vec<f64> = (0..n_cal).map(|_| draw()).collect();
                 let calibration = calibrate(&cal, alpha).unwrap();
                 let test: Vec<(f64, usize)> = (0..n_test).map(|_| (draw(), 1)).collect();
-                total += held_out(&calibration, &test).coverage;
+                coverages.push(held_out(&calibration, &test).coverage);
             }
-            let mean = total / f64::from(splits);
-            let upper = 1.0 - alpha + 1.0 / (n_cal as f64 + 1.0);
-            // Standard error of the mean over 60,000 draws is below 0.002.
-            assert!(mean >= 1.0 - alpha - 0.006 && mean <= upper + 0.006, "alpha {alpha}: mean coverage {mean}");
+            let mean = coverages.iter().sum::<f64>() / splits as f64;
+            let sd = (coverages.iter().map(|c| (c - mean).powi(2)).sum::<f64>() / (splits - 1) as f64).sqrt();
+            let standard_error = sd / (splits as f64).sqrt();
+            let expected = rank(n_cal, alpha) as f64 / (n_cal as f64 + 1.0);
+            assert!(expected >= 1.0 - alpha && expected < 1.0 - alpha + 1.0 / (n_cal as f64 + 1.0));
+            let tolerance = 4.0 * standard_error;
+            assert!(tolerance < 0.5 / (n_cal as f64 + 1.0), "alpha {alpha}: too few splits to see a rank off by one");
+            assert!((mean - expected).abs() <= tolerance, "alpha {alpha}: mean coverage {mean}, expected {expected}");
+            // One calibration's coverage spreads like Beta(k, n+1-k): its sd
+            // is about sqrt(α(1−α)/n), plus the test set's binomial noise.
+            let beta_sd = (expected * (1.0 - expected) / (n_cal as f64 + 2.0)).sqrt();
+            let binomial_sd = (expected * (1.0 - expected) / n_test as f64).sqrt();
+            let predicted = (beta_sd.powi(2) + binomial_sd.powi(2)).sqrt();
+            assert!((sd / predicted - 1.0).abs() < 0.1, "alpha {alpha}: spread {sd}, predicted {predicted}");
         }
+    }
+
+    #[test]
+    fn pac_bounds_and_intervals_match_reference_values() {
+        // scipy.stats.beta.ppf(0.05, k, n + 1 - k).
+        for (n, alpha, expected) in [
+            (253, 0.1, 0.869_188_029_179_492_3),
+            (19, 0.05, 0.854_131_496_687_756_6),
+            (1000, 0.1, 0.884_075_488_583_474),
+        ] {
+            let got = pac_coverage(n, rank(n, alpha), 0.05).unwrap();
+            assert!((got - expected).abs() < 1e-9, "n {n}: {got} vs {expected}");
+        }
+        assert_eq!(pac_coverage(9, rank(9, 0.05), 0.05), None, "an unbounded rank states no level");
+        // Clopper–Pearson at 95% (scipy).
+        for (hits, n, [low, high]) in [
+            (45, 50, [0.781_864_633_565_797_7, 0.966_724_906_410_977_5]),
+            (0, 10, [0.0, 0.308_497_107_818_760_7]),
+            (10, 10, [0.691_502_892_181_239_2, 1.0]),
+            (456, 505, [0.873_753_112_455_998_1, 0.927_352_922_098_365_5]),
+        ] {
+            let [l, h] = clopper_pearson(hits, n);
+            assert!((l - low).abs() < 1e-9 && (h - high).abs() < 1e-9, "{hits}/{n}: [{l}, {h}]");
+        }
+        assert_eq!(clopper_pearson(0, 0), [0.0, 1.0]);
+        // The first sizes whose 95% bound is within 2 points of the target.
+        assert_eq!(questions_needed(0.1, 0.05), Some(558));
+        assert_eq!(questions_needed(0.05, 0.05), Some(257));
+        assert_eq!(questions_needed(0.2, 0.05), Some(1033));
     }
 
     #[test]
@@ -224,6 +332,7 @@ mod tests {
         let questions = [(1.0, 3), (8.0, 5), (9.0, 7), (f64::INFINITY, 10)];
         let report = held_out(&calibration, &questions);
         assert_eq!(report.coverage, 0.5);
+        assert_eq!(report.interval, clopper_pearson(2, 4));
         assert_eq!((report.median_set, report.p90_set), (5.0, 10.0));
         // Under an unbounded threshold a miss is still a miss.
         let unbounded = calibrate(&ranks(9), 0.05).unwrap();

@@ -38,6 +38,12 @@ pub struct RagOptions {
     pub defer_indexing: bool,
     /// Where chunk embeddings live.
     pub vectors: VectorBackend,
+    /// Share of a stratum's chunks that may change before its certificates
+    /// go stale (`approximate` until then, exact only with no change).
+    pub stale_share: f64,
+    /// `δ` of each certificate's PAC statement: the coverage it states
+    /// holds with probability `1 − δ` over its calibration questions.
+    pub pac_delta: f64,
 }
 
 impl Default for RagOptions {
@@ -49,6 +55,8 @@ impl Default for RagOptions {
             candidates: 100,
             defer_indexing: false,
             vectors: VectorBackend::Edge,
+            stale_share: crate::certify::STALE_SHARE,
+            pac_delta: crate::certify::PAC_DELTA,
         }
     }
 }
@@ -203,7 +211,7 @@ impl Rag {
 
     /// Raw ranked lists: (chunk id, score) best first, up to `k` each.
     pub fn ranked(&self, query: &str, filter: &Filter, mode: Mode, k: usize) -> Result<Vec<(ChunkId, f64)>, RagError> {
-        let lists = self.lists(query, filter, mode, k.max(self.options.candidates))?;
+        let lists = self.lists(query, filter, mode, k.max(self.options.candidates), false)?;
         let fused = match mode {
             Mode::Bm25 | Mode::Dense => {
                 lists.into_iter().next().unwrap_or_default().into_iter().map(|(id, s)| (id, f64::from(s))).collect()
@@ -216,22 +224,30 @@ impl Rag {
         Ok(fused.into_iter().take(k).collect())
     }
 
-    /// The BM25 and/or dense candidate lists for `query`.
+    /// The BM25 and/or dense candidate lists for `query`. BM25 scores with
+    /// the statistics of the chunks within `filter` (so one tenant's or
+    /// collection's documents never move another's scores); `exact`
+    /// compares the query with every vector within `filter` even where the
+    /// vector engine has an approximate index (certified scores).
     pub fn lists(
         &self,
         query: &str,
         filter: &Filter,
         mode: Mode,
         k: usize,
+        exact: bool,
     ) -> Result<Vec<Vec<(ChunkId, f32)>>, RagError> {
+        let filter = filter.to_index();
         let mut lists = Vec::with_capacity(2);
         if mode != Mode::Dense {
-            lists.push(chunk_ids(self.index.bm25().search(query, &filter.to_index(), k)?));
+            lists.push(chunk_ids(self.index.bm25().search_within(query, &filter, k)?));
         }
         if mode != Mode::Bm25 {
             let vector = self.embedder.embed(&[query])?.pop().unwrap_or_default();
-            let hits = self.index.vectors().search(&vector, &filter.to_index(), k).map_err(IndexError::from)?;
-            lists.push(chunk_ids(hits));
+            let vectors = self.index.vectors();
+            let hits =
+                if exact { vectors.search_exact(&vector, &filter, k) } else { vectors.search(&vector, &filter, k) };
+            lists.push(chunk_ids(hits.map_err(IndexError::from)?));
         }
         Ok(lists)
     }

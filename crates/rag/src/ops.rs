@@ -11,7 +11,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::CollectionInfo;
-use crate::certify::{CalibrateOptions, CertificateStatus, ConformalSet, Question, ScoreFunction};
+use crate::certify::{CalibrateOptions, CertificateStatus, ConformalSet, Question, ScoreFunction, Stratum};
 use crate::chunk::{Format, html_to_text};
 use crate::questions::Generated;
 use crate::{Filter, Hit, IngestReport, Mode, NewDocument, Progress, Target};
@@ -251,12 +251,17 @@ impl Operation for Search {
         if !(1..=MAX_K).contains(&self.k) || !(1..=MAX_K).contains(&self.max_chunks) {
             return Err(Error::invalid(format!("`k` and `max_chunks` must be between 1 and {MAX_K}")));
         }
-        if let Some([from, to]) = self.time
-            && from >= to
-        {
-            return Err(Error::invalid(format!("`time` must be [from, to) with from < to, got [{from}, {to}]")));
+        check_time(self.time)
+    }
+}
+
+/// A `time` filter is `[from, to)` with `from < to`.
+fn check_time(time: Option<[i64; 2]>) -> Result<(), Error> {
+    match time {
+        Some([from, to]) if from >= to => {
+            Err(Error::invalid(format!("`time` must be [from, to) with from < to, got [{from}, {to}]")))
         }
-        Ok(())
+        _ => Ok(()),
     }
 }
 
@@ -272,7 +277,7 @@ impl Tool for Search {
 #[serde(untagged)]
 pub enum SearchResponse {
     /// With `alpha`: the certified set.
-    Certified(ConformalSet),
+    Certified(Box<ConformalSet>),
     /// The top k.
     Ranked {
         /// The mode used.
@@ -376,15 +381,28 @@ fn default_seed() -> u64 {
     1
 }
 
-/// `POST /v1/calibrate`: calibrates a collection at level `alpha` from
-/// `questions` with known evidence, or from questions the daemon's LLM
-/// writes about `generate` chunks drawn at random, and stores the
-/// certificate.
+/// `POST /v1/calibrate`: calibrates a collection (or the part of it a
+/// filter keeps: the certificate then claims only for searches with that
+/// filter) at level `alpha` from `questions` with known evidence, or from
+/// questions the daemon's LLM writes about `generate` chunks drawn at
+/// random, and stores the certificate.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Calibrate {
     /// The collection to certify.
     pub collection: CollectionName,
+    /// Calibrate for searches of this tenant's documents.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tenant: Option<TenantId>,
+    /// Calibrate for searches of documents whose path starts with this.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path_prefix: Option<String>,
+    /// Calibrate for searches of documents carrying every one of these tags.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tags: Vec<String>,
+    /// Calibrate for searches of documents ingested in `[from, to)`, Unix seconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub time: Option<[i64; 2]>,
     /// Miscoverage level in (0, 1): the evidence is in the set with
     /// probability at least 1 − α.
     #[serde(default = "default_alpha")]
@@ -419,6 +437,10 @@ impl Calibrate {
     pub fn new(collection: CollectionName) -> Self {
         Self {
             collection,
+            tenant: None,
+            path_prefix: None,
+            tags: Vec::new(),
+            time: None,
             alpha: default_alpha(),
             score: ScoreFunction::default(),
             holdout: default_holdout(),
@@ -430,6 +452,17 @@ impl Calibrate {
         }
     }
 
+    /// The filter the certificate is for, besides the collection.
+    pub fn stratum(&self) -> Stratum {
+        Stratum::of(&Filter {
+            collection: None,
+            tenant: self.tenant.clone(),
+            path_prefix: self.path_prefix.clone(),
+            tags: self.tags.clone(),
+            time: self.time.map(|[from, to]| from..to),
+        })
+    }
+
     /// The engine's options; `questions_from` is filled in once the
     /// questions are known.
     pub fn options(&self) -> CalibrateOptions {
@@ -439,6 +472,7 @@ impl Calibrate {
             holdout: self.holdout,
             seed: self.seed,
             questions_from: String::new(),
+            stratum: self.stratum(),
         }
     }
 }
@@ -451,6 +485,7 @@ impl Operation for Calibrate {
     fn validate(&self) -> Result<(), Error> {
         // A bad level is refused before the LLM spends minutes writing questions.
         self.options().validate()?;
+        check_time(self.time)?;
         match (&self.questions, self.generate) {
             (Some(_), None) => Ok(()),
             (None, Some(n)) if (2..=MAX_GENERATE).contains(&n) => Ok(()),
@@ -503,6 +538,10 @@ pub enum CalibrateProgress {
 pub struct CalibrateResponse {
     /// The stored certificate.
     pub certificate: crate::certify::Certificate,
+    /// When the questions were too few for a useful statement: what the
+    /// certificate does guarantee, and how many would be enough.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub advice: Option<String>,
     /// With `generate`: the questions the LLM wrote.
     pub generated: Option<Generated>,
 }
@@ -543,12 +582,18 @@ pub struct CertificateCheck {
     pub n: usize,
     /// Share whose evidence was in the certified set.
     pub coverage: f64,
+    /// Its 95% Clopper–Pearson interval.
+    pub interval: [f64; 2],
     /// Median set size.
     pub median_set: f64,
     /// 90th percentile of the set size.
     pub p90_set: f64,
     /// Whether the certificate is stale (then it promises nothing).
     pub stale: bool,
+    /// Whether the collection changed since calibration, within the allowance.
+    pub approximate: bool,
+    /// Whom the certificate's guarantee is for.
+    pub population: String,
 }
 
 impl CertificateCheck {
@@ -556,12 +601,15 @@ impl CertificateCheck {
     pub fn new(id: &str, status: &CertificateStatus, checked: &crate::conformal::HeldOut) -> Self {
         Self {
             certificate: id.to_owned(),
-            target: 1.0 - status.certificate.calibration.alpha,
+            target: status.certificate.target(),
             n: checked.n,
             coverage: checked.coverage,
+            interval: checked.interval,
             median_set: checked.median_set,
             p90_set: checked.p90_set,
             stale: status.stale,
+            approximate: status.approximate,
+            population: status.certificate.population(),
         }
     }
 }

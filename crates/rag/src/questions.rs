@@ -13,8 +13,9 @@
 //! not a verbatim copy, and the caller counts the rest as rejected.
 
 use engram_models::{GenerateRequest, Llm, Message, ModelError, Prompt, Role, SamplingParams};
+use engram_ops::CollectionName;
 
-use crate::certify::{Question, SplitMix};
+use crate::certify::{Question, SAMPLE_STREAM, SplitMix, Stratum};
 use crate::{ChunkId, Rag, RagError};
 
 /// Chunks with fewer words are not sampled.
@@ -36,11 +37,18 @@ pub struct SampledChunk {
 }
 
 impl Rag {
-    /// Up to `n` chunks of `collection` drawn uniformly at random without
-    /// replacement (reproducible by `seed`), skipping those of fewer than
-    /// [`MIN_WORDS`] words; fewer when the collection runs out, and an
-    /// error when it has no such chunk.
-    pub fn sample_chunks(&self, collection: &str, n: usize, seed: u64) -> Result<Vec<SampledChunk>, RagError> {
+    /// Up to `n` chunks of `collection` within `stratum` drawn uniformly at
+    /// random without replacement (reproducible by `seed`, through its own
+    /// [`SAMPLE_STREAM`]), skipping those of fewer than [`MIN_WORDS`]
+    /// words; fewer when the collection runs out, and an error when it has
+    /// no such chunk.
+    pub fn sample_chunks(
+        &self,
+        collection: &str,
+        stratum: &Stratum,
+        n: usize,
+        seed: u64,
+    ) -> Result<Vec<SampledChunk>, RagError> {
         let info = self.collection(collection)?;
         if info.chunks == 0 {
             return Err(RagError::Invalid(format!("collection {collection:?} has no chunks to ask about")));
@@ -48,8 +56,9 @@ impl Rag {
         if n == 0 {
             return Ok(Vec::new());
         }
-        let mut ids: Vec<ChunkId> = self.chunk_ids(collection)?.into_iter().map(|(id, _)| id).collect();
-        SplitMix(seed).shuffle(&mut ids);
+        let name = CollectionName::new(collection).map_err(|e| RagError::Invalid(e.to_string()))?;
+        let mut ids: Vec<ChunkId> = self.chunks_within(&stratum.filter(&name))?.into_iter().map(|(id, _)| id).collect();
+        SplitMix::stream(seed, SAMPLE_STREAM).shuffle(&mut ids);
         let mut sampled = Vec::with_capacity(n.min(ids.len()));
         for batch in ids.chunks(256) {
             let ranked: Vec<(ChunkId, f64)> = batch.iter().map(|id| (*id, 0.0)).collect();

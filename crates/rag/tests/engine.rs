@@ -9,7 +9,7 @@ use std::sync::{Arc, OnceLock};
 
 use engram_index::{QdrantIndex, QdrantOptions};
 use engram_models::Embedder;
-use engram_rag::certify::{CalibrateOptions, Question, ScoreFunction};
+use engram_rag::certify::{CalibrateOptions, NoGuarantee, Question, ScoreFunction, Stratum};
 use engram_rag::chunk::Format;
 use engram_rag::{ChunkId, Filter, Mode, NewDocument, Rag, RagError, RagOptions, Target, Unlisted, VectorBackend};
 use engram_store::{Store, StoreOptions};
@@ -385,6 +385,7 @@ fn calibration_certifies_and_bad_inputs_are_refused() {
         holdout: 0.0,
         seed: 7,
         questions_from: "test".into(),
+        stratum: Stratum::default(),
     };
     // An empty (unknown) collection.
     let err = rag.calibrate("science", &[], &options).unwrap_err();
@@ -427,7 +428,15 @@ fn calibration_certifies_and_bad_inputs_are_refused() {
     let min_score = cert.min_score.expect("every question finds its gold chunk");
     let listed = rag.certificates(Some("science")).unwrap();
     assert_eq!(listed.len(), 1);
-    assert!(!listed[0].stale);
+    assert!(listed[0].exact());
+    // What the journal gives back is what was issued, every float bit for bit.
+    assert_eq!(listed[0].certificate, cert);
+    // Ten questions: on average 1 − α, but this certificate's own coverage
+    // is only known to be ≥ the 5% quantile of Beta(9, 2) (≈ 0.606).
+    let pac = cert.pac.expect("a finite threshold states a PAC bound");
+    assert!((pac.coverage - 0.605_837).abs() < 1e-5 && pac.delta == 0.05, "{pac:?}");
+    let advice = cert.advice().expect("ten questions are too few for a useful statement");
+    assert!(advice.contains("1033 questions"), "{advice}");
     // Checked on its own calibration questions (none held out), at least
     // the 9 of 10 up to the threshold's rank are covered; a check needs a
     // known certificate and questions.
@@ -442,14 +451,18 @@ fn calibration_certifies_and_bad_inputs_are_refused() {
     let set = rag.conformal_search("Why does bread rise?", &filter, 0.2, 50, None).unwrap();
     assert_eq!(set.certificate, cert.id);
     assert_eq!(set.coverage_guarantee, Some(0.8));
+    assert_eq!((set.pac, set.no_guarantee.as_slice(), set.questions_from.as_str()), (Some(pac), &[][..], "test"));
     assert!(!set.truncated);
     assert!(set.hits.iter().all(|h| h.score >= min_score));
     assert!(set.hits.iter().any(|h| h.path == "bread"), "{set:?}");
     // A cap that cuts the set voids the claim.
     if set.set_size > 1 {
         let cut = rag.conformal_search("Why does bread rise?", &filter, 0.2, 1, None).unwrap();
-        assert!(cut.truncated && cut.coverage_guarantee.is_none());
+        assert!(cut.truncated && cut.coverage_guarantee.is_none() && cut.pac.is_none());
+        assert_eq!(cut.no_guarantee, [NoGuarantee::MaxChunks]);
     }
+    let tokens = rag.conformal_search("Why does bread rise?", &filter, 0.2, 50, Some(1)).unwrap();
+    assert_eq!(tokens.no_guarantee, [NoGuarantee::MaxTokens], "{tokens:?}");
     // No certificate at a stricter level.
     let err = rag.conformal_search("bread", &filter, 0.05, 50, None).unwrap_err();
     assert!(err.to_string().contains("engram calibrate"), "{err}");
@@ -460,6 +473,8 @@ fn calibration_certifies_and_bad_inputs_are_refused() {
     let everything = rag.conformal_search("Why does bread rise?", &filter, 0.05, 50, None).unwrap();
     assert_eq!(everything.certificate, strict.id);
     assert!(everything.truncated && everything.coverage_guarantee.is_none(), "{everything:?}");
+    assert_eq!(everything.no_guarantee, [NoGuarantee::Unbounded]);
+    assert!(strict.pac.is_none() && strict.advice().is_some_and(|a| a.contains("cannot certify")));
 
     // Another candidate count scores differently: the certificate no
     // longer holds until the count is back.
@@ -470,15 +485,143 @@ fn calibration_certifies_and_bad_inputs_are_refused() {
     let rag = open(dir.path(), RagOptions::default());
     assert!(!rag.certificates(Some("science")).unwrap()[0].stale);
 
-    // Changing more than a tenth of the collection makes it stale.
+    // Another collection's documents change nothing here: BM25 scores with
+    // the statistics of the filtered chunks only.
+    let before = rag.scored("Why does bread rise?", &filter, ScoreFunction::HybridMinMax).unwrap();
+    let other = (0..20)
+        .map(|i| NewDocument::from_text(format!("o{i}"), format!("Bread rises {i} times in oven {i}."), Format::Text))
+        .collect();
+    rag.ingest_documents(&Target::collection("other").unwrap(), other, Unlisted::Keep, &mut engram_rag::no_progress)
+        .unwrap();
+    assert_eq!(rag.scored("Why does bread rise?", &filter, ScoreFunction::HybridMinMax).unwrap(), before);
+    assert!(rag.certificates(Some("science")).unwrap()[0].exact());
+
+    // One chunk change in ten is within the allowance (inclusive): the set
+    // comes back approximate, claiming nothing.
+    let one = vec![NewDocument::from_text("new0", "New fact 0.", Format::Text)];
+    rag.ingest_documents(&Target::collection("science").unwrap(), one, Unlisted::Keep, &mut engram_rag::no_progress)
+        .unwrap();
+    let listed = rag.certificates(Some("science")).unwrap();
+    let status = listed.iter().find(|c| c.certificate.id == cert.id).unwrap();
+    assert!(status.approximate && !status.stale && status.changes_since == 1 && status.allowed_changes == 1);
+    let approximate = rag.conformal_search("Why does bread rise?", &filter, 0.2, 50, None).unwrap();
+    assert!(approximate.approximate && approximate.coverage_guarantee.is_none(), "{approximate:?}");
+    assert_eq!(approximate.no_guarantee, [NoGuarantee::Approximate]);
+
+    // More than a tenth makes it stale.
     let more =
-        (0..3).map(|i| NewDocument::from_text(format!("new{i}"), format!("New fact {i}."), Format::Text)).collect();
+        (1..3).map(|i| NewDocument::from_text(format!("new{i}"), format!("New fact {i}."), Format::Text)).collect();
     rag.ingest_documents(&Target::collection("science").unwrap(), more, Unlisted::Keep, &mut engram_rag::no_progress)
         .unwrap();
     let listed = rag.certificates(Some("science")).unwrap();
-    assert!(listed[0].stale && listed[0].changes_since == 3, "{listed:?}");
+    let status = listed.iter().find(|c| c.certificate.id == cert.id).unwrap();
+    assert!(status.stale && status.changes_since == 3, "{listed:?}");
+    assert!(status.stale_because.as_deref().is_some_and(|why| why.contains("3 chunk changes")), "{status:?}");
     let stale = rag.conformal_search("Why does bread rise?", &filter, 0.2, 50, None).unwrap();
     assert!(stale.stale && stale.coverage_guarantee.is_none());
+    assert_eq!(stale.no_guarantee, [NoGuarantee::Stale]);
+
+    // A fresh certificate at a stricter level is preferred to the stale one
+    // at the level asked for: it can claim.
+    let fresh = rag.calibrate("science", &questions, &CalibrateOptions { alpha: 0.1, ..options.clone() }).unwrap();
+    assert!(fresh.min_score.is_some(), "ten found golds certify α = 0.1 (rank 10)");
+    let preferred = rag.conformal_search("Why does bread rise?", &filter, 0.2, 50, None).unwrap();
+    assert_eq!(preferred.certificate, fresh.id);
+    assert_eq!(preferred.coverage_guarantee, Some(0.9));
+}
+
+/// Certificates are per stratum: calibrated within a tenant, claimed only
+/// by that tenant's searches; misses count; other strata claim nothing.
+#[test]
+fn certificates_hold_only_for_the_filter_they_were_calibrated_under() {
+    let dir = tempfile::tempdir().unwrap();
+    // Three candidates per list: a question far from its gold misses.
+    let rag = open(dir.path(), RagOptions { candidates: 3, ..RagOptions::default() });
+    let facts = [
+        ("volcano", "Volcanoes erupt when magma rises through the crust.", "What makes magma erupt?"),
+        ("whale", "Blue whales are the largest animals that ever lived.", "Which animal is the biggest ever?"),
+        ("piano", "A piano makes sound when hammers strike its strings.", "How does a piano produce sound?"),
+        ("desert", "The Sahara is the largest hot desert on Earth.", "Where is the largest hot desert?"),
+        ("vaccine", "Vaccines train the immune system to recognise a pathogen.", "How do vaccines work?"),
+        ("glacier", "Glaciers form where snow accumulates faster than it melts.", "How are glaciers formed?"),
+        ("bread", "Yeast makes bread rise by releasing carbon dioxide.", "Why does bread rise?"),
+        ("comet", "Comets grow tails of gas and dust near the Sun.", "Why do comets have tails?"),
+        ("chess", "In chess, the king moves one square in any direction.", "Which planet has rings of ice?"),
+        ("tea", "Green tea is made from unoxidised leaves of Camellia sinensis.", "What is green tea made from?"),
+    ];
+    for tenant in ["a", "b"] {
+        let target = Target { tenant: Some(tenant.parse().unwrap()), ..Target::collection("science").unwrap() };
+        let docs = facts
+            .iter()
+            .map(|(name, text, _)| NewDocument::from_text(format!("{tenant}/{name}"), *text, Format::Text))
+            .collect();
+        rag.ingest_documents(&target, docs, Unlisted::Keep, &mut engram_rag::no_progress).unwrap();
+    }
+    let questions = |tenant: &str| -> Vec<Question> {
+        facts
+            .iter()
+            .map(|(name, _, q)| Question {
+                question: (*q).to_owned(),
+                gold: vec![],
+                gold_paths: vec![format!("{tenant}/{name}")],
+            })
+            .collect()
+    };
+    let tenant_a = Stratum { tenant: Some("a".parse().unwrap()), ..Stratum::default() };
+    let options = CalibrateOptions {
+        alpha: 0.2,
+        score_function: ScoreFunction::HybridMinMax,
+        holdout: 0.0,
+        seed: 3,
+        questions_from: "tenant a's questions".into(),
+        stratum: tenant_a.clone(),
+    };
+    // Evidence outside the stratum is refused, naming it.
+    let err = rag.calibrate("science", &questions("b"), &options).unwrap_err().to_string();
+    assert!(err.contains("\"b/volcano\", which is not in collection \"science\" within tenant `a`"), "{err}");
+    let cert = rag.calibrate("science", &questions("a"), &options).unwrap();
+    assert_eq!((cert.stratum.clone(), cert.chunks), (tenant_a.clone(), 10));
+    // The chess question asks about planets: its gold is not a candidate.
+    let filter_a = tenant_a.filter(&"science".parse().unwrap());
+    let chess = rag.scored("Which planet has rings of ice?", &filter_a, ScoreFunction::HybridMinMax).unwrap();
+    assert_eq!(chess.len(), 3, "three candidates per list, overlapping: {chess:?}");
+    let missed = rag.check_certificate(&cert.id, &questions("a")[8..9]).unwrap().1;
+    assert_eq!(missed.coverage, 0.0, "a miss is never covered");
+    // Nine of ten found: the 9th smallest nonconformity is finite at
+    // α = 0.2 (rank 9) and the miss makes α = 0.1 (rank 10) unbounded.
+    assert!(cert.min_score.is_some(), "{cert:?}");
+    let strict =
+        rag.calibrate("science", &questions("a"), &CalibrateOptions { alpha: 0.1, ..options.clone() }).unwrap();
+    assert_eq!(strict.min_score, None);
+
+    let search = |filter: &Filter| rag.conformal_search("Why does bread rise?", filter, 0.2, 50, None).unwrap();
+    let own = search(&filter_a);
+    assert_eq!((own.certificate.as_str(), own.coverage_guarantee), (cert.id.as_str(), Some(0.8)));
+    assert_eq!(own.stratum, tenant_a);
+    assert!(own.population.contains("tenant `a`") && own.population.contains("tenant a's questions"));
+    assert!(own.hits.iter().all(|h| h.path.starts_with("a/")), "{own:?}");
+    // Another tenant, the whole collection, or a narrower filter: no claim.
+    let filter_b =
+        Stratum { tenant: Some("b".parse().unwrap()), ..Stratum::default() }.filter(&"science".parse().unwrap());
+    let narrower = Filter { path_prefix: Some("a/b".into()), ..filter_a.clone() };
+    for filter in [filter_b.clone(), Filter::collection("science").unwrap(), narrower] {
+        let set = search(&filter);
+        assert_eq!(set.coverage_guarantee, None, "{filter:?}");
+        assert!(set.no_guarantee.contains(&NoGuarantee::OtherFilter), "{set:?}");
+    }
+    // Tenant b's own certificate claims for tenant b, and tenant a keeps its own.
+    let cert_b = rag
+        .calibrate("science", &questions("b"), &CalibrateOptions { stratum: Stratum::of(&filter_b), ..options.clone() })
+        .unwrap();
+    assert_eq!(search(&filter_b).certificate, cert_b.id);
+    assert_eq!(search(&filter_b).coverage_guarantee, Some(0.8));
+    assert_eq!(search(&filter_a).certificate, cert.id);
+    // Tenant b's documents do not move tenant a's scores.
+    let before = rag.scored("Why does bread rise?", &filter_a, ScoreFunction::HybridMinMax).unwrap();
+    let target_b = Target { tenant: Some("b".parse().unwrap()), ..Target::collection("science").unwrap() };
+    let bread = vec![NewDocument::from_text("b/more-bread", "Bread, bread and more bread rises.", Format::Text)];
+    rag.ingest_documents(&target_b, bread, Unlisted::Keep, &mut engram_rag::no_progress).unwrap();
+    assert_eq!(rag.scored("Why does bread rise?", &filter_a, ScoreFunction::HybridMinMax).unwrap(), before);
 }
 
 #[test]
@@ -497,13 +640,17 @@ fn sampled_chunks_are_distinct_reproducible_and_long_enough_to_ask_about() {
         .collect();
     rag.ingest_documents(&Target::collection("ice").unwrap(), docs, Unlisted::Keep, &mut engram_rag::no_progress)
         .unwrap();
-    let first = rag.sample_chunks("ice", 5, 7).unwrap();
-    assert_eq!(first, rag.sample_chunks("ice", 5, 7).unwrap(), "the same seed draws the same chunks");
-    assert_ne!(first, rag.sample_chunks("ice", 5, 8).unwrap());
+    let whole = Stratum::default();
+    let first = rag.sample_chunks("ice", &whole, 5, 7).unwrap();
+    assert_eq!(first, rag.sample_chunks("ice", &whole, 5, 7).unwrap(), "the same seed draws the same chunks");
+    assert_ne!(first, rag.sample_chunks("ice", &whole, 5, 8).unwrap());
     let ids: HashSet<ChunkId> = first.iter().map(|c| c.id).collect();
     assert_eq!(ids.len(), 5);
-    let all = rag.sample_chunks("ice", 100, 1).unwrap();
+    let all = rag.sample_chunks("ice", &whole, 100, 1).unwrap();
     assert_eq!(all.len(), 8, "the 4 short chunks are passed over");
     assert!(all.iter().all(|c| c.text.contains("glaciers") && !c.path.is_empty()));
-    assert!(matches!(rag.sample_chunks("nope", 3, 1), Err(RagError::Invalid(_))));
+    assert!(matches!(rag.sample_chunks("nope", &whole, 3, 1), Err(RagError::Invalid(_))));
+    // Within a stratum: only its chunks (here, none of an unknown tenant).
+    let nobody = Stratum { tenant: Some("nobody".parse().unwrap()), ..Stratum::default() };
+    assert!(rag.sample_chunks("ice", &nobody, 3, 1).is_err());
 }

@@ -65,6 +65,8 @@ pub fn embedded_options(config: &Config) -> RagOptions {
         candidates: r.candidates,
         defer_indexing: false,
         vectors: VectorBackend::Edge,
+        stale_share: r.stale_share,
+        pac_delta: r.pac_delta,
     }
 }
 
@@ -129,6 +131,10 @@ pub struct EvalRequest {
     pub splits: usize,
     /// The evaluation's own journal and indexes (default: under the cache dir).
     pub work_dir: Option<PathBuf>,
+    /// Also certify the corpus split into this many tenants (fewer than 2: not).
+    pub tenants: usize,
+    /// Calibrate on one question file and measure on another.
+    pub shift: Option<(PathBuf, PathBuf)>,
 }
 
 /// Evaluates ranking and conformal coverage on a BEIR data set, in a work
@@ -156,7 +162,22 @@ pub fn eval_retrieval(
     let rag = Rag::open(store, &work.join("index"), Arc::new(embedder), embedded_options(config))?;
     let collection: String =
         name.chars().map(|c| if c.is_ascii_alphanumeric() || "-_.".contains(c) { c } else { '_' }).collect();
-    let options = engram_rag::eval::EvalOptions { splits: request.splits, ..Default::default() };
+    let shift = match &request.shift {
+        Some((calibrate_on, test_on)) => {
+            let read = |file: &PathBuf| {
+                engram_rag::certify::Question::read_jsonl(file).map_err(|err| crate::Error::Config(err.to_string()))
+            };
+            Some(engram_rag::eval::Shift {
+                calibrate_on: read(calibrate_on)?,
+                calibrate_from: calibrate_on.display().to_string(),
+                test_on: read(test_on)?,
+                test_from: test_on.display().to_string(),
+            })
+        }
+        None => None,
+    };
+    let options =
+        engram_rag::eval::EvalOptions { splits: request.splits, tenants: request.tenants, shift, ..Default::default() };
     Ok(engram_rag::eval::evaluate(&rag, &beir, &collection, &options, progress)?)
 }
 
@@ -235,13 +256,13 @@ impl RagService {
         blocking(move || {
             let filter = request.filter();
             Ok(match request.alpha {
-                Some(alpha) => SearchResponse::Certified(rag.conformal_search(
+                Some(alpha) => SearchResponse::Certified(Box::new(rag.conformal_search(
                     &request.query,
                     &filter,
                     alpha,
                     request.max_chunks,
                     request.max_tokens,
-                )?),
+                )?)),
                 None => SearchResponse::Ranked {
                     mode: request.mode,
                     hits: rag.search(&request.query, &filter, request.mode, request.k)?,
@@ -286,7 +307,9 @@ impl RagService {
                 (questions, source, None)
             }
             (None, Some(n)) => {
-                let generated = self.write_questions(&rag, &request.collection, n, request.seed, progress).await?;
+                let stratum = options.stratum.clone();
+                let generated =
+                    self.write_questions(&rag, &request.collection, &stratum, n, request.seed, progress).await?;
                 (generated.questions.clone(), generated.source(request.seed), Some(generated))
             }
             (None, None) => return Err(Error::internal("a validated calibration has questions or `generate`")),
@@ -294,7 +317,7 @@ impl RagService {
         options.questions_from = source;
         let collection = request.collection.to_string();
         let certificate = blocking(move || rag.calibrate(&collection, &questions, &options)).await?;
-        Ok(CalibrateResponse { certificate, generated })
+        Ok(CalibrateResponse { advice: certificate.advice(), certificate, generated })
     }
 
     /// Questions the LLM writes about `n` chunks drawn from `collection`.
@@ -302,6 +325,7 @@ impl RagService {
         &self,
         rag: &Arc<Rag>,
         collection: &engram_ops::CollectionName,
+        stratum: &engram_rag::certify::Stratum,
         n: usize,
         seed: u64,
         mut progress: impl FnMut(&CalibrateProgress) + Send,
@@ -309,8 +333,8 @@ impl RagService {
         let llm = self.models.llm.get().await.map_err(|reason| {
             Error::unavailable(format!("the language model that writes questions is unavailable: {reason}"))
         })?;
-        let (sampler, collection) = (rag.clone(), collection.to_string());
-        let chunks = blocking(move || sampler.sample_chunks(&collection, n, seed)).await?;
+        let (sampler, collection, stratum) = (rag.clone(), collection.to_string(), stratum.clone());
+        let chunks = blocking(move || sampler.sample_chunks(&collection, &stratum, n, seed)).await?;
         let total = chunks.len();
         let mut done = 0;
         progress(&CalibrateProgress::Questions { done, total });

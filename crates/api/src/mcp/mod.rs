@@ -222,8 +222,9 @@ impl ServerHandler for Engram {
             .with_server_info(Implementation::new("engram", env!("CARGO_PKG_VERSION")))
             .with_instructions(
                 "Engram keeps your documents searchable with certified evidence. Use rag_search with `alpha` \
-                 (e.g. 0.1) on a calibrated collection to get every passage needed with probability >= 1 - alpha, \
-                 and cite the paths and character offsets it returns. Plugin tools are named <plugin>__<tool>.",
+                 (e.g. 0.1) on a calibrated collection to get a set of passages that holds the evidence with \
+                 probability >= 1 - alpha when `coverage_guarantee` is set (for questions like `questions_from`; \
+                 `no_guarantee` says why not), and cite the paths and character offsets it returns. Plugin tools are named <plugin>__<tool>.",
             )
     }
 

@@ -224,16 +224,22 @@ pub(crate) async fn prompt(
         Some(coverage) => {
             let _ = writeln!(
                 body,
-                "Evidence: certificate {} guarantees that, with probability at least {coverage}, every passage needed is \
-                 among these {} (for {}).",
+                "Evidence: certificate {} guarantees that, with probability at least {coverage}, a passage holding the \
+                 evidence is among these {} (for {}).",
                 set.certificate,
                 set.hits.len(),
                 set.population
             );
         }
         None => {
-            let why = if set.stale { "the certificate is stale" } else { "the set was cut short" };
-            let _ = writeln!(body, "Evidence (no coverage guarantee: {why}; certificate {}):", set.certificate);
+            let why: Vec<&str> = set.no_guarantee.iter().map(|reason| reason.describe()).collect();
+            let _ = writeln!(
+                body,
+                "Evidence (no coverage guarantee: {}; certificate {}, for {}):",
+                why.join("; "),
+                set.certificate,
+                set.population
+            );
         }
     }
     for (n, hit) in set.hits.iter().enumerate() {
