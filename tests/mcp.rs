@@ -623,6 +623,9 @@ fn the_python_sdk_works_over_stdio_and_http_in_both_protocol_versions() {
             assert_eq!(certified["certificate"], certified["calibrated"], "{what}");
             assert_eq!(certified["coverage_guarantee"], 0.8, "{what}");
             assert!(certified["population"].as_str().unwrap().contains(&collection), "{what}");
+            // The population the guarantee is for, by name, and nothing withheld.
+            assert!(certified["questions_from"].as_str().is_some_and(|q| !q.is_empty()), "{what}");
+            assert_eq!(certified["no_guarantee"], json!([]), "{what}");
             assert!(certified["paths"].as_array().unwrap().contains(&json!("bread.md")), "{what}");
             assert_eq!(summary["cancelled"], true, "{what}");
             assert!(summary["resources"].as_array().unwrap().contains(&json!("engram://collections")), "{what}");

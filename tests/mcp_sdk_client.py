@@ -108,6 +108,8 @@ async def run(args):
             "calibrated": certificate,
             "coverage_guarantee": certified.get("coverage_guarantee"),
             "population": certified.get("population"),
+            "questions_from": certified.get("questions_from"),
+            "no_guarantee": certified.get("no_guarantee"),
             "paths": [h["path"] for h in certified.get("hits", [])],
         }
 

@@ -429,10 +429,42 @@ fn eval_retrieval_reports_ranking_and_coverage_on_a_beir_folder() {
     }
     assert_eq!(report["conformal"].as_array().unwrap().len(), 3 * 4);
     assert!(std::fs::read_to_string(&plot).unwrap().starts_with("<svg"));
-    // The evaluation's corpus is cached: a second run embeds nothing.
-    let again = ok_json(&sandbox, &["eval", "retrieval", "--beir", beir.to_str().unwrap(), "--splits", "2", "--json"]);
+    for row in report["conformal"].as_array().unwrap() {
+        let [low, high] = [&row["spread"][0], &row["spread"][1]].map(|v| v.as_f64().unwrap());
+        assert!(low <= row["coverage"].as_f64().unwrap() && row["coverage"].as_f64().unwrap() <= high, "{row}");
+    }
+    // The evaluation's corpus is cached: a second run embeds nothing. With
+    // two tenants, each is certified on its own; calibrated on one question
+    // file (the queries, written by scripts/beir-questions) and measured on
+    // the same file, every certificate covers its target.
+    let questions = sandbox.path().join("questions.jsonl");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/beir-questions");
+    let out = std::process::Command::new(script).arg(&beir).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    std::fs::write(&questions, &out.stdout).unwrap();
+    let q = questions.to_str().unwrap();
+    let args = ["eval", "retrieval", "--beir", beir.to_str().unwrap(), "--splits", "2", "--tenants", "2"];
+    let again = ok_json(&sandbox, &[&args[..], &["--calibrate-on", q, "--test-on", q, "--json"]].concat());
     assert_eq!(again["ingest"]["embedded"], 0);
     assert_eq!(again["ingest"]["unchanged"], 8);
+    let tenants: Vec<&str> = again["tenants"].as_array().unwrap().iter().map(|r| r["label"].as_str().unwrap()).collect();
+    assert!(tenants.iter().all(|t| *t == "tenant t0" || *t == "tenant t1") && !tenants.is_empty(), "{again}");
+    let shift = again["shift"].as_array().unwrap();
+    assert_eq!(shift.len(), 3, "{again}");
+    for row in shift {
+        assert_eq!((row["n"].as_u64(), row["calibrated_on"].as_u64()), (Some(8), Some(8)), "{row}");
+        let coverage = row["coverage"].as_f64().unwrap();
+        let [low, high] = [&row["interval"][0], &row["interval"][1]].map(|v| v.as_f64().unwrap());
+        assert!(low <= coverage && coverage <= high && high - low > 0.0, "{row}");
+        if row["pac"].is_null() {
+            // Eight questions cannot certify α = 0.05 or 0.1: every candidate is in the set.
+            assert_eq!(coverage, 1.0, "{row}");
+        } else {
+            assert!(coverage >= row["target"].as_f64().unwrap(), "{row}");
+        }
+    }
+    let (ok, stdout, _) = run(&sandbox, &[&args[..], &["--calibrate-on", q, "--test-on", q]].concat());
+    assert!(ok && stdout.contains("each tenant's own certificate") && stdout.contains("split range"), "{stdout}");
     // A folder that is not BEIR names what is missing.
     let (ok, _, stderr) = run(&sandbox, &["eval", "retrieval", "--beir", sandbox.path().to_str().unwrap()]);
     assert!(!ok && stderr.contains("corpus.jsonl"), "{stderr}");
