@@ -249,3 +249,24 @@ fn memory_values_out_of_range_or_missing_a_placeholder_are_named() {
     }
     assert!(text.contains("{summary}") && text.contains("config.toml"), "{text}");
 }
+
+#[test]
+fn certificate_shares_out_of_range_are_named() {
+    let dir = tempfile::tempdir().unwrap();
+    for (body, key) in [
+        ("stale_share = 1.5", "retrieval.stale_share"),
+        ("stale_share = -0.1", "retrieval.stale_share"),
+        ("pac_delta = 0.0", "retrieval.pac_delta"),
+        ("pac_delta = 0.5", "retrieval.pac_delta"),
+    ] {
+        let file = write(&dir, &format!("[retrieval]\n{body}\n"));
+        let err = Loader::new().file(&file, true).load().unwrap_err();
+        let text = err.to_string();
+        let keys: Vec<String> = problems(err).into_iter().map(|p| p.key).collect();
+        assert_eq!(keys, [key], "{text}");
+        assert!(text.contains("config.toml") && text.contains("out of range"), "{text}");
+    }
+    let file = write(&dir, "[retrieval]\nstale_share = 0\npac_delta = 0.01\n");
+    let loaded = Loader::new().file(&file, true).load().unwrap();
+    assert_eq!((loaded.config.retrieval.stale_share, loaded.config.retrieval.pac_delta), (0.0, 0.01));
+}
