@@ -447,7 +447,8 @@ fn eval_retrieval_reports_ranking_and_coverage_on_a_beir_folder() {
     let again = ok_json(&sandbox, &[&args[..], &["--calibrate-on", q, "--test-on", q, "--json"]].concat());
     assert_eq!(again["ingest"]["embedded"], 0);
     assert_eq!(again["ingest"]["unchanged"], 8);
-    let tenants: Vec<&str> = again["tenants"].as_array().unwrap().iter().map(|r| r["label"].as_str().unwrap()).collect();
+    let tenants: Vec<&str> =
+        again["tenants"].as_array().unwrap().iter().map(|r| r["label"].as_str().unwrap()).collect();
     assert!(tenants.iter().all(|t| *t == "tenant t0" || *t == "tenant t1") && !tenants.is_empty(), "{again}");
     let shift = again["shift"].as_array().unwrap();
     assert_eq!(shift.len(), 3, "{again}");

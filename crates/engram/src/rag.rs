@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 use engram_config::{Loaded, Paths};
 use engram_ops::{CollectionName, TenantId};
-use engram_rag::certify::{Question, ScoreFunction};
+use engram_rag::certify::{Question, ScoreFunction, Stratum};
 use engram_rag::eval::RetrievalEval;
 use engram_rag::ops::{
     Calibrate, CalibrateProgress, Certificate, Certificates, CheckCertificate, Collections, Ingest, Search,
@@ -45,21 +45,8 @@ pub struct SearchArgs {
     /// Only this collection (required with --alpha).
     #[arg(long, short)]
     pub collection: Option<CollectionName>,
-    /// Only this tenant.
-    #[arg(long)]
-    pub tenant: Option<TenantId>,
-    /// Only documents whose path starts with this.
-    #[arg(long)]
-    pub path_prefix: Option<String>,
-    /// Only documents with this tag (repeatable: all must match).
-    #[arg(long = "tag")]
-    pub tags: Vec<String>,
-    /// Only documents ingested at or after this time (Unix seconds).
-    #[arg(long, value_name = "SECONDS")]
-    pub since: Option<i64>,
-    /// Only documents ingested before this time (Unix seconds).
-    #[arg(long, value_name = "SECONDS")]
-    pub until: Option<i64>,
+    #[command(flatten)]
+    pub filter: FilterArgs,
     /// Results to return [default: 5].
     #[arg(long, short)]
     pub k: Option<usize>,
@@ -87,22 +74,10 @@ pub struct CalibrateArgs {
     /// The collection to certify.
     #[arg(long, short)]
     pub collection: CollectionName,
-    /// Certify searches of this tenant's documents only (a certificate
-    /// claims only for searches with the filter it was calibrated under).
-    #[arg(long)]
-    pub tenant: Option<TenantId>,
-    /// Certify searches of documents whose path starts with this.
-    #[arg(long)]
-    pub path_prefix: Option<String>,
-    /// Certify searches of documents with this tag (repeatable: all must match).
-    #[arg(long = "tag")]
-    pub tags: Vec<String>,
-    /// Certify searches of documents ingested at or after this time (Unix seconds).
-    #[arg(long, value_name = "SECONDS")]
-    pub since: Option<i64>,
-    /// Certify searches of documents ingested before this time (Unix seconds).
-    #[arg(long, value_name = "SECONDS")]
-    pub until: Option<i64>,
+    /// The part of the collection to certify: the certificate claims only
+    /// for searches with exactly this filter.
+    #[command(flatten)]
+    pub filter: FilterArgs,
     /// Miscoverage level α in (0, 1): the evidence is in the set with
     /// probability at least 1 − α [default: 0.1].
     #[arg(long)]
@@ -201,9 +176,43 @@ pub struct EvalRetrievalArgs {
     pub json: bool,
 }
 
-/// `--since`/`--until` as a `[from, to)` range, when either is given.
-fn time_range(since: Option<i64>, until: Option<i64>) -> Option<[i64; 2]> {
-    (since.is_some() || until.is_some()).then(|| [since.unwrap_or(i64::MIN), until.unwrap_or(i64::MAX)])
+/// A filter besides the collection: what `engram search` searches and
+/// `engram calibrate` certifies.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct FilterArgs {
+    /// Only this tenant's documents.
+    #[arg(long)]
+    pub tenant: Option<TenantId>,
+    /// Only documents whose path starts with this.
+    #[arg(long)]
+    pub path_prefix: Option<String>,
+    /// Only documents with this tag (repeatable: all must match).
+    #[arg(long = "tag")]
+    pub tags: Vec<String>,
+    /// Only documents ingested at or after this time (Unix seconds).
+    #[arg(long, value_name = "SECONDS")]
+    pub since: Option<i64>,
+    /// Only documents ingested before this time (Unix seconds).
+    #[arg(long, value_name = "SECONDS")]
+    pub until: Option<i64>,
+}
+
+impl FilterArgs {
+    /// `--since`/`--until` as a `[from, to)` range, when either is given.
+    fn time(&self) -> Option<[i64; 2]> {
+        (self.since.is_some() || self.until.is_some())
+            .then(|| [self.since.unwrap_or(i64::MIN), self.until.unwrap_or(i64::MAX)])
+    }
+
+    /// As a certificate's stratum.
+    fn stratum(&self) -> Stratum {
+        Stratum {
+            tenant: self.tenant.clone(),
+            path_prefix: self.path_prefix.clone(),
+            tags: self.tags.clone(),
+            time: self.time(),
+        }
+    }
 }
 
 fn parse_mode(name: &str) -> Result<Mode, String> {
@@ -287,10 +296,11 @@ pub fn ingest(loaded: &Loaded, paths: &Paths, args: &IngestArgs) -> anyhow::Resu
 pub fn search(loaded: &Loaded, paths: &Paths, args: &SearchArgs) -> anyhow::Result<()> {
     let mut request = Search::new(args.query.clone());
     request.collection = args.collection.clone();
-    request.tenant = args.tenant.clone();
-    request.path_prefix = args.path_prefix.clone();
-    request.tags = args.tags.clone();
-    request.time = time_range(args.since, args.until);
+    let stratum = args.filter.stratum();
+    request.tenant = stratum.tenant;
+    request.path_prefix = stratum.path_prefix;
+    request.tags = stratum.tags;
+    request.time = stratum.time;
     request.k = args.k.unwrap_or(request.k);
     request.mode = args.mode.unwrap_or(request.mode);
     request.alpha = args.alpha;
@@ -379,10 +389,7 @@ pub fn collections(loaded: &Loaded, paths: &Paths, json: bool) -> anyhow::Result
 /// `engram calibrate`.
 pub fn calibrate(loaded: &Loaded, paths: &Paths, args: &CalibrateArgs) -> anyhow::Result<()> {
     let mut request = Calibrate::new(args.collection.clone());
-    request.tenant = args.tenant.clone();
-    request.path_prefix = args.path_prefix.clone();
-    request.tags = args.tags.clone();
-    request.time = time_range(args.since, args.until);
+    request.stratum = args.filter.stratum();
     request.alpha = args.alpha.unwrap_or(request.alpha);
     request.score = args.score.unwrap_or(request.score);
     request.holdout = args.holdout.unwrap_or(request.holdout);

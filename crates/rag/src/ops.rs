@@ -391,18 +391,11 @@ fn default_seed() -> u64 {
 pub struct Calibrate {
     /// The collection to certify.
     pub collection: CollectionName,
-    /// Calibrate for searches of this tenant's documents.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub tenant: Option<TenantId>,
-    /// Calibrate for searches of documents whose path starts with this.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub path_prefix: Option<String>,
-    /// Calibrate for searches of documents carrying every one of these tags.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub tags: Vec<String>,
-    /// Calibrate for searches of documents ingested in `[from, to)`, Unix seconds.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub time: Option<[i64; 2]>,
+    /// The part of the collection to certify (tenant, path prefix, tags,
+    /// time): the certificate claims only for searches with exactly this
+    /// filter. The whole collection when absent.
+    #[serde(default, skip_serializing_if = "Stratum::is_whole")]
+    pub stratum: Stratum,
     /// Miscoverage level in (0, 1): the evidence is in the set with
     /// probability at least 1 − α.
     #[serde(default = "default_alpha")]
@@ -437,10 +430,7 @@ impl Calibrate {
     pub fn new(collection: CollectionName) -> Self {
         Self {
             collection,
-            tenant: None,
-            path_prefix: None,
-            tags: Vec::new(),
-            time: None,
+            stratum: Stratum::default(),
             alpha: default_alpha(),
             score: ScoreFunction::default(),
             holdout: default_holdout(),
@@ -452,17 +442,6 @@ impl Calibrate {
         }
     }
 
-    /// The filter the certificate is for, besides the collection.
-    pub fn stratum(&self) -> Stratum {
-        Stratum::of(&Filter {
-            collection: None,
-            tenant: self.tenant.clone(),
-            path_prefix: self.path_prefix.clone(),
-            tags: self.tags.clone(),
-            time: self.time.map(|[from, to]| from..to),
-        })
-    }
-
     /// The engine's options; `questions_from` is filled in once the
     /// questions are known.
     pub fn options(&self) -> CalibrateOptions {
@@ -472,7 +451,7 @@ impl Calibrate {
             holdout: self.holdout,
             seed: self.seed,
             questions_from: String::new(),
-            stratum: self.stratum(),
+            stratum: Stratum::of(&self.stratum.filter(&self.collection)),
         }
     }
 }
@@ -485,7 +464,7 @@ impl Operation for Calibrate {
     fn validate(&self) -> Result<(), Error> {
         // A bad level is refused before the LLM spends minutes writing questions.
         self.options().validate()?;
-        check_time(self.time)?;
+        check_time(self.stratum.time)?;
         match (&self.questions, self.generate) {
             (Some(_), None) => Ok(()),
             (None, Some(n)) if (2..=MAX_GENERATE).contains(&n) => Ok(()),
@@ -689,6 +668,25 @@ mod tests {
         }
         let ok = calibrate(serde_json::json!({"collection": "c", "questions": []})).unwrap();
         assert_eq!((ok.alpha, ok.holdout, ok.seed), (0.1, 0.2, 1));
+        assert!(ok.options().stratum.is_whole());
+        // A stratum: tags in any order name the same one; its checks are the search's.
+        let tenant = calibrate(serde_json::json!({"collection": "c", "questions": [],
+            "stratum": {"tenant": "acme", "tags": ["b", "a", "b"], "time": [1, 5]}}))
+        .unwrap();
+        let stratum = tenant.options().stratum;
+        assert_eq!(
+            (stratum.tenant.unwrap().as_str(), stratum.tags, stratum.time),
+            ("acme", vec!["a".to_owned(), "b".to_owned()], Some([1, 5]))
+        );
+        for (stratum, needle) in [
+            (serde_json::json!({"time": [5, 1]}), "from < to"),
+            (serde_json::json!({"tenant": ""}), "not a valid name"),
+            (serde_json::json!({"colection": "c"}), "unknown field"),
+        ] {
+            let body = serde_json::json!({"collection": "c", "questions": [], "stratum": stratum});
+            let err = calibrate(body.clone()).unwrap_err();
+            assert!(err.contains(needle), "{body}: {err}");
+        }
     }
 
     #[test]
