@@ -130,6 +130,14 @@ fn cli_ingests_searches_calibrates_and_reindexes() {
     assert_eq!(listed[0]["stale"], false);
     let exported = ok_json(&sandbox, &["certificates", "export", &id]);
     assert_eq!(exported["score_function"], "hybrid_min_max");
+    // Eight questions make a valid certificate but a weak statement about
+    // this one: the CLI says what it does guarantee and how many would do.
+    let (ok, stdout, stderr) = run(
+        &sandbox,
+        &["calibrate", "-c", "facts", "--alpha", "0.2", "--holdout", "0", "--questions", file.to_str().unwrap()],
+    );
+    assert!(ok && stderr.contains("warning: with 8 questions") && stderr.contains("1033 questions"), "{stderr}");
+    assert!(stdout.contains("guarantee for: questions drawn like the calibration questions"), "{stdout}");
 
     // Questions the LLM (SmolLM2) writes about chunks drawn from the
     // collection, each chunk the gold of its question; saved, they calibrate

@@ -327,7 +327,8 @@ pub fn search(loaded: &Loaded, paths: &Paths, args: &SearchArgs) -> anyhow::Resu
                 }
             };
             println!("{} chunk(s) under certificate {} (α = {}): {claim}", set.set_size, set.certificate, set.alpha);
-            println!("guarantee for: {}", set.population);
+            let label = if set.coverage_guarantee.is_some() { "guarantee for" } else { "certificate for" };
+            println!("{label}: {}", set.population);
             print_hits(&set.hits);
         }
         SearchResponse::Ranked { hits, .. } => {

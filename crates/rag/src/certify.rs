@@ -284,11 +284,14 @@ impl Certificate {
 
     /// Whom the guarantee is for.
     pub fn population(&self) -> String {
+        let place = if self.stratum.is_whole() {
+            format!("collection `{}`", self.collection)
+        } else {
+            format!("{} in collection `{}`", self.stratum.describe(), self.collection)
+        };
         format!(
-            "questions drawn like the calibration questions ({}) about {} of collection `{}`, whose evidence is in it",
-            self.questions_from,
-            self.stratum.describe(),
-            self.collection
+            "questions drawn like the calibration questions ({}) about {place}, whose evidence is in it",
+            self.questions_from
         )
     }
 
@@ -747,11 +750,13 @@ impl Rag {
 
     /// Every chunk within `filter` that a certificate of its collection at
     /// level `alpha` or below admits for `query`. The certificate chosen
-    /// is the one that can claim most: same stratum as the filter first,
-    /// then exact before approximate before stale, then the closest level
+    /// is the one that can claim most: same stratum as the filter first
+    /// (then the same tenant), then exact before approximate before stale, then the closest level
     /// (a smaller α also certifies `alpha`, with larger sets), then the
     /// newest. `max_chunks` and `max_tokens` cap what is returned; a cut
-    /// set claims nothing, and `no_guarantee` says why.
+    /// set claims nothing, and `no_guarantee` says why. Without one of the
+    /// search's stratum, the set is cut at the threshold of one of the same
+    /// tenant if there is one (a heuristic, claiming nothing).
     pub fn conformal_search(
         &self,
         query: &str,
@@ -772,8 +777,9 @@ impl Rag {
             .iter()
             .filter(|c| c.certificate.calibration.alpha <= alpha + 1e-12)
             .min_by(|a, b| {
-                (a.certificate.stratum != stratum)
-                    .cmp(&(b.certificate.stratum != stratum))
+                let other = |c: &CertificateStatus| (c.certificate.stratum != stratum, c.certificate.stratum.tenant != stratum.tenant);
+                other(a)
+                    .cmp(&other(b))
                     .then(a.freshness().cmp(&b.freshness()))
                     .then(b.certificate.calibration.alpha.total_cmp(&a.certificate.calibration.alpha))
                     .then(b.certificate.created_at_ms.cmp(&a.certificate.created_at_ms))

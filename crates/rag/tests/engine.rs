@@ -604,7 +604,7 @@ fn certificates_hold_only_for_the_filter_they_were_calibrated_under() {
     let filter_b =
         Stratum { tenant: Some("b".parse().unwrap()), ..Stratum::default() }.filter(&"science".parse().unwrap());
     let narrower = Filter { path_prefix: Some("a/b".into()), ..filter_a.clone() };
-    for filter in [filter_b.clone(), Filter::collection("science").unwrap(), narrower] {
+    for filter in [filter_b.clone(), Filter::collection("science").unwrap(), narrower.clone()] {
         let set = search(&filter);
         assert_eq!(set.coverage_guarantee, None, "{filter:?}");
         assert!(set.no_guarantee.contains(&NoGuarantee::OtherFilter), "{set:?}");
@@ -616,6 +616,10 @@ fn certificates_hold_only_for_the_filter_they_were_calibrated_under() {
     assert_eq!(search(&filter_b).certificate, cert_b.id);
     assert_eq!(search(&filter_b).coverage_guarantee, Some(0.8));
     assert_eq!(search(&filter_a).certificate, cert.id);
+    // Without a certificate of its own filter, a search is cut at its own
+    // tenant's threshold (claiming nothing), never another tenant's.
+    let within_a = search(&narrower);
+    assert_eq!((within_a.certificate.as_str(), within_a.coverage_guarantee), (cert.id.as_str(), None));
     // Tenant b's documents do not move tenant a's scores.
     let before = rag.scored("Why does bread rise?", &filter_a, ScoreFunction::HybridMinMax).unwrap();
     let target_b = Target { tenant: Some("b".parse().unwrap()), ..Target::collection("science").unwrap() };
