@@ -157,6 +157,14 @@ pub enum ComponentError {
         /// The limit.
         max: usize,
     },
+    /// A tool title is over the limit.
+    #[error("tool `{tool}`: title longer than {max} characters")]
+    TitleTooLong {
+        /// The published tool name.
+        tool: String,
+        /// The limit.
+        max: usize,
+    },
     /// A schema is not JSON.
     #[error("tool `{tool}`: {schema} schema is not JSON: {message}")]
     SchemaNotJson {

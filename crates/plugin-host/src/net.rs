@@ -17,6 +17,47 @@ use crate::grants::Effective;
 
 /// Headers the host sets itself; a plugin's values for them are dropped.
 const RESERVED_HEADERS: &[&str] = &["host", "content-length", "transfer-encoding", "connection", "upgrade"];
+/// Longest method a request may name.
+const MAX_METHOD: usize = 32;
+/// Most headers a request may carry.
+const MAX_HEADERS: usize = 100;
+/// Longest header name plus value.
+const MAX_HEADER: usize = 8 << 10;
+
+/// An RFC 9110 token character (methods and header names are tokens).
+fn is_tchar(byte: u8) -> bool {
+    byte.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&byte)
+}
+
+/// Checks what the HTTP client writes raw onto the wire, before any
+/// connection: the method and header names must be tokens and header
+/// values visible text (tab and space allowed), so no CR, LF or NUL can
+/// forge a header (`Host`, `Content-Length`, `Transfer-Encoding`) or a
+/// second request.
+fn check_request(request: &Request) -> Result<(), String> {
+    let method = &request.method;
+    if method.is_empty() || method.len() > MAX_METHOD || !method.bytes().all(is_tchar) {
+        return Err(format!(
+            "invalid HTTP method {:?}: a method is a token of letters and digits",
+            method.escape_debug().to_string()
+        ));
+    }
+    if request.headers.len() > MAX_HEADERS {
+        return Err(format!("{} headers: at most {MAX_HEADERS}", request.headers.len()));
+    }
+    for (name, value) in &request.headers {
+        if name.is_empty() || !name.bytes().all(is_tchar) {
+            return Err(format!("invalid header name {:?}", name.escape_debug().to_string()));
+        }
+        if name.len() + value.len() > MAX_HEADER {
+            return Err(format!("header `{name}` is longer than {MAX_HEADER} bytes"));
+        }
+        if !value.bytes().all(|b| b == b'\t' || (b >= 0x20 && b != 0x7f)) {
+            return Err(format!("invalid value for header `{name}`: control characters (CR, LF, NUL) are not allowed"));
+        }
+    }
+    Ok(())
+}
 
 /// A request as the plugin sent it.
 pub(crate) struct Request {
@@ -57,11 +98,30 @@ fn classify(ip: IpAddr) -> Option<(&'static str, bool)> {
                 return classify_v4(v4);
             }
             let segments = v6.segments();
-            // NAT64 (64:ff9b::/96) embeds an IPv4 address.
-            if segments[..6] == [0x64, 0xff9b, 0, 0, 0, 0] {
-                let [a, b] = segments[6].to_be_bytes();
-                let [c, d] = segments[7].to_be_bytes();
-                return classify_v4(Ipv4Addr::new(a, b, c, d));
+            let embedded = |high: u16, low: u16| {
+                let [a, b] = high.to_be_bytes();
+                let [c, d] = low.to_be_bytes();
+                Ipv4Addr::new(a, b, c, d)
+            };
+            // Forms that embed an IPv4 address, judged by that address:
+            // NAT64 (64:ff9b::/96), IPv4-compatible (::a.b.c.d, deprecated)
+            // and 6to4 (2002:AABB:CCDD::/48).
+            if segments[..6] == [0x64, 0xff9b, 0, 0, 0, 0]
+                || (segments[..6] == [0; 6] && !v6.is_loopback() && !v6.is_unspecified())
+            {
+                return classify_v4(embedded(segments[6], segments[7]));
+            }
+            if segments[0] == 0x2002 {
+                return classify_v4(embedded(segments[1], segments[2]));
+            }
+            // Local-use NAT64 (64:ff9b:1::/48) translates to whatever the
+            // network's translator chooses; site-local (fec0::/10, deprecated)
+            // and discard-only (100::/64) never lead anywhere a plugin needs.
+            if segments[..3] == [0x64, 0xff9b, 1]
+                || (segments[0] & 0xffc0) == 0xfec0
+                || segments[..4] == [0x100, 0, 0, 0]
+            {
+                return Some(("a local-use translation, site-local or discard address", true));
             }
             if v6 == Ipv6Addr::new(0xfd00, 0x0ec2, 0, 0, 0, 0, 0, 0x254) {
                 Some(("a cloud metadata address", true))
@@ -87,6 +147,11 @@ fn classify_v4(ip: Ipv4Addr) -> Option<(&'static str, bool)> {
         Some(("a link-local or cloud metadata address", true))
     } else if ip.is_unspecified() || ip.is_broadcast() || ip.is_multicast() || a == 0 {
         Some(("an unspecified, broadcast or multicast address", true))
+    } else if a >= 240 || (a == 192 && b == 0 && ip.octets()[2] == 0) || (a == 198 && (b & 0xfe) == 18) {
+        // 240.0.0.0/4 is reserved; 192.0.0.0/24 is IETF protocol
+        // assignments (192.0.0.192 among them: a cloud metadata address);
+        // 198.18.0.0/15 is for benchmarking networks.
+        Some(("a reserved, protocol-assignment or benchmarking address", true))
     } else if ip.is_loopback() {
         Some(("a loopback address", false))
     } else if ip.is_private() || (a == 100 && (64..128).contains(&b)) {
@@ -109,6 +174,7 @@ pub(crate) fn fetch(
     if usage.requests >= effective.http_requests {
         return Err(format!("http request quota exhausted: {} requests per call", effective.http_requests));
     }
+    check_request(&request)?;
     let url = url::Url::parse(&request.url).map_err(|err| format!("bad URL `{}`: {err}", request.url))?;
     if !matches!(url.scheme(), "http" | "https") {
         return Err(format!("only http and https URLs are allowed, not `{}`", url.scheme()));
@@ -216,15 +282,98 @@ mod tests {
             "::",
             "::ffff:169.254.169.254",
             "64:ff9b::a9fe:a9fe",
+            // IPv4-compatible, 6to4 and local-use NAT64 forms of metadata and private addresses.
+            "::169.254.169.254",
+            "::a9fe:a9fe",
+            "2002:a9fe:a9fe::1",
+            "64:ff9b:1::a9fe:a9fe",
+            "fec0::1",
+            "100::1",
+            "192.0.0.192",
+            "198.18.0.1",
+            "198.19.255.255",
+            "240.0.0.1",
+            "255.255.255.254",
         ] {
             assert!(refused(ip(never), true).is_some(), "{never} must always be refused");
         }
-        for private in ["127.0.0.1", "10.1.2.3", "172.16.0.1", "192.168.1.1", "100.64.0.1", "::1", "fd12::1"] {
+        for private in [
+            "127.0.0.1",
+            "10.1.2.3",
+            "172.16.0.1",
+            "192.168.1.1",
+            "100.64.0.1",
+            "::1",
+            "fd12::1",
+            "::10.1.2.3",
+            "2002:c0a8:0101::1",
+        ] {
             assert!(refused(ip(private), false).is_some(), "{private} is private");
             assert!(refused(ip(private), true).is_none(), "{private} is allowed with http_private");
         }
-        for public in ["1.1.1.1", "93.184.216.34", "2606:4700::1111", "::ffff:8.8.8.8"] {
+        for public in [
+            "1.1.1.1",
+            "93.184.216.34",
+            "2606:4700::1111",
+            "::ffff:8.8.8.8",
+            "2002:0808:0808::1",
+            "198.20.0.1",
+            "192.0.1.1",
+        ] {
             assert!(refused(ip(public), false).is_none(), "{public} is public");
         }
+    }
+
+    /// The effective grants of a plugin allowed to reach `host` (private included).
+    fn granted(host: String) -> Effective {
+        Effective {
+            http: vec![host],
+            http_private: true,
+            http_requests: 10,
+            http_bytes: 1 << 20,
+            ..Effective::default()
+        }
+    }
+
+    #[test]
+    fn a_forged_method_or_header_is_refused_before_any_connection() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let effective = granted(format!("127.0.0.1:{port}"));
+        let request = |method: &str, headers: Vec<(String, String)>| Request {
+            method: method.to_owned(),
+            url: format!("http://127.0.0.1:{port}/"),
+            headers,
+            body: Vec::new(),
+        };
+        let header = |name: &str, value: &str| vec![(name.to_owned(), value.to_owned())];
+        let smuggle = "GET / HTTP/1.1\r\nHost: evil.example\r\nContent-Length: 0\r\n\r\nGET";
+        for (request, needle) in [
+            (request(smuggle, Vec::new()), "invalid HTTP method"),
+            (request("GET /", Vec::new()), "invalid HTTP method"),
+            (request("", Vec::new()), "invalid HTTP method"),
+            (request("GET", header("X-A\r\nTransfer-Encoding", "chunked")), "invalid header name"),
+            (request("GET", header("X-A", "v\r\nContent-Length: 5")), "control characters"),
+            (request("GET", header("X-A", "v\0")), "control characters"),
+            (request("GET", header("X-A", &"v".repeat(9000))), "longer than"),
+            (request("GET", (0..101).map(|i| (format!("X-{i}"), "v".to_owned())).collect()), "at most 100"),
+        ] {
+            let deadline = Instant::now() + Duration::from_millis(300);
+            let err = fetch(&effective, &mut Usage::default(), request, deadline).err().expect("refused");
+            assert!(err.contains(needle), "{err} lacks {needle}");
+            match listener.accept() {
+                Err(err) if err.kind() == std::io::ErrorKind::WouldBlock => {}
+                other => panic!("a connection was made for a refused request: {other:?}"),
+            }
+        }
+        // Well-formed methods and headers pass the check (and would connect).
+        let ok = Request {
+            method: "PATCH".into(),
+            url: String::new(),
+            headers: header("X-Trace", "a\tb é"),
+            body: Vec::new(),
+        };
+        assert!(check_request(&ok).is_ok());
     }
 }

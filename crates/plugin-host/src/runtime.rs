@@ -30,6 +30,8 @@ const RESULT_CAP: usize = 4 << 20;
 const LOG_LINES: usize = 64;
 /// Longest log line kept.
 const LOG_LINE: usize = 2048;
+/// Characters a progress message keeps.
+const PROGRESS_LINE: usize = 256;
 /// One epoch, in microseconds: deadlines are this precise.
 const TICK_US: u64 = 500;
 /// Guest stack.
@@ -514,6 +516,25 @@ impl ResourceLimiter for Limiter {
     }
 }
 
+/// A guest's text as one log line of at most `max` characters: control
+/// characters (newlines among them, which would forge a record of their
+/// own, and terminal escapes) are written as escapes.
+fn one_line(text: &str, max: usize) -> String {
+    let mut line = String::with_capacity(text.len().min(max));
+    let mut kept = 0;
+    for c in text.chars() {
+        let escaped = c.is_control().then(|| c.escape_default());
+        for c in escaped.into_iter().flatten().chain((!c.is_control()).then_some(c)) {
+            if kept == max {
+                return line;
+            }
+            line.push(c);
+            kept += 1;
+        }
+    }
+    line
+}
+
 /// The host functions of every contract version, in the host's terms (the
 /// adapters in [`crate::wit`] call these).
 impl State {
@@ -523,7 +544,7 @@ impl State {
         if self.logged > LOG_LINES {
             return;
         }
-        let message: String = message.chars().take(LOG_LINE).collect();
+        let message = one_line(&message, LOG_LINE);
         let tool = &self.tool;
         match level {
             LogLevel::Trace => tracing::trace!(%tool, "{message}"),
@@ -536,7 +557,8 @@ impl State {
 
     /// A progress report from the guest.
     pub(crate) fn progress(&mut self, done: f64, total: Option<f64>, message: Option<String>) {
-        tracing::debug!(tool = %self.tool, done, total, message = message.as_deref().unwrap_or(""), "plugin progress");
+        let message = message.as_deref().map(|m| one_line(m, PROGRESS_LINE)).unwrap_or_default();
+        tracing::debug!(tool = %self.tool, done, total, message, "plugin progress");
     }
 
     /// Recall for the guest, if it holds the `memory` grant.
@@ -553,5 +575,17 @@ impl State {
     /// An HTTP request for the guest, if its grants allow it.
     pub(crate) fn fetch(&mut self, request: net::Request) -> Result<net::Response, String> {
         net::fetch(&self.effective, &mut self.usage, request, self.deadline)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn guest_text_becomes_one_bounded_line() {
+        assert_eq!(one_line("ok\nlevel=ERROR forged\r\u{1b}[2J", 100), "ok\\nlevel=ERROR forged\\r\\u{1b}[2J");
+        assert_eq!(one_line("é".repeat(10).as_str(), 4), "éééé");
+        assert_eq!(one_line("\n\n\n", 3), "\\n\\");
     }
 }
