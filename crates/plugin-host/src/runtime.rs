@@ -312,9 +312,10 @@ impl Runtime {
     }
 }
 
-/// The hostcall fuel of a call with `effective` capabilities.
+/// The hostcall fuel of a call with `effective` capabilities (saturating:
+/// an `http_bytes` grant near `u64::MAX` means "no cap", not an overflow).
 fn hostcall_fuel(effective: &Effective) -> usize {
-    2 * RESULT_CAP.max(usize::try_from(effective.http_bytes).unwrap_or(usize::MAX))
+    RESULT_CAP.max(usize::try_from(effective.http_bytes).unwrap_or(usize::MAX)).saturating_mul(2)
 }
 
 /// Turns a trap into the budget it broke, or a crash.
@@ -325,7 +326,22 @@ fn classify(
     tool: &str,
     started: Instant,
 ) -> CallError {
-    if let Some(denied) = store.data().limiter.denied {
+    let state = store.data();
+    classify_with(err, state.limiter.denied, &state.effective, manifest, tool, started)
+}
+
+/// [`classify`], given what the limiter refused (a memory growth the guest
+/// may have survived: it explains the trap only when no budget of time did).
+fn classify_with(
+    err: wasmtime::Error,
+    denied: Option<usize>,
+    effective: &Effective,
+    manifest: &Manifest,
+    tool: &str,
+    started: Instant,
+) -> CallError {
+    let trap = err.downcast_ref::<Trap>();
+    if let (Some(denied), false) = (denied, trap == Some(&Trap::Interrupt)) {
         return CallError::Budget {
             tool: tool.to_owned(),
             budget: "memory_mib".to_owned(),
@@ -333,7 +349,7 @@ fn classify(
             used: (denied as u64).div_ceil(1 << 20),
         };
     }
-    match err.downcast_ref::<Trap>() {
+    match trap {
         Some(Trap::Interrupt) => CallError::Budget {
             tool: tool.to_owned(),
             budget: "wall_ms".to_owned(),
@@ -353,10 +369,7 @@ fn classify(
         Some(trap) => CallError::Crashed { tool: tool.to_owned(), message: format!("wasm trap: {trap}") },
         None if err.root_cause().to_string().contains("fuel allocated for hostcalls") => CallError::Crashed {
             tool: tool.to_owned(),
-            message: format!(
-                "copied more than {} bytes to the host at once (hostcall fuel)",
-                hostcall_fuel(&store.data().effective)
-            ),
+            message: format!("copied more than {} bytes to the host at once (hostcall fuel)", hostcall_fuel(effective)),
         },
         None if err.root_cause().to_string().contains("resource table has no free keys") => CallError::Crashed {
             tool: tool.to_owned(),
@@ -581,6 +594,31 @@ impl State {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_time_out_after_a_refused_growth_is_a_time_out_and_fuel_saturates() {
+        let manifest: Manifest = toml::from_str("id = \"p\"\nversion = \"1\"\ndescription = \"x\"\n").unwrap();
+        let effective = Effective::default();
+        let budget = |err: wasmtime::Error, denied| match classify_with(
+            err,
+            denied,
+            &effective,
+            &manifest,
+            "p.t",
+            Instant::now(),
+        ) {
+            CallError::Budget { budget, .. } => budget,
+            other => panic!("{other:?}"),
+        };
+        // The guest survived a refused growth, then ran out of time.
+        assert_eq!(budget(Trap::Interrupt.into(), Some(64 << 20)), "wall_ms");
+        // A trap the refusal explains (the guest aborted on it).
+        assert_eq!(budget(Trap::UnreachableCodeReached.into(), Some(64 << 20)), "memory_mib");
+        assert_eq!(budget(Trap::Interrupt.into(), None), "wall_ms");
+        let unbounded = Effective { http_bytes: u64::MAX, ..Effective::default() };
+        assert_eq!(hostcall_fuel(&unbounded), usize::MAX);
+        assert_eq!(hostcall_fuel(&effective), 2 * RESULT_CAP);
+    }
 
     #[test]
     fn guest_text_becomes_one_bounded_line() {

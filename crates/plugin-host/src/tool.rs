@@ -294,7 +294,10 @@ mod tests {
             ),
             (format!(r#"{{"type": "object", "description": "{}"}}"#, "x".repeat(MAX_SCHEMA_BYTES)), "bytes, more than"),
             // A backreference needs a backtracking engine: the host's is linear.
-            (r#"{"type": "object", "properties": {"a": {"type": "string", "pattern": "^(a+)\\1$"}}}"#.to_owned(), "regex"),
+            (
+                r#"{"type": "object", "properties": {"a": {"type": "string", "pattern": "^(a+)\\1$"}}}"#.to_owned(),
+                "regex",
+            ),
         ] {
             let message = refused(&schema);
             assert!(message.contains(needle), "{message} lacks {needle}");
