@@ -518,3 +518,26 @@ fn the_template_written_with_attributes_publishes_derived_schemas() {
     let err = host.call_tool_blocking("template.greet", &json!({"name": " "})).unwrap_err();
     assert!(matches!(&err, CallError::ToolFailed { kind, .. } if kind == "invalid_arguments"), "{err:?}");
 }
+
+/// Test vectors are calls like any other (schemas checked) and bounded in
+/// number; a plugin whose vectors break either does not load.
+#[test]
+fn test_vectors_meet_the_schemas_and_are_bounded() {
+    let load = |vectors: &Value| {
+        let dir = plugins_dir(&["calc"]);
+        std::fs::write(dir.path().join("calc/tests/vectors.json"), vectors.to_string()).unwrap();
+        let host = PluginHost::new(None).unwrap();
+        let report = host.load_dir(dir.path());
+        report.failed.into_iter().map(|(_, err)| err.to_string()).next()
+    };
+    let two = json!({"value": "2", "decimal": "2", "is_integer": true});
+    assert_eq!(load(&json!([{"tool": "evaluate", "arguments": {"expression": "1+1"}, "expected": two}])), None);
+    // calc's input schema has additionalProperties: false.
+    let extra = json!([{"tool": "evaluate", "arguments": {"expression": "1+1", "extra": true}, "expected": two}]);
+    let err = load(&extra).expect("refused");
+    assert!(err.contains("test vector 0 (evaluate)") && err.contains("input schema"), "{err}");
+    let many: Vec<Value> =
+        (0..65).map(|_| json!({"tool": "evaluate", "arguments": {"expression": "1+1"}, "expected": two})).collect();
+    let err = load(&Value::Array(many)).expect("refused");
+    assert!(err.contains("test vector 64") && err.contains("at most 64"), "{err}");
+}
