@@ -1,8 +1,13 @@
 //! Request limits every listener applies: a body size cap (refused from the
 //! declared length before a byte is read, or cut off while streaming) and a
-//! deadline for the body to arrive.
+//! deadline for the whole body to arrive.
 
+use std::future::Future as _;
+use std::pin::Pin;
+use std::task::{Context, Poll};
 use std::time::Duration;
+
+use hyper::body::{Body as HttpBody, Frame, SizeHint};
 
 use axum::body::Body;
 use axum::extract::{Request, State};
@@ -17,8 +22,45 @@ use super::ApiError;
 pub struct HttpLimits {
     /// Largest request body; larger ones get 413 before being read.
     pub max_body_bytes: u64,
-    /// A request body must arrive within this.
+    /// A request body must arrive within this, all of it (a client that
+    /// trickles a byte at a time does not get more).
     pub body_timeout: Duration,
+}
+
+/// A body that fails once its deadline passes, however it trickles.
+struct DeadlineBody<B> {
+    inner: B,
+    deadline: Pin<Box<tokio::time::Sleep>>,
+    timeout: Duration,
+}
+
+/// The error a [`DeadlineBody`] ends with.
+#[derive(Debug, thiserror::Error)]
+#[error("the request body did not arrive within {0:?} (server.body_timeout_ms)")]
+struct BodyDeadline(Duration);
+
+impl<B> HttpBody for DeadlineBody<B>
+where
+    B: HttpBody + Unpin,
+    B::Error: Into<axum::BoxError>,
+{
+    type Data = B::Data;
+    type Error = axum::BoxError;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<B::Data>, Self::Error>>> {
+        if self.deadline.as_mut().poll(cx).is_ready() {
+            return Poll::Ready(Some(Err(BodyDeadline(self.timeout).into())));
+        }
+        Pin::new(&mut self.inner).poll_frame(cx).map_err(Into::into)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
 }
 
 /// Refuses a declared-too-large body before reading a byte of it, and caps
@@ -44,7 +86,11 @@ pub(crate) async fn limit_body(State(limits): State<HttpLimits>, request: Reques
     }
     let max = usize::try_from(limits.max_body_bytes).unwrap_or(usize::MAX);
     let request = request.map(|body| {
-        Body::new(tower_http::timeout::TimeoutBody::new(limits.body_timeout, http_body_util::Limited::new(body, max)))
+        Body::new(DeadlineBody {
+            inner: http_body_util::Limited::new(body, max),
+            deadline: Box::pin(tokio::time::sleep(limits.body_timeout)),
+            timeout: limits.body_timeout,
+        })
     });
     next.run(request).await
 }
@@ -104,6 +150,23 @@ mod tests {
     async fn an_undeclared_oversized_body_is_cut_off_while_streaming() {
         let (status, _) = post_echo(echo(1024), chunked(10, 256), None).await;
         assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
+    }
+
+    /// A byte every 50 ms for 400 ms: each frame comes well within the
+    /// 200 ms timeout, the whole body does not.
+    #[tokio::test(start_paused = true)]
+    async fn a_trickled_body_gets_one_deadline_for_all_of_it() {
+        let trickle = stream::unfold(0, |sent| async move {
+            if sent == 8 {
+                return None;
+            }
+            tokio::time::advance(Duration::from_millis(50)).await;
+            Some((Ok::<_, Infallible>(Bytes::from_static(b"x")), sent + 1))
+        });
+        let (status, _) = post_echo(echo(1024), Body::from_stream(trickle), None).await;
+        assert!(status.is_client_error() || status.is_server_error(), "{status}");
+        // The same bytes in time pass.
+        assert_eq!(post_echo(echo(1024), chunked(8, 1), None).await, (StatusCode::OK, "8".to_owned()));
     }
 
     #[tokio::test]

@@ -88,6 +88,14 @@ impl Metrics {
     }
 }
 
+/// A method as a metrics label: the standard ones by name, anything else
+/// (a client may send any token, before it is authenticated) as `other`,
+/// so no request can grow the label set.
+fn method_label(method: &axum::http::Method) -> &'static str {
+    const KNOWN: [&str; 9] = ["GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS", "CONNECT", "TRACE"];
+    KNOWN.into_iter().find(|known| *known == method.as_str()).unwrap_or("other")
+}
+
 /// Middleware (applied per route, so the matched path is known) that counts
 /// and times every request.
 pub(crate) async fn track(State(metrics): State<Metrics>, request: Request, next: Next) -> Response {
@@ -95,7 +103,7 @@ pub(crate) async fn track(State(metrics): State<Metrics>, request: Request, next
         .extensions()
         .get::<MatchedPath>()
         .map_or_else(|| "unmatched".to_owned(), |path| path.as_str().to_owned());
-    let method = request.method().as_str().to_owned();
+    let method = method_label(request.method()).to_owned();
     let inner = &metrics.inner;
     inner.in_flight.inc();
     let started = Instant::now();
@@ -104,4 +112,19 @@ pub(crate) async fn track(State(metrics): State<Metrics>, request: Request, next
     inner.latency.get_or_create(&RouteLabels { route: route.clone() }).observe(started.elapsed().as_secs_f64());
     inner.requests.get_or_create(&RequestLabels { method, route, status: response.status().as_u16() }).inc();
     response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_standard_methods_become_labels() {
+        use axum::http::Method;
+        assert_eq!(method_label(&Method::POST), "POST");
+        assert_eq!(method_label(&Method::from_bytes(b"PURGE").unwrap()), "other");
+        let invented: std::collections::HashSet<&str> =
+            (0..1000).map(|i| method_label(&Method::from_bytes(format!("M{i}").as_bytes()).unwrap())).collect();
+        assert_eq!(invented.len(), 1);
+    }
 }
