@@ -202,7 +202,8 @@ pub struct ConnLimits {
     /// A complete request head must arrive within this (also the
     /// keep-alive idle limit).
     pub header_timeout: Duration,
-    /// Most connections served at once, over all listeners.
+    /// Most connections served at once on each listener: TCP clients
+    /// (with or without a token) can never take the socket's.
     pub max_connections: usize,
     /// How long in-flight requests may run after shutdown begins.
     pub shutdown_grace: Duration,
@@ -223,10 +224,10 @@ pub enum Drained {
 pub async fn serve(listeners: Vec<Listener>, limits: ConnLimits, shutdown: impl Future<Output = ()>) -> Drained {
     let cancel = CancellationToken::new();
     let connections = TaskTracker::new();
-    let permits = Arc::new(Semaphore::new(limits.max_connections));
     let accept_loops = TaskTracker::new();
     for listener in listeners {
-        accept_loops.spawn(accept_loop(listener, limits, permits.clone(), cancel.clone(), connections.clone()));
+        let permits = Arc::new(Semaphore::new(limits.max_connections));
+        accept_loops.spawn(accept_loop(listener, limits, permits, cancel.clone(), connections.clone()));
     }
     accept_loops.close();
     shutdown.await;
@@ -311,5 +312,55 @@ async fn serve_connection<S>(
     };
     if let Err(err) = result {
         tracing::debug!(error = %err, "connection ended with an error");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    use super::*;
+
+    /// Sends one keep-alive request on `stream` and reads its answer's head.
+    async fn exchange<S: AsyncRead + AsyncWrite + Unpin>(stream: &mut S) -> String {
+        stream.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").await.unwrap();
+        let mut buf = vec![0u8; 1024];
+        let n = stream.read(&mut buf).await.unwrap();
+        String::from_utf8_lossy(&buf[..n]).into_owned()
+    }
+
+    /// TCP clients holding every connection they may have leave the
+    /// socket's owner served.
+    #[tokio::test]
+    async fn tcp_connections_cannot_take_the_sockets_share() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.sock");
+        let app = Router::new().route("/", axum::routing::get(|| async { "ok" }));
+        let socket = UnixSocket::bind(&path).unwrap();
+        let tcp = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = tcp.local_addr().unwrap();
+        // Idle keep-alive connections are kept for an hour: nothing frees a permit.
+        let limits = ConnLimits {
+            header_timeout: Duration::from_secs(3600),
+            max_connections: 2,
+            shutdown_grace: Duration::from_millis(10),
+        };
+        let stop = CancellationToken::new();
+        let listeners = vec![Listener::Unix(socket, app.clone()), Listener::Tcp(tcp, app)];
+        let server = tokio::spawn(serve(listeners, limits, stop.clone().cancelled_owned()));
+        let mut held = Vec::new();
+        for _ in 0..2 {
+            let mut stream = tokio::net::TcpStream::connect(address).await.unwrap();
+            assert!(exchange(&mut stream).await.starts_with("HTTP/1.1 200"));
+            held.push(stream);
+        }
+        // A guard against a hang, not a timing bar: a shared cap never answers.
+        let mut owner = tokio::net::UnixStream::connect(&path).await.unwrap();
+        let answer = tokio::time::timeout(Duration::from_secs(60), exchange(&mut owner)).await;
+        assert!(answer.is_ok_and(|head| head.starts_with("HTTP/1.1 200")), "the socket's owner was locked out");
+        stop.cancel();
+        drop(held);
+        drop(owner);
+        let _ = server.await;
     }
 }
