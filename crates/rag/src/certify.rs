@@ -186,15 +186,21 @@ pub struct Stratum {
 impl Stratum {
     /// The stratum a search's filter falls in (its collection aside).
     pub fn of(filter: &Filter) -> Self {
-        let mut tags = filter.tags.clone();
-        tags.sort();
-        tags.dedup();
         Self {
             tenant: filter.tenant.clone(),
             path_prefix: filter.path_prefix.clone(),
-            tags,
+            tags: filter.tags.clone(),
             time: filter.time.as_ref().map(|range| [range.start, range.end]),
         }
+        .normalized()
+    }
+
+    /// The same stratum with its tags sorted and once each (tag order does
+    /// not change which documents a filter keeps).
+    pub fn normalized(mut self) -> Self {
+        self.tags.sort();
+        self.tags.dedup();
+        self
     }
 
     /// The filter of this stratum in `collection`.

@@ -451,7 +451,7 @@ impl Calibrate {
             holdout: self.holdout,
             seed: self.seed,
             questions_from: String::new(),
-            stratum: Stratum::of(&self.stratum.filter(&self.collection)),
+            stratum: self.stratum.clone().normalized(),
         }
     }
 }
