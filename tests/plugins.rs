@@ -150,6 +150,10 @@ fn an_upgrade_asking_for_more_is_held_until_the_operator_grants_it() {
         plugins.as_array().unwrap().iter().find(|p| p["id"] == "calc").cloned().unwrap()
     };
     assert_eq!(calc()["version"], "0.1.0");
+    // Seen for the first time: published with nothing granted, and said so.
+    assert_eq!(calc()["approved"]["automatic"], true);
+    let text = stdout(&sandbox.run(&["plugins", "list"], &env));
+    assert!(text.contains("NOT REVIEWED"), "{text}");
 
     install_calc(&plugins, "0.2.0", "http = [\"api.example.com\"]");
     daemon.wait_for_log("is held until approved", std::time::Duration::from_secs(30));
@@ -169,6 +173,8 @@ fn an_upgrade_asking_for_more_is_held_until_the_operator_grants_it() {
         (Some("0.2.0"), json!(["http api.example.com"]))
     );
     assert!(calc()["held"].is_null());
+    assert!(calc()["approved"]["automatic"].is_null(), "approved by the operator now");
+    assert!(!stdout(&sandbox.run(&["plugins", "list"], &env)).contains("NOT REVIEWED"));
 
     let output = sandbox.run(&["plugins", "revoke", "calc", "--http", "api.example.com"], &env);
     assert!(output.status.success(), "{output:?}");
@@ -203,4 +209,24 @@ fn an_upgrade_asking_for_more_is_held_until_the_operator_grants_it() {
     assert!(!daemon.wait_exit(std::time::Duration::from_secs(30)).success());
     let log = daemon.stderr();
     assert!(log.contains("plugin-grants.toml") && log.contains("memroy"), "{log}");
+}
+
+#[test]
+fn the_daemon_serves_while_a_plugin_takes_its_time_to_load() {
+    let sandbox = Sandbox::new();
+    let plugins = sandbox.path().join("plugins");
+    std::fs::create_dir_all(&plugins).unwrap();
+    // A plugin whose describe sleeps, with a minute's budget to do it in.
+    let sleepy = plugins.join("hostile-sleepy");
+    support::copy_dir(&support::plugins_dir().join("hostile-sleepy"), &sleepy);
+    let manifest = sleepy.join("plugin.toml");
+    let text = std::fs::read_to_string(&manifest).unwrap().replace("wall_ms = 200", "wall_ms = 60000");
+    std::fs::write(&manifest, text).unwrap();
+    let env = [("ENGRAM_PLUGINS__DIR", plugins.to_str().unwrap())];
+    let daemon = sandbox.start(&env);
+    // Ready and answering while the plugin is still being described.
+    let reply = get_unix(&sandbox.socket(), "/healthz");
+    assert_eq!(reply.status, StatusCode::OK);
+    assert!(!daemon.stderr().contains("plugins loaded"), "{}", daemon.stderr());
+    drop(daemon);
 }

@@ -66,6 +66,14 @@ impl AppState {
         self.inner.services.plugins()
     }
 
+    /// [`AppState::plugins`], once the first load of the plugins directory
+    /// is done (it runs in the background while the daemon starts).
+    pub async fn plugins_loaded(&self) -> Option<&Arc<engram_plugin_host::PluginHost>> {
+        let host = self.plugins()?;
+        host.loaded().await;
+        Some(host)
+    }
+
     /// The models.
     pub fn models(&self) -> Option<&Models> {
         Some(self.inner.services.models())

@@ -24,15 +24,15 @@ pub(crate) fn routes() -> Router<AppState> {
         .route("/v1/plugins/reload", post(reload))
 }
 
-fn host(state: &AppState) -> Result<&std::sync::Arc<engram_plugin_host::PluginHost>, ApiError> {
-    state.plugins().ok_or_else(|| {
+async fn host(state: &AppState) -> Result<&std::sync::Arc<engram_plugin_host::PluginHost>, ApiError> {
+    state.plugins_loaded().await.ok_or_else(|| {
         ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "plugins_unavailable", "this daemon runs no plugin host")
     })
 }
 
 /// `GET /v1/plugins/tools`: every loaded tool with its schemas.
 async fn list_tools(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
-    Ok(Json(json!({ "tools": host(&state)?.list_tools() })))
+    Ok(Json(json!({ "tools": host(&state).await?.list_tools() })))
 }
 
 /// `POST /v1/plugins/call` body.
@@ -57,7 +57,7 @@ async fn call(State(state): State<AppState>, payload: Result<Json<CallRequest>, 
         Ok(request) => request,
         Err(err) => return err.into_response(),
     };
-    let host = match host(&state) {
+    let host = match host(&state).await {
         Ok(host) => host,
         Err(err) => return err.into_response(),
     };
@@ -71,6 +71,7 @@ async fn call(State(state): State<AppState>, payload: Result<Json<CallRequest>, 
                 CallError::Budget { .. } => (StatusCode::UNPROCESSABLE_ENTITY, "budget_exceeded"),
                 CallError::InvalidOutput { .. } => (StatusCode::BAD_GATEWAY, "invalid_output"),
                 CallError::Crashed { .. } => (StatusCode::BAD_GATEWAY, "plugin_crashed"),
+                CallError::Busy { .. } => (StatusCode::SERVICE_UNAVAILABLE, "plugin_busy"),
             };
             let body = json!({ "error": { "code": code, "message": err.to_string(), "detail": err } });
             (status, Json(body)).into_response()
@@ -81,14 +82,14 @@ async fn call(State(state): State<AppState>, payload: Result<Json<CallRequest>, 
 /// `GET /v1/plugins`: every plugin, loaded or held, with what it requests,
 /// holds and lacks.
 async fn list(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
-    Ok(Json(json!({ "plugins": host(&state)?.plugins() })))
+    Ok(Json(json!({ "plugins": host(&state).await?.plugins() })))
 }
 
 /// `POST /v1/plugins/reload`: rereads the grants and rescans the plugins
 /// directory now. Answers `{"loaded": [{id, version}], "failed": [{folder,
 /// error, detail}]}`, `detail` being the serialized `LoadError`.
 async fn reload(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
-    let host = host(&state)?.clone();
+    let host = host(&state).await?.clone();
     let Some(dir) = state.plugins_dir().map(std::path::Path::to_path_buf) else {
         return Err(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "plugins_unavailable", "no plugins directory"));
     };

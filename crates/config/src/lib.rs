@@ -20,6 +20,6 @@ pub use load::{
 pub use paths::{HostEnv, MAX_SOCKET_PATH, ModelSource, Paths, UnresolvedPath};
 pub use schema::{
     BUDGET_TOKENS, Config, CpuEngine, DirGrant, DirMode, Embedder, FusionKind, Invalid, KEYS, KeyDoc, Llm, LlmBackend,
-    Log, LogFormat, Memory, Models, PluginGrant, Plugins, QdrantServer, Retrieval, Server, Storage, Synchronous,
-    VectorStoreKind, expected_form,
+    Log, LogFormat, Memory, Models, PluginGrant, Plugins, PrivateHosts, QdrantServer, Retrieval, Server, Storage,
+    Synchronous, VectorStoreKind, expected_form,
 };

@@ -255,9 +255,10 @@ pub struct PluginGrant {
     /// Hosts (`name` or `name:port`) it may reach over HTTP.
     #[serde(default)]
     pub http: Vec<String>,
-    /// Let those hosts resolve to loopback or private addresses.
+    /// Which of those hosts may resolve to loopback or private addresses:
+    /// `true` (all), `false` (none), or a list of them.
     #[serde(default)]
-    pub http_private: bool,
+    pub http_private: PrivateHosts,
     /// HTTP requests per call (default 16).
     pub http_requests: Option<u32>,
     /// HTTP bytes per call, both ways (default 4 MiB).
@@ -265,6 +266,22 @@ pub struct PluginGrant {
     /// Directories by the name the plugin requests them under.
     #[serde(default)]
     pub files: std::collections::BTreeMap<String, DirGrant>,
+}
+
+/// `http_private` of a plugin grant: `true`, `false`, or a list of hosts.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(untagged)]
+pub enum PrivateHosts {
+    /// Every granted host, or none.
+    Every(bool),
+    /// These granted hosts only.
+    Only(Vec<String>),
+}
+
+impl Default for PrivateHosts {
+    fn default() -> Self {
+        Self::Every(false)
+    }
 }
 
 /// A directory granted to a plugin.
@@ -392,7 +409,8 @@ pub const KEYS: &[KeyDoc] = &[
 /// The expected form of `key`, or a generic phrase for keys not in [`KEYS`].
 pub fn expected_form(key: &str) -> &'static str {
     if key.starts_with("plugins.grants.") {
-        return "a plugin grant: memory and http_private (booleans), http (a list of host names), \
+        return "a plugin grant: memory (a boolean), http (a list of hosts: name, name:port or name:*), \
+                http_private (a boolean, or a list of those hosts), \
                 http_requests and http_bytes (integers), files.NAME = { path = \"/absolute/dir\", mode = \"read\" \
                 or \"write\" }";
     }

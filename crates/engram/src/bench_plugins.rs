@@ -32,11 +32,13 @@ fn micros(d: Duration) -> f64 {
 
 fn row(what: &str, times: Vec<Duration>, bar: &str) {
     match Summary::of(times) {
-        Some(s) => {
-            println!("{what:<44} {:>9.1} {:>9.1} {:>9.1}   {bar}", micros(s.p50), micros(s.p99), micros(s.max))
-        }
+        Some(s) => row_summary(what, &s, bar),
         None => println!("{what:<44} {:>9} {:>9} {:>9}   {bar}", "-", "-", "-"),
     }
+}
+
+fn row_summary(what: &str, s: &Summary, bar: &str) {
+    println!("{what:<44} {:>9.1} {:>9.1} {:>9.1}   {bar}", micros(s.p50), micros(s.p99), micros(s.max));
 }
 
 /// Builds and installs the plugins with fixtures into a temporary directory.
@@ -66,6 +68,11 @@ fn kib(field: &str) -> u64 {
         .unwrap_or(0)
 }
 
+/// Fixtures the host must refuse to load, and why.
+const REFUSED_AT_LOAD: [&str; 4] = ["hostile-long", "hostile-sleepy", "hostile-many", "hostile-cyclic"];
+/// Plugins whose calls block in a host call, for the blocking series.
+const SLEEPERS: usize = 4;
+
 /// `engram bench plugins`.
 pub fn plugins(args: &PluginsBenchArgs) -> anyhow::Result<()> {
     let scratch = tempfile::Builder::new()
@@ -83,11 +90,25 @@ pub fn plugins(args: &PluginsBenchArgs) -> anyhow::Result<()> {
         .replace("id = \"hostile\"", "id = \"runaway\"")
         .replace("wall_ms = 200", &format!("wall_ms = {}", args.runaway_budget_ms));
     std::fs::write(runaway.join("plugin.toml"), text)?;
+    // Blocking guests: copies of the hostile fixture whose calls sleep in a
+    // host call for up to 5 s (their budget), four plugins of 16 calls each.
+    for copy in 0..SLEEPERS {
+        let id = format!("sleeper{copy}");
+        let folder = dir.join(&id);
+        std::fs::create_dir_all(&folder)?;
+        std::fs::copy(dir.join("hostile/hostile.wasm"), folder.join(format!("{id}.wasm")))?;
+        let text = std::fs::read_to_string(dir.join("hostile/plugin.toml"))?
+            .replace("id = \"hostile\"", &format!("id = \"{id}\""))
+            .replace("wall_ms = 200", "wall_ms = 5000");
+        std::fs::write(folder.join("plugin.toml"), text)?;
+    }
     let host = Arc::new(PluginHost::new(None)?);
+    let started = Instant::now();
     let report = host.load_dir(&dir);
-    // The one fixture the host must refuse at load: a tool description over the limit.
+    let load_time = started.elapsed();
+    // The fixtures the host must refuse at load.
     let (refused, failed): (Vec<_>, Vec<_>) =
-        report.failed.iter().partition(|(folder, _)| folder.ends_with("hostile-long"));
+        report.failed.iter().partition(|(folder, _)| REFUSED_AT_LOAD.iter().any(|id| folder.ends_with(id)));
     anyhow::ensure!(failed.is_empty(), "plugins failed to load: {failed:?}");
 
     println!("plugin host: {} calls per series, 2 cores", args.calls);
@@ -196,14 +217,115 @@ pub fn plugins(args: &PluginsBenchArgs) -> anyhow::Result<()> {
             println!("NOT BLOCKED: hostile.{tool} {arguments}: {outcome:?}");
         }
     }
-    if refused.len() == 1 {
-        blocked += 1;
-    } else {
-        println!("NOT BLOCKED: hostile-long (a tool description over the limit) loaded");
+    for id in REFUSED_AT_LOAD {
+        match refused.iter().find(|(folder, _)| folder.ends_with(id)) {
+            Some((_, error)) => {
+                blocked += 1;
+                println!("refused at load: {id}: {error}");
+            }
+            None => println!("NOT BLOCKED: {id} loaded"),
+        }
     }
+    println!(
+        "loading all {} plugin folders (sleeping describe included): {:.1} s",
+        report.loaded.len() + report.failed.len(),
+        load_time.as_secs_f64()
+    );
     let alive = host.call_unchecked("hostile.echo", r#"{"alive": true}"#).is_ok();
-    println!("hostile suite: {blocked}/{} blocked; host still serving: {alive}", attacks.len() + 1);
+    println!("hostile suite: {blocked}/{} blocked; host still serving: {alive}", attacks.len() + REFUSED_AT_LOAD.len());
+
+    blocking_series(&host, args.calls)?;
+    result_burst(&host)?;
     drop(host);
     drop(scratch);
+    Ok(())
+}
+
+/// `calc.evaluate` idle, then while 64 calls (16 per sleeper plugin) sleep
+/// in a host call until their 5 s budget ends.
+fn blocking_series(host: &Arc<PluginHost>, calls: usize) -> anyhow::Result<()> {
+    let arguments = json!({"expression": "2^200 / 3^50"});
+    let time_calc = |calls: usize| -> anyhow::Result<Vec<Duration>> {
+        (0..calls)
+            .map(|_| {
+                let started = Instant::now();
+                host.call_tool_blocking("calc.evaluate", &arguments).map(|_| started.elapsed())
+            })
+            .collect::<Result<_, _>>()
+            .map_err(Into::into)
+    };
+    let idle = time_calc(calls)?;
+    let sleepers: Vec<_> = (0..SLEEPERS * engram_plugin_host::PLUGIN_CALLS)
+        .map(|i| {
+            let host = Arc::clone(host);
+            std::thread::spawn(move || {
+                let started = Instant::now();
+                let outcome = host.call_tool_blocking(&format!("sleeper{}.sleep", i % SLEEPERS), &json!({}));
+                (outcome, started.elapsed())
+            })
+        })
+        .collect();
+    // Measured while they wait (each until its 5 s budget).
+    let started = Instant::now();
+    let mut loaded = Vec::new();
+    while started.elapsed() < Duration::from_secs(4) && loaded.len() < calls {
+        loaded.extend(time_calc(100)?);
+    }
+    let mut ended = 0;
+    let mut longest = Duration::ZERO;
+    for sleeper in sleepers {
+        let (outcome, took) = sleeper.join().map_err(|_| anyhow::anyhow!("a sleeper thread panicked"))?;
+        ended += usize::from(matches!(&outcome, Err(CallError::Budget { budget, .. }) if budget == "wall_ms"));
+        longest = longest.max(took);
+    }
+    let (idle, loaded) = (Summary::of(idle), Summary::of(loaded));
+    if let (Some(idle), Some(loaded)) = (idle, loaded) {
+        row_summary("calc.evaluate idle", &idle, "");
+        row_summary("calc.evaluate, 64 calls blocked in host calls", &loaded, "p99 <= 2x idle");
+        println!(
+            "blocking calls: {ended}/{} ended at their 5 s budget (longest {:.2} s); calc p99 ratio loaded/idle {:.2}",
+            SLEEPERS * engram_plugin_host::PLUGIN_CALLS,
+            longest.as_secs_f64(),
+            loaded.p99.as_secs_f64() / idle.p99.as_secs_f64()
+        );
+    }
+    Ok(())
+}
+
+/// Daemon RSS before and after a burst of worst-case results (4 MB of
+/// text; 250,000 values), each parsed and checked like a real call.
+fn result_burst(host: &Arc<PluginHost>) -> anyhow::Result<()> {
+    let calls: [(&str, serde_json::Value); 2] =
+        [("hostile.flood", json!({"bytes": 4_000_000})), ("hostile.numbers", json!({"count": 250_000}))];
+    for (tool, arguments) in &calls {
+        host.call_tool_blocking(tool, arguments)?;
+    }
+    let idle = kib("VmRSS:");
+    let threads: Vec<_> = (0..8)
+        .map(|_| {
+            let host = Arc::clone(host);
+            let calls = calls.clone();
+            std::thread::spawn(move || {
+                for _ in 0..16 {
+                    for (tool, arguments) in &calls {
+                        host.call_tool_blocking(tool, arguments)?;
+                    }
+                }
+                Ok::<_, CallError>(())
+            })
+        })
+        .collect();
+    let mut peak = 0;
+    for thread in threads {
+        thread.join().map_err(|_| anyhow::anyhow!("a burst thread panicked"))??;
+        peak = peak.max(kib("VmRSS:"));
+    }
+    let after = kib("VmRSS:");
+    println!(
+        "worst-case results, 256 calls on 8 threads: RSS idle {:.1} MiB, after {:.1} MiB ({:+.1}%; bar: within 10%)",
+        idle as f64 / 1024.0,
+        after as f64 / 1024.0,
+        (after as f64 / idle as f64 - 1.0) * 100.0
+    );
     Ok(())
 }

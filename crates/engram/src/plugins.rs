@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use engram_config::Paths;
-use engram_plugin_host::{Capability, LoadError, PrivateAddresses, Revocation};
+use engram_plugin_host::{Capability, LoadError, PrivateAddresses, PrivateHosts, Revocation};
 use serde_json::Value;
 
 /// What `engram plugins` does.
@@ -35,9 +35,11 @@ pub enum PluginsCommand {
         #[arg(long = "dir", value_name = "NAME=PATH")]
         dirs: Vec<String>,
         /// Let its hosts resolve to loopback or private addresses (a local
-        /// service). Link-local and cloud metadata addresses stay refused.
-        #[arg(long)]
-        http_private: bool,
+        /// service): all of them with no HOST, or only the HOSTs named (as
+        /// its plugin.toml writes them). Link-local and cloud metadata
+        /// addresses stay refused.
+        #[arg(long, value_name = "HOST", num_args = 0..)]
+        http_private: Option<Vec<String>>,
     },
     /// Take back plugin ID's grants: all of them, or only those named.
     Revoke {
@@ -207,6 +209,12 @@ fn print_plugin(plugin: &Value, tools: &[Value]) {
         line += &format!("  not granted: {}", missing.join(", "));
     }
     println!("{line}");
+    if plugin["approved"]["automatic"] == true {
+        println!(
+            "  NOT REVIEWED: approved automatically when first seen, with nothing granted; \
+             its tools are published. Review it, then `engram plugins grant {id}` (or remove its folder)"
+        );
+    }
     if let Some(held) = plugin.get("held").filter(|h| !h.is_null()) {
         let reasons: Vec<&str> = held["reasons"].as_array().into_iter().flatten().filter_map(Value::as_str).collect();
         println!(
@@ -229,7 +237,7 @@ fn grant(
     paths: &Paths,
     id: &str,
     dirs: &[String],
-    http_private: bool,
+    http_private: Option<Vec<String>>,
 ) -> anyhow::Result<ExitCode> {
     let folder = paths.plugins_dir.join(id);
     anyhow::ensure!(
@@ -244,7 +252,11 @@ fn grant(
     }
     let grants = engram_services::plugins::grants(config, paths)?;
     let host = engram_plugin_host::PluginHost::with_grants(Some(paths.cache_dir.join("plugins")), grants)?;
-    let private = if http_private { PrivateAddresses::Allowed } else { PrivateAddresses::Refused };
+    let private = match http_private {
+        None => PrivateAddresses::Refused,
+        Some(hosts) if hosts.is_empty() => PrivateAddresses::Allowed,
+        Some(hosts) => PrivateAddresses::Only(hosts),
+    };
     let grant = host.approve(&folder, &mapped, private)?;
     let version = grant.approved.as_ref().map_or("?", |a| a.version.as_str());
     println!("approved {id} {version}; it holds: {}", describe_grant(&grant));
@@ -258,8 +270,12 @@ fn describe_grant(grant: &engram_plugin_host::grants::Grant) -> String {
         parts.push("memory".to_owned());
     }
     parts.extend(grant.http.iter().map(|host| format!("http {host}")));
-    if grant.http_private && !grant.http.is_empty() {
-        parts.push("(private addresses allowed)".to_owned());
+    match &grant.http_private {
+        PrivateHosts::Every(true) if !grant.http.is_empty() => parts.push("(private addresses allowed)".to_owned()),
+        PrivateHosts::Only(hosts) if !hosts.is_empty() => {
+            parts.push(format!("(private addresses allowed for {})", hosts.join(", ")));
+        }
+        _ => {}
     }
     parts.extend(grant.files.iter().map(|(name, dir)| {
         format!("files {name}={} ({})", dir.path.display(), format!("{:?}", dir.mode).to_lowercase())

@@ -30,10 +30,11 @@ async fn serve(loaded: &Loaded, paths: &Paths) -> anyhow::Result<()> {
     let (owned_config, owned_paths) = (config.clone(), paths.clone());
     let plugins = tokio::task::spawn_blocking(move || engram_services::plugins::open_host(&owned_config, &owned_paths))
         .await
-        .context("loading plugins panicked")??;
-    // Hot reload for as long as the daemon runs.
+        .context("starting the plugin host panicked")??;
+    // Plugins load in the background, then hot-reload for as long as the
+    // daemon runs; requests for tools wait for the first load only.
     let _watcher = plugins
-        .watch(paths.plugins_dir.clone(), Duration::from_millis(500), None)
+        .serve_dir(paths.plugins_dir.clone(), Duration::from_millis(500))
         .context("cannot start the plugin watcher")?;
     let services = Arc::new(services.with_plugins(plugins));
     // Load the models and open retrieval now, in the background.

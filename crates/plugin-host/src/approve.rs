@@ -54,6 +54,7 @@ impl PluginHost {
                     granted: effective.granted(),
                     missing: effective.missing.clone(),
                     held: None,
+                    approved: self.grants.get(id).approved,
                 },
             );
         }
@@ -69,6 +70,7 @@ impl PluginHost {
                     granted: effective.granted(),
                     missing: effective.missing,
                     held: None,
+                    approved: self.grants.get(id).approved,
                 }
             });
             entry.held = Some(version.clone());
@@ -78,8 +80,8 @@ impl PluginHost {
 
     /// Reads and describes the plugin in `folder` without loading it.
     pub fn inspect(&self, folder: &Path) -> Result<Inspection, LoadError> {
-        let Prepared { manifest, digests, .. } = self.prepare(folder)?;
-        Ok(Inspection { manifest, digests })
+        let Prepared { manifest, digests, sha256, .. } = self.prepare(folder)?;
+        Ok(Inspection { manifest, digests, sha256 })
     }
 
     /// Approves the plugin in `folder` as it is now — its requested
@@ -94,7 +96,7 @@ impl PluginHost {
         dirs: &BTreeMap<String, PathBuf>,
         private: PrivateAddresses,
     ) -> Result<Grant, ApproveError> {
-        let Inspection { manifest, digests } = self.inspect(folder)?;
+        let Inspection { manifest, digests, sha256 } = self.inspect(folder)?;
         let request = &manifest.capabilities;
         let mut files = BTreeMap::new();
         for access in &request.files {
@@ -104,7 +106,19 @@ impl PluginHost {
             if !path.is_absolute() || !path.is_dir() {
                 return Err(ApproveError::NotADirectory { dir: access.dir.clone(), path: path.clone() });
             }
+            if let Some(protected) = self.grants.overlaps_protected(path) {
+                return Err(ApproveError::ProtectedDirectory {
+                    dir: access.dir.clone(),
+                    path: path.clone(),
+                    protected,
+                });
+            }
             files.insert(access.dir.clone(), FileGrant { path: path.clone(), mode: access.mode });
+        }
+        if let PrivateAddresses::Only(hosts) = &private
+            && let Some(unknown) = hosts.iter().find(|host| !request.http.iter().any(|h| h.eq_ignore_ascii_case(host)))
+        {
+            return Err(ApproveError::UnknownHost { id: manifest.id.clone(), host: unknown.clone() });
         }
         if let Some(unknown) = dirs.keys().find(|name| !request.files.iter().any(|a| &a.dir == *name)) {
             return Err(ApproveError::UnknownDirectory { id: manifest.id.clone(), dir: unknown.clone() });
@@ -112,10 +126,16 @@ impl PluginHost {
         let grant = self.grants.update(&manifest.id, |grant| {
             grant.memory = request.memory;
             grant.http = request.http.clone();
-            grant.http_private = private.allowed();
+            grant.http_private = private.grant();
             grant.files = files;
-            grant.approved =
-                Some(Approval { version: manifest.version.clone(), request: request.clone(), tools: digests });
+            grant.approved = Some(Approval {
+                version: manifest.version.clone(),
+                request: request.clone(),
+                tools: digests,
+                budgets: manifest.budgets,
+                sha256: Some(sha256),
+                automatic: false,
+            });
             grant.clone()
         })?;
         Ok(grant)

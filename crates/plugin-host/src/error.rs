@@ -157,6 +157,14 @@ pub enum ComponentError {
         /// The limit.
         max: usize,
     },
+    /// The plugin describes more tools than the host publishes.
+    #[error("{count} tools: a plugin publishes at most {max}")]
+    TooManyTools {
+        /// Tools it described.
+        count: usize,
+        /// The limit.
+        max: usize,
+    },
     /// A tool title is over the limit.
     #[error("tool `{tool}`: title longer than {max} characters")]
     TitleTooLong {
@@ -348,6 +356,26 @@ pub enum ApproveError {
         /// The path given for it.
         path: PathBuf,
     },
+    /// A mapped directory overlaps one of Engram's own (its data, cache,
+    /// plugins, grants or token): write access there is native code
+    /// execution and every secret the daemon holds.
+    #[error("`{}` (given for `{dir}`) overlaps Engram's own `{}`: never grant it", path.display(), protected.display())]
+    ProtectedDirectory {
+        /// The requested directory's name.
+        dir: String,
+        /// The path given for it.
+        path: PathBuf,
+        /// Engram's path it overlaps.
+        protected: PathBuf,
+    },
+    /// Private addresses were allowed for a host the plugin does not request.
+    #[error("{id} requests no HTTP host `{host}` (write it as its plugin.toml does)")]
+    UnknownHost {
+        /// The plugin.
+        id: String,
+        /// The host named.
+        host: String,
+    },
     /// A directory was mapped that the plugin does not request.
     #[error("{id} requests no directory named `{dir}`")]
     UnknownDirectory {
@@ -412,6 +440,14 @@ pub enum CallError {
         limit: u64,
         /// What the call used (or tried to) when it was stopped.
         used: u64,
+    },
+    /// The plugin already runs as many calls as one plugin may; try again.
+    #[error("`{tool}` is busy: its plugin already runs {limit} calls at once")]
+    Busy {
+        /// The tool.
+        tool: String,
+        /// Calls one plugin may run at once.
+        limit: usize,
     },
     /// The plugin trapped (a bug in the plugin or a sandbox violation).
     #[error("`{tool}` crashed: {message}")]

@@ -34,7 +34,8 @@ use std::time::SystemTime;
 use serde::{Deserialize, Serialize};
 
 use crate::error::GrantsError;
-use crate::manifest::{Capabilities, FileMode};
+use crate::manifest::{Budgets, Capabilities, FileMode};
+use crate::net::HostGrant;
 
 /// What the operator granted one plugin, and what they approved.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
@@ -46,11 +47,11 @@ pub struct Grant {
     /// Hosts (`name` or `name:port`) it may reach through the host's HTTP hook.
     #[serde(default)]
     pub http: Vec<String>,
-    /// Let granted hosts resolve to loopback or private addresses (a service
-    /// on this machine or network). Link-local and cloud metadata addresses
-    /// stay refused.
+    /// Which granted hosts may resolve to loopback or private addresses (a
+    /// service on this machine or network): `true` (all), `false`, or a list
+    /// of them. Link-local and cloud metadata addresses stay refused.
     #[serde(default)]
-    pub http_private: bool,
+    pub http_private: PrivateHosts,
     /// HTTP requests one call may send.
     #[serde(default = "Grant::default_http_requests")]
     pub http_requests: u32,
@@ -80,22 +81,88 @@ impl Grant {
     }
 }
 
-/// Whether a plugin's granted HTTP hosts may resolve to loopback or
-/// private addresses (a service on this machine or network). Link-local and
-/// cloud metadata addresses are refused either way.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+/// Which of a plugin's granted HTTP hosts may resolve to loopback or
+/// private addresses (a service on this machine or network), as the grants
+/// file writes it. Link-local and cloud metadata addresses are refused
+/// either way.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(untagged)]
+pub enum PrivateHosts {
+    /// Every granted host (`true`), or none (`false`).
+    Every(bool),
+    /// Only these granted hosts (their host part; ports are the `http`
+    /// grant's business).
+    Only(Vec<String>),
+}
+
+impl Default for PrivateHosts {
+    fn default() -> Self {
+        Self::Every(false)
+    }
+}
+
+impl PrivateHosts {
+    /// Whether `host` (lowercase, without brackets) may reach loopback or
+    /// private addresses.
+    pub fn allows(&self, host: &str) -> bool {
+        match self {
+            Self::Every(every) => *every,
+            Self::Only(hosts) => hosts.iter().any(|h| HostGrant::parse(&h.to_ascii_lowercase()).host == host),
+        }
+    }
+
+    /// Whether any host may.
+    pub fn any(&self) -> bool {
+        match self {
+            Self::Every(every) => *every,
+            Self::Only(hosts) => !hosts.is_empty(),
+        }
+    }
+
+    /// What either allows.
+    fn merge(&mut self, other: &Self) {
+        match (&mut *self, other) {
+            (Self::Every(true), _) | (_, Self::Every(false)) => {}
+            (_, Self::Every(true)) | (Self::Every(false), Self::Only(_)) => *self = other.clone(),
+            (Self::Only(mine), Self::Only(theirs)) => {
+                for host in theirs {
+                    if !mine.iter().any(|h| h.eq_ignore_ascii_case(host)) {
+                        mine.push(host.clone());
+                    }
+                }
+            }
+        }
+    }
+
+    /// Takes back `host` from a list (`true` covers the hosts left).
+    fn forget(&mut self, host: &str) {
+        if let Self::Only(hosts) = self {
+            hosts.retain(|h| !h.eq_ignore_ascii_case(host));
+        }
+    }
+}
+
+/// What the operator allows when approving: which of a plugin's requested
+/// HTTP hosts may resolve to loopback or private addresses.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub enum PrivateAddresses {
     /// Public addresses only.
     #[default]
     Refused,
-    /// Loopback and private addresses too.
+    /// Loopback and private addresses too, for every requested host.
     Allowed,
+    /// For these requested hosts only.
+    Only(Vec<String>),
 }
 
 impl PrivateAddresses {
-    /// The grant's `http_private` flag for this choice.
-    pub fn allowed(self) -> bool {
-        self == Self::Allowed
+    /// The grant's `http_private` for this choice.
+    pub fn grant(&self) -> PrivateHosts {
+        match self {
+            Self::Refused => PrivateHosts::Every(false),
+            Self::Allowed => PrivateHosts::Every(true),
+            Self::Only(hosts) => PrivateHosts::Only(hosts.clone()),
+        }
     }
 }
 
@@ -126,14 +193,17 @@ impl Revocation {
             Self::All => {
                 grant.memory = false;
                 grant.http.clear();
-                grant.http_private = false;
+                grant.http_private = PrivateHosts::Every(false);
                 grant.files.clear();
             }
             Self::Only(capabilities) => {
                 for capability in capabilities {
                     match capability {
                         Capability::Memory => grant.memory = false,
-                        Capability::Http(host) => grant.http.retain(|h| !h.eq_ignore_ascii_case(host)),
+                        Capability::Http(host) => {
+                            grant.http.retain(|h| !h.eq_ignore_ascii_case(host));
+                            grant.http_private.forget(host);
+                        }
                         Capability::Directory(name) => {
                             grant.files.remove(name);
                         }
@@ -166,13 +236,32 @@ pub struct Approval {
     /// Each tool's digest (description, title, schemas, annotations).
     #[serde(default)]
     pub tools: BTreeMap<String, String>,
+    /// The budgets it runs with (approvals recorded before budgets were:
+    /// the defaults).
+    #[serde(default)]
+    pub budgets: Budgets,
+    /// The sha256 of the component approved.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sha256: Option<String>,
+    /// Approved by no one: the plugin was first seen in the plugins
+    /// directory and loaded with nothing granted. `engram plugins list`
+    /// says so until the operator approves it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub automatic: bool,
 }
 
 impl Approval {
-    /// Why a version requesting `request` with tools `tools` is not covered
-    /// by this approval; empty if it is.
-    pub fn review(&self, request: &Capabilities, tools: &BTreeMap<String, String>) -> Vec<String> {
+    /// Why a version requesting `request` with `budgets` and tools `tools`
+    /// is not covered by this approval; empty if it is.
+    pub fn review(&self, request: &Capabilities, budgets: &Budgets, tools: &BTreeMap<String, String>) -> Vec<String> {
         let mut reasons = Vec::new();
+        if budgets.wall_ms > self.budgets.wall_ms {
+            reasons.push(format!("raises its `wall_ms` budget from {} to {}", self.budgets.wall_ms, budgets.wall_ms));
+        }
+        if budgets.memory_mib > self.budgets.memory_mib {
+            let (from, to) = (self.budgets.memory_mib, budgets.memory_mib);
+            reasons.push(format!("raises its `memory_mib` budget from {from} to {to}"));
+        }
         if request.memory && !self.request.memory {
             reasons.push("requests `memory`".to_owned());
         }
@@ -205,6 +294,8 @@ pub struct Grants {
     state: Mutex<State>,
     /// Grants from the configuration, added to the file's.
     config: BTreeMap<String, Grant>,
+    /// Engram's own paths, which no directory grant may overlap.
+    protected: Vec<PathBuf>,
 }
 
 #[derive(Default)]
@@ -223,12 +314,17 @@ const HEADER: &str = "\
 impl Grants {
     /// Grants kept in memory only (tests, `engram plugins test`).
     pub fn in_memory() -> Self {
-        Self { file: None, state: Mutex::new(State::default()), config: BTreeMap::new() }
+        Self { file: None, state: Mutex::new(State::default()), config: BTreeMap::new(), protected: Vec::new() }
     }
 
     /// Grants in `file` (which need not exist yet).
     pub fn open(file: PathBuf) -> Result<Self, GrantsError> {
-        let grants = Self { file: Some(file), state: Mutex::new(State::default()), config: BTreeMap::new() };
+        let grants = Self {
+            file: Some(file),
+            state: Mutex::new(State::default()),
+            config: BTreeMap::new(),
+            protected: Vec::new(),
+        };
         grants.reload()?;
         Ok(grants)
     }
@@ -238,6 +334,27 @@ impl Grants {
     pub fn with_config(mut self, config: BTreeMap<String, Grant>) -> Self {
         self.config = config.into_iter().map(|(id, grant)| (id, Grant { approved: None, ..grant })).collect();
         self
+    }
+
+    /// Protects Engram's own `paths` (data, cache, plugins directories, the
+    /// grants and token files): a directory grant overlapping one of them
+    /// is refused when approved and dropped (with a warning) if written
+    /// into the file or configuration by hand. The grants file itself is
+    /// always protected.
+    pub fn protecting(mut self, paths: impl IntoIterator<Item = PathBuf>) -> Self {
+        self.protected.extend(paths);
+        self
+    }
+
+    /// The protected path `dir` overlaps (contains, or lies within), if any.
+    pub fn overlaps_protected(&self, dir: &Path) -> Option<PathBuf> {
+        let real = |path: &Path| path.canonicalize().unwrap_or_else(|_| path.to_path_buf());
+        let dir = real(dir);
+        self.protected
+            .iter()
+            .chain(self.file.as_ref())
+            .map(|p| real(p))
+            .find(|p| p.starts_with(&dir) || dir.starts_with(p))
     }
 
     /// What the configuration grants plugin `id`, if anything.
@@ -285,13 +402,26 @@ impl Grants {
                     grant.http.push(host.clone());
                 }
             }
-            grant.http_private |= extra.http_private;
+            grant.http_private.merge(&extra.http_private);
             grant.http_requests = grant.http_requests.max(extra.http_requests);
             grant.http_bytes = grant.http_bytes.max(extra.http_bytes);
             for (name, dir) in &extra.files {
                 grant.files.entry(name.clone()).or_insert_with(|| dir.clone());
             }
         }
+        grant.files.retain(|name, dir| match self.overlaps_protected(&dir.path) {
+            Some(protected) => {
+                tracing::warn!(
+                    plugin = id,
+                    dir = name,
+                    path = %dir.path.display(),
+                    protected = %protected.display(),
+                    "directory grant refused: it overlaps Engram's own files"
+                );
+                false
+            }
+            None => true,
+        });
         grant
     }
 
@@ -386,7 +516,7 @@ pub(crate) struct Effective {
     pub files: Vec<(String, PathBuf, FileMode)>,
     /// Hosts it may reach; empty: no HTTP.
     pub http: Vec<String>,
-    pub http_private: bool,
+    pub http_private: PrivateHosts,
     pub http_requests: u32,
     pub http_bytes: u64,
     pub memory: bool,
@@ -397,7 +527,7 @@ pub(crate) struct Effective {
 impl Effective {
     pub(crate) fn of(request: &Capabilities, grant: &Grant) -> Self {
         let mut effective = Self {
-            http_private: grant.http_private,
+            http_private: grant.http_private.clone(),
             http_requests: grant.http_requests,
             http_bytes: grant.http_bytes,
             memory: request.memory && grant.memory,
@@ -477,15 +607,24 @@ mod tests {
             version: "1.0.0".into(),
             request: request(&["a.com"], false, &[("data", FileMode::Read)]),
             tools: BTreeMap::from([("p.t".to_owned(), "aaaa".to_owned())]),
+            budgets: Budgets::default(),
+            sha256: None,
+            automatic: false,
         };
         let same = BTreeMap::from([("p.t".to_owned(), "aaaa".to_owned())]);
-        assert!(approval.review(&request(&["A.com"], false, &[("data", FileMode::Read)]), &same).is_empty());
-        assert!(approval.review(&request(&[], false, &[]), &BTreeMap::new()).is_empty(), "narrowing is fine");
+        let budgets = Budgets::default();
+        assert!(approval.review(&request(&["A.com"], false, &[("data", FileMode::Read)]), &budgets, &same).is_empty());
+        let narrow = Budgets { wall_ms: 10, memory_mib: 1 };
+        assert!(approval.review(&request(&[], false, &[]), &narrow, &BTreeMap::new()).is_empty(), "narrowing is fine");
         let changed = BTreeMap::from([("p.t".to_owned(), "bbbb".to_owned()), ("p.u".to_owned(), "cccc".to_owned())]);
-        let reasons = approval.review(&request(&["a.com", "b.com"], true, &[("data", FileMode::Write)]), &changed);
+        let raised = Budgets { wall_ms: 60_000, memory_mib: 1024 };
+        let reasons =
+            approval.review(&request(&["a.com", "b.com"], true, &[("data", FileMode::Write)]), &raised, &changed);
         assert_eq!(
             reasons,
             [
+                "raises its `wall_ms` budget from 1000 to 60000",
+                "raises its `memory_mib` budget from 64 to 1024",
                 "requests `memory`",
                 "requests HTTP host `b.com`",
                 "requests directory `data` (write)",
@@ -493,6 +632,25 @@ mod tests {
                 "adds tool `p.u`"
             ]
         );
+    }
+
+    #[test]
+    fn private_addresses_are_allowed_per_host() {
+        let read = |text: &str| toml::from_str::<Grant>(text).unwrap().http_private;
+        assert_eq!(read(""), PrivateHosts::Every(false));
+        assert_eq!(read("http_private = true"), PrivateHosts::Every(true));
+        let only = read("http = [\"localhost:*\", \"api.example.com\"]\nhttp_private = [\"LocalHost:*\"]");
+        assert!(only.allows("localhost") && !only.allows("api.example.com") && only.any());
+        assert!(PrivateHosts::Only(vec!["[::1]:8080".into()]).allows("::1"));
+        let mut merged = PrivateHosts::Every(false);
+        merged.merge(&only);
+        assert_eq!(merged, only);
+        merged.merge(&PrivateHosts::Only(vec!["b.com".into(), "localhost:*".into()]));
+        assert_eq!(merged, PrivateHosts::Only(vec!["LocalHost:*".into(), "b.com".into()]));
+        merged.merge(&PrivateHosts::Every(true));
+        assert_eq!(merged, PrivateHosts::Every(true));
+        let text = toml::to_string(&Grant { http_private: only.clone(), ..Grant::none() }).unwrap();
+        assert!(text.contains("http_private = [\"LocalHost:*\"]"), "{text}");
     }
 
     #[test]
@@ -509,6 +667,9 @@ mod tests {
                     version: "0.1.0".into(),
                     request: request(&["a.com"], true, &[]),
                     tools: BTreeMap::from([("calc.x".to_owned(), "00ff".to_owned())]),
+                    budgets: Budgets { wall_ms: 5000, memory_mib: 128 },
+                    sha256: Some("ab".repeat(32)),
+                    automatic: true,
                 });
             })
             .unwrap();
@@ -540,15 +701,15 @@ mod tests {
         let mut full = Grant::none();
         full.memory = true;
         full.http = vec!["A.com".into(), "b.com".into()];
-        full.http_private = true;
+        full.http_private = PrivateHosts::Only(vec!["A.com".into(), "b.com".into()]);
         full.files.insert("data".into(), FileGrant { path: "/srv".into(), mode: FileMode::Read });
         full.files.insert("cache".into(), FileGrant { path: "/tmp".into(), mode: FileMode::Write });
         let mut grant = full.clone();
         Revocation::Only(vec![Capability::Http("a.com".into()), Capability::Directory("cache".into())])
             .apply(&mut grant);
         assert_eq!(
-            (grant.memory, grant.http.as_slice(), grant.http_private),
-            (true, ["b.com".to_owned()].as_slice(), true)
+            (grant.memory, grant.http.as_slice(), &grant.http_private),
+            (true, ["b.com".to_owned()].as_slice(), &PrivateHosts::Only(vec!["b.com".into()]))
         );
         assert_eq!(grant.files.keys().collect::<Vec<_>>(), ["data"]);
         Revocation::Only(vec![Capability::Memory]).apply(&mut grant);

@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
@@ -14,7 +15,7 @@ use crate::manifest::Manifest;
 use crate::recall::{Recall, Scope};
 use crate::report::{HeldVersion, LoadReport};
 use crate::runtime::{Compiled, Runtime, Setup};
-use crate::tool::{Tool, ToolInfo, digest};
+use crate::tool::{MAX_TOOLS, Tool, ToolInfo, digest};
 
 /// One loaded plugin version.
 pub(crate) struct Loaded {
@@ -26,6 +27,22 @@ pub(crate) struct Loaded {
     pub(crate) digests: BTreeMap<String, String>,
     /// What it may use; replaced when grants change.
     pub(crate) effective: RwLock<Arc<Effective>>,
+    /// Its calls running now ([`PLUGIN_CALLS`] at most).
+    pub(crate) in_flight: AtomicUsize,
+}
+
+/// Calls of one plugin that may run at once; more are refused as busy, so
+/// one plugin (slow, or blocking until its deadline) cannot take every
+/// sandbox slot and thread from the others.
+pub const PLUGIN_CALLS: usize = 16;
+
+/// One running call of a plugin, counted down when it ends.
+struct Running<'a>(&'a AtomicUsize);
+
+impl Drop for Running<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 impl Loaded {
@@ -54,6 +71,9 @@ pub struct PluginHost {
     /// Bumped whenever the published tools change (a version loaded or
     /// unloaded), so surfaces can tell their clients.
     pub(crate) generation: tokio::sync::watch::Sender<u64>,
+    /// True while the first load of the plugins directory runs in the
+    /// background (see [`PluginHost::serve_dir`]).
+    pub(crate) loading: tokio::sync::watch::Sender<bool>,
 }
 
 impl PluginHost {
@@ -72,6 +92,7 @@ impl PluginHost {
             grants,
             recall: RwLock::new(None),
             generation: tokio::sync::watch::Sender::new(0),
+            loading: tokio::sync::watch::Sender::new(false),
         })
     }
 
@@ -90,6 +111,20 @@ impl PluginHost {
         self.generation.send_modify(|generation| *generation += 1);
     }
 
+    /// Waits until the first load of the plugins directory is done (at once
+    /// if none runs): a request for tools made while the daemon starts sees
+    /// every plugin that loads, not an empty list.
+    pub async fn loaded(&self) {
+        let mut loading = self.loading.subscribe();
+        // An error means the sender is gone: no load is running either.
+        let _ = loading.wait_for(|loading| !loading).await;
+    }
+
+    /// Whether the first load of the plugins directory is still running.
+    pub fn is_loading(&self) -> bool {
+        *self.loading.borrow()
+    }
+
     /// Where plugins with the `memory` grant recall from.
     pub fn set_recall(&self, recall: Arc<dyn Recall>) {
         *self.recall.write().unwrap_or_else(|e| e.into_inner()) = Some(recall);
@@ -99,27 +134,22 @@ impl PluginHost {
     /// skipped, the others load.
     pub fn load_dir(&self, dir: &Path) -> LoadReport {
         let mut report = LoadReport::default();
-        let Ok(entries) = std::fs::read_dir(dir) else {
-            return report;
-        };
-        // Hidden folders are installs in progress (scripts/build-plugins stages there).
-        let mut folders: Vec<PathBuf> = entries
-            .filter_map(Result::ok)
-            .map(|e| e.path())
-            .filter(|p| p.join("plugin.toml").is_file())
-            .filter(|p| p.file_name().and_then(|n| n.to_str()).is_some_and(|n| !n.starts_with('.')))
-            .collect();
-        folders.sort();
-        for folder in folders {
-            match self.load(&folder) {
+        for folder in crate::watch::folders(dir).into_values() {
+            match self.load_logged(&folder) {
                 Ok((id, version)) => report.loaded.push((id, version)),
-                Err(err) => {
-                    tracing::warn!(plugin = %folder.display(), error = %err, "plugin not loaded");
-                    report.failed.push((folder, err));
-                }
+                Err(err) => report.failed.push((folder, err)),
             }
         }
         report
+    }
+
+    /// [`PluginHost::load`], a failure logged (a success logs itself).
+    pub(crate) fn load_logged(&self, folder: &Path) -> Result<(String, String), LoadError> {
+        let loaded = self.load(folder);
+        if let Err(err) = &loaded {
+            tracing::warn!(plugin = %folder.display(), error = %err, "plugin not loaded");
+        }
+        loaded
     }
 
     /// Loads (or replaces) the plugin in `folder`: compiles its component,
@@ -133,7 +163,7 @@ impl PluginHost {
         let id = manifest.id.clone();
         let grant = self.grants.get(&id);
         if let Some(approval) = &grant.approved {
-            let reasons = approval.review(&manifest.capabilities, &digests);
+            let reasons = approval.review(&manifest.capabilities, &manifest.budgets, &digests);
             if !reasons.is_empty() {
                 let version = manifest.version.clone();
                 let held = HeldVersion { version: version.clone(), reasons: reasons.clone() };
@@ -142,15 +172,26 @@ impl PluginHost {
             }
         }
         let effective = RwLock::new(Arc::new(Effective::of(&manifest.capabilities, &grant)));
-        let loaded = Loaded { manifest, sha256, compiled, tools, digests, effective };
+        let loaded = Loaded { manifest, sha256, compiled, tools, digests, effective, in_flight: AtomicUsize::new(0) };
         self.run_vectors(folder, &loaded)?;
         // First sight, or a version within its approval: this is now the
-        // approved state later versions are compared with.
+        // approved state later versions are compared with. A plugin never
+        // approved by the operator stays marked so.
         let approval = Approval {
             version: loaded.manifest.version.clone(),
             request: loaded.manifest.capabilities.clone(),
             tools: loaded.digests.clone(),
+            budgets: loaded.manifest.budgets,
+            sha256: Some(loaded.sha256.clone()),
+            automatic: grant.approved.as_ref().is_none_or(|approved| approved.automatic),
         };
+        if grant.approved.is_none() {
+            tracing::warn!(
+                plugin = %id,
+                version = %approval.version,
+                "plugin seen for the first time: approved automatically with nothing granted; review it with `engram plugins list`"
+            );
+        }
         if grant.approved.as_ref() != Some(&approval)
             && let Err(err) = self.grants.update(&id, |grant| grant.approved = Some(approval))
         {
@@ -160,7 +201,14 @@ impl PluginHost {
         tracing::info!(plugin = %key.0, version = %key.1, tools = loaded.tools.len(), sha256 = %loaded.sha256, "plugin loaded");
         self.held.write().unwrap_or_else(|e| e.into_inner()).remove(&key.0);
         let digests = loaded.digests.clone();
-        let previous = self.plugins.write().unwrap_or_else(|e| e.into_inner()).insert(key.0.clone(), Arc::new(loaded));
+        let mut plugins = self.plugins.write().unwrap_or_else(|e| e.into_inner());
+        // The grant read above may be stale: a revocation that landed while
+        // the vectors ran refreshed the plugins then loaded, not this one.
+        // Read it again under the lock that refreshes take.
+        *loaded.effective.write().unwrap_or_else(|e| e.into_inner()) =
+            Arc::new(Effective::of(&loaded.manifest.capabilities, &self.grants.get(&key.0)));
+        let previous = plugins.insert(key.0.clone(), Arc::new(loaded));
+        drop(plugins);
         if previous.is_none_or(|previous| previous.digests != digests) {
             self.tools_changed();
         }
@@ -180,6 +228,9 @@ impl PluginHost {
         let (compiled, sha256) = self.runtime.compile(&bytes).map_err(bad)?;
         let specs =
             self.runtime.describe(&compiled, &manifest).map_err(|error| bad(ComponentError::Describe { error }))?;
+        if specs.len() > MAX_TOOLS {
+            return Err(bad(ComponentError::TooManyTools { count: specs.len(), max: MAX_TOOLS }));
+        }
         let mut tools = BTreeMap::new();
         for spec in specs {
             let tool = Tool::from_spec(&manifest, spec).map_err(bad)?;
@@ -263,6 +314,10 @@ impl PluginHost {
         local: &str,
         args: &str,
     ) -> Result<String, CallError> {
+        let running = Running(&plugin.in_flight);
+        if running.0.fetch_add(1, Ordering::AcqRel) >= PLUGIN_CALLS {
+            return Err(CallError::Busy { tool: name.to_owned(), limit: PLUGIN_CALLS });
+        }
         let recall = self.recall.read().unwrap_or_else(|e| e.into_inner()).clone();
         let effective = plugin.effective();
         let setup = Setup { manifest: &plugin.manifest, effective: &effective, recall, scope };
@@ -308,6 +363,7 @@ impl PluginHost {
         let Some(wall_ms) = wall_ms else {
             return Err(CallError::UnknownTool { tool: name.to_owned() });
         };
+        self.loaded().await;
         let host = Arc::clone(self);
         let tool = name.to_owned();
         let started = Instant::now();

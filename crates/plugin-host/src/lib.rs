@@ -32,6 +32,7 @@ pub mod grants;
 mod host;
 pub mod manifest;
 mod net;
+mod offload;
 mod recall;
 mod report;
 mod runtime;
@@ -43,8 +44,8 @@ mod wit;
 pub use error::{
     ApproveError, CallError, ComponentError, GrantsError, HostError, LoadError, ManifestError, SchemaRole,
 };
-pub use grants::{Capability, PrivateAddresses, Revocation};
-pub use host::PluginHost;
+pub use grants::{Capability, PrivateAddresses, PrivateHosts, Revocation};
+pub use host::{PLUGIN_CALLS, PluginHost};
 pub use manifest::{Budgets, Capabilities, Manifest};
 pub use recall::{Hit, Recall, Scope};
 pub use report::{HeldVersion, Inspection, LoadReport, PluginInfo};

@@ -161,6 +161,65 @@ fn classify_v4(ip: Ipv4Addr) -> Option<(&'static str, bool)> {
     }
 }
 
+/// One granted host: `name` (the scheme's default port: 80 for http, 443
+/// for https), `name:port`, or `name:*` (any port). IPv6 literals go in
+/// brackets: `[::1]:8080`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct HostGrant<'a> {
+    /// The host, without brackets.
+    pub host: &'a str,
+    pub port: Ports,
+}
+
+/// The ports a host grant opens.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Ports {
+    /// The URL scheme's default port only.
+    Default,
+    /// This one.
+    One(u16),
+    /// Any.
+    Any,
+}
+
+impl Ports {
+    fn admits(self, port: u16, default_port: u16) -> bool {
+        match self {
+            Self::Default => port == default_port,
+            Self::One(one) => port == one,
+            Self::Any => true,
+        }
+    }
+}
+
+impl<'a> HostGrant<'a> {
+    /// Reads a grant (already lowercase). A port that does not parse leaves
+    /// the whole text as the host, which then matches no URL's host.
+    pub(crate) fn parse(granted: &'a str) -> Self {
+        let (host, port) = match granted.strip_prefix('[') {
+            Some(rest) => match rest.split_once(']') {
+                Some((host, "")) => (host, None),
+                Some((host, port)) => (host, port.strip_prefix(':')),
+                None => (granted, None),
+            },
+            // A bare IPv6 address has colons of its own and no port.
+            None if granted.matches(':').count() > 1 => (granted, None),
+            None => match granted.split_once(':') {
+                Some((host, port)) => (host, Some(port)),
+                None => (granted, None),
+            },
+        };
+        match port {
+            None => Self { host, port: Ports::Default },
+            Some("*") => Self { host, port: Ports::Any },
+            Some(port) => match port.parse() {
+                Ok(port) => Self { host, port: Ports::One(port) },
+                Err(_) => Self { host: granted, port: Ports::Default },
+            },
+        }
+    }
+}
+
 /// Sends `request` if `effective` allows it, within `deadline`.
 pub(crate) fn fetch(
     effective: &Effective,
@@ -181,23 +240,31 @@ pub(crate) fn fetch(
     }
     let host = url.host_str().ok_or_else(|| format!("no host in `{}`", request.url))?.to_ascii_lowercase();
     let port = url.port_or_known_default().unwrap_or(80);
+    let default_port = if url.scheme() == "https" { 443 } else { 80 };
     let bare = host.trim_start_matches('[').trim_end_matches(']');
-    let allowed = effective
-        .http
-        .iter()
-        .any(|granted| *granted == host || *granted == bare || *granted == format!("{host}:{port}"));
-    if !allowed {
+    let grants: Vec<HostGrant<'_>> = effective.http.iter().map(|granted| HostGrant::parse(granted)).collect();
+    if !grants.iter().any(|grant| grant.host == bare) {
         return Err(format!("host `{host}` is not granted (granted: {})", effective.http.join(", ")));
     }
-    let addresses: Vec<SocketAddr> =
-        (bare, port).to_socket_addrs().map_err(|err| format!("cannot resolve `{host}`: {err}"))?.collect();
+    if !grants.iter().any(|grant| grant.host == bare && grant.port.admits(port, default_port)) {
+        return Err(format!(
+            "port {port} of `{host}` is not granted (a bare host grants ports 80 and 443 only; \
+             the operator may grant `{host}:{port}`, or `{host}:*`)"
+        ));
+    }
+    // The system resolver has timeouts of its own, longer than a budget.
+    let lookup = (bare.to_owned(), port);
+    let addresses: Vec<SocketAddr> = crate::offload::until(deadline, &format!("resolving `{host}`"), move || {
+        lookup.to_socket_addrs().map(Iterator::collect)
+    })?
+    .map_err(|err| format!("cannot resolve `{host}`: {err}"))?;
     if addresses.is_empty() {
         return Err(format!("`{host}` resolves to no address"));
     }
     for address in &addresses {
-        if let Some(class) = refused(address.ip(), effective.http_private) {
+        if let Some(class) = refused(address.ip(), effective.http_private.allows(bare)) {
             let hint = if classify(address.ip()).is_some_and(|(_, never)| !never) {
-                " (the operator may allow it with `http_private`)"
+                " (the operator may allow it for this host with `http_private`)"
             } else {
                 ""
             };
@@ -269,6 +336,21 @@ mod tests {
     use super::*;
 
     #[test]
+    fn host_grants_name_their_ports() {
+        let grant = |text| HostGrant::parse(text);
+        assert_eq!(grant("api.example.com"), HostGrant { host: "api.example.com", port: Ports::Default });
+        assert_eq!(grant("localhost:8080"), HostGrant { host: "localhost", port: Ports::One(8080) });
+        assert_eq!(grant("localhost:*"), HostGrant { host: "localhost", port: Ports::Any });
+        assert_eq!(grant("[::1]:6379"), HostGrant { host: "::1", port: Ports::One(6379) });
+        assert_eq!(grant("[::1]"), HostGrant { host: "::1", port: Ports::Default });
+        assert_eq!(grant("::1"), HostGrant { host: "::1", port: Ports::Default });
+        assert_eq!(grant("a.com:http").host, "a.com:http", "an unreadable port matches nothing");
+        assert!(Ports::Default.admits(443, 443) && !Ports::Default.admits(6379, 80));
+        assert!(Ports::One(8080).admits(8080, 80) && !Ports::One(8080).admits(80, 80));
+        assert!(Ports::Any.admits(6379, 80));
+    }
+
+    #[test]
     fn addresses_are_classified() {
         let ip = |s: &str| s.parse::<IpAddr>().unwrap();
         for never in [
@@ -328,7 +410,7 @@ mod tests {
     fn granted(host: String) -> Effective {
         Effective {
             http: vec![host],
-            http_private: true,
+            http_private: crate::grants::PrivateHosts::Every(true),
             http_requests: 10,
             http_bytes: 1 << 20,
             ..Effective::default()

@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use serde::Serialize;
 
 use crate::error::LoadError;
+use crate::grants::Approval;
 use crate::manifest::{Capabilities, Manifest};
 
 /// What [`PluginHost::load_dir`](crate::PluginHost::load_dir) did.
@@ -40,6 +41,10 @@ pub struct PluginInfo {
     /// A newer version waiting for approval.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub held: Option<HeldVersion>,
+    /// What was last approved (by the operator, or automatically on first
+    /// sight: `automatic`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub approved: Option<Approval>,
 }
 
 /// A version waiting for the operator.
@@ -59,4 +64,6 @@ pub struct Inspection {
     pub manifest: Manifest,
     /// Each tool's digest.
     pub digests: BTreeMap<String, String>,
+    /// The component's sha256.
+    pub sha256: String,
 }

@@ -7,10 +7,14 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
-use wasmtime::component::{Component, Linker, ResourceTable};
-use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, ResourceLimiter, Store, Trap};
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use wasmtime::component::{Component, Linker, Resource, ResourceTable};
+use wasmtime::{
+    Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, ResourceLimiter, Store, StoreContextMut, Trap,
+};
 use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
-use wasmtime_wasi::p2::{OutputStream, Pollable, StreamError};
+use wasmtime_wasi::p2::{DynPollable, OutputStream, Pollable, StreamError};
 use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
 use crate::error::{CallError, ComponentError, HostError};
@@ -20,12 +24,17 @@ use crate::net;
 use crate::recall::{Hit, Recall, Scope};
 use crate::wit::{self, CallContext, LogLevel, Pre, Spec, ToolFailure};
 
-/// Concurrent calls the pooling allocator has slots for.
-const SLOTS: u32 = 64;
+/// Concurrent calls the pooling allocator has slots for: eight plugins
+/// each running their most calls at once ([`crate::PLUGIN_CALLS`]).
+const SLOTS: u32 = 128;
 /// Bytes of stdout and of stderr kept per call.
 const OUTPUT_CAP: usize = 16 << 10;
 /// Largest result a call may return.
 const RESULT_CAP: usize = 4 << 20;
+/// Most JSON values a result may hold: parsed, each costs the host tens of
+/// bytes whatever its text, so a 4 MB result of tiny values would otherwise
+/// take ~60 MB of host memory outside every budget.
+const RESULT_VALUES: usize = 1 << 18;
 /// Log lines one call may write; the rest are dropped.
 const LOG_LINES: usize = 64;
 /// Longest log line kept.
@@ -38,8 +47,20 @@ const TICK_US: u64 = 500;
 const STACK: usize = 512 << 10;
 /// Most passages one recall may ask for.
 const RECALL_LIMIT: u32 = 64;
-/// Live resources (streams, pollables, files) one call may hold.
-const RESOURCES: usize = 4096;
+/// Live resources (streams, pollables, files) one call may hold: well
+/// under the usual limit of 1,024 open files, so no call can stop the
+/// daemon accepting connections.
+const RESOURCES: usize = 256;
+/// Largest `wasi:random` request the host fills (it allocates the bytes).
+const RANDOM_CAP: u64 = 1 << 20;
+/// Guest linear memory, all calls together: what the per-call budgets may
+/// add up to before further growth is refused.
+pub(crate) const DAEMON_MEMORY: usize = 4 << 30;
+/// The WASI interfaces whose blocking waits are bounded here (wasmtime-wasi
+/// 48 defines them at this version; guests' older 0.2 imports resolve to it).
+const WASI_IO_POLL: &str = "wasi:io/poll@0.2.12";
+/// The WASI filesystem interface, for the operation refused here.
+const WASI_FILESYSTEM: &str = "wasi:filesystem/types@0.2.12";
 
 /// Everything a call's sandbox is built from besides the component.
 pub(crate) struct Setup<'a> {
@@ -63,6 +84,8 @@ pub(crate) struct Runtime {
     epoch_start: Instant,
     /// The engine's epoch, as far as the ticker has advanced it.
     epoch: Arc<std::sync::atomic::AtomicU64>,
+    /// Bytes of guest linear memory in use, over every live call.
+    memory: Arc<AtomicUsize>,
 }
 
 impl Runtime {
@@ -123,8 +146,9 @@ impl Runtime {
             .map_err(|err| HostError::Ticker(err.to_string()))?;
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(|err| HostError::Link(format!("WASI: {err:#}")))?;
+        bound_host_calls(&mut linker).map_err(|err| HostError::Link(format!("WASI: {err:#}")))?;
         wit::add_to_linker(&mut linker).map_err(|err| HostError::Link(format!("{err:#}")))?;
-        Ok(Self { engine, linker, cache_dir, epoch_start, epoch })
+        Ok(Self { engine, linker, cache_dir, epoch_start, epoch, memory: Arc::default() })
     }
 
     /// Compiles `bytes` (or loads the cached artifact) and links it.
@@ -181,7 +205,7 @@ impl Runtime {
         // Deny by default: no arguments, environment or network; only
         // bounded stdout/stderr, and the directories the operator granted.
         let mut wasi = WasiCtxBuilder::new();
-        wasi.stdout(stdout.clone()).stderr(stderr.clone());
+        wasi.stdout(stdout.clone()).stderr(stderr.clone()).max_random_size(RANDOM_CAP);
         for (guest, host, mode) in &setup.effective.files {
             let perms = if *mode == FileMode::Write { FsPerms::ReadWrite } else { FsPerms::ReadOnly };
             wasi.preopened_dir(host, guest, perms).map_err(|err| CallError::Crashed {
@@ -194,7 +218,12 @@ impl Runtime {
         let state = State {
             wasi: wasi.build(),
             table,
-            limiter: Limiter { cap: (manifest.budgets.memory_mib << 20) as usize, denied: None },
+            limiter: Limiter {
+                cap: (manifest.budgets.memory_mib << 20) as usize,
+                used: 0,
+                daemon: Arc::clone(&self.memory),
+                denied: None,
+            },
             stdout,
             stderr,
             tool: tool.to_owned(),
@@ -266,6 +295,12 @@ impl Runtime {
                 limit: RESULT_CAP as u64,
                 used: output.len() as u64,
             }),
+            Ok(Ok(output)) if json_values(&output) > RESULT_VALUES => Err(CallError::Budget {
+                tool: name.to_owned(),
+                budget: "output_values".to_owned(),
+                limit: RESULT_VALUES as u64,
+                used: json_values(&output) as u64,
+            }),
             Ok(Ok(output)) => Ok(output),
             Ok(Err(ToolFailure::UnknownTool(tool))) => {
                 Err(CallError::UnknownTool { tool: format!("{}.{tool}", manifest.id) })
@@ -334,20 +369,22 @@ fn classify(
 /// may have survived: it explains the trap only when no budget of time did).
 fn classify_with(
     err: wasmtime::Error,
-    denied: Option<usize>,
+    denied: Option<Denied>,
     effective: &Effective,
     manifest: &Manifest,
     tool: &str,
     started: Instant,
 ) -> CallError {
-    let trap = err.downcast_ref::<Trap>();
-    if let (Some(denied), false) = (denied, trap == Some(&Trap::Interrupt)) {
-        return CallError::Budget {
-            tool: tool.to_owned(),
-            budget: "memory_mib".to_owned(),
-            limit: manifest.budgets.memory_mib,
-            used: (denied as u64).div_ceil(1 << 20),
+    // A host call that waited until the deadline ends the call like an
+    // epoch interrupt does.
+    let trap = err.downcast_ref::<Trap>().copied().or_else(|| err.is::<DeadlineReached>().then_some(Trap::Interrupt));
+    if let (Some(denied), false) = (denied, trap == Some(Trap::Interrupt)) {
+        let mib = |bytes: usize| (bytes as u64).div_ceil(1 << 20);
+        let (budget, limit, used) = match denied {
+            Denied::Call(total) => ("memory_mib", manifest.budgets.memory_mib, mib(total)),
+            Denied::Daemon(total) => ("daemon_memory_mib", mib(DAEMON_MEMORY), mib(total)),
         };
+        return CallError::Budget { tool: tool.to_owned(), budget: budget.to_owned(), limit, used };
     }
     match trap {
         Some(Trap::Interrupt) => CallError::Budget {
@@ -378,6 +415,32 @@ fn classify_with(
         // Not a trap (a host-side failure): its innermost cause, without the backtrace.
         None => CallError::Crashed { tool: tool.to_owned(), message: err.root_cause().to_string() },
     }
+}
+
+/// How many JSON values `text` holds, counting containers and separators
+/// outside strings (exact for valid JSON, an estimate otherwise): what
+/// parsing it will cost, whatever its length.
+fn json_values(text: &str) -> usize {
+    let (mut values, mut in_string, mut escaped) = (1, false, false);
+    for &byte in text.as_bytes() {
+        if in_string {
+            match byte {
+                _ if escaped => escaped = false,
+                b'\\' => escaped = true,
+                b'"' => in_string = false,
+                _ => {}
+            }
+        } else {
+            match byte {
+                b'"' => in_string = true,
+                // `,` starts another value; `[` and `{` are one, and may
+                // hold one more (`[]`, `{}` are counted one too many).
+                b',' | b'[' | b'{' => values += 1,
+                _ => {}
+            }
+        }
+    }
+    values
 }
 
 /// A per-call id; uniqueness within the process is enough.
@@ -509,24 +572,111 @@ impl WasiView for State {
     }
 }
 
-/// The memory budget; remembers a refused growth so the error can say so.
+/// The memory budget of one call, over all of its linear memories (a
+/// component may declare several), within the daemon-wide cap; remembers a
+/// refused growth so the error can say so.
 struct Limiter {
+    /// The call's budget, in bytes.
     cap: usize,
-    denied: Option<usize>,
+    /// Bytes its memories hold now.
+    used: usize,
+    /// Bytes every live call's memories hold ([`DAEMON_MEMORY`] at most).
+    daemon: Arc<AtomicUsize>,
+    denied: Option<Denied>,
+}
+
+/// Which cap refused a memory growth, and the total it would have made.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Denied {
+    /// The call's own `memory_mib`.
+    Call(usize),
+    /// The daemon-wide [`DAEMON_MEMORY`].
+    Daemon(usize),
 }
 
 impl ResourceLimiter for Limiter {
-    fn memory_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
-        if desired > self.cap {
-            self.denied = Some(desired);
+    fn memory_growing(&mut self, current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+        // Also called for each memory's initial size (current 0).
+        let grow = desired.saturating_sub(current);
+        let total = self.used.saturating_add(grow);
+        if total > self.cap {
+            self.denied = Some(Denied::Call(total));
             return Ok(false);
         }
+        let before = self.daemon.fetch_add(grow, Ordering::AcqRel);
+        if before.saturating_add(grow) > DAEMON_MEMORY {
+            self.daemon.fetch_sub(grow, Ordering::AcqRel);
+            self.denied = Some(Denied::Daemon(before.saturating_add(grow)));
+            return Ok(false);
+        }
+        self.used = total;
         Ok(true)
     }
 
     fn table_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
         Ok(desired <= 1 << 16)
     }
+}
+
+impl Drop for Limiter {
+    fn drop(&mut self) {
+        self.daemon.fetch_sub(self.used, Ordering::AcqRel);
+    }
+}
+
+/// A host call ended at the call's deadline: the call is over, like an
+/// epoch interrupt ends running guest code.
+#[derive(Debug)]
+struct DeadlineReached;
+
+impl std::fmt::Display for DeadlineReached {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("the call's wall budget ended while it waited in a host call")
+    }
+}
+
+impl std::error::Error for DeadlineReached {}
+
+/// Waits for `future` until `deadline` on WASI's runtime; past it, the call
+/// ends with [`DeadlineReached`].
+fn until<F: Future>(deadline: Instant, future: F) -> wasmtime::Result<F::Output> {
+    wasmtime_wasi::runtime::in_tokio(async move { tokio::time::timeout_at(deadline.into(), future).await })
+        .map_err(|_| wasmtime::Error::new(DeadlineReached))
+}
+
+/// Replaces WASI's blocking waits (`poll`, `pollable.block`: sleeps, timers,
+/// waiting on streams) with ones that end at the call's deadline, and
+/// refuses symlink creation. Epoch
+/// interruption stops only running guest code; a guest parked in a host
+/// call would otherwise hold its thread and pool slot for as long as it
+/// asked.
+fn bound_host_calls(linker: &mut Linker<State>) -> wasmtime::Result<()> {
+    use wasmtime_wasi_io::bindings::wasi::io::poll::{Host, HostPollable};
+    linker.allow_shadowing(true);
+    let mut poll = linker.instance(WASI_IO_POLL)?;
+    poll.func_wrap("poll", |mut store: StoreContextMut<'_, State>, (pollables,): (Vec<Resource<DynPollable>>,)| {
+        let state = store.data_mut();
+        Ok((until(state.deadline, Host::poll(&mut state.table, pollables))??,))
+    })?;
+    poll.func_wrap(
+        "[method]pollable.block",
+        |mut store: StoreContextMut<'_, State>, (pollable,): (Resource<DynPollable>,)| {
+            let state = store.data_mut();
+            until(state.deadline, HostPollable::block(&mut state.table, pollable))?
+        },
+    )?;
+    // Symlinks: the sandbox never follows one out of a granted directory,
+    // but the host's own tools (an `engram ingest` of that directory, a
+    // backup) would. A plugin may not create them.
+    let mut filesystem = linker.instance(WASI_FILESYSTEM)?;
+    filesystem.func_wrap(
+        "[method]descriptor.symlink-at",
+        |_: StoreContextMut<'_, State>, _: (Resource<wasmtime_wasi::filesystem::Descriptor>, String, String)| {
+            Ok((Err::<(), _>(wasmtime_wasi::p2::bindings::sync::filesystem::types::ErrorCode::NotPermitted),))
+        },
+    )?;
+    linker.allow_shadowing(false);
+    Ok(())
 }
 
 /// A guest's text as one log line of at most `max` characters: control
@@ -582,7 +732,12 @@ impl State {
         let Some(recall) = &self.recall else {
             return Err("this daemon has no memory to recall from".to_owned());
         };
-        recall.recall(&self.scope, query, limit.min(RECALL_LIMIT))
+        // The daemon's memory may be busy (a lock, a long ingest): wait for
+        // it only within the call's budget.
+        let (recall, scope, query) = (Arc::clone(recall), self.scope.clone(), query.to_owned());
+        crate::offload::until(self.deadline, "memory recall", move || {
+            recall.recall(&scope, &query, limit.min(RECALL_LIMIT))
+        })?
     }
 
     /// An HTTP request for the guest, if its grants allow it.
@@ -611,13 +766,46 @@ mod tests {
             other => panic!("{other:?}"),
         };
         // The guest survived a refused growth, then ran out of time.
-        assert_eq!(budget(Trap::Interrupt.into(), Some(64 << 20)), "wall_ms");
+        assert_eq!(budget(Trap::Interrupt.into(), Some(Denied::Call(64 << 20))), "wall_ms");
+        assert_eq!(budget(wasmtime::Error::new(DeadlineReached), Some(Denied::Call(64 << 20))), "wall_ms");
         // A trap the refusal explains (the guest aborted on it).
-        assert_eq!(budget(Trap::UnreachableCodeReached.into(), Some(64 << 20)), "memory_mib");
+        assert_eq!(budget(Trap::UnreachableCodeReached.into(), Some(Denied::Call(64 << 20))), "memory_mib");
+        assert_eq!(budget(Trap::UnreachableCodeReached.into(), Some(Denied::Daemon(1 << 33))), "daemon_memory_mib");
         assert_eq!(budget(Trap::Interrupt.into(), None), "wall_ms");
         let unbounded = Effective { http_bytes: u64::MAX, ..Effective::default() };
         assert_eq!(hostcall_fuel(&unbounded), usize::MAX);
         assert_eq!(hostcall_fuel(&effective), 2 * RESULT_CAP);
+    }
+
+    #[test]
+    fn json_values_are_counted_outside_strings() {
+        assert_eq!(json_values("42"), 1);
+        assert_eq!(json_values("[0,0,0]"), 4);
+        assert_eq!(json_values(r#"{"a":[1,2],"b":"x,[{\",\"}"}"#), 5);
+        let many = serde_json::to_string(&vec![0; 300_000]).unwrap();
+        assert!(json_values(&many) > RESULT_VALUES);
+        let prose = serde_json::to_string(&"word, ".repeat(500_000)).unwrap();
+        assert_eq!(json_values(&prose), 1);
+    }
+
+    #[test]
+    fn the_memory_budget_counts_every_memory_of_a_call_and_every_call() {
+        let daemon = Arc::new(AtomicUsize::new(0));
+        let limiter = |cap: usize| Limiter { cap, used: 0, daemon: Arc::clone(&daemon), denied: None };
+        let mut call = limiter(32 << 20);
+        assert!(call.memory_growing(0, 20 << 20, None).unwrap());
+        // A second memory of the same call: 20 + 20 MiB is over 32.
+        assert!(!call.memory_growing(0, 20 << 20, None).unwrap());
+        assert_eq!(call.denied, Some(Denied::Call(40 << 20)));
+        assert!(call.memory_growing(0, 10 << 20, None).unwrap());
+        assert_eq!(daemon.load(Ordering::Acquire), 30 << 20);
+        // Other calls hold nearly all of the daemon's cap.
+        daemon.fetch_add(DAEMON_MEMORY - (31 << 20), Ordering::AcqRel);
+        let mut other = limiter(32 << 20);
+        assert!(!other.memory_growing(0, 2 << 20, None).unwrap());
+        assert_eq!(other.denied, Some(Denied::Daemon(DAEMON_MEMORY + (1 << 20))));
+        drop((call, other));
+        assert_eq!(daemon.load(Ordering::Acquire), DAEMON_MEMORY - (31 << 20));
     }
 
     #[test]

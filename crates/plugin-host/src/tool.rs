@@ -15,6 +15,9 @@ pub const MAX_TOOL_NAME: usize = 48;
 pub const MAX_DESCRIPTION: usize = 4096;
 /// Longest tool title.
 pub const MAX_TITLE: usize = 128;
+/// Most tools one plugin may publish (each lands in every client's tool
+/// list and the model's context).
+pub const MAX_TOOLS: usize = 64;
 /// Largest schema text, in bytes.
 pub const MAX_SCHEMA_BYTES: usize = 64 << 10;
 /// Deepest nesting of a schema's JSON.

@@ -79,8 +79,9 @@ fn fingerprint(folder: &Path) -> Fingerprint {
     files
 }
 
-/// Plugin folders in `dir` (hidden ones are installs in progress).
-fn folders(dir: &Path) -> BTreeMap<String, PathBuf> {
+/// Plugin folders in `dir` by name (hidden ones are installs in progress:
+/// scripts/build-plugins stages there).
+pub(crate) fn folders(dir: &Path) -> BTreeMap<String, PathBuf> {
     let Ok(entries) = std::fs::read_dir(dir) else { return BTreeMap::new() };
     entries
         .filter_map(Result::ok)
@@ -97,7 +98,7 @@ impl PluginHost {
     /// Watches `dir` every `interval`, reloading changed plugins and
     /// unloading removed ones; each outcome is logged and sent to `events`
     /// (if given). The folders already present count as seen: load them
-    /// first with [`PluginHost::load_dir`].
+    /// first with [`PluginHost::load_dir`] (or use [`PluginHost::serve_dir`]).
     pub fn watch(
         self: &Arc<Self>,
         dir: PathBuf,
@@ -106,14 +107,68 @@ impl PluginHost {
     ) -> std::io::Result<Watcher> {
         let (stop, halt) = mpsc::channel::<()>();
         let host = Arc::clone(self);
-        let mut seen: BTreeMap<String, Fingerprint> =
-            folders(&dir).into_iter().map(|(name, path)| (name, fingerprint(&path))).collect();
+        let seen = folders(&dir).into_iter().map(|(name, path)| (name, fingerprint(&path))).collect();
+        let thread = std::thread::Builder::new()
+            .name("plugin-watch".into())
+            .spawn(move || host.watch_loop(&dir, seen, interval, &halt, events.as_ref()))?;
+        Ok(Watcher { stop: Some(stop), thread: Some(thread) })
+    }
+
+    /// Loads every plugin in `dir` on a thread of its own, then watches it
+    /// like [`PluginHost::watch`]: serving never waits for a plugin to
+    /// compile, describe itself or run its test vectors. Until the first
+    /// load is done, [`PluginHost::loaded`] waits (requests for tools see
+    /// every plugin that loads); each plugin's tools are published as it
+    /// loads.
+    pub fn serve_dir(self: &Arc<Self>, dir: PathBuf, interval: Duration) -> std::io::Result<Watcher> {
+        let (stop, halt) = mpsc::channel::<()>();
+        let host = Arc::clone(self);
+        self.loading.send_replace(true);
+        let spawned = std::thread::Builder::new().name("plugin-watch".into()).spawn(move || {
+            // Fingerprints first: a change made while loading is seen later.
+            let present = folders(&dir);
+            let seen = present.iter().map(|(name, path)| (name.clone(), fingerprint(path))).collect();
+            let (mut loaded, mut failed) = (0, 0);
+            for folder in present.values() {
+                // A shutdown does not wait for the rest.
+                if let Err(mpsc::TryRecvError::Disconnected) = halt.try_recv() {
+                    host.loading.send_replace(false);
+                    return;
+                }
+                match host.load_logged(folder) {
+                    Ok(_) => loaded += 1,
+                    Err(_) => failed += 1,
+                }
+            }
+            host.loading.send_replace(false);
+            tracing::info!(loaded, failed, dir = %dir.display(), "plugins loaded");
+            host.watch_loop(&dir, seen, interval, &halt, None);
+        });
+        match spawned {
+            Ok(thread) => Ok(Watcher { stop: Some(stop), thread: Some(thread) }),
+            Err(err) => {
+                self.loading.send_replace(false);
+                Err(err)
+            }
+        }
+    }
+
+    /// The watcher's rounds, until `halt` closes.
+    fn watch_loop(
+        &self,
+        dir: &Path,
+        mut seen: BTreeMap<String, Fingerprint>,
+        interval: Duration,
+        halt: &mpsc::Receiver<()>,
+        events: Option<&mpsc::Sender<ReloadEvent>>,
+    ) {
+        let host = self;
         // Folders missing at the last poll: removed only if still missing at
         // the next, so replacing one by two renames never unloads it.
         let mut missing: Vec<String> = Vec::new();
-        let thread = std::thread::Builder::new().name("plugin-watch".into()).spawn(move || {
+        {
             let send = |event: ReloadEvent| {
-                if let Some(events) = &events {
+                if let Some(events) = events {
                     let _ = events.send(event);
                 }
             };
@@ -131,7 +186,7 @@ impl PluginHost {
                         Err(err) => tracing::warn!(error = %err, "plugin grants not reloaded; the previous ones stay"),
                     }
                 }
-                let current = folders(&dir);
+                let current = folders(dir);
                 for (name, folder) in &current {
                     let print = fingerprint(folder);
                     if seen.get(name) == Some(&print) {
@@ -160,7 +215,6 @@ impl PluginHost {
                     }
                 }
             }
-        })?;
-        Ok(Watcher { stop: Some(stop), thread: Some(thread) })
+        }
     }
 }

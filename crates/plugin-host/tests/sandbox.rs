@@ -146,7 +146,8 @@ fn the_hostile_suite_is_stopped_with_clear_errors_and_the_host_keeps_serving() {
     assert_eq!(hostile(&host, "print", json!({})).unwrap(), json!("printed"));
     // Host-side allocations on the guest's behalf are capped too.
     let err = hostile(&host, "hoard", json!({})).unwrap_err();
-    assert!(matches!(&err, CallError::Crashed { message, .. } if message.contains("resource")), "{err:?}");
+    // 256 live resources at most: far below the usual 1,024 open files.
+    assert!(matches!(&err, CallError::Crashed { message, .. } if message.contains("256 live resources")), "{err:?}");
     let err = hostile(&host, "shout", json!({"bytes": 9 << 20})).unwrap_err();
     assert!(matches!(&err, CallError::Crashed { message, .. } if message.contains("hostcall fuel")), "{err:?}");
     assert_eq!(hostile(&host, "shout", json!({"bytes": 1000})).unwrap(), json!("shouted"));
@@ -378,7 +379,9 @@ fn grants_open_directories_hosts_and_memory_and_nothing_works_without_them() {
     host.set_recall(Arc::new(ScopedNotes));
     assert!(host.load_dir(dir.path()).failed.is_empty());
     let port = pong_server();
+    // `127.0.0.1` is granted bare (ports 80 and 443), `localhost:*` any port.
     let local = format!("http://127.0.0.1:{port}/ping");
+    let by_name = format!("http://localhost:{port}/");
     let data = state.path().join("data");
     std::fs::create_dir(&data).unwrap();
     let call = |tool: &str, args: Value| host.call_tool_blocking(&format!("hostile.{tool}"), &args);
@@ -410,8 +413,23 @@ fn grants_open_directories_hosts_and_memory_and_nothing_works_without_them() {
     for escape in ["/data/../../../../etc/passwd", "/etc/passwd", "../etc/passwd"] {
         failed_with(call("read_file", json!({"path": escape})), "");
     }
-    // Granted hosts are still checked where they lead.
-    failed_with(call("fetch", json!({"url": local})), "loopback address");
+    // No symlinks: the host's own tools (an ingest of this directory) would
+    // follow one out of it.
+    failed_with(call("symlink", json!({"target": "../../../../etc/shadow", "link": "shadow"})), "not-permitted");
+    assert!(std::fs::symlink_metadata(data.join("shadow")).is_err(), "a symlink was created");
+    // Engram's own directories are never granted.
+    let own = state.path().join("own");
+    std::fs::create_dir(&own).unwrap();
+    let protected = Grants::open(state.path().join("other-grants.toml")).unwrap().protecting([own.clone()]);
+    let guarded = PluginHost::with_grants(None, protected).unwrap();
+    for path in [own.clone(), state.path().to_path_buf()] {
+        let map = BTreeMap::from([("data".to_owned(), path)]);
+        let refused = guarded.approve(&hostile, &map, PrivateAddresses::Refused).unwrap_err();
+        assert!(matches!(&refused, ApproveError::ProtectedDirectory { .. }), "{refused:?}");
+    }
+    // Granted hosts are still checked where they lead, on granted ports.
+    failed_with(call("fetch", json!({"url": by_name})), "loopback address");
+    failed_with(call("fetch", json!({"url": local})), &format!("port {port} of `127.0.0.1` is not granted"));
     failed_with(call("fetch", json!({"url": "http://169.254.169.254/latest/meta-data/"})), "metadata");
     failed_with(call("fetch", json!({"url": "http://10.0.0.1/"})), "private address");
     failed_with(call("fetch", json!({"url": "http://example.com/"})), "not granted");
@@ -420,19 +438,25 @@ fn grants_open_directories_hosts_and_memory_and_nothing_works_without_them() {
     let hits = host.call_tool_blocking_in(&scope, "hostile.recall", &json!({"query": "q"})).unwrap();
     assert_eq!(hits[0]["text"], "acme: note 0 on q");
 
-    // A service on this machine needs `http_private`; metadata never opens.
-    host.approve(&dir.path().join("hostile"), &data_dir, PrivateAddresses::Allowed).unwrap();
+    // A service on this machine needs `http_private`, for that host only;
+    // metadata never opens.
+    let unknown = PrivateAddresses::Only(vec!["db.internal".into()]);
+    let refused = host.approve(&hostile, &data_dir, unknown).unwrap_err();
+    assert!(matches!(&refused, ApproveError::UnknownHost { host, .. } if host == "db.internal"), "{refused:?}");
+    host.approve(&hostile, &data_dir, PrivateAddresses::Only(vec!["localhost:*".into()])).unwrap();
     assert!(host.reload(dir.path()).failed.is_empty());
-    assert_eq!(call("fetch", json!({"url": local})).unwrap(), json!({"status": 200, "body": "pong"}));
-    let by_name = format!("http://localhost:{port}/");
-    assert_eq!(call("fetch", json!({"url": by_name})).unwrap()["body"], "pong");
+    failed_with(call("fetch", json!({"url": "http://10.0.0.1/"})), "private address");
+    assert_eq!(call("fetch", json!({"url": by_name})).unwrap(), json!({"status": 200, "body": "pong"}));
+    // A bare host grant never reaches another port (Redis, say), private or not.
+    failed_with(call("fetch", json!({"url": local})), "is not granted");
+    failed_with(call("fetch", json!({"url": "http://127.0.0.1:6379/"})), "port 6379");
     failed_with(call("fetch", json!({"url": "http://169.254.169.254/"})), "metadata");
-    failed_with(call("fetch", json!({"url": local, "times": 17})), "request quota");
+    failed_with(call("fetch", json!({"url": by_name, "times": 17})), "request quota");
 
     // Revoking applies at once, without a reload.
     host.revoke("hostile", &Revocation::All).unwrap();
     failed_with(call("write_file", json!({"path": "/data/out.txt", "text": "x"})), "");
-    failed_with(call("fetch", json!({"url": local})), "no `http` grant");
+    failed_with(call("fetch", json!({"url": by_name})), "no `http` grant");
     failed_with(call("recall", json!({"query": "q"})), "no `memory` grant");
     // ... and survives a restart: the file says so.
     let text = std::fs::read_to_string(state.path().join("plugin-grants.toml")).unwrap();
@@ -470,6 +494,29 @@ fn an_upgrade_asking_for_more_or_rewording_a_tool_is_held_until_approved() {
     let (host, dir) = host(&["calc"]);
     let folder = dir.path().join("calc");
     let version = || host.list_tools()[0].version.clone();
+    // First seen: approved automatically (nothing granted), and listed so,
+    // with what was approved.
+    let approved = host.plugins()[0].approved.clone().expect("an approval");
+    assert!(approved.automatic && approved.budgets.wall_ms == 1000, "{approved:?}");
+    assert_eq!(approved.sha256.as_deref(), host.plugins()[0].sha256.as_deref());
+
+    // Raising its own budgets is asking for more.
+    upgrade_calc(dir.path(), "0.1.1", "", None);
+    let manifest = folder.join("plugin.toml");
+    let text = std::fs::read_to_string(&manifest).unwrap();
+    std::fs::write(
+        &manifest,
+        text.replace("wall_ms = 1000", "wall_ms = 60000").replace("memory_mib = 32", "memory_mib = 1024"),
+    )
+    .unwrap();
+    match host.load(&folder) {
+        Err(LoadError::Held { reasons, .. }) => assert_eq!(
+            reasons,
+            ["raises its `wall_ms` budget from 1000 to 60000", "raises its `memory_mib` budget from 32 to 1024"]
+        ),
+        other => panic!("an upgrade raising its budgets loaded: {other:?}"),
+    }
+    assert_eq!(version(), "0.1.0", "the approved version serves on");
 
     upgrade_calc(dir.path(), "0.2.0", "http = [\"api.example.com\"]", None);
     match host.load(&folder) {
@@ -484,6 +531,7 @@ fn an_upgrade_asking_for_more_or_rewording_a_tool_is_held_until_approved() {
     host.approve(&folder, &BTreeMap::new(), PrivateAddresses::Refused).unwrap();
     assert_eq!(host.load(&folder).unwrap().1, "0.2.0");
     assert!(host.plugins()[0].held.is_none());
+    assert!(!host.plugins()[0].approved.as_ref().unwrap().automatic, "the operator approved it");
     assert_eq!(host.plugins()[0].granted, ["http api.example.com"]);
 
     // Same capabilities, a reworded description: a tool-poisoning upgrade.
@@ -540,4 +588,167 @@ fn test_vectors_meet_the_schemas_and_are_bounded() {
         (0..65).map(|_| json!({"tool": "evaluate", "arguments": {"expression": "1+1"}, "expected": two})).collect();
     let err = load(&Value::Array(many)).expect("refused");
     assert!(err.contains("test vector 64") && err.contains("at most 64"), "{err}");
+}
+
+/// Whether `err` is the wall budget running out.
+fn out_of_time(err: &CallError) -> bool {
+    matches!(err, CallError::Budget { budget, .. } if budget == "wall_ms")
+}
+
+#[test]
+fn a_guest_waiting_in_a_host_call_is_stopped_at_its_wall_budget() {
+    let (host, _dir) = host(&["hostile", "calc"]);
+    // Each waits ten minutes unless the host ends the wait at 200 ms.
+    for tool in ["sleep", "block", "poll"] {
+        let started = std::time::Instant::now();
+        let err = hostile(&host, tool, json!({})).unwrap_err();
+        assert!(out_of_time(&err), "{tool}: {err:?}");
+        assert!(started.elapsed() < std::time::Duration::from_secs(60), "{tool} was not stopped");
+    }
+    // A wait that ends within the budget still works.
+    assert_eq!(hostile(&host, "sleep", json!({"seconds": 0})).unwrap(), json!("slept"));
+    // Host memory spent on the guest's behalf is capped: random bytes, and
+    // the values a result parses into.
+    let err = hostile(&host, "random", json!({"bytes": 64 << 20})).unwrap_err();
+    assert!(matches!(&err, CallError::Crashed { message, .. } if message.contains("exceeds limit")), "{err:?}");
+    assert_eq!(hostile(&host, "random", json!({"bytes": 1024})).unwrap(), json!(1024));
+    let err = hostile(&host, "numbers", json!({})).unwrap_err();
+    assert!(matches!(&err, CallError::Budget { budget, .. } if budget == "output_values"), "{err:?}");
+    assert_eq!(hostile(&host, "numbers", json!({"count": 3})).unwrap(), json!([0, 0, 0]));
+    let out = host.call_tool_blocking("calc.evaluate", &json!({"expression": "6*7"})).unwrap();
+    assert_eq!(out["value"], "42");
+}
+
+#[test]
+fn one_plugin_runs_a_bounded_number_of_calls_and_the_others_keep_answering() {
+    let dir = plugins_dir(&["hostile", "calc"]);
+    // A budget long enough for the sleepers to be in flight together.
+    let manifest = dir.path().join("hostile/plugin.toml");
+    let text = std::fs::read_to_string(&manifest).unwrap().replace("wall_ms = 200", "wall_ms = 20000");
+    std::fs::write(&manifest, text).unwrap();
+    let host = Arc::new(PluginHost::new(None).unwrap());
+    assert!(host.load_dir(dir.path()).failed.is_empty());
+    let sleepers: Vec<_> = (0..engram_plugin_host::PLUGIN_CALLS)
+        .map(|_| {
+            let host = Arc::clone(&host);
+            // The probe below may take a slot first: try again.
+            std::thread::spawn(move || {
+                loop {
+                    match hostile(&host, "sleep", json!({"seconds": 3})) {
+                        Err(CallError::Busy { .. }) => continue,
+                        other => return other,
+                    }
+                }
+            })
+        })
+        .collect();
+    // Once all are in flight, one more is refused at once, not queued.
+    let busy = loop {
+        match hostile(&host, "sleep", json!({"seconds": 0})) {
+            Err(err @ CallError::Busy { .. }) => break err,
+            Ok(_) if sleepers.iter().any(|s| s.is_finished()) => panic!("never busy"),
+            other => assert_eq!(other.unwrap(), json!("slept")),
+        }
+    };
+    assert!(busy.to_string().contains("already runs 16 calls"), "{busy}");
+    let out = host.call_tool_blocking("calc.evaluate", &json!({"expression": "6*7"})).unwrap();
+    assert_eq!(out["value"], "42");
+    for sleeper in sleepers {
+        assert_eq!(sleeper.join().unwrap().unwrap(), json!("slept"));
+    }
+    assert_eq!(hostile(&host, "sleep", json!({"seconds": 0})).unwrap(), json!("slept"));
+}
+
+#[test]
+fn loading_gives_up_on_a_sleeping_describe_or_vector_a_flood_of_tools_and_a_cyclic_schema() {
+    let dir = plugins_dir(&["hostile-sleepy", "hostile-many", "hostile-cyclic", "hostile", "calc"]);
+    // A test vector that sleeps.
+    let tests = dir.path().join("hostile/tests");
+    std::fs::create_dir_all(&tests).unwrap();
+    std::fs::write(tests.join("sleep.json"), r#"[{"tool": "sleep", "arguments": {}, "expected": "slept"}]"#).unwrap();
+    let host = Arc::new(PluginHost::new(None).unwrap());
+    let started = std::time::Instant::now();
+    // In the background: it returns before anything is loaded, and
+    // `loaded` waits for the first load.
+    let _watcher = host.serve_dir(dir.path().to_path_buf(), std::time::Duration::from_millis(50)).unwrap();
+    block_on(host.loaded());
+    assert!(!host.is_loading());
+    assert!(started.elapsed() < std::time::Duration::from_secs(120), "loading waited on a sleeper");
+    let names: Vec<String> = host.list_tools().into_iter().map(|t| t.name).collect();
+    assert_eq!(names, ["calc.convert", "calc.evaluate"]);
+    let report = host.load_dir(dir.path());
+    let error = |id: &str| {
+        report.failed.iter().find(|(folder, _)| folder.ends_with(id)).map(|(_, e)| e.clone()).expect("failed")
+    };
+    let sleepy = error("hostile-sleepy");
+    assert!(
+        matches!(&sleepy, LoadError::Component { problem: ComponentError::Describe { error }, .. } if out_of_time(error)),
+        "{sleepy:?}"
+    );
+    let many = error("hostile-many");
+    assert!(
+        matches!(&many, LoadError::Component { problem: ComponentError::TooManyTools { count: 5000, max: 64 }, .. }),
+        "{many:?}"
+    );
+    let cyclic = error("hostile-cyclic");
+    assert!(
+        matches!(&cyclic, LoadError::Component { problem: ComponentError::SchemaInvalid { message, .. }, .. } if message.contains("leads back to itself")),
+        "{cyclic:?}"
+    );
+    let vector = error("hostile");
+    assert!(
+        matches!(&vector, LoadError::TestVector { tool, message, .. } if tool == "sleep" && message.contains("wall_ms")),
+        "{vector:?}"
+    );
+}
+
+fn block_on<F: std::future::Future>(future: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(future)
+}
+
+/// A [`Recall`] that tells the test it was entered, then waits for it.
+struct Gate {
+    entered: std::sync::Mutex<std::sync::mpsc::Sender<()>>,
+    release: std::sync::Mutex<std::sync::mpsc::Receiver<()>>,
+}
+
+impl Recall for Gate {
+    fn recall(&self, _: &Scope, _: &str, _: u32) -> Result<Vec<Hit>, String> {
+        let _ = self.entered.lock().unwrap().send(());
+        let _ = self.release.lock().unwrap().recv();
+        Ok(Vec::new())
+    }
+}
+
+#[test]
+fn a_revocation_landing_while_a_version_is_tested_applies_to_it() {
+    let dir = plugins_dir(&["hostile"]);
+    let folder = dir.path().join("hostile");
+    let manifest = folder.join("plugin.toml");
+    let text = std::fs::read_to_string(&manifest).unwrap().replace("wall_ms = 200", "wall_ms = 30000");
+    std::fs::write(&manifest, text).unwrap();
+    // Its test vector recalls: the gate holds the load there.
+    std::fs::create_dir_all(folder.join("tests")).unwrap();
+    std::fs::write(
+        folder.join("tests/recall.json"),
+        r#"[{"tool": "recall", "arguments": {"query": "q"}, "expected": []}]"#,
+    )
+    .unwrap();
+    let host = Arc::new(PluginHost::new(None).unwrap());
+    let (entered, on_entry) = std::sync::mpsc::channel();
+    let (release, on_release) = std::sync::mpsc::channel();
+    host.set_recall(Arc::new(Gate { entered: entered.into(), release: on_release.into() }));
+    host.grants().update("hostile", |grant| grant.memory = true).unwrap();
+    let loading = {
+        let (host, folder) = (Arc::clone(&host), folder.clone());
+        std::thread::spawn(move || host.load(&folder))
+    };
+    on_entry.recv().unwrap();
+    host.revoke("hostile", &Revocation::All).unwrap();
+    release.send(()).unwrap();
+    assert_eq!(loading.join().unwrap().unwrap().0, "hostile");
+    // The new version serves without what was revoked while it was tested.
+    release.send(()).unwrap();
+    failed_with(hostile(&host, "recall", json!({"query": "q"})), "no `memory` grant");
+    assert!(host.plugins()[0].granted.is_empty(), "{:?}", host.plugins()[0]);
 }

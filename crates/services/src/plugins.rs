@@ -9,7 +9,7 @@ use engram_config::{Config, DirMode, Paths};
 use engram_plugin_host::GrantsError;
 use engram_plugin_host::grants::{FileGrant, Grant, Grants};
 use engram_plugin_host::manifest::FileMode;
-use engram_plugin_host::{HostError, PluginHost};
+use engram_plugin_host::{HostError, PluginHost, PrivateHosts};
 
 /// The grants file at `paths.grants_file` with the configuration's
 /// `[plugins.grants.*]` added.
@@ -23,7 +23,10 @@ pub fn grants(config: &Config, paths: &Paths) -> Result<Grants, GrantsError> {
             let mut grant = Grant::none();
             grant.memory = declared.memory;
             grant.http.clone_from(&declared.http);
-            grant.http_private = declared.http_private;
+            grant.http_private = match &declared.http_private {
+                engram_config::PrivateHosts::Every(every) => PrivateHosts::Every(*every),
+                engram_config::PrivateHosts::Only(hosts) => PrivateHosts::Only(hosts.clone()),
+            };
             grant.http_requests = declared.http_requests.unwrap_or(grant.http_requests);
             grant.http_bytes = declared.http_bytes.unwrap_or(grant.http_bytes);
             for (name, dir) in &declared.files {
@@ -40,7 +43,15 @@ pub fn grants(config: &Config, paths: &Paths) -> Result<Grants, GrantsError> {
             (id.clone(), grant)
         })
         .collect();
-    Ok(Grants::open(paths.grants_file.clone())?.with_config(declared))
+    let own = [
+        &paths.data_dir,
+        &paths.cache_dir,
+        &paths.plugins_dir,
+        &paths.models_dir,
+        &paths.token_file,
+        &paths.tenant_tokens_dir,
+    ];
+    Ok(Grants::open(paths.grants_file.clone())?.with_config(declared).protecting(own.into_iter().cloned()))
 }
 
 /// Why the plugin host could not start.
@@ -55,18 +66,10 @@ pub enum PluginsError {
     Host(#[from] HostError),
 }
 
-/// Starts the plugin host with the operator's grants and loads every plugin
-/// in the plugins directory (blocking: compiling components takes a while);
-/// a plugin that does not load is reported, logged and skipped.
+/// Starts the plugin host with the operator's grants. It loads nothing:
+/// the daemon loads the plugins directory in the background
+/// ([`PluginHost::serve_dir`]), so serving never waits for a plugin.
 pub fn open_host(config: &Config, paths: &Paths) -> Result<Arc<PluginHost>, PluginsError> {
-    let (dir, cache) = (paths.plugins_dir.clone(), paths.cache_dir.join("plugins"));
-    let host = PluginHost::with_grants(Some(cache), grants(config, paths)?)?;
-    let report = host.load_dir(&dir);
-    for (id, version) in &report.loaded {
-        tracing::info!(plugin = %id, %version, "plugin ready");
-    }
-    if !report.failed.is_empty() {
-        tracing::warn!(failed = report.failed.len(), dir = %dir.display(), "some plugins did not load");
-    }
-    Ok(Arc::new(host))
+    let cache = paths.cache_dir.join("plugins");
+    Ok(Arc::new(PluginHost::with_grants(Some(cache), grants(config, paths)?)?))
 }

@@ -20,6 +20,12 @@ const TOOLS: &[(&str, &str)] = &[
     ("recall", "Recalls passages about `query` from the caller's memory."),
     ("hoard", "Creates WASI resources (timers) without ever dropping one."),
     ("shout", "Writes one log message of `bytes` bytes."),
+    ("sleep", "Sleeps `seconds` (default 600) with `std::thread::sleep`."),
+    ("block", "Blocks on a WASI timer of `seconds` (default 600)."),
+    ("poll", "Polls a WASI timer of `seconds` (default 600) among others that never fire."),
+    ("random", "Asks the host for `bytes` random bytes at once (default 64 MiB)."),
+    ("symlink", "Creates a symlink `link` to `target` in its granted `/data` directory."),
+    ("numbers", "Returns a JSON array of `count` zeros (default 300,000: 600 KB of text, many values)."),
 ];
 
 impl Plugin for Hostile {
@@ -109,9 +115,46 @@ impl Plugin for Hostile {
                     hits.into_iter().map(|(text, score)| json!({"text": text, "score": score})).collect::<Vec<_>>()
                 ))
             }
+            "sleep" => {
+                std::thread::sleep(std::time::Duration::from_secs(seconds(&args)));
+                Ok(json!("slept"))
+            }
+            "block" => {
+                wasi::clocks::monotonic_clock::subscribe_duration(seconds(&args).saturating_mul(1_000_000_000)).block();
+                Ok(json!("blocked"))
+            }
+            "poll" => {
+                let never = wasi::clocks::monotonic_clock::subscribe_duration(u64::MAX);
+                let timer =
+                    wasi::clocks::monotonic_clock::subscribe_duration(seconds(&args).saturating_mul(1_000_000_000));
+                Ok(json!(wasi::io::poll::poll(&[&never, &timer])))
+            }
+            "random" => {
+                let bytes = args["bytes"].as_u64().unwrap_or(64 << 20);
+                Ok(json!(wasi::random::random::get_random_bytes(bytes).len()))
+            }
+            "symlink" => {
+                let target = args["target"].as_str().unwrap_or("../../../../etc/shadow");
+                let link = args["link"].as_str().unwrap_or("shadow");
+                let (data, _) = wasi::filesystem::preopens::get_directories()
+                    .into_iter()
+                    .find(|(_, path)| path == "/data")
+                    .ok_or_else(|| Error::failed("no /data directory"))?;
+                data.symlink_at(target, link).map_err(|code| Error::failed(format!("symlink: {code:?}")))?;
+                Ok(json!("linked"))
+            }
+            "numbers" => {
+                let count = args["count"].as_u64().unwrap_or(300_000) as usize;
+                Ok(Value::Array(vec![json!(0); count]))
+            }
             other => Err(Error::invalid(format!("no tool {other}"))),
         }
     }
+}
+
+/// The `seconds` argument (default 600).
+fn seconds(args: &Value) -> u64 {
+    args["seconds"].as_u64().unwrap_or(600)
 }
 
 #[allow(unconditional_recursion)] // the point of the fixture

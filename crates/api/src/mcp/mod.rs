@@ -233,7 +233,9 @@ impl ServerHandler for Engram {
         request: Option<PaginatedRequestParams>,
         context: RequestContext<RoleServer>,
     ) -> Result<ListToolsResult, McpError> {
-        let (tools, next) = page(self.tools(&caller(&context)?), request)?;
+        let caller = caller(&context)?;
+        self.state.plugins_loaded().await;
+        let (tools, next) = page(self.tools(&caller), request)?;
         let mut result = ListToolsResult::with_all_items(tools);
         result.next_cursor = next;
         Ok(result)
@@ -279,7 +281,7 @@ impl ServerHandler for Engram {
         {
             return result.map(Into::into);
         }
-        let host = self.state.plugins();
+        let host = self.state.plugins_loaded().await;
         let found = host.and_then(|host| {
             host.list_tools().into_iter().find(|info| tools::plugin_tool_name(&info.name) == request.name)
         });
