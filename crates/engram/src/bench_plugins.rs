@@ -61,6 +61,19 @@ fn install(dir: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Installs a copy of the hostile fixture under `id` with other budgets.
+fn copy_hostile(dir: &Path, id: &str, wall: &str, memory: &str) -> anyhow::Result<()> {
+    let folder = dir.join(id);
+    std::fs::create_dir_all(&folder)?;
+    std::fs::copy(dir.join("hostile/hostile.wasm"), folder.join(format!("{id}.wasm")))?;
+    let text = std::fs::read_to_string(dir.join("hostile/plugin.toml"))?
+        .replace("id = \"hostile\"", &format!("id = \"{id}\""))
+        .replace("wall_ms = 200", wall)
+        .replace("memory_mib = 16", memory);
+    std::fs::write(folder.join("plugin.toml"), text)?;
+    Ok(())
+}
+
 fn kib(field: &str) -> u64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
@@ -81,27 +94,15 @@ pub fn plugins(args: &PluginsBenchArgs) -> anyhow::Result<()> {
         .context("cannot create a scratch directory")?;
     let dir: PathBuf = scratch.path().join("plugins");
     install(&dir)?;
-    // The runaway series uses its own, shorter wall budget: a copy of the
-    // hostile fixture under the id `runaway`.
-    let runaway = dir.join("runaway");
-    std::fs::create_dir_all(&runaway)?;
-    std::fs::copy(dir.join("hostile/hostile.wasm"), runaway.join("runaway.wasm"))?;
-    let text = std::fs::read_to_string(dir.join("hostile/plugin.toml"))?
-        .replace("id = \"hostile\"", "id = \"runaway\"")
-        .replace("wall_ms = 200", &format!("wall_ms = {}", args.runaway_budget_ms));
-    std::fs::write(runaway.join("plugin.toml"), text)?;
-    // Blocking guests: copies of the hostile fixture whose calls sleep in a
-    // host call for up to 5 s (their budget), four plugins of 16 calls each.
+    // The runaway series uses its own, shorter wall budget.
+    copy_hostile(&dir, "runaway", &format!("wall_ms = {}", args.runaway_budget_ms), "memory_mib = 16")?;
+    // Blocking guests, whose calls sleep in a host call for up to 5 s (their
+    // budget): four plugins of 16 calls each.
     for copy in 0..SLEEPERS {
-        let id = format!("sleeper{copy}");
-        let folder = dir.join(&id);
-        std::fs::create_dir_all(&folder)?;
-        std::fs::copy(dir.join("hostile/hostile.wasm"), folder.join(format!("{id}.wasm")))?;
-        let text = std::fs::read_to_string(dir.join("hostile/plugin.toml"))?
-            .replace("id = \"hostile\"", &format!("id = \"{id}\""))
-            .replace("wall_ms = 200", "wall_ms = 5000");
-        std::fs::write(folder.join("plugin.toml"), text)?;
+        copy_hostile(&dir, &format!("sleeper{copy}"), "wall_ms = 5000", "memory_mib = 16")?;
     }
+    // Worst-case results need room to be built in.
+    copy_hostile(&dir, "burst", "wall_ms = 5000", "memory_mib = 64")?;
     let host = Arc::new(PluginHost::new(None)?);
     let started = Instant::now();
     let report = host.load_dir(&dir);
@@ -296,7 +297,7 @@ fn blocking_series(host: &Arc<PluginHost>, calls: usize) -> anyhow::Result<()> {
 /// text; 250,000 values), each parsed and checked like a real call.
 fn result_burst(host: &Arc<PluginHost>) -> anyhow::Result<()> {
     let calls: [(&str, serde_json::Value); 2] =
-        [("hostile.flood", json!({"bytes": 4_000_000})), ("hostile.numbers", json!({"count": 250_000}))];
+        [("burst.flood", json!({"bytes": 4_000_000})), ("burst.numbers", json!({"count": 250_000}))];
     for (tool, arguments) in &calls {
         host.call_tool_blocking(tool, arguments)?;
     }

@@ -88,8 +88,28 @@ pub(crate) struct Runtime {
     memory: Arc<AtomicUsize>,
 }
 
+/// Keeps glibc's mmap threshold at its initial 128 KiB. By default glibc
+/// raises it to the size of each large block freed, so after one 4 MiB
+/// result every later one is carved from the heap and arenas of whichever
+/// thread parsed it, and stays in the daemon's RSS after the call. Fixed,
+/// blocks of 128 KiB and up (results, their parsed values) are mapped and
+/// returned to the system when freed.
+fn return_large_blocks() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        static ONCE: std::sync::Once = std::sync::Once::new();
+        // SAFETY: mallopt only changes an allocator tunable; it is called
+        // once, and glibc serializes it against allocations.
+        #[allow(unsafe_code)]
+        ONCE.call_once(|| unsafe {
+            libc::mallopt(libc::M_MMAP_THRESHOLD, 128 << 10);
+        });
+    }
+}
+
 impl Runtime {
     pub(crate) fn new(cache_dir: Option<PathBuf>) -> Result<Self, HostError> {
+        return_large_blocks();
         let mut pool = PoolingAllocationConfig::default();
         pool.total_component_instances(SLOTS)
             .total_core_instances(SLOTS * 8)
