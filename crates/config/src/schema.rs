@@ -268,19 +268,55 @@ pub struct PluginGrant {
     pub files: std::collections::BTreeMap<String, DirGrant>,
 }
 
-/// `http_private` of a plugin grant: `true`, `false`, or a list of hosts.
+/// Which of a plugin's granted HTTP hosts may resolve to loopback or
+/// private addresses (a service on this machine or network): `http_private`
+/// in the configuration and the grants file. Link-local and cloud metadata
+/// addresses are refused either way.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(untagged)]
 pub enum PrivateHosts {
-    /// Every granted host, or none.
+    /// Every granted host (`true`), or none (`false`).
     Every(bool),
-    /// These granted hosts only.
+    /// Only these granted hosts (as `http` writes them; the host part
+    /// counts, ports are `http`'s business).
     Only(Vec<String>),
 }
 
 impl Default for PrivateHosts {
     fn default() -> Self {
         Self::Every(false)
+    }
+}
+
+impl PrivateHosts {
+    /// Whether any host may.
+    pub fn any(&self) -> bool {
+        match self {
+            Self::Every(every) => *every,
+            Self::Only(hosts) => !hosts.is_empty(),
+        }
+    }
+
+    /// Allows what `other` allows too.
+    pub fn merge(&mut self, other: &Self) {
+        match (&mut *self, other) {
+            (Self::Every(true), _) | (_, Self::Every(false)) => {}
+            (_, Self::Every(true)) | (Self::Every(false), Self::Only(_)) => *self = other.clone(),
+            (Self::Only(mine), Self::Only(theirs)) => {
+                for host in theirs {
+                    if !mine.iter().any(|h| h.eq_ignore_ascii_case(host)) {
+                        mine.push(host.clone());
+                    }
+                }
+            }
+        }
+    }
+
+    /// Takes back `host` from a list (`true` covers the hosts left).
+    pub fn forget(&mut self, host: &str) {
+        if let Self::Only(hosts) = self {
+            hosts.retain(|h| !h.eq_ignore_ascii_case(host));
+        }
     }
 }
 

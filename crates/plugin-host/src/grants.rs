@@ -35,7 +35,6 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::GrantsError;
 use crate::manifest::{Budgets, Capabilities, FileMode};
-use crate::net::HostGrant;
 
 /// What the operator granted one plugin, and what they approved.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
@@ -81,66 +80,7 @@ impl Grant {
     }
 }
 
-/// Which of a plugin's granted HTTP hosts may resolve to loopback or
-/// private addresses (a service on this machine or network), as the grants
-/// file writes it. Link-local and cloud metadata addresses are refused
-/// either way.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
-#[serde(untagged)]
-pub enum PrivateHosts {
-    /// Every granted host (`true`), or none (`false`).
-    Every(bool),
-    /// Only these granted hosts (their host part; ports are the `http`
-    /// grant's business).
-    Only(Vec<String>),
-}
-
-impl Default for PrivateHosts {
-    fn default() -> Self {
-        Self::Every(false)
-    }
-}
-
-impl PrivateHosts {
-    /// Whether `host` (lowercase, without brackets) may reach loopback or
-    /// private addresses.
-    pub fn allows(&self, host: &str) -> bool {
-        match self {
-            Self::Every(every) => *every,
-            Self::Only(hosts) => hosts.iter().any(|h| HostGrant::parse(&h.to_ascii_lowercase()).host == host),
-        }
-    }
-
-    /// Whether any host may.
-    pub fn any(&self) -> bool {
-        match self {
-            Self::Every(every) => *every,
-            Self::Only(hosts) => !hosts.is_empty(),
-        }
-    }
-
-    /// What either allows.
-    fn merge(&mut self, other: &Self) {
-        match (&mut *self, other) {
-            (Self::Every(true), _) | (_, Self::Every(false)) => {}
-            (_, Self::Every(true)) | (Self::Every(false), Self::Only(_)) => *self = other.clone(),
-            (Self::Only(mine), Self::Only(theirs)) => {
-                for host in theirs {
-                    if !mine.iter().any(|h| h.eq_ignore_ascii_case(host)) {
-                        mine.push(host.clone());
-                    }
-                }
-            }
-        }
-    }
-
-    /// Takes back `host` from a list (`true` covers the hosts left).
-    fn forget(&mut self, host: &str) {
-        if let Self::Only(hosts) = self {
-            hosts.retain(|h| !h.eq_ignore_ascii_case(host));
-        }
-    }
-}
+pub use engram_config::PrivateHosts;
 
 /// What the operator allows when approving: which of a plugin's requested
 /// HTTP hosts may resolve to loopback or private addresses.
@@ -640,8 +580,9 @@ mod tests {
         assert_eq!(read(""), PrivateHosts::Every(false));
         assert_eq!(read("http_private = true"), PrivateHosts::Every(true));
         let only = read("http = [\"localhost:*\", \"api.example.com\"]\nhttp_private = [\"LocalHost:*\"]");
-        assert!(only.allows("localhost") && !only.allows("api.example.com") && only.any());
-        assert!(PrivateHosts::Only(vec!["[::1]:8080".into()]).allows("::1"));
+        let allows = crate::net::private_allowed;
+        assert!(allows(&only, "localhost") && !allows(&only, "api.example.com") && only.any());
+        assert!(allows(&PrivateHosts::Only(vec!["[::1]:8080".into()]), "::1"));
         let mut merged = PrivateHosts::Every(false);
         merged.merge(&only);
         assert_eq!(merged, only);

@@ -220,6 +220,17 @@ impl<'a> HostGrant<'a> {
     }
 }
 
+/// Whether `host` (lowercase, without brackets) may reach loopback or
+/// private addresses under `private`.
+pub(crate) fn private_allowed(private: &crate::grants::PrivateHosts, host: &str) -> bool {
+    match private {
+        crate::grants::PrivateHosts::Every(every) => *every,
+        crate::grants::PrivateHosts::Only(hosts) => {
+            hosts.iter().any(|h| HostGrant::parse(&h.to_ascii_lowercase()).host == host)
+        }
+    }
+}
+
 /// Sends `request` if `effective` allows it, within `deadline`.
 pub(crate) fn fetch(
     effective: &Effective,
@@ -262,7 +273,7 @@ pub(crate) fn fetch(
         return Err(format!("`{host}` resolves to no address"));
     }
     for address in &addresses {
-        if let Some(class) = refused(address.ip(), effective.http_private.allows(bare)) {
+        if let Some(class) = refused(address.ip(), private_allowed(&effective.http_private, bare)) {
             let hint = if classify(address.ip()).is_some_and(|(_, never)| !never) {
                 " (the operator may allow it for this host with `http_private`)"
             } else {

@@ -9,7 +9,7 @@ use engram_config::{Config, DirMode, Paths};
 use engram_plugin_host::GrantsError;
 use engram_plugin_host::grants::{FileGrant, Grant, Grants};
 use engram_plugin_host::manifest::FileMode;
-use engram_plugin_host::{HostError, PluginHost, PrivateHosts};
+use engram_plugin_host::{HostError, PluginHost};
 
 /// The grants file at `paths.grants_file` with the configuration's
 /// `[plugins.grants.*]` added.
@@ -23,10 +23,7 @@ pub fn grants(config: &Config, paths: &Paths) -> Result<Grants, GrantsError> {
             let mut grant = Grant::none();
             grant.memory = declared.memory;
             grant.http.clone_from(&declared.http);
-            grant.http_private = match &declared.http_private {
-                engram_config::PrivateHosts::Every(every) => PrivateHosts::Every(*every),
-                engram_config::PrivateHosts::Only(hosts) => PrivateHosts::Only(hosts.clone()),
-            };
+            grant.http_private.clone_from(&declared.http_private);
             grant.http_requests = declared.http_requests.unwrap_or(grant.http_requests);
             grant.http_bytes = declared.http_bytes.unwrap_or(grant.http_bytes);
             for (name, dir) in &declared.files {
