@@ -327,6 +327,9 @@ pub struct DirGrant {
     pub path: PathBuf,
     /// `read` or `write`.
     pub mode: DirMode,
+    /// For `write`: most MiB it may hold (default 1024).
+    #[serde(default)]
+    pub quota_mib: Option<u64>,
 }
 
 /// How a granted directory may be used.
@@ -448,7 +451,7 @@ pub fn expected_form(key: &str) -> &'static str {
         return "a plugin grant: memory (a boolean), http (a list of hosts: name, name:port or name:*), \
                 http_private (a boolean, or a list of those hosts), \
                 http_requests and http_bytes (integers), files.NAME = { path = \"/absolute/dir\", mode = \"read\" \
-                or \"write\" }";
+                or \"write\", quota_mib = 1024 }";
     }
     KEYS.iter()
         .find(|doc| doc.key == key)

@@ -113,7 +113,7 @@ impl PluginHost {
                     protected,
                 });
             }
-            files.insert(access.dir.clone(), FileGrant { path: path.clone(), mode: access.mode });
+            files.insert(access.dir.clone(), FileGrant { path: path.clone(), mode: access.mode, quota_mib: None });
         }
         if let PrivateAddresses::Only(hosts) = &private
             && let Some(unknown) = hosts.iter().find(|host| !request.http.iter().any(|h| h.eq_ignore_ascii_case(host)))

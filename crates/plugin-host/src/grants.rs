@@ -162,6 +162,22 @@ pub struct FileGrant {
     pub path: PathBuf,
     /// `read` or `write`; the plugin gets the lesser of this and its request.
     pub mode: FileMode,
+    /// For `write`: most MiB the directory may hold (default
+    /// [`FileGrant::DEFAULT_QUOTA_MIB`]). Measured when each call starts; a
+    /// call gets it read-only once it is full, and may write only what is
+    /// left.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quota_mib: Option<u64>,
+}
+
+impl FileGrant {
+    /// The quota of a `write` grant that names none.
+    pub const DEFAULT_QUOTA_MIB: u64 = 1024;
+
+    /// The quota, in bytes.
+    pub fn quota_bytes(&self) -> u64 {
+        self.quota_mib.unwrap_or(Self::DEFAULT_QUOTA_MIB).saturating_mul(1 << 20)
+    }
 }
 
 /// A plugin version the operator approved (or that was first seen).
@@ -449,11 +465,23 @@ fn lock(file: &Path) -> Result<File, GrantsError> {
     locked.map_err(|err| GrantsError::Lock { path, message: err.to_string() })
 }
 
+/// A directory a loaded version may use.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct GrantedDir {
+    /// Where the guest sees it (`/<name>`).
+    pub guest: String,
+    /// The directory on this machine.
+    pub host: PathBuf,
+    pub mode: FileMode,
+    /// Bytes it may hold (for `write`).
+    pub quota: u64,
+}
+
 /// What one loaded version may use: its request ∩ its grant.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Effective {
-    /// (guest path, host path, mode).
-    pub files: Vec<(String, PathBuf, FileMode)>,
+    /// Granted directories.
+    pub files: Vec<GrantedDir>,
     /// Hosts it may reach; empty: no HTTP.
     pub http: Vec<String>,
     pub http_private: PrivateHosts,
@@ -485,9 +513,12 @@ impl Effective {
         }
         for access in &request.files {
             match grant.files.get(&access.dir) {
-                Some(dir) => {
-                    effective.files.push((format!("/{}", access.dir), dir.path.clone(), access.mode.min(dir.mode)))
-                }
+                Some(dir) => effective.files.push(GrantedDir {
+                    guest: format!("/{}", access.dir),
+                    host: dir.path.clone(),
+                    mode: access.mode.min(dir.mode),
+                    quota: dir.quota_bytes(),
+                }),
                 None => effective.missing.push(format!("files {}", access.dir)),
             }
         }
@@ -501,8 +532,8 @@ impl Effective {
             out.push("memory".to_owned());
         }
         out.extend(self.http.iter().map(|h| format!("http {h}")));
-        out.extend(self.files.iter().map(|(guest, host, mode)| {
-            format!("files {}={} ({})", guest.trim_start_matches('/'), host.display(), mode_name(*mode))
+        out.extend(self.files.iter().map(|dir| {
+            format!("files {}={} ({})", dir.guest.trim_start_matches('/'), dir.host.display(), mode_name(dir.mode))
         }));
         out
     }
@@ -532,12 +563,20 @@ mod tests {
     fn a_plugin_gets_its_request_and_grant_intersected() {
         let mut grant = Grant::none();
         grant.http = vec!["API.example.com".into(), "other.org".into()];
-        grant.files.insert("data".into(), FileGrant { path: "/srv/data".into(), mode: FileMode::Read });
+        grant
+            .files
+            .insert("data".into(), FileGrant { path: "/srv/data".into(), mode: FileMode::Read, quota_mib: None });
         let effective =
             Effective::of(&request(&["api.example.com", "x.io"], true, &[("data", FileMode::Write)]), &grant);
         assert_eq!(effective.http, ["api.example.com"]);
         assert!(!effective.memory);
-        assert_eq!(effective.files, [("/data".to_owned(), PathBuf::from("/srv/data"), FileMode::Read)]);
+        let data = GrantedDir {
+            guest: "/data".to_owned(),
+            host: PathBuf::from("/srv/data"),
+            mode: FileMode::Read,
+            quota: 1024 << 20,
+        };
+        assert_eq!(effective.files, [data]);
         assert_eq!(effective.missing, ["memory", "http x.io"]);
     }
 
@@ -603,7 +642,8 @@ mod tests {
         grants
             .update("calc", |g| {
                 g.memory = true;
-                g.files.insert("data".into(), FileGrant { path: "/srv".into(), mode: FileMode::Write });
+                g.files
+                    .insert("data".into(), FileGrant { path: "/srv".into(), mode: FileMode::Write, quota_mib: None });
                 g.approved = Some(Approval {
                     version: "0.1.0".into(),
                     request: request(&["a.com"], true, &[]),
@@ -626,7 +666,9 @@ mod tests {
         assert!(grants.get("calc").memory, "a bad file leaves the grants in force");
         let mut declared = Grant::none();
         declared.http = vec!["api.example.com".into()];
-        declared.files.insert("data".into(), FileGrant { path: "/elsewhere".into(), mode: FileMode::Read });
+        declared
+            .files
+            .insert("data".into(), FileGrant { path: "/elsewhere".into(), mode: FileMode::Read, quota_mib: None });
         let grants = grants.with_config(BTreeMap::from([("calc".to_owned(), declared)]));
         let merged = grants.get("calc");
         assert_eq!((merged.memory, merged.http.as_slice()), (true, ["api.example.com".to_owned()].as_slice()));
@@ -643,8 +685,8 @@ mod tests {
         full.memory = true;
         full.http = vec!["A.com".into(), "b.com".into()];
         full.http_private = PrivateHosts::Only(vec!["A.com".into(), "b.com".into()]);
-        full.files.insert("data".into(), FileGrant { path: "/srv".into(), mode: FileMode::Read });
-        full.files.insert("cache".into(), FileGrant { path: "/tmp".into(), mode: FileMode::Write });
+        full.files.insert("data".into(), FileGrant { path: "/srv".into(), mode: FileMode::Read, quota_mib: None });
+        full.files.insert("cache".into(), FileGrant { path: "/tmp".into(), mode: FileMode::Write, quota_mib: None });
         let mut grant = full.clone();
         Revocation::Only(vec![Capability::Http("a.com".into()), Capability::Directory("cache".into())])
             .apply(&mut grant);

@@ -7,14 +7,16 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use wasmtime::component::{Component, Linker, Resource, ResourceTable};
 use wasmtime::{
     Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, ResourceLimiter, Store, StoreContextMut, Trap,
 };
 use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
-use wasmtime_wasi::p2::{DynPollable, OutputStream, Pollable, StreamError};
+use wasmtime_wasi::filesystem::Descriptor;
+use wasmtime_wasi::p2::bindings::filesystem::types::ErrorCode;
+use wasmtime_wasi::p2::{DynOutputStream, DynPollable, OutputStream, Pollable, StreamError};
 use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
 use crate::error::{CallError, ComponentError, HostError};
@@ -226,11 +228,22 @@ impl Runtime {
         // bounded stdout/stderr, and the directories the operator granted.
         let mut wasi = WasiCtxBuilder::new();
         wasi.stdout(stdout.clone()).stderr(stderr.clone()).max_random_size(RANDOM_CAP);
-        for (guest, host, mode) in &setup.effective.files {
-            let perms = if *mode == FileMode::Write { FsPerms::ReadWrite } else { FsPerms::ReadOnly };
-            wasi.preopened_dir(host, guest, perms).map_err(|err| CallError::Crashed {
+        // What the call may still write: what the fullest of its writable
+        // directories has left of its quota (read-only once none is left).
+        let mut writable = u64::MAX;
+        for dir in &setup.effective.files {
+            let mut perms = if dir.mode == FileMode::Write { FsPerms::ReadWrite } else { FsPerms::ReadOnly };
+            if dir.mode == FileMode::Write {
+                let left = dir.quota.saturating_sub(disk_usage(&dir.host));
+                if left == 0 {
+                    tracing::warn!(%tool, dir = %dir.host.display(), quota = dir.quota, "granted directory full: read-only for this call");
+                    perms = FsPerms::ReadOnly;
+                }
+                writable = writable.min(left);
+            }
+            wasi.preopened_dir(&dir.host, &dir.guest, perms).map_err(|err| CallError::Crashed {
                 tool: tool.to_owned(),
-                message: format!("the granted directory {} cannot be opened: {err:#}", host.display()),
+                message: format!("the granted directory {} cannot be opened: {err:#}", dir.host.display()),
             })?;
         }
         let mut table = ResourceTable::new();
@@ -253,6 +266,7 @@ impl Runtime {
             usage: net::Usage::default(),
             recall: setup.recall.clone(),
             scope: setup.scope.clone(),
+            writable: Arc::new(AtomicU64::new(writable)),
         };
         let mut store = Store::new(&self.engine, state);
         store.limiter(|state| &mut state.limiter);
@@ -488,6 +502,92 @@ pub(crate) struct State {
     usage: net::Usage,
     recall: Option<Arc<dyn Recall>>,
     scope: Scope,
+    /// Bytes the call may still write to its granted directories.
+    writable: Arc<AtomicU64>,
+}
+
+/// Takes `bytes` from what a call may still write; false (and nothing
+/// taken) if that is less.
+fn charge(writable: &AtomicU64, bytes: usize) -> bool {
+    let bytes = bytes as u64;
+    writable.try_update(Ordering::AcqRel, Ordering::Acquire, |left| left.checked_sub(bytes)).is_ok()
+}
+
+/// Most entries [`disk_usage`] reads; a directory with more counts as full.
+const USAGE_ENTRIES: usize = 100_000;
+
+/// Bytes of disk the files under `dir` take (symlinks are not followed).
+fn disk_usage(dir: &std::path::Path) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    let (mut used, mut seen, mut pending) = (0u64, 0usize, vec![dir.to_path_buf()]);
+    while let Some(dir) = pending.pop() {
+        let Ok(entries) = std::fs::read_dir(&dir) else { continue };
+        for entry in entries.filter_map(Result::ok) {
+            seen += 1;
+            if seen > USAGE_ENTRIES {
+                return u64::MAX;
+            }
+            let Ok(meta) = entry.metadata() else { continue };
+            used = used.saturating_add(meta.blocks().saturating_mul(512));
+            if meta.is_dir() {
+                pending.push(entry.path());
+            }
+        }
+    }
+    used
+}
+
+/// A file's output stream just opened, wrapped to count its writes.
+fn counted(
+    table: &mut ResourceTable,
+    opened: Result<Resource<DynOutputStream>, wasmtime_wasi::p2::FsError>,
+    writable: Arc<AtomicU64>,
+) -> wasmtime::Result<(Result<Resource<DynOutputStream>, ErrorCode>,)> {
+    let stream = match opened {
+        Ok(stream) => stream,
+        Err(err) => return Ok((Err(err.downcast()?),)),
+    };
+    let slot: &mut DynOutputStream = table.get_mut(&stream)?;
+    let inner = std::mem::replace(slot, Box::new(Capture::default()));
+    *slot = Box::new(Quota { inner, writable });
+    Ok((Ok(stream),))
+}
+
+/// A file's output stream that stops at the call's write allowance.
+struct Quota {
+    inner: Box<dyn OutputStream>,
+    writable: Arc<AtomicU64>,
+}
+
+#[wasmtime_wasi::async_trait]
+impl Pollable for Quota {
+    async fn ready(&mut self) {
+        self.inner.ready().await;
+    }
+}
+
+#[wasmtime_wasi::async_trait]
+impl OutputStream for Quota {
+    fn write(&mut self, bytes: bytes::Bytes) -> Result<(), StreamError> {
+        if !charge(&self.writable, bytes.len()) {
+            return Err(StreamError::LastOperationFailed(wasmtime::format_err!(
+                "the granted directory's quota is used up"
+            )));
+        }
+        self.inner.write(bytes)
+    }
+
+    fn flush(&mut self) -> Result<(), StreamError> {
+        self.inner.flush()
+    }
+
+    fn check_write(&mut self) -> Result<usize, StreamError> {
+        self.inner.check_write()
+    }
+
+    async fn cancel(&mut self) {
+        self.inner.cancel().await;
+    }
 }
 
 impl State {
@@ -691,8 +791,47 @@ fn bound_host_calls(linker: &mut Linker<State>) -> wasmtime::Result<()> {
     let mut filesystem = linker.instance(WASI_FILESYSTEM)?;
     filesystem.func_wrap(
         "[method]descriptor.symlink-at",
-        |_: StoreContextMut<'_, State>, _: (Resource<wasmtime_wasi::filesystem::Descriptor>, String, String)| {
-            Ok((Err::<(), _>(wasmtime_wasi::p2::bindings::sync::filesystem::types::ErrorCode::NotPermitted),))
+        |_: StoreContextMut<'_, State>, _: (Resource<Descriptor>, String, String)| {
+            Ok((Err::<(), _>(ErrorCode::NotPermitted),))
+        },
+    )?;
+    // Writes to granted directories: counted against the call's allowance.
+    filesystem.func_wrap(
+        "[method]descriptor.write",
+        |mut store: StoreContextMut<'_, State>, (fd, buffer, offset): (Resource<Descriptor>, Vec<u8>, u64)| {
+            use wasmtime_wasi::p2::bindings::filesystem::types::HostDescriptor;
+            let state = store.data_mut();
+            if !charge(&state.writable, buffer.len()) {
+                return Ok((Err(ErrorCode::InsufficientSpace),));
+            }
+            let deadline = state.deadline;
+            let mut files = wasmtime_wasi::filesystem::WasiFilesystemView::filesystem(state);
+            match until(deadline, HostDescriptor::write(&mut files, fd, buffer, offset))? {
+                Ok(written) => Ok((Ok(written),)),
+                Err(err) => Ok((Err(err.downcast()?),)),
+            }
+        },
+    )?;
+    filesystem.func_wrap(
+        "[method]descriptor.write-via-stream",
+        |mut store: StoreContextMut<'_, State>, (fd, offset): (Resource<Descriptor>, u64)| {
+            use wasmtime_wasi::p2::bindings::filesystem::types::HostDescriptor;
+            let state = store.data_mut();
+            let writable = Arc::clone(&state.writable);
+            let mut files = wasmtime_wasi::filesystem::WasiFilesystemView::filesystem(state);
+            let opened = HostDescriptor::write_via_stream(&mut files, fd, offset);
+            counted(files.table, opened, writable)
+        },
+    )?;
+    filesystem.func_wrap(
+        "[method]descriptor.append-via-stream",
+        |mut store: StoreContextMut<'_, State>, (fd,): (Resource<Descriptor>,)| {
+            use wasmtime_wasi::p2::bindings::filesystem::types::HostDescriptor;
+            let state = store.data_mut();
+            let writable = Arc::clone(&state.writable);
+            let mut files = wasmtime_wasi::filesystem::WasiFilesystemView::filesystem(state);
+            let opened = HostDescriptor::append_via_stream(&mut files, fd);
+            counted(files.table, opened, writable)
         },
     )?;
     linker.allow_shadowing(false);

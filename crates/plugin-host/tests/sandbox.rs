@@ -413,6 +413,22 @@ fn grants_open_directories_hosts_and_memory_and_nothing_works_without_them() {
     for escape in ["/data/../../../../etc/passwd", "/etc/passwd", "../etc/passwd"] {
         failed_with(call("read_file", json!({"path": escape})), "");
     }
+    // A write grant has a quota (1 MiB here): a call writes only what is
+    // left of it, and a full directory is read-only.
+    let quota = |mib| {
+        host.grants().update("hostile", |grant| grant.files.get_mut("data").expect("granted").quota_mib = mib).unwrap();
+        host.refresh_grants();
+    };
+    quota(Some(1));
+    failed_with(call("write_file", json!({"path": "/data/big.txt", "text": "x".repeat(2 << 20)})), "");
+    assert!(std::fs::metadata(data.join("big.txt")).map_or(0, |m| m.len()) <= 1 << 20);
+    let _ = std::fs::remove_file(data.join("big.txt"));
+    assert_eq!(call("write_file", json!({"path": "/data/small.txt", "text": "fits"})).unwrap(), "written");
+    std::fs::write(data.join("filler"), vec![1u8; 1 << 20]).unwrap();
+    failed_with(call("write_file", json!({"path": "/data/small.txt", "text": "full"})), "");
+    assert_eq!(std::fs::read_to_string(data.join("small.txt")).unwrap(), "fits");
+    std::fs::remove_file(data.join("filler")).unwrap();
+    quota(None);
     // No symlinks: the host's own tools (an ingest of this directory) would
     // follow one out of it.
     failed_with(call("symlink", json!({"target": "../../../../etc/shadow", "link": "shadow"})), "not-permitted");

@@ -35,7 +35,7 @@ pub fn grants(config: &Config, paths: &Paths) -> Result<Grants, GrantsError> {
                     DirMode::Read => FileMode::Read,
                     DirMode::Write => FileMode::Write,
                 };
-                grant.files.insert(name.clone(), FileGrant { path, mode });
+                grant.files.insert(name.clone(), FileGrant { path, mode, quota_mib: dir.quota_mib });
             }
             (id.clone(), grant)
         })
