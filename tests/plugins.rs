@@ -230,3 +230,28 @@ fn the_daemon_serves_while_a_plugin_takes_its_time_to_load() {
     assert!(!daemon.stderr().contains("plugins loaded"), "{}", daemon.stderr());
     drop(daemon);
 }
+
+#[test]
+fn engrams_own_files_are_never_granted() {
+    let sandbox = Sandbox::new();
+    let plugins = sandbox.path().join("plugins");
+    std::fs::create_dir_all(&plugins).unwrap();
+    support::copy_dir(&support::plugins_dir().join("hostile"), &plugins.join("hostile"));
+    // The user's configuration file: writing it would grant a plugin anything.
+    let config_dir = sandbox.path().join("config/engram");
+    std::fs::create_dir_all(&config_dir).unwrap();
+    std::fs::write(config_dir.join("config.toml"), "[log]\nlevel = \"info\"\n").unwrap();
+    std::fs::create_dir_all(sandbox.data_dir()).unwrap();
+    let env = [("ENGRAM_PLUGINS__DIR", plugins.to_str().unwrap())];
+    for dir in [config_dir, sandbox.data_dir(), plugins.clone()] {
+        let map = format!("data={}", dir.display());
+        let output = sandbox.run(&["plugins", "grant", "hostile", "--dir", &map], &env);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(!output.status.success() && stderr.contains("overlaps Engram's own"), "{}: {stderr}", dir.display());
+    }
+    let notes = sandbox.path().join("notes");
+    std::fs::create_dir_all(&notes).unwrap();
+    let map = format!("data={}", notes.display());
+    let output = sandbox.run(&["plugins", "grant", "hostile", "--dir", &map], &env);
+    assert!(output.status.success(), "{output:?}");
+}

@@ -311,13 +311,6 @@ impl PrivateHosts {
             }
         }
     }
-
-    /// Takes back `host` from a list (`true` covers the hosts left).
-    pub fn forget(&mut self, host: &str) {
-        if let Self::Only(hosts) = self {
-            hosts.retain(|h| !h.eq_ignore_ascii_case(host));
-        }
-    }
 }
 
 /// A directory granted to a plugin.

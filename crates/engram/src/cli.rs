@@ -315,7 +315,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Tenant { command } => {
             crate::tenant::run(&resolve_paths(&loaded, &env)?, command).map(|()| ExitCode::SUCCESS)
         }
-        Command::Plugins { command } => crate::plugins::run(&loaded.config, &resolve_paths(&loaded, &env)?, command),
+        Command::Plugins { command } => crate::plugins::run(&loaded, &resolve_paths(&loaded, &env)?, command),
         Command::Version { .. } => unreachable!("handled above"),
     }
 }

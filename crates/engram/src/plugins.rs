@@ -74,12 +74,12 @@ pub enum PluginsCommand {
 }
 
 /// Runs `engram plugins …` against the daemon on `paths.socket`.
-pub fn run(config: &engram_config::Config, paths: &Paths, command: PluginsCommand) -> anyhow::Result<ExitCode> {
+pub fn run(loaded: &engram_config::Loaded, paths: &Paths, command: PluginsCommand) -> anyhow::Result<ExitCode> {
     let command = match command {
         PluginsCommand::Test { folders } => return test(&folders),
-        PluginsCommand::Grant { id, dirs, http_private } => return grant(config, paths, &id, &dirs, http_private),
+        PluginsCommand::Grant { id, dirs, http_private } => return grant(loaded, paths, &id, &dirs, http_private),
         PluginsCommand::Revoke { id, memory, http, dirs } => {
-            let grants = engram_services::plugins::grants(config, paths)?;
+            let grants = engram_services::plugins::grants(loaded, paths)?;
             grants.revoke(&id, &revocation(memory, http, dirs))?;
             println!("{id} now holds: {}", describe_grant(&grants.get(&id)));
             if let Some(declared) = grants.from_config(&id) {
@@ -211,8 +211,9 @@ fn print_plugin(plugin: &Value, tools: &[Value]) {
     println!("{line}");
     if plugin["approved"]["automatic"] == true {
         println!(
-            "  NOT REVIEWED: approved automatically when first seen, with nothing granted; \
-             its tools are published. Review it, then `engram plugins grant {id}` (or remove its folder)"
+            "  NOT REVIEWED: approved automatically (first seen with nothing granted, or a new build \
+             within an earlier approval); its tools are published. Review it, then `engram plugins grant {id}` \
+             (or remove its folder)"
         );
     }
     if let Some(held) = plugin.get("held").filter(|h| !h.is_null()) {
@@ -233,7 +234,7 @@ fn print_plugin(plugin: &Value, tools: &[Value]) {
 /// `engram plugins grant`: approves the plugin's folder as it is and grants
 /// what it requests, in the grants file; the daemon applies it.
 fn grant(
-    config: &engram_config::Config,
+    loaded: &engram_config::Loaded,
     paths: &Paths,
     id: &str,
     dirs: &[String],
@@ -250,7 +251,7 @@ fn grant(
         let (name, path) = dir.split_once('=').with_context(|| format!("--dir {dir}: write NAME=/absolute/path"))?;
         mapped.insert(name.to_owned(), std::path::PathBuf::from(path));
     }
-    let grants = engram_services::plugins::grants(config, paths)?;
+    let grants = engram_services::plugins::grants(loaded, paths)?;
     let host = engram_plugin_host::PluginHost::with_grants(Some(paths.cache_dir.join("plugins")), grants)?;
     let private = match http_private {
         None => PrivateAddresses::Refused,

@@ -27,8 +27,8 @@ async fn serve(loaded: &Loaded, paths: &Paths) -> anyhow::Result<()> {
     let services = tokio::task::spawn_blocking(move || Services::open(&owned_config, &owned_paths))
         .await
         .context("opening the data directory panicked")??;
-    let (owned_config, owned_paths) = (config.clone(), paths.clone());
-    let plugins = tokio::task::spawn_blocking(move || engram_services::plugins::open_host(&owned_config, &owned_paths))
+    let (owned_loaded, owned_paths) = (loaded.clone(), paths.clone());
+    let plugins = tokio::task::spawn_blocking(move || engram_services::plugins::open_host(&owned_loaded, &owned_paths))
         .await
         .context("starting the plugin host panicked")??;
     // Plugins load in the background, then hot-reload for as long as the

@@ -124,6 +124,10 @@ impl PluginHost {
             return Err(ApproveError::UnknownDirectory { id: manifest.id.clone(), dir: unknown.clone() });
         }
         let grant = self.grants.update(&manifest.id, |grant| {
+            // A quota the operator set for a directory stays.
+            for (name, dir) in &mut files {
+                dir.quota_mib = grant.files.get(name).and_then(|old| old.quota_mib);
+            }
             grant.memory = request.memory;
             grant.http = request.http.clone();
             grant.http_private = private.grant();
@@ -132,7 +136,7 @@ impl PluginHost {
                 version: manifest.version.clone(),
                 request: request.clone(),
                 tools: digests,
-                budgets: manifest.budgets,
+                budgets: Some(manifest.budgets),
                 sha256: Some(sha256),
                 automatic: false,
             });

@@ -35,6 +35,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::GrantsError;
 use crate::manifest::{Budgets, Capabilities, FileMode};
+use crate::net::HostGrant;
 
 /// What the operator granted one plugin, and what they approved.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
@@ -141,8 +142,18 @@ impl Revocation {
                     match capability {
                         Capability::Memory => grant.memory = false,
                         Capability::Http(host) => {
-                            grant.http.retain(|h| !h.eq_ignore_ascii_case(host));
-                            grant.http_private.forget(host);
+                            // A bare host takes back every port of it.
+                            let named = host.to_ascii_lowercase();
+                            let target = HostGrant::parse(&named);
+                            let every_port = target.host == named.trim_start_matches('[').trim_end_matches(']');
+                            let revoked = |h: &String| {
+                                let h = h.to_ascii_lowercase();
+                                h == named || (every_port && HostGrant::parse(&h).host == target.host)
+                            };
+                            grant.http.retain(|h| !revoked(h));
+                            if let PrivateHosts::Only(hosts) = &mut grant.http_private {
+                                hosts.retain(|h| !revoked(h));
+                            }
                         }
                         Capability::Directory(name) => {
                             grant.files.remove(name);
@@ -192,15 +203,16 @@ pub struct Approval {
     /// Each tool's digest (description, title, schemas, annotations).
     #[serde(default)]
     pub tools: BTreeMap<String, String>,
-    /// The budgets it runs with (approvals recorded before budgets were:
-    /// the defaults).
-    #[serde(default)]
-    pub budgets: Budgets,
+    /// The budgets it runs with (none in approvals recorded before budgets
+    /// were: any budget is within them).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub budgets: Option<Budgets>,
     /// The sha256 of the component approved.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sha256: Option<String>,
     /// Approved by no one: the plugin was first seen in the plugins
-    /// directory and loaded with nothing granted. `engram plugins list`
+    /// directory and loaded with nothing granted, or this build replaced
+    /// the one approved without asking for more. `engram plugins list`
     /// says so until the operator approves it.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub automatic: bool,
@@ -211,12 +223,14 @@ impl Approval {
     /// is not covered by this approval; empty if it is.
     pub fn review(&self, request: &Capabilities, budgets: &Budgets, tools: &BTreeMap<String, String>) -> Vec<String> {
         let mut reasons = Vec::new();
-        if budgets.wall_ms > self.budgets.wall_ms {
-            reasons.push(format!("raises its `wall_ms` budget from {} to {}", self.budgets.wall_ms, budgets.wall_ms));
-        }
-        if budgets.memory_mib > self.budgets.memory_mib {
-            let (from, to) = (self.budgets.memory_mib, budgets.memory_mib);
-            reasons.push(format!("raises its `memory_mib` budget from {from} to {to}"));
+        if let Some(approved) = &self.budgets {
+            if budgets.wall_ms > approved.wall_ms {
+                reasons.push(format!("raises its `wall_ms` budget from {} to {}", approved.wall_ms, budgets.wall_ms));
+            }
+            if budgets.memory_mib > approved.memory_mib {
+                let (from, to) = (approved.memory_mib, budgets.memory_mib);
+                reasons.push(format!("raises its `memory_mib` budget from {from} to {to}"));
+            }
         }
         if request.memory && !self.request.memory {
             reasons.push("requests `memory`".to_owned());
@@ -252,6 +266,8 @@ pub struct Grants {
     config: BTreeMap<String, Grant>,
     /// Engram's own paths, which no directory grant may overlap.
     protected: Vec<PathBuf>,
+    /// Bumped before every change of the grants in force.
+    generation: std::sync::atomic::AtomicU64,
 }
 
 #[derive(Default)]
@@ -270,7 +286,13 @@ const HEADER: &str = "\
 impl Grants {
     /// Grants kept in memory only (tests, `engram plugins test`).
     pub fn in_memory() -> Self {
-        Self { file: None, state: Mutex::new(State::default()), config: BTreeMap::new(), protected: Vec::new() }
+        Self {
+            file: None,
+            state: Mutex::new(State::default()),
+            config: BTreeMap::new(),
+            protected: Vec::new(),
+            generation: Default::default(),
+        }
     }
 
     /// Grants in `file` (which need not exist yet).
@@ -280,6 +302,7 @@ impl Grants {
             state: Mutex::new(State::default()),
             config: BTreeMap::new(),
             protected: Vec::new(),
+            generation: Default::default(),
         };
         grants.reload()?;
         Ok(grants)
@@ -313,6 +336,17 @@ impl Grants {
             .find(|p| p.starts_with(&dir) || dir.starts_with(p))
     }
 
+    /// A counter that moves before every change of the grants in force:
+    /// what was computed from [`Grants::get`] at one value is current as
+    /// long as it has not moved.
+    pub fn generation(&self) -> u64 {
+        self.generation.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    fn changing(&self) {
+        self.generation.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+    }
+
     /// What the configuration grants plugin `id`, if anything.
     pub fn from_config(&self, id: &str) -> Option<&Grant> {
         self.config.get(id)
@@ -330,7 +364,10 @@ impl Grants {
         let read = read(file);
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
         match read {
-            Ok((grants, seen)) => *state = State { grants, seen },
+            Ok((grants, seen)) => {
+                self.changing();
+                *state = State { grants, seen }
+            }
             Err(err) => {
                 state.seen = stamp(file);
                 return Err(err);
@@ -385,6 +422,7 @@ impl Grants {
     /// an exclusive lock, from the file's current content, replaced whole.
     pub fn update<R>(&self, id: &str, change: impl FnOnce(&mut Grant) -> R) -> Result<R, GrantsError> {
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        self.changing();
         let Some(file) = &self.file else {
             return Ok(change(state.grants.entry(id.to_owned()).or_insert_with(Grant::none)));
         };
@@ -586,7 +624,7 @@ mod tests {
             version: "1.0.0".into(),
             request: request(&["a.com"], false, &[("data", FileMode::Read)]),
             tools: BTreeMap::from([("p.t".to_owned(), "aaaa".to_owned())]),
-            budgets: Budgets::default(),
+            budgets: Some(Budgets::default()),
             sha256: None,
             automatic: false,
         };
@@ -648,7 +686,7 @@ mod tests {
                     version: "0.1.0".into(),
                     request: request(&["a.com"], true, &[]),
                     tools: BTreeMap::from([("calc.x".to_owned(), "00ff".to_owned())]),
-                    budgets: Budgets { wall_ms: 5000, memory_mib: 128 },
+                    budgets: Some(Budgets { wall_ms: 5000, memory_mib: 128 }),
                     sha256: Some("ab".repeat(32)),
                     automatic: true,
                 });
@@ -683,7 +721,7 @@ mod tests {
     fn a_revocation_takes_back_what_it_names_or_everything() {
         let mut full = Grant::none();
         full.memory = true;
-        full.http = vec!["A.com".into(), "b.com".into()];
+        full.http = vec!["A.com".into(), "a.com:8080".into(), "b.com".into(), "b.com:*".into()];
         full.http_private = PrivateHosts::Only(vec!["A.com".into(), "b.com".into()]);
         full.files.insert("data".into(), FileGrant { path: "/srv".into(), mode: FileMode::Read, quota_mib: None });
         full.files.insert("cache".into(), FileGrant { path: "/tmp".into(), mode: FileMode::Write, quota_mib: None });
@@ -692,11 +730,15 @@ mod tests {
             .apply(&mut grant);
         assert_eq!(
             (grant.memory, grant.http.as_slice(), &grant.http_private),
-            (true, ["b.com".to_owned()].as_slice(), &PrivateHosts::Only(vec!["b.com".into()]))
+            (true, ["b.com".to_owned(), "b.com:*".to_owned()].as_slice(), &PrivateHosts::Only(vec!["b.com".into()]))
         );
+        // A host with a port takes back that entry only.
+        let mut ported = grant.clone();
+        Revocation::Only(vec![Capability::Http("b.com:*".into())]).apply(&mut ported);
+        assert_eq!(ported.http, ["b.com"]);
         assert_eq!(grant.files.keys().collect::<Vec<_>>(), ["data"]);
         Revocation::Only(vec![Capability::Memory]).apply(&mut grant);
-        assert!(!grant.memory && grant.http == ["b.com"]);
+        assert!(!grant.memory && grant.http == ["b.com", "b.com:*"]);
         let mut grant = full.clone();
         Revocation::Only(Vec::new()).apply(&mut grant);
         assert_eq!(grant, full, "naming nothing takes nothing");

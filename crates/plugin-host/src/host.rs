@@ -31,6 +31,10 @@ pub(crate) struct Loaded {
     pub(crate) in_flight: AtomicUsize,
 }
 
+/// Longest a request for tools waits for the first load of the plugins
+/// directory; then it answers with what has loaded.
+pub const LOAD_WAIT: Duration = Duration::from_secs(10);
+
 /// Calls of one plugin that may run at once; more are refused as busy, so
 /// one plugin (slow, or blocking until its deadline) cannot take every
 /// sandbox slot and thread from the others.
@@ -112,12 +116,13 @@ impl PluginHost {
     }
 
     /// Waits until the first load of the plugins directory is done (at once
-    /// if none runs): a request for tools made while the daemon starts sees
-    /// every plugin that loads, not an empty list.
+    /// if none runs), for [`LOAD_WAIT`] at most: a request for tools made
+    /// while the daemon starts sees every plugin that loads, not an empty
+    /// list, and one slow plugin cannot hold it longer.
     pub async fn loaded(&self) {
         let mut loading = self.loading.subscribe();
         // An error means the sender is gone: no load is running either.
-        let _ = loading.wait_for(|loading| !loading).await;
+        let _ = tokio::time::timeout(LOAD_WAIT, loading.wait_for(|loading| !loading)).await;
     }
 
     /// Whether the first load of the plugins directory is still running.
@@ -181,9 +186,12 @@ impl PluginHost {
             version: loaded.manifest.version.clone(),
             request: loaded.manifest.capabilities.clone(),
             tools: loaded.digests.clone(),
-            budgets: loaded.manifest.budgets,
+            budgets: Some(loaded.manifest.budgets),
             sha256: Some(loaded.sha256.clone()),
-            automatic: grant.approved.as_ref().is_none_or(|approved| approved.automatic),
+            // A new build the operator never saw is not theirs either.
+            automatic: grant.approved.as_ref().is_none_or(|approved| {
+                approved.automatic || approved.sha256.as_ref().is_some_and(|sha256| *sha256 != loaded.sha256)
+            }),
         };
         if grant.approved.is_none() {
             tracing::warn!(
@@ -201,12 +209,17 @@ impl PluginHost {
         tracing::info!(plugin = %key.0, version = %key.1, tools = loaded.tools.len(), sha256 = %loaded.sha256, "plugin loaded");
         self.held.write().unwrap_or_else(|e| e.into_inner()).remove(&key.0);
         let digests = loaded.digests.clone();
-        let mut plugins = self.plugins.write().unwrap_or_else(|e| e.into_inner());
         // The grant read above may be stale: a revocation that landed while
         // the vectors ran refreshed the plugins then loaded, not this one.
-        // Read it again under the lock that refreshes take.
-        *loaded.effective.write().unwrap_or_else(|e| e.into_inner()) =
-            Arc::new(Effective::of(&loaded.manifest.capabilities, &self.grants.get(&key.0)));
+        // Read it again (off the lock: it touches the disk), and once more
+        // under the lock that refreshes take if it changed meanwhile.
+        let generation = self.grants.generation();
+        let mut effective = Effective::of(&loaded.manifest.capabilities, &self.grants.get(&key.0));
+        let mut plugins = self.plugins.write().unwrap_or_else(|e| e.into_inner());
+        if self.grants.generation() != generation {
+            effective = Effective::of(&loaded.manifest.capabilities, &self.grants.get(&key.0));
+        }
+        *loaded.effective.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(effective);
         let previous = plugins.insert(key.0.clone(), Arc::new(loaded));
         drop(plugins);
         if previous.is_none_or(|previous| previous.digests != digests) {
@@ -356,14 +369,21 @@ impl PluginHost {
         name: &str,
         arguments: Value,
     ) -> Result<Value, CallError> {
-        let wall_ms = {
+        let wall_ms = || {
             let plugins = self.plugins.read().unwrap_or_else(|e| e.into_inner());
             name.split_once('.').and_then(|(id, _)| plugins.get(id).map(|p| p.manifest.budgets.wall_ms))
+        };
+        // A tool not (yet) published may be in the first load, still running.
+        let wall_ms = match wall_ms() {
+            Some(wall_ms) => Some(wall_ms),
+            None => {
+                self.loaded().await;
+                wall_ms()
+            }
         };
         let Some(wall_ms) = wall_ms else {
             return Err(CallError::UnknownTool { tool: name.to_owned() });
         };
-        self.loaded().await;
         let host = Arc::clone(self);
         let tool = name.to_owned();
         let started = Instant::now();

@@ -33,6 +33,7 @@ mod host;
 pub mod manifest;
 mod net;
 mod offload;
+mod quota;
 mod recall;
 mod report;
 mod runtime;
@@ -45,7 +46,7 @@ pub use error::{
     ApproveError, CallError, ComponentError, GrantsError, HostError, LoadError, ManifestError, SchemaRole,
 };
 pub use grants::{Capability, PrivateAddresses, PrivateHosts, Revocation};
-pub use host::{PLUGIN_CALLS, PluginHost};
+pub use host::{LOAD_WAIT, PLUGIN_CALLS, PluginHost};
 pub use manifest::{Budgets, Capabilities, Manifest};
 pub use recall::{Hit, Recall, Scope};
 pub use report::{HeldVersion, Inspection, LoadReport, PluginInfo};

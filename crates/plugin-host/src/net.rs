@@ -199,7 +199,10 @@ impl<'a> HostGrant<'a> {
         let (host, port) = match granted.strip_prefix('[') {
             Some(rest) => match rest.split_once(']') {
                 Some((host, "")) => (host, None),
-                Some((host, port)) => (host, port.strip_prefix(':')),
+                Some((host, port)) => match port.strip_prefix(':') {
+                    Some(port) => (host, Some(port)),
+                    None => (granted, None),
+                },
                 None => (granted, None),
             },
             // A bare IPv6 address has colons of its own and no port.
@@ -263,6 +266,8 @@ pub(crate) fn fetch(
              the operator may grant `{host}:{port}`, or `{host}:*`)"
         ));
     }
+    // A request counts from here: lookups and refusals use the quota too.
+    usage.requests += 1;
     // The system resolver has timeouts of its own, longer than a budget.
     let lookup = (bare.to_owned(), port);
     let addresses: Vec<SocketAddr> = crate::offload::until(deadline, &format!("resolving `{host}`"), move || {
@@ -290,7 +295,6 @@ pub(crate) fn fetch(
     if remaining < Duration::from_millis(1) {
         return Err("the call's wall budget is spent".to_owned());
     }
-    usage.requests += 1;
     usage.bytes += sent;
     let agent = ureq::AgentBuilder::new()
         .resolver(Pinned(addresses))
@@ -319,7 +323,7 @@ pub(crate) fn fetch(
     let mut body = Vec::new();
     response
         .into_reader()
-        .take(room + 1)
+        .take(room.saturating_add(1))
         .read_to_end(&mut body)
         .map_err(|err| format!("reading the answer from `{host}` failed: {err}"))?;
     usage.bytes += body.len() as u64;
@@ -356,6 +360,7 @@ mod tests {
         assert_eq!(grant("[::1]"), HostGrant { host: "::1", port: Ports::Default });
         assert_eq!(grant("::1"), HostGrant { host: "::1", port: Ports::Default });
         assert_eq!(grant("a.com:http").host, "a.com:http", "an unreadable port matches nothing");
+        assert_eq!(grant("[::1]junk").host, "[::1]junk");
         assert!(Ports::Default.admits(443, 443) && !Ports::Default.admits(6379, 80));
         assert!(Ports::One(8080).admits(8080, 80) && !Ports::One(8080).admits(80, 80));
         assert!(Ports::Any.admits(6379, 80));

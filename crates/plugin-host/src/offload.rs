@@ -29,6 +29,9 @@ pub(crate) fn until<T: Send + 'static>(
     what: &str,
     work: impl FnOnce() -> T + Send + 'static,
 ) -> Result<T, String> {
+    if Instant::now() >= deadline {
+        return Err(format!("{what}: the call's wall budget is spent"));
+    }
     if LIVE.fetch_add(1, Ordering::AcqRel) >= THREADS {
         drop(Live);
         return Err(format!("{what}: the host is busy ({THREADS} slow host tasks in flight)"));

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use wasmtime::component::{Component, Linker, Resource, ResourceTable};
 use wasmtime::{
@@ -15,7 +15,10 @@ use wasmtime::{
 };
 use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
 use wasmtime_wasi::filesystem::Descriptor;
-use wasmtime_wasi::p2::bindings::filesystem::types::ErrorCode;
+use wasmtime_wasi::filesystem::WasiFilesystemView;
+use wasmtime_wasi::p2::bindings::filesystem::types::{
+    DescriptorFlags, ErrorCode, HostDescriptor, OpenFlags, PathFlags,
+};
 use wasmtime_wasi::p2::{DynOutputStream, DynPollable, OutputStream, Pollable, StreamError};
 use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
@@ -23,6 +26,7 @@ use crate::error::{CallError, ComponentError, HostError};
 use crate::grants::Effective;
 use crate::manifest::{Budgets, FileMode, Manifest};
 use crate::net;
+use crate::quota::{self, Allowance, Counted, Quotas};
 use crate::recall::{Hit, Recall, Scope};
 use crate::wit::{self, CallContext, LogLevel, Pre, Spec, ToolFailure};
 
@@ -88,6 +92,8 @@ pub(crate) struct Runtime {
     epoch: Arc<std::sync::atomic::AtomicU64>,
     /// Bytes of guest linear memory in use, over every live call.
     memory: Arc<AtomicUsize>,
+    /// The disk quotas of writable granted directories.
+    quotas: Quotas,
 }
 
 /// Keeps glibc's mmap threshold at its initial 128 KiB. By default glibc
@@ -117,6 +123,11 @@ impl Runtime {
             .total_core_instances(SLOTS * 8)
             .total_memories(SLOTS)
             .total_tables(SLOTS * 4)
+            // One component may not take the pool's slots from the others
+            // (a Rust component has one memory, a few core instances).
+            .max_memories_per_component(4)
+            .max_core_instances_per_component(32)
+            .max_tables_per_component(16)
             .max_memory_size((Budgets::MAX_MEMORY_MIB << 20) as usize);
         let mut config = Config::new();
         config
@@ -170,7 +181,7 @@ impl Runtime {
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(|err| HostError::Link(format!("WASI: {err:#}")))?;
         bound_host_calls(&mut linker).map_err(|err| HostError::Link(format!("WASI: {err:#}")))?;
         wit::add_to_linker(&mut linker).map_err(|err| HostError::Link(format!("{err:#}")))?;
-        Ok(Self { engine, linker, cache_dir, epoch_start, epoch, memory: Arc::default() })
+        Ok(Self { engine, linker, cache_dir, epoch_start, epoch, memory: Arc::default(), quotas: Quotas::default() })
     }
 
     /// Compiles `bytes` (or loads the cached artifact) and links it.
@@ -228,18 +239,19 @@ impl Runtime {
         // bounded stdout/stderr, and the directories the operator granted.
         let mut wasi = WasiCtxBuilder::new();
         wasi.stdout(stdout.clone()).stderr(stderr.clone()).max_random_size(RANDOM_CAP);
-        // What the call may still write: what the fullest of its writable
-        // directories has left of its quota (read-only once none is left).
-        let mut writable = u64::MAX;
+        // Each writable directory's quota, shared with the other calls
+        // writing there (read-only once full).
+        let mut quotas = Vec::new();
         for dir in &setup.effective.files {
             let mut perms = if dir.mode == FileMode::Write { FsPerms::ReadWrite } else { FsPerms::ReadOnly };
             if dir.mode == FileMode::Write {
-                let left = dir.quota.saturating_sub(disk_usage(&dir.host));
-                if left == 0 {
-                    tracing::warn!(%tool, dir = %dir.host.display(), quota = dir.quota, "granted directory full: read-only for this call");
-                    perms = FsPerms::ReadOnly;
+                match self.quotas.join(&dir.host, dir.quota) {
+                    Some(quota) => quotas.push(quota),
+                    None => {
+                        tracing::warn!(%tool, dir = %dir.host.display(), quota = dir.quota, "granted directory full: read-only for this call");
+                        perms = FsPerms::ReadOnly;
+                    }
                 }
-                writable = writable.min(left);
             }
             wasi.preopened_dir(&dir.host, &dir.guest, perms).map_err(|err| CallError::Crashed {
                 tool: tool.to_owned(),
@@ -266,7 +278,7 @@ impl Runtime {
             usage: net::Usage::default(),
             recall: setup.recall.clone(),
             scope: setup.scope.clone(),
-            writable: Arc::new(AtomicU64::new(writable)),
+            allowance: Arc::new(Allowance::new(quotas)),
         };
         let mut store = Store::new(&self.engine, state);
         store.limiter(|state| &mut state.limiter);
@@ -502,46 +514,17 @@ pub(crate) struct State {
     usage: net::Usage,
     recall: Option<Arc<dyn Recall>>,
     scope: Scope,
-    /// Bytes the call may still write to its granted directories.
-    writable: Arc<AtomicU64>,
+    /// What the call may still write to its granted directories.
+    allowance: Arc<Allowance>,
 }
 
-/// Takes `bytes` from what a call may still write; false (and nothing
-/// taken) if that is less.
-fn charge(writable: &AtomicU64, bytes: usize) -> bool {
-    let bytes = bytes as u64;
-    writable.try_update(Ordering::AcqRel, Ordering::Acquire, |left| left.checked_sub(bytes)).is_ok()
-}
-
-/// Most entries [`disk_usage`] reads; a directory with more counts as full.
-const USAGE_ENTRIES: usize = 100_000;
-
-/// Bytes of disk the files under `dir` take (symlinks are not followed).
-fn disk_usage(dir: &std::path::Path) -> u64 {
-    use std::os::unix::fs::MetadataExt;
-    let (mut used, mut seen, mut pending) = (0u64, 0usize, vec![dir.to_path_buf()]);
-    while let Some(dir) = pending.pop() {
-        let Ok(entries) = std::fs::read_dir(&dir) else { continue };
-        for entry in entries.filter_map(Result::ok) {
-            seen += 1;
-            if seen > USAGE_ENTRIES {
-                return u64::MAX;
-            }
-            let Ok(meta) = entry.metadata() else { continue };
-            used = used.saturating_add(meta.blocks().saturating_mul(512));
-            if meta.is_dir() {
-                pending.push(entry.path());
-            }
-        }
-    }
-    used
-}
-
-/// A file's output stream just opened, wrapped to count its writes.
+/// A file's output stream just opened at `position`, wrapped to be
+/// charged for what it writes.
 fn counted(
     table: &mut ResourceTable,
     opened: Result<Resource<DynOutputStream>, wasmtime_wasi::p2::FsError>,
-    writable: Arc<AtomicU64>,
+    allowance: Arc<Allowance>,
+    position: u64,
 ) -> wasmtime::Result<(Result<Resource<DynOutputStream>, ErrorCode>,)> {
     let stream = match opened {
         Ok(stream) => stream,
@@ -549,44 +532,17 @@ fn counted(
     };
     let slot: &mut DynOutputStream = table.get_mut(&stream)?;
     let inner = std::mem::replace(slot, Box::new(Capture::default()));
-    *slot = Box::new(Quota { inner, writable });
+    // The block `position` falls in is the file's already, if it has one.
+    let charged_to = position.div_ceil(quota::BLOCK).saturating_mul(quota::BLOCK);
+    *slot = Box::new(Counted { inner, allowance, position, charged_to });
     Ok((Ok(stream),))
 }
 
-/// A file's output stream that stops at the call's write allowance.
-struct Quota {
-    inner: Box<dyn OutputStream>,
-    writable: Arc<AtomicU64>,
-}
-
-#[wasmtime_wasi::async_trait]
-impl Pollable for Quota {
-    async fn ready(&mut self) {
-        self.inner.ready().await;
-    }
-}
-
-#[wasmtime_wasi::async_trait]
-impl OutputStream for Quota {
-    fn write(&mut self, bytes: bytes::Bytes) -> Result<(), StreamError> {
-        if !charge(&self.writable, bytes.len()) {
-            return Err(StreamError::LastOperationFailed(wasmtime::format_err!(
-                "the granted directory's quota is used up"
-            )));
-        }
-        self.inner.write(bytes)
-    }
-
-    fn flush(&mut self) -> Result<(), StreamError> {
-        self.inner.flush()
-    }
-
-    fn check_write(&mut self) -> Result<usize, StreamError> {
-        self.inner.check_write()
-    }
-
-    async fn cancel(&mut self) {
-        self.inner.cancel().await;
+/// A filesystem result as the guest gets it: its error code, or a trap.
+fn to_guest<T>(result: Result<T, wasmtime_wasi::p2::FsError>) -> wasmtime::Result<(Result<T, ErrorCode>,)> {
+    match result {
+        Ok(value) => Ok((Ok(value),)),
+        Err(err) => Ok((Err(err.downcast()?),)),
     }
 }
 
@@ -715,7 +671,11 @@ enum Denied {
 }
 
 impl ResourceLimiter for Limiter {
-    fn memory_growing(&mut self, current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+    fn memory_growing(&mut self, current: usize, desired: usize, maximum: Option<usize>) -> wasmtime::Result<bool> {
+        // Past its declared maximum the growth fails anyway: charge nothing.
+        if maximum.is_some_and(|maximum| desired > maximum) {
+            return Ok(false);
+        }
         // Also called for each memory's initial size (current 0).
         let grow = desired.saturating_sub(current);
         let total = self.used.saturating_add(grow);
@@ -795,43 +755,102 @@ fn bound_host_calls(linker: &mut Linker<State>) -> wasmtime::Result<()> {
             Ok((Err::<(), _>(ErrorCode::NotPermitted),))
         },
     )?;
-    // Writes to granted directories: counted against the call's allowance.
+    // Writes to granted directories: charged against their quotas.
     filesystem.func_wrap(
         "[method]descriptor.write",
         |mut store: StoreContextMut<'_, State>, (fd, buffer, offset): (Resource<Descriptor>, Vec<u8>, u64)| {
-            use wasmtime_wasi::p2::bindings::filesystem::types::HostDescriptor;
             let state = store.data_mut();
-            if !charge(&state.writable, buffer.len()) {
+            if !state.allowance.charge(quota::blocks(offset, buffer.len() as u64)) {
                 return Ok((Err(ErrorCode::InsufficientSpace),));
             }
             let deadline = state.deadline;
-            let mut files = wasmtime_wasi::filesystem::WasiFilesystemView::filesystem(state);
-            match until(deadline, HostDescriptor::write(&mut files, fd, buffer, offset))? {
-                Ok(written) => Ok((Ok(written),)),
-                Err(err) => Ok((Err(err.downcast()?),)),
-            }
+            let mut files = WasiFilesystemView::filesystem(state);
+            to_guest(until(deadline, HostDescriptor::write(&mut files, fd, buffer, offset))?)
         },
     )?;
     filesystem.func_wrap(
         "[method]descriptor.write-via-stream",
         |mut store: StoreContextMut<'_, State>, (fd, offset): (Resource<Descriptor>, u64)| {
-            use wasmtime_wasi::p2::bindings::filesystem::types::HostDescriptor;
             let state = store.data_mut();
-            let writable = Arc::clone(&state.writable);
-            let mut files = wasmtime_wasi::filesystem::WasiFilesystemView::filesystem(state);
+            let allowance = Arc::clone(&state.allowance);
+            let mut files = WasiFilesystemView::filesystem(state);
             let opened = HostDescriptor::write_via_stream(&mut files, fd, offset);
-            counted(files.table, opened, writable)
+            counted(files.table, opened, allowance, offset)
         },
     )?;
     filesystem.func_wrap(
         "[method]descriptor.append-via-stream",
         |mut store: StoreContextMut<'_, State>, (fd,): (Resource<Descriptor>,)| {
-            use wasmtime_wasi::p2::bindings::filesystem::types::HostDescriptor;
             let state = store.data_mut();
-            let writable = Arc::clone(&state.writable);
-            let mut files = wasmtime_wasi::filesystem::WasiFilesystemView::filesystem(state);
+            let (allowance, deadline) = (Arc::clone(&state.allowance), state.deadline);
+            let mut files = WasiFilesystemView::filesystem(state);
+            let size = match until(deadline, HostDescriptor::stat(&mut files, Resource::new_borrow(fd.rep())))? {
+                Ok(stat) => stat.size,
+                Err(err) => return Ok((Err(err.downcast()?),)),
+            };
             let opened = HostDescriptor::append_via_stream(&mut files, fd);
-            counted(files.table, opened, writable)
+            counted(files.table, opened, allowance, size)
+        },
+    )?;
+    filesystem.func_wrap(
+        "[method]descriptor.set-size",
+        |mut store: StoreContextMut<'_, State>, (fd, size): (Resource<Descriptor>, u64)| {
+            let state = store.data_mut();
+            let (allowance, deadline) = (Arc::clone(&state.allowance), state.deadline);
+            let mut files = WasiFilesystemView::filesystem(state);
+            let now = match until(deadline, HostDescriptor::stat(&mut files, Resource::new_borrow(fd.rep())))? {
+                Ok(stat) => stat.size,
+                Err(err) => return Ok((Err(err.downcast()?),)),
+            };
+            if size > now && !allowance.charge(quota::blocks(now, size - now)) {
+                return Ok((Err(ErrorCode::InsufficientSpace),));
+            }
+            to_guest(until(deadline, HostDescriptor::set_size(&mut files, fd, size))?)
+        },
+    )?;
+    // Each new file, directory or link takes at least a block (and an inode).
+    filesystem.func_wrap(
+        "[method]descriptor.open-at",
+        |mut store: StoreContextMut<'_, State>,
+         (fd, path_flags, path, open, flags): (Resource<Descriptor>, PathFlags, String, OpenFlags, DescriptorFlags)| {
+            let state = store.data_mut();
+            if open.contains(OpenFlags::CREATE) && !state.allowance.charge(quota::BLOCK) {
+                return Ok((Err(ErrorCode::InsufficientSpace),));
+            }
+            let deadline = state.deadline;
+            let mut files = WasiFilesystemView::filesystem(state);
+            to_guest(until(deadline, HostDescriptor::open_at(&mut files, fd, path_flags, path, open, flags))?)
+        },
+    )?;
+    filesystem.func_wrap(
+        "[method]descriptor.create-directory-at",
+        |mut store: StoreContextMut<'_, State>, (fd, path): (Resource<Descriptor>, String)| {
+            let state = store.data_mut();
+            if !state.allowance.charge(quota::BLOCK) {
+                return Ok((Err(ErrorCode::InsufficientSpace),));
+            }
+            let deadline = state.deadline;
+            let mut files = WasiFilesystemView::filesystem(state);
+            to_guest(until(deadline, HostDescriptor::create_directory_at(&mut files, fd, path))?)
+        },
+    )?;
+    filesystem.func_wrap(
+        "[method]descriptor.link-at",
+        |mut store: StoreContextMut<'_, State>,
+         (fd, old_flags, old_path, to, new_path): (
+            Resource<Descriptor>,
+            PathFlags,
+            String,
+            Resource<Descriptor>,
+            String,
+        )| {
+            let state = store.data_mut();
+            if !state.allowance.charge(quota::BLOCK) {
+                return Ok((Err(ErrorCode::InsufficientSpace),));
+            }
+            let deadline = state.deadline;
+            let mut files = WasiFilesystemView::filesystem(state);
+            to_guest(until(deadline, HostDescriptor::link_at(&mut files, fd, old_flags, old_path, to, new_path))?)
         },
     )?;
     linker.allow_shadowing(false);

@@ -40,6 +40,15 @@ pub enum ReloadEvent {
     },
 }
 
+/// Marks the first load done when dropped.
+struct FirstLoad<'a>(&'a tokio::sync::watch::Sender<bool>);
+
+impl Drop for FirstLoad<'_> {
+    fn drop(&mut self) {
+        self.0.send_replace(false);
+    }
+}
+
 /// Stops the watcher when dropped.
 pub struct Watcher {
     stop: Option<mpsc::Sender<()>>,
@@ -125,6 +134,8 @@ impl PluginHost {
         let host = Arc::clone(self);
         self.loading.send_replace(true);
         let spawned = std::thread::Builder::new().name("plugin-watch".into()).spawn(move || {
+            // However the first load ends (a panic included), it has ended.
+            let first_load = FirstLoad(&host.loading);
             // Fingerprints first: a change made while loading is seen later.
             let present = folders(&dir);
             let seen = present.iter().map(|(name, path)| (name.clone(), fingerprint(path))).collect();
@@ -132,7 +143,6 @@ impl PluginHost {
             for folder in present.values() {
                 // A shutdown does not wait for the rest.
                 if let Err(mpsc::TryRecvError::Disconnected) = halt.try_recv() {
-                    host.loading.send_replace(false);
                     return;
                 }
                 match host.load_logged(folder) {
@@ -140,7 +150,7 @@ impl PluginHost {
                     Err(_) => failed += 1,
                 }
             }
-            host.loading.send_replace(false);
+            drop(first_load);
             tracing::info!(loaded, failed, dir = %dir.display(), "plugins loaded");
             host.watch_loop(&dir, seen, interval, &halt, None);
         });

@@ -5,7 +5,7 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use engram_config::{Config, DirMode, Paths};
+use engram_config::{DirMode, Loaded, Origin, Paths};
 use engram_plugin_host::GrantsError;
 use engram_plugin_host::grants::{FileGrant, Grant, Grants};
 use engram_plugin_host::manifest::FileMode;
@@ -13,7 +13,8 @@ use engram_plugin_host::{HostError, PluginHost};
 
 /// The grants file at `paths.grants_file` with the configuration's
 /// `[plugins.grants.*]` added.
-pub fn grants(config: &Config, paths: &Paths) -> Result<Grants, GrantsError> {
+pub fn grants(loaded: &Loaded, paths: &Paths) -> Result<Grants, GrantsError> {
+    let config = &loaded.config;
     let home = std::env::var_os("HOME").map(PathBuf::from);
     let declared = config
         .plugins
@@ -40,15 +41,27 @@ pub fn grants(config: &Config, paths: &Paths) -> Result<Grants, GrantsError> {
             (id.clone(), grant)
         })
         .collect();
+    // Engram's own files: writing one is running code as the daemon or
+    // granting oneself more (the configuration), reading one leaks a key.
     let own = [
         &paths.data_dir,
+        &paths.journal,
+        &paths.socket,
         &paths.cache_dir,
         &paths.plugins_dir,
         &paths.models_dir,
+        &paths.embedder,
+        &paths.llm,
         &paths.token_file,
         &paths.tenant_tokens_dir,
     ];
-    Ok(Grants::open(paths.grants_file.clone())?.with_config(declared).protecting(own.into_iter().cloned()))
+    let keys = [&paths.llm_api_key_file, &paths.qdrant_api_key_file].into_iter().flatten();
+    let configs = loaded.sources.iter().filter_map(|origin| match origin {
+        Origin::File(path) => Some(path),
+        _ => None,
+    });
+    let protected = own.into_iter().chain(keys).chain(configs).cloned();
+    Ok(Grants::open(paths.grants_file.clone())?.with_config(declared).protecting(protected))
 }
 
 /// Why the plugin host could not start.
@@ -66,7 +79,7 @@ pub enum PluginsError {
 /// Starts the plugin host with the operator's grants. It loads nothing:
 /// the daemon loads the plugins directory in the background
 /// ([`PluginHost::serve_dir`]), so serving never waits for a plugin.
-pub fn open_host(config: &Config, paths: &Paths) -> Result<Arc<PluginHost>, PluginsError> {
+pub fn open_host(loaded: &Loaded, paths: &Paths) -> Result<Arc<PluginHost>, PluginsError> {
     let cache = paths.cache_dir.join("plugins");
-    Ok(Arc::new(PluginHost::with_grants(Some(cache), grants(config, paths)?)?))
+    Ok(Arc::new(PluginHost::with_grants(Some(cache), grants(loaded, paths)?)?))
 }
