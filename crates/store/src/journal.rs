@@ -16,6 +16,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/0003_memory.sql"),
     include_str!("../migrations/0004_compact_memory.sql"),
     include_str!("../migrations/0005_archive.sql"),
+    include_str!("../migrations/0006_experience.sql"),
 ];
 
 /// The schema version this build writes and understands.
