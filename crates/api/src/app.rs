@@ -13,7 +13,7 @@ use engram_services::{Models, Services};
 use engram_store::Store;
 
 use crate::http::{self, ApiError, HttpLimits, Metrics, TcpGuard};
-use crate::{health, mcp, memory, openai, plugins, rag};
+use crate::{experience, health, mcp, memory, openai, plugins, rag};
 
 /// Everything a request handler may need: the services and the metrics.
 /// Cheap to clone.
@@ -116,6 +116,7 @@ pub fn router(state: AppState, limits: HttpLimits, access: Access) -> Router {
         .merge(operator_only)
         .merge(rag::routes())
         .merge(memory::routes())
+        .merge(experience::routes())
         .route_service(mcp::PATH, mcp)
         .fallback(not_found)
         .with_state(state)

@@ -7,6 +7,7 @@
 //! `rag`) exports its routes, and [`router`] joins them.
 
 mod app;
+mod experience;
 mod health;
 pub mod http;
 mod mcp;

@@ -115,6 +115,11 @@ pub enum Command {
         #[command(subcommand)]
         command: crate::memory::MemoryCommand,
     },
+    /// The experience library: list, show, retire, export and import insights.
+    Insights {
+        #[command(subcommand)]
+        command: crate::insights::InsightsCommand,
+    },
     /// Bridge an MCP client on stdio (an IDE) to the daemon's `/mcp`,
     /// starting the daemon in the background when none runs.
     McpStdio(crate::mcp_stdio::McpStdioArgs),
@@ -288,6 +293,10 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Memory { command } => {
             crate::memory::run(&loaded, &resolve_paths(&loaded, &env)?, command)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Insights { command } => {
+            crate::insights::run(&loaded, &resolve_paths(&loaded, &env)?, command)?;
             Ok(ExitCode::SUCCESS)
         }
         Command::McpStdio(args) => {

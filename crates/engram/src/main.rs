@@ -9,6 +9,7 @@ mod cli;
 mod connect;
 mod doctor;
 mod generate;
+mod insights;
 mod logging;
 mod mcp_stdio;
 mod memory;

@@ -10,6 +10,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::{Change, Counters, Experience, ExperienceError, Insight, Library, Provenance, Status, Text};
@@ -24,26 +25,43 @@ const HEADER: &str = "\
 # `version` are read-only. Delete `id` to make a copy a new insight.
 ";
 
-/// One insight's file.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// One insight's file, as a person edits it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
-struct InsightFile {
-    /// None: a new insight.
+pub struct InsightFile {
+    /// Its insight; none: a new insight.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    id: Option<String>,
-    status: Status,
-    taxonomy: String,
-    condition: String,
-    explanation: String,
+    pub id: Option<String>,
+    /// Its status.
+    pub status: Status,
+    /// Its taxonomy path.
+    pub taxonomy: String,
+    /// When it applies.
+    pub condition: String,
+    /// Why.
+    pub explanation: String,
+    /// A short worked case.
     #[serde(default)]
-    example: String,
+    pub example: String,
     /// The version exported (none in a new file).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    version: Option<u64>,
+    pub version: Option<u64>,
+    /// Where it came from (read-only).
     #[serde(default)]
-    provenance: Provenance,
+    pub provenance: Provenance,
+    /// How it has fared (read-only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    counters: Option<Counters>,
+    pub counters: Option<Counters>,
+}
+
+/// A file read by [`read`]: its name (for messages) and what it says.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ImportedFile {
+    /// The file's name.
+    pub name: String,
+    /// Its insight.
+    pub insight: InsightFile,
 }
 
 impl InsightFile {
@@ -92,7 +110,7 @@ pub enum FilesError {
         /// What is wrong.
         message: String,
     },
-    /// A file parses but cannot apply.
+    /// A file parses but cannot apply (named as it was given).
     #[error("{}: {message}", path.display())]
     Invalid {
         /// The file.
@@ -106,7 +124,7 @@ pub enum FilesError {
 }
 
 /// What an import did.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct ImportReport {
     /// New insights, by id.
     pub created: Vec<String>,
@@ -153,6 +171,13 @@ fn line_of(text: &str, offset: usize) -> usize {
 /// Reads every insight file in `dir` and records what changed, by
 /// `editor`, in one transaction: all files apply or none do.
 pub fn import(experience: &Experience, dir: &Path, editor: &str) -> Result<ImportReport, FilesError> {
+    apply(experience, &read(dir)?, editor)
+}
+
+/// Reads every insight file in `dir` (not [`TAXONOMY_FILE`]), in name
+/// order; a file that does not parse, or whose text is invalid, is named
+/// with the line.
+pub fn read(dir: &Path) -> Result<Vec<ImportedFile>, FilesError> {
     let io = |path: &Path, err: std::io::Error| FilesError::Io { path: path.to_path_buf(), message: err.to_string() };
     let mut paths: Vec<PathBuf> = std::fs::read_dir(dir)
         .map_err(|err| io(dir, err))?
@@ -162,17 +187,32 @@ pub fn import(experience: &Experience, dir: &Path, editor: &str) -> Result<Impor
         .filter(|path| path.file_name().is_some_and(|name| name != TAXONOMY_FILE))
         .collect();
     paths.sort();
-    let library = experience.library()?;
-    let mut report = ImportReport::default();
-    let mut changes: Vec<(Option<String>, Change)> = Vec::new();
-    let mut seen: BTreeMap<String, PathBuf> = BTreeMap::new();
+    let mut files = Vec::with_capacity(paths.len());
     for path in paths {
         let text = std::fs::read_to_string(&path).map_err(|err| io(&path, err))?;
-        let file: InsightFile = toml::from_str(&text).map_err(|err| FilesError::Parse {
+        let insight: InsightFile = toml::from_str(&text).map_err(|err| FilesError::Parse {
             path: path.clone(),
             line: err.span().map_or(1, |span| line_of(&text, span.start)),
             message: err.message().to_owned(),
         })?;
+        if let Some(problem) = insight.text().problem() {
+            return Err(FilesError::Invalid { path, message: problem });
+        }
+        let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        files.push(ImportedFile { name, insight });
+    }
+    Ok(files)
+}
+
+/// Records what `files` change in the library, by `editor`, in one
+/// transaction: all apply or none do.
+pub fn apply(experience: &Experience, files: &[ImportedFile], editor: &str) -> Result<ImportReport, FilesError> {
+    let library = experience.library()?;
+    let mut report = ImportReport::default();
+    let mut changes: Vec<(Option<String>, Change)> = Vec::new();
+    let mut seen: BTreeMap<String, &str> = BTreeMap::new();
+    for ImportedFile { name, insight: file } in files {
+        let path = PathBuf::from(name);
         let invalid = |message: String| FilesError::Invalid { path: path.clone(), message };
         if let Some(problem) = file.text().problem() {
             return Err(invalid(problem));
@@ -183,8 +223,8 @@ pub fn import(experience: &Experience, dir: &Path, editor: &str) -> Result<Impor
             changes.push((None, created));
             continue;
         };
-        if let Some(other) = seen.insert(id.clone(), path.clone()) {
-            return Err(invalid(format!("insight `{id}` is also in {}", other.display())));
+        if let Some(other) = seen.insert(id.clone(), name) {
+            return Err(invalid(format!("insight `{id}` is also in {other}")));
         }
         let Some(now) = library.get(id) else {
             return Err(invalid(format!("no insight `{id}` in the library (delete `id` to add it as a new one)")));
@@ -210,7 +250,7 @@ pub fn import(experience: &Experience, dir: &Path, editor: &str) -> Result<Impor
                 file.version.map_or_else(|| "none".to_owned(), |v| v.to_string())
             )));
         }
-        let reason = format!("edited in {}", path.file_name().map(|n| n.to_string_lossy()).unwrap_or_default());
+        let reason = format!("edited in {name}");
         if text_changed {
             changes.push((Some(id.clone()), edited));
         }
@@ -226,4 +266,14 @@ pub fn import(experience: &Experience, dir: &Path, editor: &str) -> Result<Impor
         .map(|e| e.insight.clone())
         .collect();
     Ok(report)
+}
+
+impl From<FilesError> for engram_ops::Error {
+    fn from(err: FilesError) -> Self {
+        match err {
+            FilesError::Experience(err) => err.into(),
+            FilesError::Io { .. } => Self::internal(err),
+            FilesError::Parse { .. } | FilesError::Invalid { .. } => Self::invalid(err.to_string()),
+        }
+    }
 }

@@ -9,16 +9,17 @@
 //! insight and reads a person's edits back as events.
 
 pub mod files;
+pub mod ops;
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 
 use engram_store::rusqlite::params;
 use engram_store::{Entity, Op, Store, StoreError};
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 /// Where an insight stands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Status {
     /// Proposed, not yet admitted: never retrieved for tasks.
@@ -44,7 +45,7 @@ impl Status {
 }
 
 /// Where an insight came from.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Provenance {
     /// The task whose failure it was learned from.
@@ -59,7 +60,7 @@ pub struct Provenance {
 }
 
 /// How an insight has fared.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Counters {
     /// Times it was put into a task's prompt.
@@ -73,7 +74,7 @@ pub struct Counters {
 }
 
 /// The text of an insight: what a person reads and edits.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Text {
     /// Where it belongs, as a `/`-separated path: `formulation/constraints/capacity`.
@@ -123,7 +124,7 @@ impl Text {
 }
 
 /// An insight as the fold of its events.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct Insight {
     /// Its id (`ins-<n>`, from the event that created it).
     pub id: String,
@@ -141,7 +142,7 @@ pub struct Insight {
 }
 
 /// One change of one insight.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
 pub enum Change {
     /// It was written.
@@ -181,7 +182,7 @@ pub enum Change {
 }
 
 /// One event of the library: a change, who made it, when.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct Event {
     /// Its position: events fold in this order.
     pub seq: i64,
@@ -288,12 +289,12 @@ pub fn fold<'a>(events: impl IntoIterator<Item = &'a Event>) -> Result<Library, 
 /// The experience library in a journal.
 #[derive(Clone)]
 pub struct Experience {
-    store: Arc<Store>,
+    store: Store,
 }
 
 impl Experience {
     /// The library kept in `store` (the journal's `insight_events`).
-    pub fn new(store: Arc<Store>) -> Self {
+    pub fn new(store: Store) -> Self {
         Self { store }
     }
 

@@ -1,8 +1,6 @@
 //! The experience library on a real journal: the library is the fold of
 //! its events, and its files round-trip a person's edits.
 
-use std::sync::Arc;
-
 use engram_experience::files::{self, FilesError};
 use engram_experience::{Change, Counters, Experience, ExperienceError, Provenance, Status, Text, fold};
 use engram_store::{Store, StoreOptions};
@@ -10,7 +8,7 @@ use engram_store::{Store, StoreOptions};
 fn library() -> (Experience, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(&dir.path().join("engram.db"), &StoreOptions::default()).unwrap();
-    (Experience::new(Arc::new(store)), dir)
+    (Experience::new(store), dir)
 }
 
 fn text(taxonomy: &str, condition: &str) -> Text {

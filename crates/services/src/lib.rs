@@ -11,6 +11,7 @@
 //! Features never call each other; where an operation needs two (questions
 //! an LLM writes for a retrieval calibration), the composition lives here.
 
+pub mod experience;
 pub mod health;
 mod lazy;
 mod lock;
@@ -26,6 +27,7 @@ use std::time::{Duration, Instant};
 use engram_config::{Config, Paths, Synchronous};
 use engram_store::{Durability, Store, StoreOptions};
 
+pub use experience::ExperienceService;
 pub use lazy::{Lazy, LoadState, RETRY_AFTER};
 pub use lock::{DataDirLock, create_private_dir};
 pub use memory::MemoryService;
@@ -91,6 +93,7 @@ pub struct Services {
     models: Arc<Models>,
     rag: RagService,
     memory: MemoryService,
+    experience: ExperienceService,
     plugins: Option<Arc<engram_plugin_host::PluginHost>>,
     opened: Instant,
     _lock: DataDirLock,
@@ -106,6 +109,7 @@ impl Services {
         let models = Arc::new(models::configured(config, paths));
         let rag = RagService::new(config, paths, &store, models.clone());
         let memory = MemoryService::new(config, paths, &store, models.clone());
+        let experience = ExperienceService::new(&store);
         Ok(Self {
             config: config.clone(),
             paths: paths.clone(),
@@ -113,6 +117,7 @@ impl Services {
             models,
             rag,
             memory,
+            experience,
             plugins: None,
             opened: Instant::now(),
             _lock: lock,
@@ -184,6 +189,11 @@ impl Services {
     /// Memory.
     pub fn memory(&self) -> &MemoryService {
         &self.memory
+    }
+
+    /// The experience library.
+    pub fn experience(&self) -> &ExperienceService {
+        &self.experience
     }
 
     /// The plugin host, if these services run one.

@@ -1,0 +1,35 @@
+//! The experience library's operations ([`engram_experience::ops`]), each
+//! answered by one call to the experience service.
+
+use axum::Router;
+use engram_experience::Insight;
+use engram_experience::files::ImportReport;
+use engram_experience::ops::{
+    ImportInsights, InsightHistory, InsightList, ListInsights, SetInsightStatus, ShowInsight,
+};
+use engram_ops::Error;
+
+use crate::app::AppState;
+use crate::op::route;
+
+/// `GET /v1/insights`, `GET /v1/insights/show`, `POST /v1/insights/status`,
+/// `POST /v1/insights/import`.
+pub(crate) fn routes() -> Router<AppState> {
+    Router::new().merge(route(list)).merge(route(show)).merge(route(set_status)).merge(route(import))
+}
+
+async fn list(state: AppState, request: ListInsights) -> Result<InsightList, Error> {
+    state.services().experience().list(request).await
+}
+
+async fn show(state: AppState, request: ShowInsight) -> Result<InsightHistory, Error> {
+    state.services().experience().show(request).await
+}
+
+async fn set_status(state: AppState, request: SetInsightStatus) -> Result<Insight, Error> {
+    state.services().experience().set_status(request).await
+}
+
+async fn import(state: AppState, request: ImportInsights) -> Result<ImportReport, Error> {
+    state.services().experience().import(request).await
+}

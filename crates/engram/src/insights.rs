@@ -1,0 +1,167 @@
+//! `engram insights …`: the experience library, through the running
+//! daemon (or the same services in-process), with the operations' own
+//! types. Export and import work on files here; the daemon sees only the
+//! library and the parsed files.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use engram_config::{Loaded, Paths};
+use engram_experience::files;
+use engram_experience::ops::{ImportInsights, ListInsights, SetInsightStatus, ShowInsight};
+use engram_experience::{Change, Insight, Status};
+
+/// What `engram insights` does.
+#[derive(Debug, clap::Subcommand)]
+pub enum InsightsCommand {
+    /// List the insights (all, or with a status / under a taxonomy path).
+    List {
+        /// Only this status: candidate, active, quarantined or retired.
+        #[arg(long, value_parser = parse_status)]
+        status: Option<Status>,
+        /// Only at or under this taxonomy path.
+        #[arg(long)]
+        taxonomy: Option<String>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// One insight, with its history.
+    Show {
+        /// The insight (`ins-<n>`).
+        id: String,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Take an insight out of use for good (kept, with its history).
+    Retire {
+        /// The insight.
+        id: String,
+        /// Why.
+        #[arg(long)]
+        reason: String,
+        /// Who decides [default: $USER].
+        #[arg(long)]
+        editor: Option<String>,
+    },
+    /// Set an insight's status: candidate, active, quarantined or retired.
+    Status {
+        /// The insight.
+        id: String,
+        /// The new status.
+        #[arg(value_parser = parse_status)]
+        status: Status,
+        /// Why.
+        #[arg(long)]
+        reason: String,
+        /// Who decides [default: $USER].
+        #[arg(long)]
+        editor: Option<String>,
+    },
+    /// Write the library into DIR: one TOML file per insight, and
+    /// taxonomy.toml.
+    Export {
+        /// The folder (created if missing).
+        dir: PathBuf,
+    },
+    /// Apply the edits made to the files in DIR (text, status; files
+    /// without an id are new insights), all or nothing.
+    Import {
+        /// The folder.
+        dir: PathBuf,
+        /// Who edited them [default: $USER].
+        #[arg(long)]
+        editor: Option<String>,
+    },
+}
+
+fn parse_status(text: &str) -> Result<Status, String> {
+    serde_json::from_value(serde_json::Value::String(text.to_owned()))
+        .map_err(|_| format!("`{text}`: write candidate, active, quarantined or retired"))
+}
+
+/// Who makes a change: `--editor`, else the user's login name.
+fn editor(given: Option<String>) -> String {
+    given.or_else(|| std::env::var("USER").ok()).filter(|e| !e.trim().is_empty()).unwrap_or_else(|| "operator".into())
+}
+
+fn line(insight: &Insight) -> String {
+    let condition = insight.text.condition.lines().next().unwrap_or_default();
+    format!("{:<10} {:<11} {:<36} {condition}", insight.id, insight.status.as_str(), insight.text.taxonomy)
+}
+
+/// Runs `engram insights …`.
+pub fn run(loaded: &Loaded, paths: &Paths, command: InsightsCommand) -> anyhow::Result<()> {
+    let call = |request| crate::connect::run(loaded, paths, |client| async move { Ok(client.call(&request).await?) });
+    match command {
+        InsightsCommand::List { status, taxonomy, json } => {
+            let list = call(ListInsights { status, taxonomy })?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&list.insights)?);
+            } else if list.insights.is_empty() {
+                println!("no insights");
+            } else {
+                list.insights.iter().for_each(|insight| println!("{}", line(insight)));
+            }
+        }
+        InsightsCommand::Show { id, json } => {
+            let shown =
+                crate::connect::run(
+                    loaded,
+                    paths,
+                    |client| async move { Ok(client.call(&ShowInsight { id }).await?) },
+                )?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&shown)?);
+            } else {
+                let insight = &shown.insight;
+                println!("{} (version {}, {})", insight.id, insight.version, insight.status.as_str());
+                println!("taxonomy:    {}", insight.text.taxonomy);
+                println!("condition:   {}", insight.text.condition);
+                println!("explanation: {}", insight.text.explanation);
+                println!("example:     {}", insight.text.example);
+                let c = insight.counters;
+                println!("retrieved {}, helped {}, hurt {}, missed {}", c.retrieved, c.helped, c.hurt, c.missed);
+                for event in &shown.events {
+                    let what = match &event.change {
+                        Change::Created { .. } => "created".to_owned(),
+                        Change::Edited { .. } => "edited".to_owned(),
+                        Change::Status { status, reason } => format!("{}: {reason}", status.as_str()),
+                        Change::Counted(_) => "outcomes counted".to_owned(),
+                    };
+                    println!("  #{} at {} ms by {}: {what}", event.seq, event.at_ms, event.editor);
+                }
+            }
+        }
+        InsightsCommand::Retire { id, reason, editor: who } => {
+            let request = SetInsightStatus { id, status: Status::Retired, reason, editor: editor(who) };
+            let insight = crate::connect::run(loaded, paths, |client| async move { Ok(client.call(&request).await?) })?;
+            println!("{}", line(&insight));
+        }
+        InsightsCommand::Status { id, status, reason, editor: who } => {
+            let request = SetInsightStatus { id, status, reason, editor: editor(who) };
+            let insight = crate::connect::run(loaded, paths, |client| async move { Ok(client.call(&request).await?) })?;
+            println!("{}", line(&insight));
+        }
+        InsightsCommand::Export { dir } => {
+            let list = call(ListInsights::default())?;
+            let library = list.insights.into_iter().map(|insight| (insight.id.clone(), insight)).collect();
+            let written = files::export(&library, &dir).with_context(|| format!("exporting into {}", dir.display()))?;
+            println!("{written} insights written to {}", dir.display());
+        }
+        InsightsCommand::Import { dir, editor: who } => {
+            // Read here, so a bad file is named with its line before anything is sent.
+            let files = files::read(&dir)?;
+            let request = ImportInsights { files, editor: editor(who) };
+            let report = crate::connect::run(loaded, paths, |client| async move { Ok(client.call(&request).await?) })?;
+            println!(
+                "{} created, {} changed, {} unchanged",
+                report.created.len(),
+                report.changed.len(),
+                report.unchanged
+            );
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,61 @@
+//! The experience library end to end: `engram insights` against a running
+//! daemon, through the operations' routes.
+
+mod support;
+
+use support::Sandbox;
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+#[test]
+fn insights_are_imported_listed_edited_and_retired_through_the_daemon() {
+    let sandbox = Sandbox::new();
+    let daemon = sandbox.start(&[]);
+    let run = |args: &[&str]| {
+        let output = sandbox.run(args, &[("USER", "ana")]);
+        (output.status.success(), text(&output.stdout), text(&output.stderr))
+    };
+    let written = sandbox.path().join("written");
+    std::fs::create_dir_all(&written).unwrap();
+    std::fs::write(
+        written.join("capacity.toml"),
+        "status = \"active\"\ntaxonomy = \"formulation/constraints/capacity\"\n\
+         condition = \"Several products share one warehouse\"\n\
+         explanation = \"The capacity bounds their sum, not each product.\"\nexample = \"x1 + x2 <= 500\"\n",
+    )
+    .unwrap();
+    let (ok, out, err) = run(&["insights", "import", written.to_str().unwrap()]);
+    assert!(ok && out.contains("1 created"), "{out}{err}");
+    let (ok, out, _) = run(&["insights", "list"]);
+    assert!(ok && out.contains("ins-1") && out.contains("formulation/constraints/capacity"), "{out}");
+
+    // Exported, edited by hand, imported: one edit, by its editor.
+    let exported = sandbox.path().join("exported");
+    let (ok, out, err) = run(&["insights", "export", exported.to_str().unwrap()]);
+    assert!(ok && out.contains("1 insights written"), "{out}{err}");
+    let file = exported.join("ins-1.toml");
+    let edited = std::fs::read_to_string(&file).unwrap().replace("share one warehouse", "share one storage room");
+    std::fs::write(&file, edited).unwrap();
+    let (ok, out, err) = run(&["insights", "import", exported.to_str().unwrap()]);
+    assert!(ok && out.contains("1 changed"), "{out}{err}");
+    let (ok, out, _) = run(&["insights", "show", "ins-1"]);
+    assert!(ok && out.contains("share one storage room") && out.contains("by ana: edited"), "{out}");
+
+    // Retired with a reason; listed by status.
+    let (ok, _, err) = run(&["insights", "retire", "ins-1", "--reason", "superseded"]);
+    assert!(ok, "{err}");
+    let (_, out, _) = run(&["insights", "list", "--status", "retired"]);
+    assert!(out.contains("ins-1"), "{out}");
+    let (_, out, _) = run(&["insights", "list", "--status", "active"]);
+    assert!(out.contains("no insights"), "{out}");
+
+    // Bad input: a malformed file is named with its line; an unknown id.
+    std::fs::write(exported.join("broken.toml"), "status = \"active\"\nthis is not toml\n").unwrap();
+    let (ok, _, err) = run(&["insights", "import", exported.to_str().unwrap()]);
+    assert!(!ok && err.contains("broken.toml:2"), "{err}");
+    let (ok, _, err) = run(&["insights", "show", "ins-404"]);
+    assert!(!ok && err.contains("no insight `ins-404`"), "{err}");
+    drop(daemon);
+}
