@@ -54,11 +54,11 @@ pub struct InsightFile {
     pub counters: Option<Counters>,
 }
 
-/// A file read by [`read`]: its name (for messages) and what it says.
+/// A file read by [`read`]: its path as read (for messages) and what it says.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ImportedFile {
-    /// The file's name.
+    /// The file's path.
     pub name: String,
     /// Its insight.
     pub insight: InsightFile,
@@ -198,8 +198,7 @@ pub fn read(dir: &Path) -> Result<Vec<ImportedFile>, FilesError> {
         if let Some(problem) = insight.text().problem() {
             return Err(FilesError::Invalid { path, message: problem });
         }
-        let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-        files.push(ImportedFile { name, insight });
+        files.push(ImportedFile { name: path.display().to_string(), insight });
     }
     Ok(files)
 }
@@ -250,7 +249,8 @@ pub fn apply(experience: &Experience, files: &[ImportedFile], editor: &str) -> R
                 file.version.map_or_else(|| "none".to_owned(), |v| v.to_string())
             )));
         }
-        let reason = format!("edited in {name}");
+        let file_name = path.file_name().map(|n| n.to_string_lossy()).unwrap_or_default();
+        let reason = format!("edited in {file_name}");
         if text_changed {
             changes.push((Some(id.clone()), edited));
         }
