@@ -41,7 +41,13 @@ fn insights_are_imported_listed_edited_and_retired_through_the_daemon() {
     let (ok, out, err) = run(&["insights", "import", exported.to_str().unwrap()]);
     assert!(ok && out.contains("1 changed"), "{out}{err}");
     let (ok, out, _) = run(&["insights", "show", "ins-1"]);
-    assert!(ok && out.contains("share one storage room") && out.contains("by ana: edited"), "{out}");
+    assert!(ok && out.contains("share one storage room") && out.contains("by ana: edited condition"), "{out}");
+    let (ok, out, err) = run(&["insights", "edit", "ins-1", "--example", "x1 + x2 + x3 <= 500", "--editor", "bo"]);
+    assert!(ok && out.contains("(version 3)"), "{out}{err}");
+    let (ok, _, err) = run(&["insights", "edit", "ins-1", "--editor", "bo"]);
+    assert!(!ok && err.contains("changes nothing"), "{err}");
+    let (ok, out, _) = run(&["insights", "history", "ins-1"]);
+    assert!(ok && out.contains("by bo: edited example"), "{out}");
 
     // Retired with a reason; listed by status.
     let (ok, _, err) = run(&["insights", "retire", "ins-1", "--reason", "superseded"]);

@@ -5,17 +5,21 @@ use axum::Router;
 use engram_experience::Insight;
 use engram_experience::files::ImportReport;
 use engram_experience::ops::{
-    ImportInsights, InsightHistory, InsightList, ListInsights, SetInsightStatus, ShowInsight,
+    EditInsight, ImportInsights, InsightHistory, InsightList, ListInsights, SetInsightStatus, ShowInsight,
 };
 use engram_ops::Error;
 
 use crate::app::AppState;
 use crate::op::route;
 
-/// `GET /v1/insights`, `GET /v1/insights/show`, `POST /v1/insights/status`,
-/// `POST /v1/insights/import`.
+/// `GET /v1/insights`, `GET /v1/insights/show`, `POST /v1/insights/edit`,
+/// `POST /v1/insights/status`, `POST /v1/insights/import`.
 pub(crate) fn routes() -> Router<AppState> {
-    Router::new().merge(route(list)).merge(route(show)).merge(route(set_status)).merge(route(import))
+    Router::new().merge(route(list)).merge(route(show)).merge(route(edit)).merge(route(set_status)).merge(route(import))
+}
+
+async fn edit(state: AppState, request: EditInsight) -> Result<Insight, Error> {
+    state.services().experience().edit(request).await
 }
 
 async fn list(state: AppState, request: ListInsights) -> Result<InsightList, Error> {

@@ -8,8 +8,8 @@ use std::path::PathBuf;
 use anyhow::Context;
 use engram_config::{Loaded, Paths};
 use engram_experience::files;
-use engram_experience::ops::{ImportInsights, ListInsights, SetInsightStatus, ShowInsight};
-use engram_experience::{Change, Insight, Status};
+use engram_experience::ops::{EditInsight, ImportInsights, ListInsights, SetInsightStatus, ShowInsight};
+use engram_experience::{Change, Event, Insight, Status};
 
 /// What `engram insights` does.
 #[derive(Debug, clap::Subcommand)]
@@ -33,6 +33,31 @@ pub enum InsightsCommand {
         /// Print JSON.
         #[arg(long)]
         json: bool,
+    },
+    /// Rewrite fields of an insight's text (the others stay).
+    Edit {
+        /// The insight.
+        id: String,
+        /// New taxonomy path.
+        #[arg(long)]
+        taxonomy: Option<String>,
+        /// New condition: when it applies.
+        #[arg(long)]
+        condition: Option<String>,
+        /// New explanation.
+        #[arg(long)]
+        explanation: Option<String>,
+        /// New example.
+        #[arg(long)]
+        example: Option<String>,
+        /// Who edits [default: $USER].
+        #[arg(long)]
+        editor: Option<String>,
+    },
+    /// Every change of an insight: when, by whom, what.
+    History {
+        /// The insight.
+        id: String,
     },
     /// Take an insight out of use for good (kept, with its history).
     Retire {
@@ -91,6 +116,30 @@ fn line(insight: &Insight) -> String {
     format!("{:<10} {:<11} {:<36} {condition}", insight.id, insight.status.as_str(), insight.text.taxonomy)
 }
 
+/// An insight's events, a line each.
+fn print_history(events: &[Event]) {
+    for event in events {
+        let what = match &event.change {
+            Change::Created { .. } => "created".to_owned(),
+            Change::Edited { taxonomy, condition, explanation, example } => {
+                let fields: Vec<&str> = [
+                    ("taxonomy", taxonomy),
+                    ("condition", condition),
+                    ("explanation", explanation),
+                    ("example", example),
+                ]
+                .into_iter()
+                .filter_map(|(name, value)| value.as_ref().map(|_| name))
+                .collect();
+                format!("edited {}", fields.join(", "))
+            }
+            Change::Status { status, reason } => format!("{}: {reason}", status.as_str()),
+            Change::Counted(_) => "outcomes counted".to_owned(),
+        };
+        println!("  #{} at {} ms by {}: {what}", event.seq, event.at_ms, event.editor);
+    }
+}
+
 /// Runs `engram insights …`.
 pub fn run(loaded: &Loaded, paths: &Paths, command: InsightsCommand) -> anyhow::Result<()> {
     let call = |request| crate::connect::run(loaded, paths, |client| async move { Ok(client.call(&request).await?) });
@@ -123,16 +172,22 @@ pub fn run(loaded: &Loaded, paths: &Paths, command: InsightsCommand) -> anyhow::
                 println!("example:     {}", insight.text.example);
                 let c = insight.counters;
                 println!("retrieved {}, helped {}, hurt {}, missed {}", c.retrieved, c.helped, c.hurt, c.missed);
-                for event in &shown.events {
-                    let what = match &event.change {
-                        Change::Created { .. } => "created".to_owned(),
-                        Change::Edited { .. } => "edited".to_owned(),
-                        Change::Status { status, reason } => format!("{}: {reason}", status.as_str()),
-                        Change::Counted(_) => "outcomes counted".to_owned(),
-                    };
-                    println!("  #{} at {} ms by {}: {what}", event.seq, event.at_ms, event.editor);
-                }
+                print_history(&shown.events);
             }
+        }
+        InsightsCommand::History { id } => {
+            let shown =
+                crate::connect::run(
+                    loaded,
+                    paths,
+                    |client| async move { Ok(client.call(&ShowInsight { id }).await?) },
+                )?;
+            print_history(&shown.events);
+        }
+        InsightsCommand::Edit { id, taxonomy, condition, explanation, example, editor: who } => {
+            let request = EditInsight { id, taxonomy, condition, explanation, example, editor: editor(who) };
+            let insight = crate::connect::run(loaded, paths, |client| async move { Ok(client.call(&request).await?) })?;
+            println!("{} (version {})", line(&insight), insight.version);
         }
         InsightsCommand::Retire { id, reason, editor: who } => {
             let request = SetInsightStatus { id, status: Status::Retired, reason, editor: editor(who) };

@@ -424,7 +424,7 @@ fn decode(rows: Vec<Row>) -> Result<Vec<Event>, ExperienceError> {
 }
 
 /// What is wrong with a change on its own, if anything.
-fn check(change: &Change) -> Result<(), ExperienceError> {
+pub(crate) fn check(change: &Change) -> Result<(), ExperienceError> {
     let invalid = |problem: String| Err(ExperienceError::Invalid(problem));
     match change {
         Change::Created { text, status, .. } => {

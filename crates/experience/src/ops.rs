@@ -7,7 +7,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::files::{ImportReport, ImportedFile};
-use crate::{Event, ExperienceError, Insight, Status};
+use crate::{Change, Event, ExperienceError, Insight, Status};
 
 /// Most files one import may carry.
 pub const MAX_IMPORT_FILES: usize = 10_000;
@@ -98,6 +98,52 @@ impl Operation for SetInsightStatus {
             return Err(Error::invalid("`reason` is empty: say why, it is kept in the insight's history"));
         }
         check_editor(&self.editor)
+    }
+}
+
+/// `POST /v1/insights/edit`: rewrites fields of an insight's text (the
+/// others stay), as an event by `editor`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct EditInsight {
+    /// The insight.
+    pub id: String,
+    /// New taxonomy path.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub taxonomy: Option<String>,
+    /// New condition.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub condition: Option<String>,
+    /// New explanation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub explanation: Option<String>,
+    /// New example.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub example: Option<String>,
+    /// Who edits.
+    pub editor: String,
+}
+
+impl EditInsight {
+    /// The change it records.
+    pub fn change(&self) -> Change {
+        Change::Edited {
+            taxonomy: self.taxonomy.clone(),
+            condition: self.condition.clone(),
+            explanation: self.explanation.clone(),
+            example: self.example.clone(),
+        }
+    }
+}
+
+impl Operation for EditInsight {
+    const METHOD: Method = Method::Post;
+    const ROUTE: &'static str = "/v1/insights/edit";
+    type Response = Insight;
+
+    fn validate(&self) -> Result<(), Error> {
+        check_editor(&self.editor)?;
+        crate::check(&self.change()).map_err(Error::from)
     }
 }
 

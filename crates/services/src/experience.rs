@@ -3,7 +3,7 @@
 
 use engram_experience::files::{self, ImportReport};
 use engram_experience::ops::{
-    ImportInsights, InsightHistory, InsightList, ListInsights, SetInsightStatus, ShowInsight,
+    EditInsight, ImportInsights, InsightHistory, InsightList, ListInsights, SetInsightStatus, ShowInsight,
 };
 use engram_experience::{Experience, Insight};
 use engram_ops::{Error, Operation};
@@ -56,6 +56,17 @@ impl ExperienceService {
         let experience = self.experience.clone();
         blocking(move || Ok(experience.set_status(&request.editor, &request.id, request.status, &request.reason)?))
             .await
+    }
+
+    /// [`EditInsight`].
+    pub async fn edit(&self, request: EditInsight) -> Result<Insight, Error> {
+        request.validate()?;
+        let experience = self.experience.clone();
+        blocking(move || {
+            experience.record(&request.editor, vec![(Some(request.id.clone()), request.change())])?;
+            Ok(experience.get(&request.id)?)
+        })
+        .await
     }
 
     /// [`ImportInsights`].
