@@ -144,7 +144,8 @@ fn sigterm_drains_exits_zero_and_removes_the_socket() {
     // SIGINT behaves the same.
     let mut daemon = sandbox.start(&[]);
     daemon.signal(Signal::INT);
-    assert!(daemon.wait_exit(Duration::from_secs(30)).success());
+    let status = daemon.wait_exit(Duration::from_secs(30));
+    assert!(status.success(), "exit {status}:\n{}", daemon.stderr());
     assert!(!daemon.socket.exists());
 }
 

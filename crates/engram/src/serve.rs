@@ -22,6 +22,10 @@ pub fn run(loaded: &Loaded, paths: &Paths) -> anyhow::Result<()> {
 }
 
 async fn serve(loaded: &Loaded, paths: &Paths) -> anyhow::Result<()> {
+    // First of all: a signal that arrives while the daemon starts (a client
+    // may see the socket as soon as it is bound) is then a clean shutdown,
+    // not the default disposition killing the process.
+    let signals = shutdown_signal()?;
     let config = &loaded.config;
     let (owned_config, owned_paths) = (config.clone(), paths.clone());
     let services = tokio::task::spawn_blocking(move || Services::open(&owned_config, &owned_paths))
@@ -45,18 +49,24 @@ async fn serve(loaded: &Loaded, paths: &Paths) -> anyhow::Result<()> {
         max_body_bytes: config.server.max_body_bytes,
         body_timeout: Duration::from_millis(config.server.body_timeout_ms),
     };
-    let socket = UnixSocket::bind(&paths.socket)?;
-    let mut listeners = vec![Listener::Unix(socket, engram_api::router(state.clone(), http, Access::Local))];
-    let mut tcp_addr = None;
+    // The TCP listener first, the socket last: a client that sees the
+    // socket (how local clients and tests tell the daemon is up) finds
+    // every listener bound.
+    let mut tcp = None;
     if let Some(addr) = config.server.tcp {
         let token = server::load_or_create_token(&paths.token_file)?;
-        let tcp = server::bind_tcp(addr).await?;
-        let bound = tcp.local_addr().context("cannot read the TCP listener's address")?;
+        let listener = server::bind_tcp(addr).await?;
+        let bound = listener.local_addr().context("cannot read the TCP listener's address")?;
         let guard = TcpGuard::new(bound, token, config.server.allowed_origins.clone())
             .with_tenant_tokens(paths.tenant_tokens_dir.clone());
-        listeners.push(Listener::Tcp(tcp, engram_api::router(state.clone(), http, Access::Tcp(guard))));
-        tcp_addr = Some(bound);
+        tcp = Some((bound, Listener::Tcp(listener, engram_api::router(state.clone(), http, Access::Tcp(guard)))));
     }
+    let socket = UnixSocket::bind(&paths.socket)?;
+    let mut listeners = vec![Listener::Unix(socket, engram_api::router(state.clone(), http, Access::Local))];
+    let tcp_addr = tcp.map(|(bound, listener)| {
+        listeners.push(listener);
+        bound
+    });
 
     tracing::info!(
         version = env!("CARGO_PKG_VERSION"),
@@ -72,7 +82,6 @@ async fn serve(loaded: &Loaded, paths: &Paths) -> anyhow::Result<()> {
         max_connections: config.server.max_connections as usize,
         shutdown_grace: Duration::from_millis(config.server.shutdown_grace_ms),
     };
-    let signals = shutdown_signal()?;
     match server::serve(listeners, limits, signals).await {
         Drained::Clean => tracing::info!("all in-flight requests finished"),
         Drained::TimedOut(open) => {
