@@ -49,6 +49,11 @@ where
     })
 }
 
+/// Sends one operation and waits for its answer (see [`run`]).
+pub fn call<O: engram_ops::Operation>(loaded: &Loaded, paths: &Paths, request: &O) -> anyhow::Result<O::Response> {
+    run(loaded, paths, |client| async move { Ok(client.call(request).await?) })
+}
+
 /// A bar labelled `label` counting `unit` on a terminal's stderr, nothing
 /// otherwise.
 pub fn terminal_bar(label: &'static str, unit: &str, len: u64) -> Option<indicatif::ProgressBar> {

@@ -142,10 +142,9 @@ fn print_history(events: &[Event]) {
 
 /// Runs `engram insights …`.
 pub fn run(loaded: &Loaded, paths: &Paths, command: InsightsCommand) -> anyhow::Result<()> {
-    let call = |request| crate::connect::run(loaded, paths, |client| async move { Ok(client.call(&request).await?) });
     match command {
         InsightsCommand::List { status, taxonomy, json } => {
-            let list = call(ListInsights { status, taxonomy })?;
+            let list = crate::connect::call(loaded, paths, &ListInsights { status, taxonomy })?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&list.insights)?);
             } else if list.insights.is_empty() {
@@ -155,12 +154,7 @@ pub fn run(loaded: &Loaded, paths: &Paths, command: InsightsCommand) -> anyhow::
             }
         }
         InsightsCommand::Show { id, json } => {
-            let shown =
-                crate::connect::run(
-                    loaded,
-                    paths,
-                    |client| async move { Ok(client.call(&ShowInsight { id }).await?) },
-                )?;
+            let shown = crate::connect::call(loaded, paths, &ShowInsight { id })?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&shown)?);
             } else {
@@ -176,31 +170,26 @@ pub fn run(loaded: &Loaded, paths: &Paths, command: InsightsCommand) -> anyhow::
             }
         }
         InsightsCommand::History { id } => {
-            let shown =
-                crate::connect::run(
-                    loaded,
-                    paths,
-                    |client| async move { Ok(client.call(&ShowInsight { id }).await?) },
-                )?;
+            let shown = crate::connect::call(loaded, paths, &ShowInsight { id })?;
             print_history(&shown.events);
         }
         InsightsCommand::Edit { id, taxonomy, condition, explanation, example, editor: who } => {
             let request = EditInsight { id, taxonomy, condition, explanation, example, editor: editor(who) };
-            let insight = crate::connect::run(loaded, paths, |client| async move { Ok(client.call(&request).await?) })?;
+            let insight = crate::connect::call(loaded, paths, &request)?;
             println!("{} (version {})", line(&insight), insight.version);
         }
         InsightsCommand::Retire { id, reason, editor: who } => {
             let request = SetInsightStatus { id, status: Status::Retired, reason, editor: editor(who) };
-            let insight = crate::connect::run(loaded, paths, |client| async move { Ok(client.call(&request).await?) })?;
+            let insight = crate::connect::call(loaded, paths, &request)?;
             println!("{}", line(&insight));
         }
         InsightsCommand::Status { id, status, reason, editor: who } => {
             let request = SetInsightStatus { id, status, reason, editor: editor(who) };
-            let insight = crate::connect::run(loaded, paths, |client| async move { Ok(client.call(&request).await?) })?;
+            let insight = crate::connect::call(loaded, paths, &request)?;
             println!("{}", line(&insight));
         }
         InsightsCommand::Export { dir } => {
-            let list = call(ListInsights::default())?;
+            let list = crate::connect::call(loaded, paths, &ListInsights::default())?;
             let library = list.insights.into_iter().map(|insight| (insight.id.clone(), insight)).collect();
             let written = files::export(&library, &dir).with_context(|| format!("exporting into {}", dir.display()))?;
             println!("{written} insights written to {}", dir.display());
@@ -209,7 +198,7 @@ pub fn run(loaded: &Loaded, paths: &Paths, command: InsightsCommand) -> anyhow::
             // Read here, so a bad file is named with its line before anything is sent.
             let files = files::read(&dir)?;
             let request = ImportInsights { files, editor: editor(who) };
-            let report = crate::connect::run(loaded, paths, |client| async move { Ok(client.call(&request).await?) })?;
+            let report = crate::connect::call(loaded, paths, &request)?;
             println!(
                 "{} created, {} changed, {} unchanged",
                 report.created.len(),

@@ -178,7 +178,7 @@ pub fn run(loaded: &Loaded, paths: &Paths, command: MemoryCommand) -> anyhow::Re
             request.tags = tags;
             request.importance = importance.unwrap_or(request.importance);
             request.pinned = pin;
-            let turn = crate::connect::run(loaded, paths, |client| async move { Ok(client.call(&request).await?) })?;
+            let turn = crate::connect::call(loaded, paths, &request)?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&turn)?);
             } else {
@@ -189,7 +189,7 @@ pub fn run(loaded: &Loaded, paths: &Paths, command: MemoryCommand) -> anyhow::Re
             let mut request = Recall::new(conversation, query);
             request.tenant = tenant;
             request.k = k.unwrap_or(request.k);
-            let answer = crate::connect::run(loaded, paths, |client| async move { Ok(client.call(&request).await?) })?;
+            let answer = crate::connect::call(loaded, paths, &request)?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&answer)?);
             } else if answer.turns.is_empty() {
@@ -210,28 +210,28 @@ pub fn run(loaded: &Loaded, paths: &Paths, command: MemoryCommand) -> anyhow::Re
         MemoryCommand::Forget { conversation, turn, since, until, tenant } => {
             let time = since.zip(until).map(|(from, to)| [from, to]);
             let request = ForgetMemory { conversation, tenant, turn, time };
-            let done = crate::connect::run(loaded, paths, |client| async move { Ok(client.call(&request).await?) })?;
+            let done = crate::connect::call(loaded, paths, &request)?;
             println!("forgot {} turns", done.turns);
         }
         MemoryCommand::Archive { conversation, turns, capacity, tenant } => {
             let request = ArchiveMemory { conversation, tenant, turns, capacity };
-            let done = crate::connect::run(loaded, paths, |client| async move { Ok(client.call(&request).await?) })?;
+            let done = crate::connect::call(loaded, paths, &request)?;
             println!("archived {}", ordinals(&done));
         }
         MemoryCommand::Restore { conversation, turns, no_pin, tenant } => {
             let request = RestoreMemory { conversation, tenant, turns, pin: !no_pin };
-            let done = crate::connect::run(loaded, paths, |client| async move { Ok(client.call(&request).await?) })?;
+            let done = crate::connect::call(loaded, paths, &request)?;
             println!("restored {}", ordinals(&done));
         }
         MemoryCommand::ForgetTenant { tenant, yes } => {
             anyhow::ensure!(yes, "forgetting every conversation cannot be undone: add --yes");
             let request = ForgetTenant { tenant };
-            let done = crate::connect::run(loaded, paths, |client| async move { Ok(client.call(&request).await?) })?;
+            let done = crate::connect::call(loaded, paths, &request)?;
             println!("forgot {} turns", done.turns);
         }
         MemoryCommand::Summary { conversation, history, tenant, json } => {
             let request = MemorySummary { conversation, tenant, history };
-            let answer = crate::connect::run(loaded, paths, |client| async move { Ok(client.call(&request).await?) })?;
+            let answer = crate::connect::call(loaded, paths, &request)?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&answer)?);
                 return Ok(());
@@ -257,7 +257,7 @@ pub fn run(loaded: &Loaded, paths: &Paths, command: MemoryCommand) -> anyhow::Re
         }
         MemoryCommand::Assemble { conversation, message, budget, tenant, json } => {
             let request = Assemble { conversation, tenant, message, budget, now_ms: None };
-            let answer = crate::connect::run(loaded, paths, |client| async move { Ok(client.call(&request).await?) })?;
+            let answer = crate::connect::call(loaded, paths, &request)?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&answer)?);
                 return Ok(());
@@ -275,7 +275,7 @@ pub fn run(loaded: &Loaded, paths: &Paths, command: MemoryCommand) -> anyhow::Re
         }
         MemoryCommand::Export { conversation, tenant, out } => {
             let request = ExportMemory { conversation, tenant };
-            let answer = crate::connect::run(loaded, paths, |client| async move { Ok(client.call(&request).await?) })?;
+            let answer = crate::connect::call(loaded, paths, &request)?;
             let text = serde_json::to_string_pretty(&answer)? + "\n";
             match out {
                 Some(path) => {
@@ -292,8 +292,7 @@ pub fn run(loaded: &Loaded, paths: &Paths, command: MemoryCommand) -> anyhow::Re
         }
         MemoryCommand::Conversations { tenant, json } => {
             let request = Conversations { tenant };
-            let answer = crate::connect::run(loaded, paths, |client| async move { Ok(client.call(&request).await?) })
-                .context("listing conversations")?;
+            let answer = crate::connect::call(loaded, paths, &request).context("listing conversations")?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&answer)?);
             } else if answer.conversations.is_empty() {

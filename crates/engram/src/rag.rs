@@ -306,7 +306,7 @@ pub fn search(loaded: &Loaded, paths: &Paths, args: &SearchArgs) -> anyhow::Resu
     request.alpha = args.alpha;
     request.max_chunks = args.max_chunks.unwrap_or(request.max_chunks);
     request.max_tokens = args.max_tokens;
-    let response = crate::connect::run(loaded, paths, |client| async move { Ok(client.call(&request).await?) })?;
+    let response = crate::connect::call(loaded, paths, &request)?;
     match response {
         SearchResponse::Certified(set) => {
             if args.json {
@@ -372,9 +372,7 @@ pub fn reindex(loaded: &Loaded, paths: &Paths) -> anyhow::Result<()> {
 
 /// `engram collections`.
 pub fn collections(loaded: &Loaded, paths: &Paths, json: bool) -> anyhow::Result<()> {
-    let all =
-        crate::connect::run(loaded, paths, |client| async move { Ok(client.call(&Collections::default()).await?) })?
-            .collections;
+    let all = crate::connect::call(loaded, paths, &Collections::default())?.collections;
     if json {
         println!("{}", serde_json::to_string_pretty(&all)?);
     } else if all.is_empty() {
@@ -487,8 +485,7 @@ pub fn certificates(loaded: &Loaded, paths: &Paths, command: &CertificatesComman
     match command {
         CertificatesCommand::List { collection, json } => {
             let request = Certificates { collection: collection.clone() };
-            let all = crate::connect::run(loaded, paths, |client| async move { Ok(client.call(&request).await?) })?
-                .certificates;
+            let all = crate::connect::call(loaded, paths, &request)?.certificates;
             if *json {
                 println!("{}", serde_json::to_string_pretty(&all)?);
             } else if all.is_empty() {
@@ -518,12 +515,12 @@ pub fn certificates(loaded: &Loaded, paths: &Paths, command: &CertificatesComman
         }
         CertificatesCommand::Export { id } => {
             let request = Certificate { id: id.clone() };
-            let status = crate::connect::run(loaded, paths, |client| async move { Ok(client.call(&request).await?) })?;
+            let status = crate::connect::call(loaded, paths, &request)?;
             println!("{}", serde_json::to_string_pretty(&status)?);
         }
         CertificatesCommand::Check { id, questions, json } => {
             let request = CheckCertificate { id: id.clone(), questions: Question::read_jsonl(questions)? };
-            let report = crate::connect::run(loaded, paths, |client| async move { Ok(client.call(&request).await?) })?;
+            let report = crate::connect::call(loaded, paths, &request)?;
             if *json {
                 println!("{}", serde_json::to_string_pretty(&report)?);
             } else {

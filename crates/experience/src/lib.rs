@@ -324,8 +324,8 @@ impl Experience {
     /// change must be [`Change::Created`]); its id is assigned here.
     /// Returns the events written.
     pub fn record(&self, editor: &str, changes: Vec<(Option<String>, Change)>) -> Result<Vec<Event>, ExperienceError> {
-        if editor.trim().is_empty() {
-            return Err(ExperienceError::Invalid("the editor is empty".to_owned()));
+        if let Some(problem) = editor_problem(editor) {
+            return Err(ExperienceError::Invalid(problem));
         }
         for (_, change) in &changes {
             check(change)?;
@@ -421,6 +421,13 @@ fn decode(rows: Vec<Row>) -> Result<Vec<Event>, ExperienceError> {
             Ok(Event { seq, insight, at_ms, editor, change })
         })
         .collect()
+}
+
+/// What is wrong with an editor's name, if anything: it names who makes a
+/// change, in 1 to 100 characters, none of them control characters.
+pub fn editor_problem(editor: &str) -> Option<String> {
+    (editor.trim().is_empty() || editor.chars().count() > 100 || editor.chars().any(char::is_control))
+        .then(|| "`editor` must name who makes the change (1 to 100 characters)".to_owned())
 }
 
 /// What is wrong with a change on its own, if anything.

@@ -172,12 +172,8 @@ impl Operation for ImportInsights {
     }
 }
 
-/// An editor names someone: 1 to 100 characters, no control characters.
 fn check_editor(editor: &str) -> Result<(), Error> {
-    if editor.trim().is_empty() || editor.chars().count() > 100 || editor.chars().any(char::is_control) {
-        return Err(Error::invalid("`editor` must name who makes the change (1 to 100 characters)"));
-    }
-    Ok(())
+    crate::editor_problem(editor).map_or(Ok(()), |problem| Err(Error::invalid(problem)))
 }
 
 impl From<ExperienceError> for Error {
