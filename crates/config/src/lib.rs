@@ -19,7 +19,7 @@ pub use load::{
 };
 pub use paths::{HostEnv, MAX_SOCKET_PATH, ModelSource, Paths, UnresolvedPath};
 pub use schema::{
-    BUDGET_TOKENS, Config, CpuEngine, DirGrant, DirMode, Embedder, FusionKind, Invalid, KEYS, KeyDoc, Llm, LlmBackend,
-    Log, LogFormat, Memory, Models, PluginGrant, Plugins, PrivateHosts, QdrantServer, Retrieval, Server, Storage,
-    Synchronous, VectorStoreKind, expected_form,
+    BUDGET_TOKENS, Config, CpuEngine, DirGrant, DirMode, Embedder, Experience, FusionKind, Invalid, KEYS, KeyDoc, Llm,
+    LlmBackend, Log, LogFormat, Memory, Models, PluginGrant, Plugins, PrivateHosts, QdrantServer, Retrieval, Server,
+    Storage, Synchronous, VectorStoreKind, expected_form,
 };

@@ -20,6 +20,8 @@ pub struct Config {
     pub retrieval: Retrieval,
     /// `[memory]`: conversation memory and the prompts built from it.
     pub memory: Memory,
+    /// `[experience]`: the experience library's lookups and learning.
+    pub experience: Experience,
     /// `[log]`: log filter and format.
     pub log: Log,
 }
@@ -207,6 +209,32 @@ pub struct Memory {
     pub capacity: usize,
     /// A turn's retention halves every this many later turns.
     pub half_life_turns: usize,
+}
+
+/// `[experience]` section.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+pub struct Experience {
+    /// Most insights a lookup puts into a prompt.
+    pub insights: usize,
+    /// Candidates a lookup weighs (what the applicability check sees).
+    pub candidates: usize,
+    /// Whether the LLM checks which candidates apply.
+    pub applicability_check: bool,
+    /// Without the check, the least cosine similarity of task and
+    /// condition an insight needs to be chosen.
+    pub min_similarity: f64,
+    /// A learned insight at least this alike (cosine) to an active one is
+    /// merged into it.
+    pub duplicate_similarity: f64,
+    /// The applicability check (`{task}`, `{candidates}`).
+    pub check_prompt: String,
+    /// Reflection on a failed attempt (`{task}`, `{insights}`,
+    /// `{attempt}`, `{verdict}`).
+    pub reflect_prompt: String,
+    /// The optimization task runner's prompt (`{insights}`, `{task}`).
+    pub solve_prompt: String,
+    /// Relative tolerance of an objective against the known answer.
+    pub tolerance: f64,
 }
 
 /// The vector store backend.
@@ -434,6 +462,18 @@ pub const KEYS: &[KeyDoc] = &[
     KeyDoc { key: "memory.rollup_prompt", expected: "a string holding {summary} and {summaries}" },
     KeyDoc { key: "memory.capacity", expected: "an integer number of turns, 0 (keep all) to 100000000" },
     KeyDoc { key: "memory.half_life_turns", expected: "an integer number of turns, 1 to 100000000" },
+    KeyDoc { key: "experience.insights", expected: "an integer, 1 to 20" },
+    KeyDoc { key: "experience.candidates", expected: "an integer, 1 to 100" },
+    KeyDoc { key: "experience.applicability_check", expected: "true or false" },
+    KeyDoc { key: "experience.min_similarity", expected: "a cosine similarity, -1 to 1" },
+    KeyDoc { key: "experience.duplicate_similarity", expected: "a cosine similarity, 0 to 1" },
+    KeyDoc { key: "experience.check_prompt", expected: "a string holding {task} and {candidates}" },
+    KeyDoc {
+        key: "experience.reflect_prompt",
+        expected: "a string holding {task}, {insights}, {attempt} and {verdict}",
+    },
+    KeyDoc { key: "experience.solve_prompt", expected: "a string holding {insights} and {task}" },
+    KeyDoc { key: "experience.tolerance", expected: "a relative tolerance, 0 to 1" },
     KeyDoc { key: "log.level", expected: "a tracing filter such as \"info\" or \"engram=debug,info\"" },
     KeyDoc { key: "log.format", expected: "\"human\" or \"json\"" },
 ];
@@ -512,7 +552,9 @@ impl Config {
                 bad("server.allowed_origins", format!("{origin:?} is not an origin"));
             }
         }
-        let ranges: [(&'static str, u64, u64, u64); 23] = [
+        let ranges: [(&'static str, u64, u64, u64); 25] = [
+            ("experience.insights", self.experience.insights as u64, 1, 20),
+            ("experience.candidates", self.experience.candidates as u64, 1, 100),
             (
                 "memory.budget_tokens",
                 self.memory.budget_tokens as u64,
@@ -551,6 +593,17 @@ impl Config {
         let fractions = [
             ("retrieval.stale_share", stale_share, (0.0..=1.0).contains(&stale_share)),
             ("retrieval.pac_delta", pac_delta, pac_delta > 0.0 && pac_delta < 0.5),
+            (
+                "experience.min_similarity",
+                self.experience.min_similarity,
+                (-1.0..=1.0).contains(&self.experience.min_similarity),
+            ),
+            (
+                "experience.duplicate_similarity",
+                self.experience.duplicate_similarity,
+                (0.0..=1.0).contains(&self.experience.duplicate_similarity),
+            ),
+            ("experience.tolerance", self.experience.tolerance, (0.0..=1.0).contains(&self.experience.tolerance)),
         ];
         for (key, value, fits) in fractions {
             if !fits {
@@ -565,8 +618,15 @@ impl Config {
             }
         }
         for (key, prompt, holes) in [
-            ("memory.summary_prompt", &self.memory.summary_prompt, ["{summary}", "{turns}"]),
-            ("memory.rollup_prompt", &self.memory.rollup_prompt, ["{summary}", "{summaries}"]),
+            ("memory.summary_prompt", &self.memory.summary_prompt, &["{summary}", "{turns}"][..]),
+            ("memory.rollup_prompt", &self.memory.rollup_prompt, &["{summary}", "{summaries}"]),
+            ("experience.check_prompt", &self.experience.check_prompt, &["{task}", "{candidates}"]),
+            (
+                "experience.reflect_prompt",
+                &self.experience.reflect_prompt,
+                &["{task}", "{insights}", "{attempt}", "{verdict}"],
+            ),
+            ("experience.solve_prompt", &self.experience.solve_prompt, &["{insights}", "{task}"]),
         ] {
             for hole in holes {
                 if !prompt.contains(hole) {

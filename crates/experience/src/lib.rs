@@ -9,12 +9,16 @@
 //! insight and reads a person's edits back as events.
 
 pub mod files;
+pub mod learn;
 pub mod ops;
+pub mod record;
+pub mod retrieve;
+pub mod task;
 
 use std::collections::BTreeMap;
 
 use engram_store::rusqlite::params;
-use engram_store::{Entity, Op, Store, StoreError};
+use engram_store::{Entity, Op, Store, StoreError, WriteTx};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
@@ -202,6 +206,9 @@ pub enum ExperienceError {
     /// No insight has that id.
     #[error("no insight `{0}`")]
     UnknownInsight(String),
+    /// The caller made no lookup with that id.
+    #[error("no insight lookup {0} of yours (the id a lookup answered)")]
+    UnknownRetrieval(u64),
     /// A request or an edit is malformed.
     #[error("{0}")]
     Invalid(String),
@@ -218,6 +225,21 @@ pub enum ExperienceError {
     /// The journal failed.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// Work on the blocking pool panicked (a bug).
+    #[error("{0}")]
+    Panicked(String),
+    /// The insights' indexes or the embedder failed.
+    #[error("the insights' index: {0}")]
+    Index(engram_index::IndexError),
+}
+
+/// What every insight id starts with; the number after it is the `seq` of
+/// the event that created it.
+pub const ID_PREFIX: &str = "ins-";
+
+/// The number of insight `id` (`ins-12` → 12).
+pub fn number(id: &str) -> Option<u64> {
+    id.strip_prefix(ID_PREFIX)?.parse().ok()
 }
 
 /// The library: every insight by id, in id order.
@@ -330,49 +352,64 @@ impl Experience {
         for (_, change) in &changes {
             check(change)?;
         }
-        self.store.write(|tx| {
-            let at_ms = tx.at_ms();
-            let mut written = Vec::with_capacity(changes.len());
-            // The insights this batch touches, as the journal has them.
-            let mut touched = Library::new();
-            for (insight, change) in changes {
-                let insight = match insight {
-                    Some(id) => {
-                        if !touched.contains_key(&id) {
-                            let events = decode(rows(tx.sql(), Some(&id)).map_err(|source| self.sql(source))?)?;
-                            let known = fold(&events)?
-                                .remove(&id)
-                                .ok_or_else(|| ExperienceError::UnknownInsight(id.clone()))?;
-                            touched.insert(id.clone(), known);
-                        }
-                        id
+        self.store.write(|tx| self.record_in(tx, editor, changes))
+    }
+
+    /// [`Experience::record`] inside a transaction of the caller's (whose
+    /// other writes then stand or fall with these events). The changes
+    /// must have passed [`check`].
+    pub(crate) fn record_in(
+        &self,
+        tx: &mut WriteTx<'_>,
+        editor: &str,
+        changes: Vec<(Option<String>, Change)>,
+    ) -> Result<Vec<Event>, ExperienceError> {
+        let at_ms = tx.at_ms();
+        let mut written = Vec::with_capacity(changes.len());
+        // The insights this batch touches, as the journal has them.
+        let mut touched = Library::new();
+        for (insight, change) in changes {
+            let insight = match insight {
+                Some(id) => {
+                    if !touched.contains_key(&id) {
+                        let events = decode(rows(tx.sql(), Some(&id)).map_err(|source| self.sql(source))?)?;
+                        let known =
+                            fold(&events)?.remove(&id).ok_or_else(|| ExperienceError::UnknownInsight(id.clone()))?;
+                        touched.insert(id.clone(), known);
                     }
-                    None => {
-                        if !matches!(change, Change::Created { .. }) {
-                            return Err(ExperienceError::Invalid("a new insight starts with its text".to_owned()));
-                        }
-                        let next: i64 = tx
-                            .sql()
-                            .query_row("SELECT coalesce(max(seq), 0) + 1 FROM insight_events", [], |row| row.get(0))
-                            .map_err(|source| self.sql(source))?;
-                        format!("ins-{next}")
+                    id
+                }
+                None => {
+                    if !matches!(change, Change::Created { .. }) {
+                        return Err(ExperienceError::Invalid("a new insight starts with its text".to_owned()));
                     }
-                };
-                let body = serde_json::to_string(&change).map_err(|err| ExperienceError::Invalid(err.to_string()))?;
-                tx.sql()
-                    .execute(
-                        "INSERT INTO insight_events (insight, at_ms, editor, change) VALUES (?1, ?2, ?3, ?4)",
-                        params![insight, at_ms, editor, body],
-                    )
-                    .map_err(|source| self.sql(source))?;
-                let seq = tx.sql().last_insert_rowid();
-                let event = Event { seq, insight: insight.clone(), at_ms, editor: editor.to_owned(), change };
-                apply(&mut touched, &event)?;
-                tx.record(Entity::Insight, &insight, Op::Upsert)?;
-                written.push(event);
+                    let next: i64 = tx
+                        .sql()
+                        .query_row("SELECT coalesce(max(seq), 0) + 1 FROM insight_events", [], |row| row.get(0))
+                        .map_err(|source| self.sql(source))?;
+                    format!("{ID_PREFIX}{next}")
+                }
+            };
+            let body = serde_json::to_string(&change).map_err(|err| ExperienceError::Invalid(err.to_string()))?;
+            tx.sql()
+                .execute(
+                    "INSERT INTO insight_events (insight, at_ms, editor, change) VALUES (?1, ?2, ?3, ?4)",
+                    params![insight, at_ms, editor, body],
+                )
+                .map_err(|source| self.sql(source))?;
+            let seq = tx.sql().last_insert_rowid();
+            let event = Event { seq, insight: insight.clone(), at_ms, editor: editor.to_owned(), change };
+            apply(&mut touched, &event)?;
+            // The indexes know an insight by its number (counters do not
+            // change what they index).
+            if !matches!(event.change, Change::Counted(_))
+                && let Some(number) = number(&insight)
+            {
+                tx.record(Entity::Insight, &number.to_string(), Op::Upsert)?;
             }
-            Ok(written)
-        })
+            written.push(event);
+        }
+        Ok(written)
     }
 
     /// Writes a new insight; returns it.

@@ -2,11 +2,12 @@
 //! defaults, checks and route. The HTTP routes and the CLI (`engram
 //! insights …`) send these; the library is the operator's.
 
-use engram_ops::{Error, Method, Operation};
+use engram_ops::{Audience, Error, Hints, Method, Operation, TenantId, Tool};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::files::{ImportReport, ImportedFile};
+use crate::record::Outcome;
 use crate::{Change, Event, ExperienceError, Insight, Status};
 
 /// Most files one import may carry.
@@ -172,6 +173,190 @@ impl Operation for ImportInsights {
     }
 }
 
+/// The longest task text a lookup takes, in bytes.
+pub const MAX_TASK_BYTES: usize = 64 << 10;
+/// Most insights one lookup may put into a prompt.
+pub const MAX_LOOKUP: usize = 20;
+
+/// `POST /v1/insights/lookup`: the active insights that fit a task, in
+/// the compact block a prompt carries them in. Candidates come from the
+/// taxonomy and from the similarity of the task to each insight's
+/// condition; the LLM's applicability check (when on) picks among them.
+/// The lookup is recorded; send its outcome with [`InsightFeedback`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LookupInsights {
+    /// The task, in words.
+    pub task: String,
+    /// Your name for the task (kept with the lookup).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub task_id: Option<String>,
+    /// Only insights at or under this taxonomy path.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub taxonomy: Option<String>,
+    /// Most insights to choose (default: `experience.insights`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub k: Option<usize>,
+    /// Whether the LLM checks which candidates apply (default:
+    /// `experience.applicability_check`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub check: Option<bool>,
+    /// Whose lookup (set from a tenant's token).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tenant: Option<TenantId>,
+}
+
+impl LookupInsights {
+    /// A lookup for `task` with the defaults.
+    pub fn new(task: impl Into<String>) -> Self {
+        Self { task: task.into(), task_id: None, taxonomy: None, k: None, check: None, tenant: None }
+    }
+}
+
+/// An insight a lookup chose, as a prompt (and a person) reads it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct Chosen {
+    /// The insight.
+    pub id: String,
+    /// Where it belongs.
+    pub taxonomy: String,
+    /// When it applies.
+    pub condition: String,
+    /// Why.
+    pub explanation: String,
+    /// A short worked case.
+    pub example: String,
+    /// Its relevance to the task among this lookup's candidates.
+    pub score: f64,
+    /// The cosine similarity of the task and its condition.
+    pub similarity: f32,
+}
+
+/// What [`LookupInsights`] answers.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct InsightLookup {
+    /// The lookup's id: name it in [`InsightFeedback`].
+    pub retrieval: u64,
+    /// The insights chosen, in prompt order.
+    pub insights: Vec<Chosen>,
+    /// The block to put into the prompt (empty when none was chosen).
+    pub prompt: String,
+    /// Candidates weighed.
+    pub candidates: usize,
+    /// Whether the LLM's applicability check chose them (false when it
+    /// was off or the generator was unavailable).
+    pub checked: bool,
+}
+
+impl Operation for LookupInsights {
+    const METHOD: Method = Method::Post;
+    const ROUTE: &'static str = "/v1/insights/lookup";
+    type Response = InsightLookup;
+    const AUDIENCE: Audience<Self> = Audience::Tenant(|request| &mut request.tenant);
+
+    fn validate(&self) -> Result<(), Error> {
+        if self.task.trim().is_empty() {
+            return Err(Error::invalid("`task` is empty: describe the task the insights are for"));
+        }
+        if self.task.len() > MAX_TASK_BYTES {
+            return Err(Error::invalid(format!("`task` is longer than {MAX_TASK_BYTES} bytes")));
+        }
+        if self.k.is_some_and(|k| !(1..=MAX_LOOKUP).contains(&k)) {
+            return Err(Error::invalid(format!("`k` must be 1 to {MAX_LOOKUP}")));
+        }
+        if let Some(task_id) = &self.task_id {
+            check_name("task_id", task_id)?;
+        }
+        if let Some(taxonomy) = &self.taxonomy {
+            // A path is checked as an insight's taxonomy is.
+            let text = crate::Text {
+                taxonomy: taxonomy.clone(),
+                condition: "-".into(),
+                explanation: "-".into(),
+                example: String::new(),
+            };
+            if let Some(problem) = text.problem() {
+                return Err(Error::invalid(problem));
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Tool for LookupInsights {
+    const NAME: &'static str = "experience_lookup";
+    const TITLE: &'static str = "Look up insights for a task";
+    const HINTS: Hints = Hints { read_only: false, destructive: false, idempotent: false, open_world: false };
+    const HIDDEN: &'static [&'static str] = &["tenant"];
+}
+
+/// The longest diagnosis feedback carries, in bytes.
+pub const MAX_DIAGNOSIS_BYTES: usize = 8 << 10;
+
+/// `POST /v1/insights/feedback`: whether the task of a lookup passed, with
+/// an optional diagnosis; counted for each insight the lookup chose
+/// (`helped` or `hurt`) and kept for the library's evolution.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct InsightFeedback {
+    /// The lookup (its `retrieval`).
+    pub retrieval: u64,
+    /// Whether the task then passed.
+    pub passed: bool,
+    /// What went wrong (or right), in words.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub diagnosis: Option<String>,
+    /// Who judged (default `client`).
+    #[serde(default = "default_judge")]
+    pub judge: String,
+    /// Whose lookup (set from a tenant's token).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tenant: Option<TenantId>,
+}
+
+fn default_judge() -> String {
+    "client".to_owned()
+}
+
+impl InsightFeedback {
+    /// Feedback on lookup `retrieval` with the defaults.
+    pub fn new(retrieval: u64, passed: bool) -> Self {
+        Self { retrieval, passed, diagnosis: None, judge: default_judge(), tenant: None }
+    }
+}
+
+impl Operation for InsightFeedback {
+    const METHOD: Method = Method::Post;
+    const ROUTE: &'static str = "/v1/insights/feedback";
+    type Response = Outcome;
+    const AUDIENCE: Audience<Self> = Audience::Tenant(|request| &mut request.tenant);
+
+    fn validate(&self) -> Result<(), Error> {
+        if self.diagnosis.as_ref().is_some_and(|d| d.len() > MAX_DIAGNOSIS_BYTES) {
+            return Err(Error::invalid(format!("`diagnosis` is longer than {MAX_DIAGNOSIS_BYTES} bytes")));
+        }
+        check_name("judge", &self.judge)
+    }
+}
+
+impl Tool for InsightFeedback {
+    const NAME: &'static str = "experience_feedback";
+    const TITLE: &'static str = "Report whether a task the insights were for passed";
+    const HINTS: Hints = Hints { read_only: false, destructive: false, idempotent: false, open_world: false };
+    const HIDDEN: &'static [&'static str] = &["tenant"];
+}
+
+/// A name a person or program gives (`task_id`, `judge`): 1 to 100
+/// characters, none of them control characters, as an editor's.
+fn check_name(field: &str, name: &str) -> Result<(), Error> {
+    match crate::editor_problem(name) {
+        Some(_) => {
+            Err(Error::invalid(format!("`{field}` must be 1 to 100 characters, none of them control characters")))
+        }
+        None => Ok(()),
+    }
+}
+
 fn check_editor(editor: &str) -> Result<(), Error> {
     crate::editor_problem(editor).map_or(Ok(()), |problem| Err(Error::invalid(problem)))
 }
@@ -179,9 +364,14 @@ fn check_editor(editor: &str) -> Result<(), Error> {
 impl From<ExperienceError> for Error {
     fn from(err: ExperienceError) -> Self {
         match err {
-            ExperienceError::UnknownInsight(_) => Self::not_found(err.to_string()),
+            ExperienceError::UnknownInsight(_) | ExperienceError::UnknownRetrieval(_) => {
+                Self::not_found(err.to_string())
+            }
             ExperienceError::Invalid(_) => Self::invalid(err.to_string()),
-            ExperienceError::Corrupt { .. } | ExperienceError::Store(_) => Self::internal(err),
+            ExperienceError::Corrupt { .. }
+            | ExperienceError::Store(_)
+            | ExperienceError::Index(_)
+            | ExperienceError::Panicked(_) => Self::internal(err),
         }
     }
 }

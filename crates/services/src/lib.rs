@@ -109,7 +109,7 @@ impl Services {
         let models = Arc::new(models::configured(config, paths));
         let rag = RagService::new(config, paths, &store, models.clone());
         let memory = MemoryService::new(config, paths, &store, models.clone());
-        let experience = ExperienceService::new(&store);
+        let experience = ExperienceService::new(config, paths, &store, models.clone());
         Ok(Self {
             config: config.clone(),
             paths: paths.clone(),

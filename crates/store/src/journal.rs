@@ -17,6 +17,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/0004_compact_memory.sql"),
     include_str!("../migrations/0005_archive.sql"),
     include_str!("../migrations/0006_experience.sql"),
+    include_str!("../migrations/0007_insight_retrievals.sql"),
 ];
 
 /// The schema version this build writes and understands.

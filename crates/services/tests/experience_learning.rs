@@ -1,0 +1,199 @@
+//! Library Learning end to end with a scripted generator — the one test
+//! double: the journal, the insights' tantivy and qdrant-edge indexes, the
+//! embedder (all-MiniLM-L6-v2), the verifier and the `lp` plugin (built
+//! from `plugins/` by `scripts/build-plugins`) are real. A known failure
+//! yields a known insight, admitted because it fixes the task on re-run;
+//! one that copies the task's numbers and one that fixes nothing are
+//! retired; a near-copy of the admitted one is merged; and a later task of
+//! the same kind finds the insight and passes at once.
+
+use std::collections::VecDeque;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use engram_experience::learn::{Fate, Learner};
+use engram_experience::retrieve::Retriever;
+use engram_experience::task::{Ask, BoxFuture, Generator, Task, Verifier};
+use engram_experience::{Experience, Status};
+use engram_index::{Embed, EmbedFn, VectorBackend};
+use engram_plugin_host::PluginHost;
+use engram_plugin_host::grants::Grants;
+use engram_services::experience::{LpVerifier, learn_options};
+use engram_store::{Store, StoreOptions};
+use serde_json::{Value, json};
+
+include!("../../models/tests/common/mod.rs");
+
+/// The words of the insight that fixes the storage tasks: a prompt that
+/// carries them gets the right model.
+const SHARED_LIMIT: &str = "Several products share one storage limit";
+
+/// Writes what a small model might: a model that gives each product the
+/// whole warehouse unless the prompt carries the insight about shared
+/// limits; reflections from a script; every candidate applies.
+struct Scripted {
+    reflections: Mutex<VecDeque<Value>>,
+    prompts: Mutex<Vec<String>>,
+}
+
+impl Generator for Scripted {
+    fn name(&self) -> String {
+        "scripted".to_owned()
+    }
+
+    fn complete(&self, ask: Ask) -> BoxFuture<'_, Result<String, String>> {
+        self.prompts.lock().unwrap().push(ask.prompt.clone());
+        let answer = if ask.prompt.contains("failed its check") {
+            self.reflections.lock().unwrap().pop_front().expect("a reflection scripted")
+        } else if ask.prompt.contains("Which of these insights apply") {
+            let ids: Vec<&str> = ask.prompt.lines().filter_map(|l| l.strip_prefix("- ")?.split(':').next()).collect();
+            json!({"applicable": ids})
+        } else {
+            // Numbers of the task: profits, hours per piece, hours, storage.
+            let numbers: Vec<f64> = ask
+                .prompt
+                .rsplit("Problem:")
+                .next()
+                .unwrap_or_default()
+                .split(|c: char| !c.is_ascii_digit())
+                .filter_map(|n| n.parse().ok())
+                .collect();
+            let [p1, p2, h1, h2, hours, storage] = numbers[..] else {
+                return Box::pin(async { Err("no task".into()) });
+            };
+            let mut constraints = vec![json!({"terms": {"a": h1, "b": h2}, "op": "<=", "rhs": hours})];
+            if ask.prompt.contains(SHARED_LIMIT) {
+                constraints.push(json!({"terms": {"a": 1, "b": 1}, "op": "<=", "rhs": storage}));
+            } else {
+                constraints.push(json!({"terms": {"a": 1}, "op": "<=", "rhs": storage}));
+                constraints.push(json!({"terms": {"b": 1}, "op": "<=", "rhs": storage}));
+            }
+            json!({
+                "sense": "maximize",
+                "objective": {"a": p1, "b": p2},
+                "variables": {"a": {"lower": 0}, "b": {"lower": 0}},
+                "constraints": constraints,
+            })
+        };
+        Box::pin(async move { Ok(answer.to_string()) })
+    }
+}
+
+fn storage_task(id: &str, numbers: [u32; 6], answer: f64) -> Task {
+    let [p1, p2, h1, h2, hours, storage] = numbers;
+    Task {
+        id: id.to_owned(),
+        text: format!(
+            "A workshop makes chairs and tables: a chair earns {p1} yuan and a table {p2}. A chair takes {h1} hours \
+             of carpentry and a table {h2}; {hours} hours are available. Chairs and tables go into one warehouse \
+             that holds {storage} pieces. How many of each maximize the profit?"
+        ),
+        answer,
+    }
+}
+
+fn insight(taxonomy: &str, condition: &str, example: &str) -> Value {
+    json!({
+        "taxonomy": taxonomy,
+        "condition": condition,
+        "explanation": "A limit that products share binds their sum; giving each product the whole limit \
+                        overstates what can be made.",
+        "example": example,
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_verified_failure_teaches_an_insight_that_fixes_the_task_and_the_next_one() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let state = tempfile::tempdir().unwrap();
+    let installed = state.path().join("plugins");
+    let status = std::process::Command::new(root.join("scripts/build-plugins"))
+        .arg(&installed)
+        .stdout(std::process::Stdio::null())
+        .status()
+        .expect("run scripts/build-plugins");
+    assert!(status.success(), "scripts/build-plugins failed");
+    let host =
+        Arc::new(PluginHost::with_grants(None, Grants::open(state.path().join("grants.toml")).unwrap()).unwrap());
+    let report = host.load_dir(&installed);
+    assert!(report.failed.is_empty(), "{:?}", report.failed);
+    let verifier: Arc<dyn Verifier> = Arc::new(LpVerifier::new(host, 0.001).unwrap());
+
+    let store = Store::open(&state.path().join("journal.sqlite3"), &StoreOptions::default()).unwrap();
+    let pool = engram_models::inference_pool(2, "test-embed").unwrap();
+    let embedder = Arc::new(engram_models::Embedder::load(&minilm(), &engram_models::Device::Cpu, pool, 16).unwrap());
+    let model = embedder.clone();
+    let embed: Arc<dyn Embed> =
+        Arc::new(EmbedFn::new(embedder.name.clone(), embedder.dim(), move |texts: &[&str]| Ok(model.embed(texts)?)));
+    let retriever =
+        Arc::new(Retriever::open(store.clone(), &state.path().join("insights"), embed, &VectorBackend::Edge).unwrap());
+    let experience = Experience::new(store);
+
+    let good = SHARED_LIMIT.to_owned() + ", such as one warehouse or one budget that holds all of them together";
+    let generator = Arc::new(Scripted {
+        reflections: Mutex::new(VecDeque::from([
+            json!({"insights": [
+                insight("formulation/constraints/capacity", "Chairs and tables share a warehouse", "a + b <= 40"),
+                insight("formulation/variables", "Items are whole pieces of furniture", "Declare a and b integer."),
+            ]}),
+            json!({"insights": [insight("Formulation / Constraints / Capacity", &good, "x + y <= capacity")]}),
+            json!({"insights": [insight("formulation/constraints/capacity", &good, "x + y <= capacity, always")]}),
+        ])),
+        prompts: Mutex::new(Vec::new()),
+    });
+    let mut options = learn_options(&engram_config::Loader::new().load().unwrap().config.experience);
+    options.lookup.check = true;
+    let learner =
+        Learner { experience: experience.clone(), retriever, generator: generator.clone(), verifier, options };
+
+    // 30a + 50b, 2a + 4b <= 120, a + b <= 40: 1600 (1700 with the
+    // warehouse given to each product).
+    let first = storage_task("shop-1", [30, 50, 2, 4, 120, 40], 1600.0);
+    let learned = learner.learn(&first).await.unwrap();
+    assert!(!learned.attempt.verdict.passed);
+    assert!(learned.attempt.verdict.detail.contains("1700"), "{}", learned.attempt.verdict.detail);
+    let [Fate::CopiesTask { id: copy, numbers }, Fate::DidNotFix { id: useless, .. }] = &learned.candidates[..] else {
+        panic!("{:?}", learned.candidates)
+    };
+    assert_eq!(numbers, &["40"]);
+
+    let learned = learner.learn(&first).await.unwrap();
+    let [Fate::Admitted { id: admitted }] = &learned.candidates[..] else { panic!("{:?}", learned.candidates) };
+    let library = experience.library().unwrap();
+    assert_eq!(library[admitted].status, Status::Active);
+    assert_eq!(library[admitted].text.taxonomy, "formulation/constraints/capacity");
+    assert_eq!(library[admitted].provenance.task.as_deref(), Some("shop-1"));
+    assert_eq!(library[admitted].provenance.model.as_deref(), Some("scripted"));
+    for retired in [copy, useless] {
+        assert_eq!(library[retired].status, Status::Retired);
+    }
+    // Every step is an event: created as a candidate, then judged.
+    let history: Vec<String> =
+        experience.events(Some(admitted)).unwrap().iter().map(|e| serde_json::to_string(&e.change).unwrap()).collect();
+    assert!(history[0].contains("\"candidate\"") && history[1].contains("fixed task shop-1 on re-run"), "{history:?}");
+
+    // Another shop, other numbers: the lookup finds the insight (its
+    // condition is like the task), and the first attempt passes.
+    // 20a + 30b, 1a + 2b <= 100, a + b <= 70: 1700 (1850 without).
+    let second = storage_task("shop-2", [20, 30, 1, 2, 100, 70], 1700.0);
+    let learned = learner.learn(&second).await.unwrap();
+    assert!(learned.attempt.verdict.passed, "{:?}", learned.attempt);
+    assert_eq!(learned.attempt.insights, std::slice::from_ref(admitted));
+    assert!(learned.candidates.is_empty());
+
+    // A failure whose reflection repeats the admitted insight: merged.
+    let third = storage_task("shop-3", [5, 9, 1, 3, 60, 30], 123.0);
+    let learned = learner.learn(&third).await.unwrap();
+    let [Fate::Merged { into, similarity, .. }] = &learned.candidates[..] else { panic!("{:?}", learned.candidates) };
+    assert_eq!(into, admitted);
+    assert!(*similarity > 0.92);
+
+    // The record: three lookups' outcomes counted on what they chose.
+    let library = experience.library().unwrap();
+    let counters = library[admitted].counters;
+    assert_eq!((counters.retrieved, counters.helped, counters.hurt), (2, 1, 1), "{counters:?}");
+    let retrievals = experience.retrievals().unwrap();
+    assert_eq!(retrievals.len(), 4);
+    assert!(retrievals.iter().all(|r| r.outcomes.len() == 1 && r.outcomes[0].judge == "lp.solve"));
+    assert!(retrievals[2].checked && retrievals[2].task_id == "shop-2");
+}
