@@ -12,7 +12,8 @@ fn text(bytes: &[u8]) -> String {
 #[test]
 fn insights_are_imported_listed_edited_and_retired_through_the_daemon() {
     let sandbox = Sandbox::new();
-    let daemon = sandbox.start(&[]);
+    let models = support::models_dir().display().to_string();
+    let daemon = sandbox.start(&[("ENGRAM_MODELS__DIR", models.as_str())]);
     let run = |args: &[&str]| {
         let output = sandbox.run(args, &[("USER", "ana")]);
         (output.status.success(), text(&output.stdout), text(&output.stderr))
@@ -48,6 +49,25 @@ fn insights_are_imported_listed_edited_and_retired_through_the_daemon() {
     assert!(!ok && err.contains("changes nothing"), "{err}");
     let (ok, out, _) = run(&["insights", "history", "ins-1"]);
     assert!(ok && out.contains("by bo: edited example"), "{out}");
+
+    // A task finds it by its condition; its outcome is counted.
+    let (ok, out, err) = run(&[
+        "insights",
+        "lookup",
+        "Tables and chairs go into one shared storage room. Maximize profit.",
+        "--no-check",
+    ]);
+    assert!(ok && out.contains("lookup 1: 1 of 1 candidates chosen (by similarity)"), "{out}{err}");
+    assert!(
+        out.contains("- [ins-1] formulation/constraints/capacity") && out.contains("When: Several products"),
+        "{out}"
+    );
+    let (ok, out, err) = run(&["insights", "feedback", "1", "--passed", "--diagnosis", "the model solved"]);
+    assert!(ok && out.contains("lookup 1: passed"), "{out}{err}");
+    let (ok, _, err) = run(&["insights", "feedback", "7", "--passed"]);
+    assert!(!ok && err.contains("no insight lookup 7"), "{err}");
+    let (_, out, _) = run(&["insights", "show", "ins-1"]);
+    assert!(out.contains("retrieved 1, helped 1, hurt 0"), "{out}");
 
     // Retired with a reason; listed by status.
     let (ok, _, err) = run(&["insights", "retire", "ins-1", "--reason", "superseded"]);

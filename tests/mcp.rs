@@ -896,3 +896,67 @@ fn memory_is_kept_per_tenant_and_conversation_over_mcp_and_the_cli() {
     let output = sandbox.run(&["memory", "conversations", "--tenant", "ada"], &[]);
     assert!(String::from_utf8_lossy(&output.stdout).contains("no conversations yet"), "{output:?}");
 }
+
+#[test]
+fn insights_are_looked_up_and_judged_over_mcp_by_each_tenant_for_its_own_lookups() {
+    let sandbox = Sandbox::new();
+    let daemon = mcp_daemon(&sandbox, &[]);
+    let written = sandbox.path().join("written");
+    std::fs::create_dir_all(&written).unwrap();
+    std::fs::write(
+        written.join("capacity.toml"),
+        "status = \"active\"\ntaxonomy = \"formulation/constraints/capacity\"\n\
+         condition = \"Several products are stored in one warehouse of limited capacity\"\n\
+         explanation = \"The capacity bounds the sum of the products, not each product.\"\n\
+         example = \"x1 + x2 <= capacity\"\n",
+    )
+    .unwrap();
+    let output = sandbox.run(&["insights", "import", written.to_str().unwrap()], &[("USER", "ana")]);
+    assert!(output.status.success(), "{output:?}");
+    let (ada, bob) = (tenant_token(&sandbox, "ada"), tenant_token(&sandbox, "bob"));
+    let (ada, bob) = (RawMcp::open(daemon.addr, &ada), RawMcp::open(daemon.addr, &bob));
+    let names = ada.tool_names();
+    assert!(names.contains(&"experience_lookup".to_owned()) && names.contains(&"experience_feedback".to_owned()));
+
+    let task = "A shop sells chairs and tables and stores both in one warehouse that holds 40 pieces. \
+                Maximize the profit.";
+    let found = ada.call("experience_lookup", json!({"task": task, "task_id": "shop-1", "check": false}));
+    let lookup = &found["structuredContent"];
+    assert_eq!(lookup["insights"][0]["id"], "ins-1", "{found}");
+    assert!(lookup["prompt"].as_str().unwrap().contains("[ins-1] formulation/constraints/capacity"), "{found}");
+    assert!(lookup.get("provenance").is_none() && !lookup.to_string().contains("provenance"));
+    let retrieval = lookup["retrieval"].as_u64().unwrap();
+
+    // Only the tenant that looked up may judge the lookup.
+    let judged = bob.call("experience_feedback", json!({"retrieval": retrieval, "passed": false}));
+    assert_eq!(judged["isError"], true, "{judged}");
+    assert!(judged["content"][0]["text"].as_str().unwrap().contains("no insight lookup"), "{judged}");
+    let forged = bob.call("experience_feedback", json!({"retrieval": retrieval, "passed": false, "tenant": "ada"}));
+    assert_eq!(forged["isError"], true, "{forged}");
+    let judged =
+        ada.call("experience_feedback", json!({"retrieval": retrieval, "passed": true, "diagnosis": "solved"}));
+    assert_eq!(judged["structuredContent"]["passed"], true, "{judged}");
+    let empty = ada.call("experience_lookup", json!({"task": "  "}));
+    assert!(empty["content"][0]["text"].as_str().unwrap().contains("`task` is empty"), "{empty}");
+
+    // The library is the operator's resource: counters show the lookup and
+    // its outcome; a tenant may not read it.
+    let operator = RawMcp::open(daemon.addr, &operator_token(&sandbox));
+    let read = |mcp: &RawMcp, uri: &str| {
+        mcp.post(&json!({"jsonrpc": "2.0", "id": 7, "method": "resources/read", "params": {"uri": uri}}))
+            .last()
+            .cloned()
+            .unwrap()
+    };
+    let library = read(&operator, "engram://insights");
+    let text: Value = serde_json::from_str(library["result"]["contents"][0]["text"].as_str().unwrap()).unwrap();
+    let counters = &text["insights"][0]["counters"];
+    assert_eq!((counters["retrieved"].as_u64(), counters["helped"].as_u64()), (Some(1), Some(1)), "{text}");
+    let one = read(&operator, "engram://insights/ins-1");
+    assert!(one["result"]["contents"][0]["text"].as_str().unwrap().contains("\"events\""), "{one}");
+    assert!(read(&ada, "engram://insights")["error"].is_object());
+
+    // With the check on, the default model picks among the candidates.
+    let checked = ada.call("experience_lookup", json!({"task": task}));
+    assert_eq!(checked["structuredContent"]["checked"], true, "{checked}");
+}

@@ -8,7 +8,9 @@ use std::path::PathBuf;
 use anyhow::Context;
 use engram_config::{Loaded, Paths};
 use engram_experience::files;
-use engram_experience::ops::{EditInsight, ImportInsights, ListInsights, SetInsightStatus, ShowInsight};
+use engram_experience::ops::{
+    EditInsight, ImportInsights, InsightFeedback, ListInsights, LookupInsights, SetInsightStatus, ShowInsight,
+};
 use engram_experience::{Change, Event, Insight, Status};
 
 /// What `engram insights` does.
@@ -89,6 +91,38 @@ pub enum InsightsCommand {
     Export {
         /// The folder (created if missing).
         dir: PathBuf,
+    },
+    /// The active insights that fit a task, as a prompt carries them (the
+    /// lookup is recorded: report its outcome with `feedback`).
+    Lookup {
+        /// The task, in words.
+        task: String,
+        /// Your name for the task.
+        #[arg(long)]
+        task_id: Option<String>,
+        /// Only insights at or under this taxonomy path.
+        #[arg(long)]
+        taxonomy: Option<String>,
+        /// Most insights [default: experience.insights].
+        #[arg(short)]
+        k: Option<usize>,
+        /// Choose by similarity, without the model's applicability check.
+        #[arg(long)]
+        no_check: bool,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Report whether the task of a lookup passed.
+    Feedback {
+        /// The lookup's id (`retrieval` in its answer).
+        retrieval: u64,
+        /// It passed (without this flag: it failed).
+        #[arg(long)]
+        passed: bool,
+        /// What went wrong, or right.
+        #[arg(long)]
+        diagnosis: Option<String>,
     },
     /// Apply the edits made to the files in DIR (text, status; files
     /// without an id are new insights), all or nothing.
@@ -193,6 +227,29 @@ pub fn run(loaded: &Loaded, paths: &Paths, command: InsightsCommand) -> anyhow::
             let library = list.insights.into_iter().map(|insight| (insight.id.clone(), insight)).collect();
             let written = files::export(&library, &dir).with_context(|| format!("exporting into {}", dir.display()))?;
             println!("{written} insights written to {}", dir.display());
+        }
+        InsightsCommand::Lookup { task, task_id, taxonomy, k, no_check, json } => {
+            let check = no_check.then_some(false);
+            let request = LookupInsights { task_id, taxonomy, k, check, ..LookupInsights::new(task) };
+            let found = crate::connect::call(loaded, paths, &request)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&found)?);
+            } else {
+                let how = if found.checked { "checked by the model" } else { "by similarity" };
+                println!(
+                    "lookup {}: {} of {} candidates chosen ({how})",
+                    found.retrieval,
+                    found.insights.len(),
+                    found.candidates
+                );
+                print!("{}", found.prompt);
+            }
+        }
+        InsightsCommand::Feedback { retrieval, passed, diagnosis } => {
+            let request = InsightFeedback { diagnosis, ..InsightFeedback::new(retrieval, passed) };
+            let outcome = crate::connect::call(loaded, paths, &request)?;
+            let verdict = if outcome.passed { "passed" } else { "failed" };
+            println!("lookup {}: {verdict}, recorded as outcome {}", outcome.retrieval, outcome.id);
         }
         InsightsCommand::Import { dir, editor: who } => {
             // Read here, so a bad file is named with its line before anything is sent.

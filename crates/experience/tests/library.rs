@@ -2,6 +2,7 @@
 //! its events, and its files round-trip a person's edits.
 
 use engram_experience::files::{self, FilesError};
+use engram_experience::record::{NewRetrieval, Weighed};
 use engram_experience::{Change, Counters, Experience, ExperienceError, Provenance, Status, Text, fold};
 use engram_store::{Store, StoreOptions};
 
@@ -212,4 +213,50 @@ fn concurrent_writers_lose_nothing() {
         writer.join().unwrap();
     }
     assert_eq!(experience.get(&insight.id).unwrap().counters.helped, 100);
+}
+
+#[test]
+fn concurrent_feedback_from_several_clients_is_all_counted_on_the_callers_own_lookups() {
+    let (experience, _dir) = library();
+    let insight = experience
+        .create("ana", text("formulation/objective", "Profit"), Status::Active, Provenance::default())
+        .unwrap();
+    let chosen = [insight.id.clone()];
+    let lookup = |tenant: &str| {
+        experience
+            .record_retrieval(&NewRetrieval {
+                tenant,
+                task_id: "t",
+                task: "maximize profit",
+                candidates: &[Weighed { id: insight.id.clone(), score: 1.0 }],
+                chosen: &chosen,
+                checked: false,
+            })
+            .unwrap()
+    };
+    let lookups: Vec<u64> = (0..8).map(|_| lookup("acme")).collect();
+    let clients: Vec<_> = (0..4)
+        .map(|client| {
+            let (experience, lookups) = (experience.clone(), lookups.clone());
+            std::thread::spawn(move || {
+                for (n, retrieval) in lookups.iter().enumerate() {
+                    let passed = (n + client) % 2 == 0;
+                    experience.record_outcome("acme", *retrieval, passed, &format!("client-{client}"), "").unwrap();
+                }
+            })
+        })
+        .collect();
+    for client in clients {
+        client.join().unwrap();
+    }
+    let counters = experience.get(&insight.id).unwrap().counters;
+    assert_eq!((counters.retrieved, counters.helped, counters.hurt), (8, 16, 16));
+    let retrievals = experience.retrievals().unwrap();
+    assert!(retrievals.iter().all(|r| r.outcomes.len() == 4 && r.tenant == "acme"));
+    // Another tenant's feedback on acme's lookup finds no lookup of its own.
+    let err = experience.record_outcome("bolt", lookups[0], true, "client", "").unwrap_err();
+    assert!(matches!(err, ExperienceError::UnknownRetrieval(n) if n == lookups[0]), "{err}");
+    assert_eq!(experience.get(&insight.id).unwrap().counters.helped, 16, "nothing was counted");
+    // The counters are events too: the fold of them all agrees.
+    assert_eq!(fold(&experience.events(None).unwrap()).unwrap()[&insight.id].counters, counters);
 }

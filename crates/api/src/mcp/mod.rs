@@ -130,6 +130,7 @@ impl Engram {
             Reference::Resource(template) => match (template.uri.as_str(), argument) {
                 (resources::CERTIFICATE_TEMPLATE, "id") => Some("certificate"),
                 (resources::PLUGIN_TEMPLATE, "id") => Some("plugin"),
+                (resources::INSIGHT_TEMPLATE, "id") => Some("insight"),
                 (resources::MEMORY_TEMPLATE, "conversation") => Some("conversation"),
                 _ => None,
             },

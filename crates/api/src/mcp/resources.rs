@@ -1,10 +1,13 @@
-//! Resources (collections, their certificates, plugin manifests, each
-//! conversation's compact memory) and
+//! Resources (collections, their certificates, plugin manifests, the
+//! experience library and its insights, each conversation's compact
+//! memory) and
 //! prompts (a question wrapped with certified evidence), each read through
 //! the same operations and handlers as the HTTP routes.
 
 use std::fmt::Write as _;
 
+use engram_experience::Status;
+use engram_experience::ops::{ListInsights, ShowInsight};
 use engram_memory::ops::{Conversations, MemorySummary};
 use engram_ops::{Caller, ConversationId, Error, Operation};
 use engram_rag::ops::{Certificate, Certificates, Collections, Search, SearchResponse};
@@ -15,13 +18,17 @@ use rmcp::model::{
 use serde::Serialize;
 
 use crate::app::AppState;
-use crate::{memory, rag};
+use crate::{experience, memory, rag};
 
 const COLLECTIONS: &str = "engram://collections";
 const CERTIFICATES: &str = "engram://certificates/";
 const PLUGINS: &str = "engram://plugins/";
 /// Each conversation's compact memory, of the caller's own conversations.
 pub(crate) const MEMORY: &str = "engram://memory/";
+/// The experience library's active insights.
+const INSIGHTS: &str = "engram://insights";
+/// One insight with its history.
+const INSIGHT: &str = "engram://insights/";
 const JSON: &str = "application/json";
 /// The prompt that wraps a question with certified evidence.
 pub(crate) const CITE_EVIDENCE: &str = "cite_evidence";
@@ -29,6 +36,8 @@ pub(crate) const CITE_EVIDENCE: &str = "cite_evidence";
 pub(crate) const CERTIFICATE_TEMPLATE: &str = "engram://certificates/{id}";
 /// The plugin template.
 pub(crate) const PLUGIN_TEMPLATE: &str = "engram://plugins/{id}";
+/// The insight template.
+pub(crate) const INSIGHT_TEMPLATE: &str = "engram://insights/{id}";
 /// The compact-memory template.
 pub(crate) const MEMORY_TEMPLATE: &str = "engram://memory/{conversation}";
 
@@ -75,6 +84,17 @@ pub(crate) async fn list(state: &AppState, caller: &Caller) -> Result<Vec<Resour
                 .with_mime_type(JSON),
         );
     }
+    if ListInsights::AUDIENCE.admits(caller) {
+        resources.push(
+            Resource::new(INSIGHTS, "insights")
+                .with_title("Experience library")
+                .with_description(
+                    "The active insights {taxonomy, condition, explanation, example} with their provenance and \
+                     counters; each one with its history at engram://insights/{id}",
+                )
+                .with_mime_type(JSON),
+        );
+    }
     for conversation in run(state, caller, Conversations::default(), memory::conversations).await?.conversations {
         let name = &conversation.conversation;
         resources.push(
@@ -109,6 +129,9 @@ pub(crate) fn templates() -> Vec<ResourceTemplate> {
         ResourceTemplate::new(PLUGIN_TEMPLATE, "plugin")
             .with_description("A plugin's manifest: tools with their schemas, capabilities requested and granted")
             .with_mime_type(JSON),
+        ResourceTemplate::new(INSIGHT_TEMPLATE, "insight")
+            .with_description("An insight of the experience library and every event that made it")
+            .with_mime_type(JSON),
         ResourceTemplate::new(MEMORY_TEMPLATE, "memory")
             .with_description("A conversation's compact memory (running summary and roll-up); subscribable")
             .with_mime_type(JSON),
@@ -116,7 +139,7 @@ pub(crate) fn templates() -> Vec<ResourceTemplate> {
 }
 
 /// The names `caller` may complete an argument with: `collection` names,
-/// `certificate` ids, `plugin` ids or `conversation` names (nothing when
+/// `certificate` ids, `plugin` ids, `insight` ids or `conversation` names (nothing when
 /// they cannot be read).
 pub(crate) async fn names(state: &AppState, caller: &Caller, kind: &str) -> Vec<String> {
     match kind {
@@ -129,6 +152,10 @@ pub(crate) async fn names(state: &AppState, caller: &Caller, kind: &str) -> Vec<
             .map(|listed| listed.certificates.into_iter().map(|s| s.certificate.id).collect())
             .unwrap_or_default(),
         "plugin" => state.plugins().map(|host| host.plugins().into_iter().map(|p| p.id).collect()).unwrap_or_default(),
+        "insight" => run(state, caller, ListInsights::default(), experience::list)
+            .await
+            .map(|listed| listed.insights.into_iter().map(|insight| insight.id).collect())
+            .unwrap_or_default(),
         "conversation" => run(state, caller, Conversations::default(), memory::conversations)
             .await
             .map(|listed| listed.conversations.into_iter().map(|c| c.conversation).collect())
@@ -155,6 +182,11 @@ pub(crate) async fn read(state: &AppState, caller: &Caller, uri: &str) -> Result
             .ok_or_else(|| Error::not_found(format!("no plugin `{id}`")))?;
         let tools: Vec<_> = host.list_tools().into_iter().filter(|tool| tool.plugin == id).collect();
         json(&serde_json::json!({ "plugin": plugin, "tools": tools }))?
+    } else if uri == INSIGHTS {
+        let request = ListInsights { status: Some(Status::Active), taxonomy: None };
+        json(&run(state, caller, request, experience::list).await?)?
+    } else if let Some(id) = uri.strip_prefix(INSIGHT) {
+        json(&run(state, caller, ShowInsight { id: id.to_owned() }, experience::show).await?)?
     } else if let Some(conversation) = memory_conversation(uri) {
         let request = MemorySummary { conversation: conversation?, tenant: None, history: false };
         json(&run(state, caller, request, memory::summary).await?)?

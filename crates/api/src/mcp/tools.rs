@@ -51,7 +51,7 @@ impl OpTool {
 /// Every operation offered as a tool. Each later feature adds its own
 /// here, through [`op`] or [`streaming_op`] over its handlers.
 pub(crate) fn operations() -> Vec<OpTool> {
-    use crate::{memory, rag};
+    use crate::{experience, memory, rag};
     vec![
         op(rag::search),
         streaming_op(rag::ingest),
@@ -61,6 +61,8 @@ pub(crate) fn operations() -> Vec<OpTool> {
         op(memory::recall),
         op(memory::forget),
         op(memory::summary),
+        op(experience::lookup),
+        op(experience::feedback),
     ]
 }
 
