@@ -85,3 +85,42 @@ fn insights_are_imported_listed_edited_and_retired_through_the_daemon() {
     assert!(!ok && err.contains("no insight `ins-404`"), "{err}");
     drop(daemon);
 }
+
+#[test]
+fn the_experience_evaluation_runs_the_real_model_and_plugin_and_names_bad_task_lines() {
+    let sandbox = Sandbox::new();
+    let plugins = sandbox.path().join("plugins");
+    support::copy_dir(&support::plugins_dir().join("lp"), &plugins.join("lp"));
+    let models = support::models_dir().display().to_string();
+    let env = [("ENGRAM_MODELS__DIR", models.as_str()), ("ENGRAM_PLUGINS__DIR", plugins.to_str().unwrap())];
+    let tasks = sandbox.path().join("tasks.jsonl");
+    let task = |id: &str, answer: f64| {
+        serde_json::json!({"task_id": id, "source": "here", "ground_truth": answer, "description":
+            "A workshop makes chairs (30 yuan profit each) and tables (50 yuan). A chair takes 2 hours and a table \
+             4; 120 hours are available. One warehouse holds 40 pieces in all. Maximize the profit."})
+        .to_string()
+    };
+    std::fs::write(&tasks, [task("a", 1600.0), task("b", 1600.0), task("c", 1600.0)].join("\n")).unwrap();
+    let work = sandbox.path().join("work");
+    let output = sandbox.run(
+        &["eval", "experience", "--tasks", tasks.to_str().unwrap(), "--limit", "1", "--json"]
+            .into_iter()
+            .chain(["--work-dir", work.to_str().unwrap()])
+            .collect::<Vec<_>>(),
+        &env,
+    );
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(report["verifier"], "lp.solve", "{report}");
+    assert!(report["model"].as_str().unwrap().to_lowercase().contains("smollm2"), "{report}");
+    assert_eq!(report["learning"]["tasks"], 1, "{report}");
+    for arm in ["none", "learned", "random"] {
+        assert_eq!(report["arms"][arm]["tasks"], 1, "{report}");
+    }
+    assert!(work.join("journal.sqlite3").is_file());
+
+    std::fs::write(&tasks, format!("{}\n{{\"task_id\": \"b\"}}\n", task("a", 1.0))).unwrap();
+    let output = sandbox.run(&["eval", "experience", "--tasks", tasks.to_str().unwrap()], &env);
+    assert!(!output.status.success());
+    assert!(text(&output.stderr).contains("tasks.jsonl:2: not a task"), "{}", text(&output.stderr));
+}

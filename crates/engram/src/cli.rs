@@ -48,6 +48,9 @@ pub enum EvalTarget {
     Retrieval(crate::rag::EvalRetrievalArgs),
     /// Evidence recall of conversation memory on LoCoMo.
     Memory(crate::memory::EvalMemoryArgs),
+    /// pass@1 with no insights, learned insights and random ones, on a
+    /// task set verified by the `lp` plugin.
+    Experience(crate::insights::EvalExperienceArgs),
 }
 
 /// Subcommands.
@@ -289,6 +292,10 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Eval { target: EvalTarget::Memory(args) } => {
             crate::memory::eval(&loaded, &resolve_paths(&loaded, &env)?, &args)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Eval { target: EvalTarget::Experience(args) } => {
+            crate::insights::eval(&loaded, &resolve_paths(&loaded, &env)?, &args)?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Memory { command } => {

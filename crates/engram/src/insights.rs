@@ -135,6 +135,100 @@ pub enum InsightsCommand {
     },
 }
 
+/// `engram eval experience`.
+#[derive(Debug, clap::Args)]
+pub struct EvalExperienceArgs {
+    /// JSON lines of `{task_id, description, ground_truth}` (the
+    /// optimization format: the model writes an `lp` model, the plugin
+    /// solves it, the objective is compared with the ground truth).
+    #[arg(long, value_name = "FILE")]
+    pub tasks: PathBuf,
+    /// Where the evaluation's own journal and indexes live (emptied first)
+    /// [default: <cache dir>/eval/experience].
+    #[arg(long, value_name = "DIR")]
+    pub work_dir: Option<PathBuf>,
+    /// The share of the tasks to learn from; the rest are evaluated.
+    #[arg(long, default_value_t = 0.5)]
+    pub learn_share: f64,
+    /// At most this many tasks in each half (0: all).
+    #[arg(long, default_value_t = 0)]
+    pub limit: usize,
+    /// Seed of the split and of the random arm.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Tasks run at once (a remote server's parallel slots).
+    #[arg(long, default_value_t = 1)]
+    pub concurrency: usize,
+    /// Print every figure as one JSON object.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Runs `engram eval experience`.
+pub fn eval(loaded: &Loaded, paths: &Paths, args: &EvalExperienceArgs) -> anyhow::Result<()> {
+    use engram_experience::eval::EvalProgress;
+    let request = engram_services::experience::EvalRequest {
+        tasks: args.tasks.clone(),
+        work_dir: args.work_dir.clone(),
+        learn_share: args.learn_share,
+        limit: args.limit,
+        seed: args.seed,
+        concurrency: args.concurrency,
+    };
+    let learning = crate::connect::terminal_bar("learning", "tasks", 0);
+    let evaluating = crate::connect::terminal_bar("evaluating", "tasks", 0);
+    let report = engram_services::experience::eval(&loaded.config, paths, &request, &|event| {
+        let (bar, done, total) = match event {
+            EvalProgress::Learned { done, total } => (&learning, done, total),
+            EvalProgress::Evaluated { done, total } => (&evaluating, done, total),
+        };
+        if let Some(bar) = bar {
+            bar.set_length(total as u64);
+            bar.set_position(done as u64);
+            if done >= total {
+                bar.finish_and_clear();
+            }
+        }
+    })?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+        return Ok(());
+    }
+    let l = &report.learning;
+    println!(
+        "learned from {} tasks with {} in {:.0}s ({} passed at once): {} candidates proposed, {} admitted, \
+         {} copied the task, {} merged, {} did not fix it, {} malformed; {} reflections failed",
+        l.tasks,
+        report.model,
+        l.seconds,
+        l.passed_first,
+        l.proposed,
+        l.admitted,
+        l.copied_task,
+        l.merged,
+        l.did_not_fix,
+        l.malformed,
+        l.reflection_errors
+    );
+    println!("library: {} active insights; verified by {}", report.library, report.verifier);
+    for name in ["none", "learned", "random"] {
+        if let Some(arm) = report.arms.get(name) {
+            println!(
+                "  {name:<8} pass@1 {:.3} [{:.3}, {:.3}] ({}/{}), {:.1} insights a task",
+                arm.pass_at_1, arm.interval[0], arm.interval[1], arm.passed, arm.tasks, arm.insights_per_task
+            );
+        }
+    }
+    println!(
+        "retrieval chose insights for {} tasks: harmful {:.1}%, helpful {:.1}% ({:.0}s for the arms)",
+        report.retrieved_tasks,
+        report.harmful_retrieval_rate * 100.0,
+        report.helpful_retrieval_rate * 100.0,
+        report.eval_seconds
+    );
+    Ok(())
+}
+
 fn parse_status(text: &str) -> Result<Status, String> {
     serde_json::from_value(serde_json::Value::String(text.to_owned()))
         .map_err(|_| format!("`{text}`: write candidate, active, quarantined or retired"))

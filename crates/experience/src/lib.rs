@@ -8,6 +8,7 @@
 //! insight has a history. [`files`] writes the library as one TOML file per
 //! insight and reads a person's edits back as events.
 
+pub mod eval;
 pub mod files;
 pub mod learn;
 pub mod ops;

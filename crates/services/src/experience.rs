@@ -308,6 +308,76 @@ impl Verifier for LpVerifier {
     }
 }
 
+/// How `engram eval experience` runs.
+#[derive(Debug, Clone)]
+pub struct EvalRequest {
+    /// JSON lines of `{task_id, description, ground_truth}`.
+    pub tasks: std::path::PathBuf,
+    /// The evaluation's own journal and indexes, emptied first (default:
+    /// `<cache dir>/eval/experience`).
+    pub work_dir: Option<std::path::PathBuf>,
+    /// The share of the tasks learned from (the rest are evaluated).
+    pub learn_share: f64,
+    /// At most this many tasks in each half (0: all).
+    pub limit: usize,
+    /// The split's seed.
+    pub seed: u64,
+    /// Tasks run at once.
+    pub concurrency: usize,
+}
+
+/// Learns a library from half of a task set with the configured model and
+/// the `lp` plugin from `plugins.dir` (loaded with nothing granted), then
+/// scores three arms on the other half.
+pub fn eval(
+    config: &engram_config::Config,
+    paths: &Paths,
+    request: &EvalRequest,
+    progress: &(dyn Fn(engram_experience::eval::EvalProgress) + Sync),
+) -> Result<engram_experience::eval::ExperienceEval, crate::Error> {
+    use engram_experience::eval;
+    let tasks = eval::read_tasks(&request.tasks)?;
+    let (learn, test) = eval::split(tasks, request.seed, request.learn_share, request.limit);
+    let work = request.work_dir.clone().unwrap_or_else(|| paths.cache_dir.join("eval").join("experience"));
+    let io = |context: String| move |source| crate::Error::Io { context, source };
+    match std::fs::remove_dir_all(&work) {
+        Ok(()) => {}
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
+        Err(source) => return Err(io(format!("cannot empty {}", work.display()))(source)),
+    }
+    std::fs::create_dir_all(&work).map_err(io(format!("cannot create {}", work.display())))?;
+    let store = Store::open(&work.join("journal.sqlite3"), &engram_store::StoreOptions::default())?;
+    let embedder = Arc::new(crate::models::load_embedder(config, paths)?);
+    let model = embedder.clone();
+    let embed: Arc<dyn Embed> =
+        Arc::new(EmbedFn::new(embedder.name.clone(), embedder.dim(), move |texts: &[&str]| Ok(model.embed(texts)?)));
+    let retriever = Retriever::open(store.clone(), &work.join("index"), embed, &engram_index::VectorBackend::Edge)?;
+    let grants = engram_plugin_host::grants::Grants::open(work.join("plugin-grants.toml"))
+        .map_err(|err| crate::Error::Config(err.to_string()))?;
+    let host = PluginHost::with_grants(Some(paths.cache_dir.join("plugins")), grants)
+        .map_err(|err| crate::Error::Config(err.to_string()))?;
+    let loaded = host.load_dir(&paths.plugins_dir);
+    let host = Arc::new(host);
+    let verifier = LpVerifier::new(host, config.experience.tolerance).map_err(|err| {
+        let failed: Vec<String> = loaded.failed.iter().map(|f| format!("{f:?}")).collect();
+        crate::Error::Config(format!("{} (in {}; {})", err.message, paths.plugins_dir.display(), failed.join("; ")))
+    })?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(io("cannot start a runtime".to_owned()))?;
+    let llm = runtime.block_on(async { crate::models::load_llm(config, paths) })?;
+    let learner = Arc::new(Learner {
+        experience: Experience::new(store),
+        retriever: Arc::new(retriever),
+        generator: Arc::new(LlmGenerator(llm)),
+        verifier: Arc::new(verifier),
+        options: learn_options(&config.experience),
+    });
+    Ok(runtime.block_on(eval::evaluate(learner, learn, test, request.concurrency, request.seed, progress))?)
+}
+
 async fn blocking<T: Send + 'static>(work: impl FnOnce() -> Result<T, Error> + Send + 'static) -> Result<T, Error> {
     tokio::task::spawn_blocking(work)
         .await

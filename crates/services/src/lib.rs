@@ -66,6 +66,9 @@ pub enum Error {
     /// Memory failed.
     #[error(transparent)]
     Memory(#[from] engram_memory::MemoryError),
+    /// The experience library failed outside a request (evaluation).
+    #[error(transparent)]
+    Experience(#[from] engram_experience::ExperienceError),
     /// A model could not be loaded.
     #[error(transparent)]
     Model(#[from] engram_models::ModelError),

@@ -102,8 +102,9 @@ fn insight(taxonomy: &str, condition: &str, example: &str) -> Value {
     })
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_verified_failure_teaches_an_insight_that_fixes_the_task_and_the_next_one() {
+/// The real parts (journal, indexes, embedder, the `lp` plugin as
+/// verifier) around a scripted generator that reflects as `reflections` say.
+fn learner(reflections: Vec<Value>) -> (Learner, Arc<Scripted>, tempfile::TempDir) {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
     let state = tempfile::tempdir().unwrap();
     let installed = state.path().join("plugins");
@@ -129,23 +130,30 @@ async fn a_verified_failure_teaches_an_insight_that_fixes_the_task_and_the_next_
         Arc::new(Retriever::open(store.clone(), &state.path().join("insights"), embed, &VectorBackend::Edge).unwrap());
     let experience = Experience::new(store);
 
-    let good = SHARED_LIMIT.to_owned() + ", such as one warehouse or one budget that holds all of them together";
-    let generator = Arc::new(Scripted {
-        reflections: Mutex::new(VecDeque::from([
-            json!({"insights": [
-                insight("formulation/constraints/capacity", "Chairs and tables share a warehouse", "a + b <= 40"),
-                insight("formulation/variables", "Items are whole pieces of furniture", "Declare a and b integer."),
-            ]}),
-            json!({"insights": [insight("Formulation / Constraints / Capacity", &good, "x + y <= capacity")]}),
-            json!({"insights": [insight("formulation/constraints/capacity", &good, "x + y <= capacity, always")]}),
-        ])),
-        prompts: Mutex::new(Vec::new()),
-    });
+    let generator = Arc::new(Scripted { reflections: Mutex::new(reflections.into()), prompts: Mutex::new(Vec::new()) });
     let mut options = learn_options(&engram_config::Loader::new().load().unwrap().config.experience);
     options.lookup.check = true;
-    let learner =
-        Learner { experience: experience.clone(), retriever, generator: generator.clone(), verifier, options };
+    let learner = Learner { experience, retriever, generator: generator.clone(), verifier, options };
+    (learner, generator, state)
+}
 
+/// The insight that fixes the storage tasks, as reflection writes it.
+fn good_insight(example: &str) -> Value {
+    let good = SHARED_LIMIT.to_owned() + ", such as one warehouse or one budget that holds all of them together";
+    insight("Formulation / Constraints / Capacity", &good, example)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_verified_failure_teaches_an_insight_that_fixes_the_task_and_the_next_one() {
+    let (learner, _, _state) = learner(vec![
+        json!({"insights": [
+            insight("formulation/constraints/capacity", "Chairs and tables share a warehouse", "a + b <= 40"),
+            insight("formulation/variables", "Items are whole pieces of furniture", "Declare a and b integer."),
+        ]}),
+        json!({"insights": [good_insight("x + y <= capacity")]}),
+        json!({"insights": [good_insight("x + y <= capacity, always")]}),
+    ]);
+    let experience = learner.experience.clone();
     // 30a + 50b, 2a + 4b <= 120, a + b <= 40: 1600 (1700 with the
     // warehouse given to each product).
     let first = storage_task("shop-1", [30, 50, 2, 4, 120, 40], 1600.0);
@@ -196,4 +204,34 @@ async fn a_verified_failure_teaches_an_insight_that_fixes_the_task_and_the_next_
     assert_eq!(retrievals.len(), 4);
     assert!(retrievals.iter().all(|r| r.outcomes.len() == 1 && r.outcomes[0].judge == "lp.solve"));
     assert!(retrievals[2].checked && retrievals[2].task_id == "shop-2");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_evaluation_scores_the_three_arms_on_what_learning_admitted() {
+    let (learner, generator, _state) = learner(vec![json!({"insights": [good_insight("x + y <= capacity")]})]);
+    let learn = vec![storage_task("shop-1", [30, 50, 2, 4, 120, 40], 1600.0)];
+    let test = vec![
+        storage_task("shop-2", [20, 30, 1, 2, 100, 70], 1700.0),
+        // 10a + 10b, a + b <= 30 (hours), storage 50: 300 either way.
+        storage_task("shop-4", [10, 10, 1, 1, 30, 50], 300.0),
+    ];
+    let seen = std::sync::atomic::AtomicUsize::new(0);
+    let report = engram_experience::eval::evaluate(Arc::new(learner), learn, test, 2, 1, &|_| {
+        seen.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    })
+    .await
+    .unwrap();
+    assert_eq!((report.learning.tasks, report.learning.admitted, report.library), (1, 1, 1), "{report:?}");
+    let arm = |name: &str| (report.arms[name].passed, report.arms[name].tasks);
+    // Without the insight the shared storage is missed on shop-2; shop-4's
+    // storage never binds.
+    assert_eq!(arm("none"), (1, 2));
+    assert_eq!(arm("learned"), (2, 2));
+    // The random arm draws as many insights from a library of one: the same.
+    assert_eq!(arm("random"), (2, 2));
+    assert_eq!((report.retrieved_tasks, report.helpful_retrieval_rate, report.harmful_retrieval_rate), (2, 0.5, 0.0));
+    assert!(report.arms["learned"].interval[0] > 0.0 && report.arms["none"].interval[1] < 1.0);
+    assert_eq!((report.model.as_str(), report.verifier.as_str()), ("scripted", "lp.solve"));
+    assert_eq!(seen.into_inner(), 3, "a tick per task learned and evaluated");
+    assert!(generator.prompts.lock().unwrap().iter().any(|p| p.contains("Which of these insights apply")));
 }
