@@ -156,6 +156,9 @@ pub enum EvalProgress {
     },
 }
 
+/// One evaluation task in the three arms: passed, and insights carried.
+type ArmsRow = [(bool, usize); 3];
+
 /// Learns from `learn`, then runs `test` in the three arms, up to
 /// `concurrency` tasks at once (a remote server's parallel slots).
 pub async fn evaluate(
@@ -225,8 +228,8 @@ pub async fn evaluate(
     )
     .await?;
     let arm = |i: usize| Arm::of(&rows.iter().map(|row| row[i]).collect::<Vec<_>>());
-    let retrieved: Vec<&[(bool, usize); 3]> = rows.iter().filter(|row| row[1].1 > 0).collect();
-    let share = |hit: &dyn Fn(&[(bool, usize); 3]) -> bool| {
+    let retrieved: Vec<&ArmsRow> = rows.iter().filter(|row| row[1].1 > 0).collect();
+    let share = |hit: &dyn Fn(&ArmsRow) -> bool| {
         if retrieved.is_empty() {
             0.0
         } else {
