@@ -68,6 +68,17 @@ fn insights_are_imported_listed_edited_and_retired_through_the_daemon() {
     assert!(!ok && err.contains("no insight lookup 7"), "{err}");
     let (_, out, _) = run(&["insights", "show", "ins-1"]);
     assert!(out.contains("retrieved 1, helped 1, hurt 0"), "{out}");
+    // Its record shows it helped where it was used: evolution leaves it be.
+    let (ok, out, err) = run(&["insights", "evolve", "--dry-run"]);
+    assert!(
+        ok && out.contains("1 insights judged by their record (dry run: nothing recorded): 0 rewritten, 0 kept"),
+        "{out}{err}"
+    );
+    // Any version comes back, as a new event.
+    let (ok, out, err) = run(&["insights", "revert", "ins-1", "--version", "1"]);
+    assert!(ok && out.contains("(version 4)"), "{out}{err}");
+    let (_, out, _) = run(&["insights", "show", "ins-1"]);
+    assert!(out.contains("share one warehouse") && out.contains("x1 + x2 <= 500\n"), "{out}");
 
     // Retired with a reason; listed by status.
     let (ok, _, err) = run(&["insights", "retire", "ins-1", "--reason", "superseded"]);

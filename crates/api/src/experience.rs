@@ -3,10 +3,11 @@
 
 use axum::Router;
 use engram_experience::Insight;
+use engram_experience::evolve::Evolution;
 use engram_experience::files::ImportReport;
 use engram_experience::ops::{
-    EditInsight, ImportInsights, InsightFeedback, InsightHistory, InsightList, InsightLookup, ListInsights,
-    LookupInsights, SetInsightStatus, ShowInsight,
+    EditInsight, EvolveInsights, ImportInsights, InsightFeedback, InsightHistory, InsightList, InsightLookup,
+    ListInsights, LookupInsights, RevertInsight, SetInsightStatus, ShowInsight,
 };
 use engram_experience::record::Outcome;
 use engram_ops::Error;
@@ -16,7 +17,8 @@ use crate::op::route;
 
 /// `GET /v1/insights`, `GET /v1/insights/show`, `POST /v1/insights/edit`,
 /// `POST /v1/insights/status`, `POST /v1/insights/import`,
-/// `POST /v1/insights/lookup`, `POST /v1/insights/feedback`.
+/// `POST /v1/insights/lookup`, `POST /v1/insights/feedback`,
+/// `POST /v1/insights/evolve`, `POST /v1/insights/revert`.
 pub(crate) fn routes() -> Router<AppState> {
     Router::new()
         .merge(route(list))
@@ -26,6 +28,16 @@ pub(crate) fn routes() -> Router<AppState> {
         .merge(route(import))
         .merge(route(lookup))
         .merge(route(feedback))
+        .merge(route(evolve))
+        .merge(route(revert))
+}
+
+async fn evolve(state: AppState, request: EvolveInsights) -> Result<Evolution, Error> {
+    state.services().experience().evolve(request).await
+}
+
+async fn revert(state: AppState, request: RevertInsight) -> Result<Insight, Error> {
+    state.services().experience().revert(request).await
 }
 
 pub(crate) async fn lookup(state: AppState, request: LookupInsights) -> Result<InsightLookup, Error> {

@@ -235,6 +235,13 @@ pub struct Experience {
     pub solve_prompt: String,
     /// Relative tolerance of an objective against the known answer.
     pub tolerance: f64,
+    /// Conditions the LLM proposes per insight in an evolution.
+    pub rewrites: usize,
+    /// Quarantine an insight hurt this many times (and more than helped).
+    pub quarantine_hurt: u64,
+    /// Evolution's rewrite prompt (`{insight}`, `{applies}`,
+    /// `{not_applies}`, `{k}`).
+    pub evolve_prompt: String,
 }
 
 /// The vector store backend.
@@ -474,6 +481,12 @@ pub const KEYS: &[KeyDoc] = &[
     },
     KeyDoc { key: "experience.solve_prompt", expected: "a string holding {insights} and {task}" },
     KeyDoc { key: "experience.tolerance", expected: "a relative tolerance, 0 to 1" },
+    KeyDoc { key: "experience.rewrites", expected: "an integer, 1 to 10" },
+    KeyDoc { key: "experience.quarantine_hurt", expected: "an integer, 1 to 1000000" },
+    KeyDoc {
+        key: "experience.evolve_prompt",
+        expected: "a string holding {insight}, {applies}, {not_applies} and {k}",
+    },
     KeyDoc { key: "log.level", expected: "a tracing filter such as \"info\" or \"engram=debug,info\"" },
     KeyDoc { key: "log.format", expected: "\"human\" or \"json\"" },
 ];
@@ -552,7 +565,9 @@ impl Config {
                 bad("server.allowed_origins", format!("{origin:?} is not an origin"));
             }
         }
-        let ranges: [(&'static str, u64, u64, u64); 25] = [
+        let ranges: [(&'static str, u64, u64, u64); 27] = [
+            ("experience.rewrites", self.experience.rewrites as u64, 1, 10),
+            ("experience.quarantine_hurt", self.experience.quarantine_hurt, 1, 1_000_000),
             ("experience.insights", self.experience.insights as u64, 1, 20),
             ("experience.candidates", self.experience.candidates as u64, 1, 100),
             (
@@ -627,6 +642,11 @@ impl Config {
                 &["{task}", "{insights}", "{attempt}", "{verdict}"],
             ),
             ("experience.solve_prompt", &self.experience.solve_prompt, &["{insights}", "{task}"]),
+            (
+                "experience.evolve_prompt",
+                &self.experience.evolve_prompt,
+                &["{insight}", "{applies}", "{not_applies}", "{k}"],
+            ),
         ] {
             for hole in holes {
                 if !prompt.contains(hole) {

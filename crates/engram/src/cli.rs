@@ -172,6 +172,8 @@ pub enum BenchTarget {
     /// Memory: append acknowledgement during an ingest vs idle, recall at
     /// 100k turns, and recall after forgetting to half capacity vs before.
     Memory(crate::bench_memory::MemoryBenchArgs),
+    /// Insight lookup at 1,000 insights vs embedding the task alone.
+    Experience(crate::bench_experience::ExperienceBenchArgs),
 }
 
 /// Exit status for a configuration error, as for a usage error.
@@ -248,6 +250,10 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Bench { target: BenchTarget::Memory(args) } => {
             crate::bench_memory::memory(&loaded, &resolve_paths(&loaded, &env)?, &args)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Bench { target: BenchTarget::Experience(args) } => {
+            crate::bench_experience::experience(&loaded, &resolve_paths(&loaded, &env)?, &args)?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Bench { target: BenchTarget::Plugins(args) } => {

@@ -9,7 +9,8 @@ use anyhow::Context;
 use engram_config::{Loaded, Paths};
 use engram_experience::files;
 use engram_experience::ops::{
-    EditInsight, ImportInsights, InsightFeedback, ListInsights, LookupInsights, SetInsightStatus, ShowInsight,
+    EditInsight, EvolveInsights, ImportInsights, InsightFeedback, ListInsights, LookupInsights, RevertInsight,
+    SetInsightStatus, ShowInsight,
 };
 use engram_experience::{Change, Event, Insight, Status};
 
@@ -123,6 +124,32 @@ pub enum InsightsCommand {
         /// What went wrong, or right.
         #[arg(long)]
         diagnosis: Option<String>,
+    },
+    /// Refine the library from its record: rewrite the conditions of
+    /// insights retrieved where they did not help or missed where they
+    /// would have, quarantine harmful ones, merge near-duplicates (all
+    /// as events; `revert` undoes any).
+    Evolve {
+        /// Say what would change, record nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Rewrites to weigh per insight [default: experience.rewrites].
+        #[arg(long)]
+        rewrites: Option<usize>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Restore an insight's text and status as they were at a version.
+    Revert {
+        /// The insight.
+        id: String,
+        /// The version to restore (see `history`).
+        #[arg(long)]
+        version: u64,
+        /// Who reverts [default: $USER].
+        #[arg(long)]
+        editor: Option<String>,
     },
     /// Apply the edits made to the files in DIR (text, status; files
     /// without an id are new insights), all or nothing.
@@ -344,6 +371,35 @@ pub fn run(loaded: &Loaded, paths: &Paths, command: InsightsCommand) -> anyhow::
             let outcome = crate::connect::call(loaded, paths, &request)?;
             let verdict = if outcome.passed { "passed" } else { "failed" };
             println!("lookup {}: {verdict}, recorded as outcome {}", outcome.retrieval, outcome.id);
+        }
+        InsightsCommand::Evolve { dry_run, rewrites, json } => {
+            let evolution = crate::connect::call(loaded, paths, &EvolveInsights { dry_run, rewrites })?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&evolution)?);
+                return Ok(());
+            }
+            let would = if evolution.dry_run { " (dry run: nothing recorded)" } else { "" };
+            println!(
+                "{} insights judged by their record{would}: {} rewritten, {} kept, {} quarantined, {} merged",
+                evolution.considered,
+                evolution.rewritten.len(),
+                evolution.kept.len(),
+                evolution.quarantined.len(),
+                evolution.merged.len()
+            );
+            for r in &evolution.rewritten {
+                println!(
+                    "{}: {}/{} → {}/{} recorded tasks, margin {:.2} → {:.2}\n  from: {}\n  to:   {}",
+                    r.id, r.before, r.tasks, r.after, r.tasks, r.margin_before, r.margin_after, r.from, r.to
+                );
+            }
+            for removed in evolution.quarantined.iter().chain(&evolution.merged).chain(&evolution.failures) {
+                println!("{}: {}", removed.id, removed.reason);
+            }
+        }
+        InsightsCommand::Revert { id, version, editor: who } => {
+            let insight = crate::connect::call(loaded, paths, &RevertInsight { id, version, editor: editor(who) })?;
+            println!("{} (version {})", line(&insight), insight.version);
         }
         InsightsCommand::Import { dir, editor: who } => {
             // Read here, so a bad file is named with its line before anything is sent.

@@ -1,6 +1,7 @@
 //! `engram`: the daemon and its command-line interface.
 
 mod bench;
+mod bench_experience;
 mod bench_mcp;
 mod bench_memory;
 mod bench_plugins;

@@ -9,6 +9,7 @@
 //! insight and reads a person's edits back as events.
 
 pub mod eval;
+pub mod evolve;
 pub mod files;
 pub mod learn;
 pub mod ops;

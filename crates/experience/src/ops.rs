@@ -173,6 +173,57 @@ impl Operation for ImportInsights {
     }
 }
 
+/// `POST /v1/insights/evolve`: one evolution of the library from the
+/// recorded lookups and outcomes: conditions rewritten, harmful insights
+/// quarantined, near-duplicates merged, all as events (revert any with
+/// [`RevertInsight`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct EvolveInsights {
+    /// Say what would change, record nothing.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub dry_run: bool,
+    /// Rewrites to weigh per insight (default: `experience.rewrites`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rewrites: Option<usize>,
+}
+
+impl Operation for EvolveInsights {
+    const METHOD: Method = Method::Post;
+    const ROUTE: &'static str = "/v1/insights/evolve";
+    type Response = crate::evolve::Evolution;
+
+    fn validate(&self) -> Result<(), Error> {
+        if self.rewrites.is_some_and(|k| !(1..=10).contains(&k)) {
+            return Err(Error::invalid("`rewrites` must be 1 to 10"));
+        }
+        Ok(())
+    }
+}
+
+/// `POST /v1/insights/revert`: restores an insight's text and status as
+/// they were at `version`, as new events by `editor`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RevertInsight {
+    /// The insight.
+    pub id: String,
+    /// The version to restore.
+    pub version: u64,
+    /// Who reverts.
+    pub editor: String,
+}
+
+impl Operation for RevertInsight {
+    const METHOD: Method = Method::Post;
+    const ROUTE: &'static str = "/v1/insights/revert";
+    type Response = Insight;
+
+    fn validate(&self) -> Result<(), Error> {
+        check_editor(&self.editor)
+    }
+}
+
 /// The longest task text a lookup takes, in bytes.
 pub const MAX_TASK_BYTES: usize = 64 << 10;
 /// Most insights one lookup may put into a prompt.

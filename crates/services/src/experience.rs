@@ -6,11 +6,12 @@
 use std::sync::Arc;
 
 use engram_config::Paths;
+use engram_experience::evolve::{Evolution, EvolveOptions};
 use engram_experience::files::{self, ImportReport};
 use engram_experience::learn::{LearnOptions, Learner};
 use engram_experience::ops::{
-    EditInsight, ImportInsights, InsightFeedback, InsightHistory, InsightList, InsightLookup, ListInsights,
-    LookupInsights, SetInsightStatus, ShowInsight,
+    EditInsight, EvolveInsights, ImportInsights, InsightFeedback, InsightHistory, InsightList, InsightLookup,
+    ListInsights, LookupInsights, RevertInsight, SetInsightStatus, ShowInsight,
 };
 use engram_experience::record::Outcome;
 use engram_experience::retrieve::Retriever;
@@ -116,6 +117,23 @@ impl ExperienceService {
         .await
     }
 
+    /// [`EvolveInsights`], with the configured model.
+    pub async fn evolve(&self, request: EvolveInsights) -> Result<Evolution, Error> {
+        request.validate()?;
+        let retriever = self.retriever().await?;
+        let llm = self.models.llm.get().await.map_err(|e| Error::unavailable(format!("the generator: {e}")))?;
+        let options = evolve_options(&self.config, &request);
+        Ok(engram_experience::evolve::evolve(&self.experience, &retriever, &LlmGenerator(llm.clone()), &options)
+            .await?)
+    }
+
+    /// [`RevertInsight`].
+    pub async fn revert(&self, request: RevertInsight) -> Result<Insight, Error> {
+        request.validate()?;
+        let experience = self.experience.clone();
+        blocking(move || Ok(experience.revert(&request.editor, &request.id, request.version)?)).await
+    }
+
     /// A learner over this library with the configured model and `verifier`.
     pub async fn learner(&self, verifier: Arc<dyn Verifier>) -> Result<Learner, Error> {
         let retriever = self.retriever().await?;
@@ -189,6 +207,18 @@ pub fn lookup_options(config: &engram_config::Experience) -> LookupOptions {
         check: config.applicability_check,
         min_similarity: config.min_similarity as f32,
         check_prompt: config.check_prompt.clone(),
+    }
+}
+
+/// How an evolution works, from `[experience]` and the request.
+pub fn evolve_options(config: &engram_config::Experience, request: &EvolveInsights) -> EvolveOptions {
+    EvolveOptions {
+        rewrites: request.rewrites.unwrap_or(config.rewrites),
+        min_similarity: config.min_similarity as f32,
+        quarantine_hurt: config.quarantine_hurt,
+        duplicate_similarity: config.duplicate_similarity as f32,
+        prompt: config.evolve_prompt.clone(),
+        dry_run: request.dry_run,
     }
 }
 

@@ -11,14 +11,17 @@ use std::collections::VecDeque;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
+use engram_experience::evolve::{EVOLVER, evolve};
 use engram_experience::learn::{Fate, Learner};
+use engram_experience::ops::EvolveInsights;
+use engram_experience::record::{NewRetrieval, Weighed};
 use engram_experience::retrieve::Retriever;
 use engram_experience::task::{Ask, BoxFuture, Generator, Task, Verifier};
-use engram_experience::{Experience, Status};
+use engram_experience::{Experience, Provenance, Status, Text};
 use engram_index::{Embed, EmbedFn, VectorBackend};
 use engram_plugin_host::PluginHost;
 use engram_plugin_host::grants::Grants;
-use engram_services::experience::{LpVerifier, learn_options};
+use engram_services::experience::{LpVerifier, evolve_options, learn_options};
 use engram_store::{Store, StoreOptions};
 use serde_json::{Value, json};
 
@@ -45,6 +48,11 @@ impl Generator for Scripted {
         self.prompts.lock().unwrap().push(ask.prompt.clone());
         let answer = if ask.prompt.contains("failed its check") {
             self.reflections.lock().unwrap().pop_front().expect("a reflection scripted")
+        } else if ask.prompt.contains("Rewrite its condition") {
+            json!({"conditions": [
+                "Nurses are scheduled over the shifts of a hospital",
+                "Chairs and tables share one warehouse of limited storage",
+            ]})
         } else if ask.prompt.contains("Which of these insights apply") {
             let ids: Vec<&str> = ask.prompt.lines().filter_map(|l| l.strip_prefix("- ")?.split(':').next()).collect();
             json!({"applicable": ids})
@@ -131,7 +139,7 @@ fn learner(reflections: Vec<Value>) -> (Learner, Arc<Scripted>, tempfile::TempDi
     let experience = Experience::new(store);
 
     let generator = Arc::new(Scripted { reflections: Mutex::new(reflections.into()), prompts: Mutex::new(Vec::new()) });
-    let mut options = learn_options(&engram_config::Loader::new().load().unwrap().config.experience);
+    let mut options = learn_options(&learner_config());
     options.lookup.check = true;
     let learner = Learner { experience, retriever, generator: generator.clone(), verifier, options };
     (learner, generator, state)
@@ -234,4 +242,95 @@ async fn the_evaluation_scores_the_three_arms_on_what_learning_admitted() {
     assert_eq!((report.model.as_str(), report.verifier.as_str()), ("scripted", "lp.solve"));
     assert_eq!(seen.into_inner(), 3, "a tick per task learned and evaluated");
     assert!(generator.prompts.lock().unwrap().iter().any(|p| p.contains("Which of these insights apply")));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn evolution_rewrites_misaligned_conditions_quarantines_harm_and_merges_duplicates_reversibly() {
+    let (learner, _, _state) = learner(Vec::new());
+    let experience = learner.experience.clone();
+    let create = |taxonomy: &str, condition: &str| {
+        let text = Text {
+            taxonomy: taxonomy.to_owned(),
+            condition: condition.to_owned(),
+            explanation: "Why it matters.".to_owned(),
+            example: "A short case.".to_owned(),
+        };
+        experience.create("ana", text, Status::Active, Provenance::default()).unwrap().id
+    };
+    let misaligned = create("formulation/constraints/capacity", "Fuel is bought for a fleet of aircraft");
+    let harmful = create("formulation/objective", "Profit is the selling price");
+    let elder = create("formulation/variables", "Whole items such as machines or people are integer variables");
+    let younger = create("formulation/variables", "Whole items such as machines or people are integer variables");
+    let nurses = |id: &str| Task {
+        id: id.to_owned(),
+        text: "A hospital schedules nurses over three shifts a day; each shift needs a minimum number of nurses. \
+               Minimize the nurses hired."
+            .to_owned(),
+        answer: 0.0,
+    };
+    let judged = |task: &Task, chosen: &str, passed: bool| {
+        let chosen = [chosen.to_owned()];
+        let retrieval = experience
+            .record_retrieval(&NewRetrieval {
+                tenant: "",
+                task_id: &task.id,
+                task: &task.text,
+                candidates: &[Weighed { id: chosen[0].clone(), score: 1.0 }],
+                chosen: &chosen,
+                checked: false,
+            })
+            .unwrap();
+        experience.record_outcome("", retrieval, passed, "lp.solve", "").unwrap();
+    };
+    // Retrieved for storage tasks it helped and nurse tasks it did not.
+    judged(&storage_task("shop-1", [30, 50, 2, 4, 120, 40], 1600.0), &misaligned, true);
+    judged(&storage_task("shop-2", [20, 30, 1, 2, 100, 70], 1700.0), &misaligned, true);
+    judged(&nurses("ward-1"), &misaligned, false);
+    judged(&nurses("ward-2"), &misaligned, false);
+    for n in 0..3 {
+        judged(&nurses(&format!("ward-{}", 3 + n)), &harmful, false);
+    }
+
+    let options = |dry_run| evolve_options(&learner_config(), &EvolveInsights { dry_run, rewrites: None });
+    let events = experience.events(None).unwrap().len();
+    let dry = evolve(&experience, &learner.retriever, learner.generator.as_ref(), &options(true)).await.unwrap();
+    assert_eq!(experience.events(None).unwrap().len(), events, "a dry run records nothing");
+    let evolution = evolve(&experience, &learner.retriever, learner.generator.as_ref(), &options(false)).await.unwrap();
+    assert_eq!(
+        (dry.rewritten.clone(), dry.quarantined.clone()),
+        (evolution.rewritten.clone(), evolution.quarantined.clone())
+    );
+
+    let [rewritten] = &evolution.rewritten[..] else { panic!("{evolution:?}") };
+    assert_eq!(rewritten.id, misaligned);
+    assert_eq!(rewritten.to, "Chairs and tables share one warehouse of limited storage");
+    assert!(rewritten.margin_after > rewritten.margin_before + 0.05 && rewritten.tasks == 4, "{rewritten:?}");
+    let [quarantined] = &evolution.quarantined[..] else { panic!("{evolution:?}") };
+    assert_eq!(quarantined.id, harmful);
+    assert!(quarantined.reason.contains("hurt 3 times") && quarantined.reason.contains("ward-3"), "{quarantined:?}");
+    let [merged] = &evolution.merged[..] else { panic!("{evolution:?}") };
+    assert_eq!(
+        (merged.id.as_str(), merged.reason.starts_with(&format!("merged into {elder}"))),
+        (younger.as_str(), true)
+    );
+
+    let library = experience.library().unwrap();
+    assert_eq!(library[&harmful].status, Status::Quarantined);
+    assert_eq!(library[&younger].status, Status::Retired);
+    let history = experience.events(Some(&misaligned)).unwrap();
+    assert_eq!(history.last().unwrap().editor, EVOLVER);
+    // A quarantined insight is offered no more.
+    let offered = learner.retriever.candidates(&nurses("ward-9").text, None, 10).unwrap();
+    assert!(offered.iter().all(|c| c.insight.id != harmful && c.insight.id != younger));
+
+    // Reversible: the condition and the status come back, as events.
+    let reverted = experience.revert("ana", &misaligned, 1).unwrap();
+    assert_eq!(reverted.text.condition, "Fuel is bought for a fleet of aircraft");
+    assert_eq!(experience.revert("ana", &harmful, 1).unwrap().status, Status::Active);
+    assert!(experience.revert("ana", &harmful, 1).unwrap_err().to_string().contains("already reads"));
+    assert!(experience.revert("ana", &harmful, 9).unwrap_err().to_string().contains("versions 1 to 3"));
+}
+
+fn learner_config() -> engram_config::Experience {
+    engram_config::Loader::new().load().unwrap().config.experience
 }
