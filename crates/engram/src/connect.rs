@@ -54,6 +54,17 @@ pub fn call<O: engram_ops::Operation>(loaded: &Loaded, paths: &Paths, request: &
     run(loaded, paths, |client| async move { Ok(client.call(request).await?) })
 }
 
+/// Moves `bar` (if any) to `done` of `total`, clearing it at the end.
+pub fn advance(bar: &Option<indicatif::ProgressBar>, done: usize, total: usize) {
+    if let Some(bar) = bar {
+        bar.set_length(total as u64);
+        bar.set_position(done as u64);
+        if done >= total {
+            bar.finish_and_clear();
+        }
+    }
+}
+
 /// A bar labelled `label` counting `unit` on a terminal's stderr, nothing
 /// otherwise.
 pub fn terminal_bar(label: &'static str, unit: &str, len: u64) -> Option<indicatif::ProgressBar> {

@@ -209,13 +209,7 @@ pub fn eval(loaded: &Loaded, paths: &Paths, args: &EvalExperienceArgs) -> anyhow
             EvalProgress::Learned { done, total } => (&learning, done, total),
             EvalProgress::Evaluated { done, total } => (&evaluating, done, total),
         };
-        if let Some(bar) = bar {
-            bar.set_length(total as u64);
-            bar.set_position(done as u64);
-            if done >= total {
-                bar.finish_and_clear();
-            }
-        }
+        crate::connect::advance(bar, done, total);
     })?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);

@@ -308,7 +308,10 @@ pub fn wilson(k: usize, n: usize) -> [f64; 2] {
     let p = k / n;
     let centre = (p + z * z / (2.0 * n)) / (1.0 + z * z / n);
     let half = z * (p * (1.0 - p) / n + z * z / (4.0 * n * n)).sqrt() / (1.0 + z * z / n);
-    [(centre - half).max(0.0), (centre + half).min(1.0)]
+    // The closed forms at the ends (the arithmetic leaves a rounding error).
+    let lower = if k == 0.0 { 0.0 } else { (centre - half).max(0.0) };
+    let upper = if k == n { 1.0 } else { (centre + half).min(1.0) };
+    [lower, upper]
 }
 
 /// SplitMix64's finalizer: a fixed, well-mixed function of `x`.
@@ -334,6 +337,7 @@ mod tests {
         assert!((lo - 0.4902).abs() < 1e-3 && (hi - 0.9433).abs() < 1e-3, "{lo} {hi}");
         assert_eq!(wilson(0, 0), [0.0, 1.0]);
         assert_eq!(wilson(0, 20)[0], 0.0);
+        assert_eq!((wilson(0, 100)[0], wilson(100, 100)[1]), (0.0, 1.0));
     }
 
     #[test]
