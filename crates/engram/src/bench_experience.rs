@@ -204,13 +204,9 @@ pub fn experience(loaded: &Loaded, paths: &Paths, args: &ExperienceBenchArgs) ->
         Ok(())
     })?;
     row("candidates (BM25 + vectors + fold)", &candidates);
-    let options = LookupOptions {
-        insights: 3,
-        candidates: 8,
-        check: false,
-        min_similarity: loaded.config.experience.min_similarity as f32,
-        check_prompt: loaded.config.experience.check_prompt.clone(),
-    };
+    // The configured lookup, less the model's check (a model call).
+    let options =
+        LookupOptions { check: false, ..engram_services::experience::lookup_options(&loaded.config.experience) };
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build()?;
     let recorded = time(&mut |task| {
         runtime.block_on(lookup(&experience, &retriever, None, &LookupInsights::new(task), &options))?;

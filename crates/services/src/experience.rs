@@ -244,15 +244,10 @@ impl Generator for LlmGenerator {
 
     fn complete(&self, ask: Ask) -> BoxFuture<'_, Result<String, String>> {
         Box::pin(async move {
+            let message = engram_models::Message::new(engram_models::Role::User, ask.prompt);
             let request = engram_models::GenerateRequest {
-                prompt: engram_models::Prompt::Chat(vec![engram_models::Message::new(
-                    engram_models::Role::User,
-                    ask.prompt,
-                )]),
-                sampling: engram_models::SamplingParams { temperature: 0.0, ..Default::default() },
-                max_tokens: ask.max_tokens,
-                stop: Vec::new(),
                 json_schema: ask.schema,
+                ..crate::memory::chat_request(vec![message], ask.max_tokens)
             };
             self.0.complete(request).await.map(|(text, _)| text).map_err(|err| err.to_string())
         })

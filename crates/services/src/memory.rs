@@ -386,7 +386,7 @@ fn summary_request(prompt: &str) -> engram_models::GenerateRequest {
 }
 
 /// A greedy generation of at most `max_tokens` from `messages`.
-fn chat_request(messages: Vec<engram_models::Message>, max_tokens: usize) -> engram_models::GenerateRequest {
+pub(crate) fn chat_request(messages: Vec<engram_models::Message>, max_tokens: usize) -> engram_models::GenerateRequest {
     engram_models::GenerateRequest {
         prompt: engram_models::Prompt::Chat(messages),
         sampling: engram_models::SamplingParams { temperature: 0.0, ..Default::default() },
